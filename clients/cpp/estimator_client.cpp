@@ -1,0 +1,205 @@
+#include "clients/cpp/estimator_client.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <thread>
+
+#include "schema/wire.h"
+#include "shm/client_ring.h"
+#include "shm/segment.h"
+
+namespace estimator::client {
+
+// One attachment per daemon epoch; Replies keep theirs alive past a re-attach.
+struct Attachment {
+  std::unique_ptr<shm::ClientSegment> segment;
+  std::unique_ptr<shm::ClientRing> ring;
+};
+
+namespace {
+
+// A reply read after the deadline is still read; this bounds how long the daemon keeps
+// a slot of a client in another pid namespace that died while holding it.
+constexpr std::uint64_t kLeaseGraceNs = 1'000'000'000ULL;
+constexpr std::uint64_t kReplyLeaseNs = 60'000'000'000ULL;
+
+std::atomic<std::uint64_t> g_next_id{
+    (static_cast<std::uint64_t>(getpid()) << 40) ^
+    static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
+
+std::uint32_t thread_hint() {
+  static thread_local const std::uint32_t hint =
+      static_cast<std::uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  return hint;
+}
+
+}  // namespace
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {
+  if (options_.shm_name.empty()) options_.shm_name = shm::default_segment_name();
+}
+
+Client::~Client() = default;
+
+Result<std::shared_ptr<Attachment>> Client::attachment() {
+  std::lock_guard lock(mu_);
+  if (attachment_ != nullptr) {
+    // A clean stop or a restart marks the old segment; re-attach without failing a call.
+    const auto state = attachment_->segment->view().header().state.load(std::memory_order_acquire);
+    if (state == static_cast<std::uint32_t>(shm::ServerState::kServing)) return attachment_;
+    attachment_.reset();
+  }
+  auto seg = shm::ClientSegment::attach(options_.shm_name);
+  if (!seg.ok()) return seg.status();
+  auto a = std::make_shared<Attachment>();
+  a->segment = std::move(seg).value();
+  a->ring = std::make_unique<shm::ClientRing>(*a->segment);
+  attachment_ = a;
+  return a;
+}
+
+void Client::forget(const std::shared_ptr<Attachment>& stale) {
+  std::lock_guard lock(mu_);
+  if (attachment_ == stale) attachment_.reset();
+}
+
+Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanoseconds timeout) {
+  const std::uint64_t start = shm::monotonic_ns();
+  const std::uint64_t deadline = start + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
+  auto att = attachment();
+  if (!att.ok()) return att.status();
+  std::shared_ptr<Attachment> a = std::move(att).value();
+  shm::ClientRing& ring = *a->ring;
+
+  auto claimed = ring.claim(deadline, deadline + kLeaseGraceNs, thread_hint());
+  if (!claimed.ok()) {
+    if (claimed.status().code() == Code::kUnavailable) forget(a);
+    return claimed.status();
+  }
+  const std::uint32_t slot = claimed.value();
+  const shm::SlotRef ref = ring.view().slot(slot);
+
+  wire::RequestSpec spec;
+  spec.request_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
+  spec.kind = ping ? fb::RequestKind::Ping : fb::RequestKind::Estimate;
+  spec.model_name = request.selector.name;
+  spec.trainer = request.selector.trainer;
+  spec.output_type = request.selector.output_type;
+  spec.source = request.selector.source;
+  spec.feature_names = request.features;
+  spec.matrix = request.matrix;
+  spec.rows = request.rows;
+  spec.cols = request.cols;
+  spec.node_power = request.node_power;
+  spec.system_values = request.system_values;
+  if (!ping && (request.features.size() != request.cols ||
+                (request.matrix == nullptr && request.rows * request.cols != 0))) {
+    ring.abandon(slot);
+    return Status(Code::kInvalidArgument, std::to_string(request.features.size()) +
+                                              " feature names for " +
+                                              std::to_string(request.cols) + " columns");
+  }
+  auto built = wire::build_request(spec, {ref.request, ring.view().request_capacity()});
+  if (!built.ok()) {
+    ring.abandon(slot);
+    return built.status();
+  }
+  const auto offset = static_cast<std::uint32_t>(built->data() - ref.request);
+  if (Status s = ring.publish(slot, offset, static_cast<std::uint32_t>(built->size())); !s.ok()) {
+    return s;
+  }
+  switch (ring.wait_answer(slot, deadline, static_cast<std::uint64_t>(
+                                               std::chrono::nanoseconds(options_.spin).count()))) {
+    case shm::WaitOutcome::kAnswered:
+      break;
+    case shm::WaitOutcome::kDeadline:
+      ring.abandon(slot);
+      return Status(Code::kDeadlineExceeded, "no answer within " +
+                                                 std::to_string(timeout.count() / 1000000) + " ms");
+    case shm::WaitOutcome::kServerGone:
+      ring.abandon(slot);
+      forget(a);
+      return Status(Code::kUnavailable, "estimator unavailable: the daemon stopped or died");
+  }
+  ring.extend_lease(slot, shm::monotonic_ns() + kReplyLeaseNs);
+
+  Reply reply;
+  reply.attachment_ = a;
+  reply.slot_ = slot;
+  reply.holds_slot_ = true;  // from here on the Reply frees the slot, on every path
+  // Offsets written by the daemon: copy once, check against the area.
+  const std::uint32_t roff = ref.control->response_offset;
+  const std::uint32_t rlen = ref.control->response_len;
+  const std::uint32_t cap = ring.view().response_capacity();
+  if (roff > cap || rlen > cap - roff) {
+    return Status(Code::kInternal, "daemon answered outside the response area");
+  }
+  auto parsed = wire::read_response({ref.response + roff, rlen});
+  if (!parsed.ok()) return parsed.status();
+  const wire::ParsedResponse& r = parsed.value();
+  if (r.request_id != spec.request_id) {
+    return Status(Code::kInternal, "answer to request " + std::to_string(r.request_id) +
+                                       " received for request " + std::to_string(spec.request_id));
+  }
+  if (r.status != Code::kOk) return Status(r.status, std::string(r.message));
+  reply.request_id_ = r.request_id;
+  reply.rows_ = r.rows;
+  reply.cols_ = r.cols;
+  reply.powers_ = r.powers;
+  reply.components_ = r.components;
+  if (r.model != nullptr) {
+    reply.model_ = {wire::view_of(r.model->name()),        wire::view_of(r.model->trainer()),
+                    wire::view_of(r.model->model_class()), wire::view_of(r.model->output_type()),
+                    wire::view_of(r.model->source()),      r.model->mae(),
+                    r.model->mape(),                       r.model->core_ratio()};
+  }
+  if (!ping && r.rows != request.rows) {
+    return Status(Code::kInternal, "answer has " + std::to_string(r.rows) + " rows for " +
+                                       std::to_string(request.rows));
+  }
+  return reply;
+}
+
+Result<Reply> Client::estimate(const Request& request, std::chrono::nanoseconds timeout) {
+  return call(request, false, timeout);
+}
+
+Status Client::ping(std::chrono::nanoseconds timeout) {
+  return call(Request{}, true, timeout).status();
+}
+
+Reply::Reply(Reply&& other) noexcept { *this = std::move(other); }
+
+Reply& Reply::operator=(Reply&& other) noexcept {
+  if (this != &other) {
+    release();
+    attachment_ = std::move(other.attachment_);
+    slot_ = other.slot_;
+    holds_slot_ = std::exchange(other.holds_slot_, false);
+    request_id_ = other.request_id_;
+    rows_ = other.rows_;
+    cols_ = other.cols_;
+    powers_ = other.powers_;
+    components_ = other.components_;
+    model_ = other.model_;
+  }
+  return *this;
+}
+
+Reply::~Reply() { release(); }
+
+void Reply::release() {
+  if (holds_slot_ && attachment_ != nullptr) attachment_->ring->release(slot_);
+  holds_slot_ = false;
+}
+
+std::string_view Reply::component(std::uint32_t c) const {
+  const auto* v =
+      static_cast<const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>*>(components_);
+  if (v == nullptr || c >= v->size()) return {};
+  return wire::view_of(v->Get(c));
+}
+
+}  // namespace estimator::client

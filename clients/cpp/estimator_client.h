@@ -1,0 +1,129 @@
+// The C++ client of the estimator daemon.
+//
+//   estimator::client::Client client;                        // default segment name
+//   std::string_view features[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
+//   float rows[] = {1200.f, 3.f,   80.f, 0.f};               // 2 workloads x 2 features
+//   auto reply = client.estimate({.features = features, .matrix = rows, .rows = 2, .cols = 2});
+//   if (!reply) { log(reply.status().to_string()); return; }
+//   for (uint32_t r = 0; r < reply->rows(); ++r) use(reply->power(r, 0));
+//
+// The request is written straight into a slot of the daemon's shared-memory ring and the
+// reply is read in place from the same slot; a Reply holds its slot until destroyed, so
+// keep it briefly. A Client may be used from many threads at once. It attaches lazily,
+// and re-attaches by itself when the daemon restarts (a new epoch): calls in between fail
+// with kUnavailable ("estimator unavailable") within their deadline, never hang.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "common/views.h"
+
+namespace estimator::client {
+
+struct ClientOptions {
+  std::string shm_name = {};  // empty: the daemon's default, "estimator-<user>"
+  std::chrono::microseconds spin{50};            // spin this long before sleeping
+  std::chrono::milliseconds timeout{1000};       // deadline of calls that give none
+};
+
+// Which model; empty fields mean "any" (then the smallest-error model that fits wins).
+struct Selector {
+  std::string_view name = {};
+  std::string_view trainer = {};
+  std::string_view output_type = {};  // AbsPower or DynPower
+  std::string_view source = {};       // rapl-sysfs (intel_rapl), acpi, ...
+};
+
+struct Request {
+  Selector selector = {};
+  std::span<const std::string_view> features = {};  // one name per column
+  const float* matrix = nullptr;               // rows x cols, row-major
+  std::uint32_t rows = 0;
+  std::uint32_t cols = 0;
+  std::span<const NodePower> node_power = {};       // measured node power, when known
+  std::span<const SystemValue> system_values = {};  // e.g. cpu_architecture
+};
+
+// The model that answered.
+struct ModelUsed {
+  std::string_view name;
+  std::string_view trainer;
+  std::string_view model_class;
+  std::string_view output_type;
+  std::string_view source;
+  double mae = 0;   // NaN when not published
+  double mape = 0;
+  double core_ratio = 1.0;
+};
+
+struct Attachment;
+class Client;
+
+// A successful answer, read in place from the slot; frees the slot when destroyed.
+class Reply {
+ public:
+  Reply(Reply&& other) noexcept;
+  Reply& operator=(Reply&& other) noexcept;
+  Reply(const Reply&) = delete;
+  Reply& operator=(const Reply&) = delete;
+  ~Reply();
+
+  std::uint32_t rows() const { return rows_; }
+  std::uint32_t cols() const { return cols_; }  // = number of components
+  std::string_view component(std::uint32_t c) const;
+  float power(std::uint32_t row, std::uint32_t col) const { return powers_[std::size_t{row} * cols_ + col]; }
+  std::span<const float> powers() const { return {powers_, std::size_t{rows_} * cols_}; }
+  const ModelUsed& model() const { return model_; }
+  std::uint64_t request_id() const { return request_id_; }
+
+ private:
+  friend class Client;
+  Reply() = default;
+  void release();
+
+  std::shared_ptr<Attachment> attachment_;
+  std::uint32_t slot_ = 0;
+  bool holds_slot_ = false;
+  std::uint64_t request_id_ = 0;
+  std::uint32_t rows_ = 0;
+  std::uint32_t cols_ = 0;
+  const float* powers_ = nullptr;
+  const void* components_ = nullptr;  // flatbuffers vector of strings, in the slot
+  ModelUsed model_;
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Estimates the power of every row. The deadline covers claiming a slot, the daemon's
+  // work and the wait for the answer.
+  Result<Reply> estimate(const Request& request, std::chrono::nanoseconds timeout);
+  Result<Reply> estimate(const Request& request) { return estimate(request, options_.timeout); }
+
+  // Ok when a daemon answers within the timeout.
+  Status ping(std::chrono::nanoseconds timeout);
+
+  const std::string& shm_name() const { return options_.shm_name; }
+
+ private:
+  Result<std::shared_ptr<Attachment>> attachment();
+  void forget(const std::shared_ptr<Attachment>& stale);
+  Result<Reply> call(const Request& request, bool ping, std::chrono::nanoseconds timeout);
+
+  ClientOptions options_;
+  std::mutex mu_;                        // guards attachment_ (not the calls)
+  std::shared_ptr<Attachment> attachment_;
+};
+
+}  // namespace estimator::client

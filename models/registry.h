@@ -1,0 +1,97 @@
+// The registry: the set of loaded models and how one is chosen for a request.
+//
+// A Registry is immutable once built; the service swaps whole registries (shared_ptr)
+// when the model directory changes, so requests in flight keep the one they started on.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "models/model.h"
+
+namespace estimator::models {
+
+// One model folder: its files by name (relative to the folder), contents in memory.
+// Built from a directory on disk, from the embedded defaults, or (later) from a zip.
+struct ModelFolder {
+  std::string origin;                          // path or "embedded:<path>", for messages
+  std::map<std::string, std::string> files;    // "metadata.json" -> contents, ...
+  // Path components above the folder, e.g. {"rapl-sysfs", "AbsPower"}: supply source and
+  // output type when metadata.json lacks them.
+  std::vector<std::string> path_hints;
+};
+
+// What a request asks for; empty strings mean "any". The default member initializers let
+// callers name only what they set (Selector{.output_type = "AbsPower"}) without
+// -Wmissing-field-initializers.
+struct Selector {
+  std::string_view name{};
+  std::string_view trainer{};
+  std::string_view output_type{};
+  std::string_view source{};
+};
+
+// A model that could not be loaded and why (listed by `estimator models`, logged).
+struct Refusal {
+  std::string origin;
+  Status reason;
+};
+
+class Registry {
+ public:
+  // Loads each folder; a folder that fails to load is recorded in refused(), not fatal.
+  static std::shared_ptr<const Registry> build(std::span<const ModelFolder> folders);
+
+  // As build(folders); `earlier` (what scan_directory could not read) heads refused().
+  static std::shared_ptr<const Registry> build(std::span<const ModelFolder> folders,
+                                               std::vector<Refusal> earlier);
+
+  // Every folder holding metadata.json under `dir`, recursively, in path order, with the
+  // regular files directly inside it. Hidden entries (".name", as Kubernetes' "..data"
+  // of a mounted ConfigMap) are skipped, directory symlinks are not followed, and file
+  // symlinks are read only when they resolve inside `dir`. A file that cannot be read
+  // (too large, a symlink leaving `dir`, an I/O error) is skipped and logged; the folder
+  // is still returned. path_hints = the folder's path from `dir`, `dir`'s own name first.
+  static Result<std::vector<ModelFolder>> scan_directory(const std::filesystem::path& dir);
+
+  // As above, and the skipped files are appended to `refused` (for build()).
+  static Result<std::vector<ModelFolder>> scan_directory(const std::filesystem::path& dir,
+                                                         std::vector<Refusal>& refused);
+
+  // Files larger than this are not read by scan_directory.
+  static constexpr std::uintmax_t kMaxFileBytes = 64U << 20U;
+
+  // Chooses the model for a request with these feature columns:
+  // - a name (or trainer) picks among models of that name (trainer), narrowed by output
+  //   type and source when given; if it cannot serve the columns the error names the
+  //   missing features (kMissingFeatures); an unknown name is kNotFound;
+  // - otherwise, among models matching output type and source whose features are all
+  //   present (and whose node-power needs are met), the smallest mae wins (unknown mae
+  //   ranks last; ties broken by name for determinism).
+  // Output type and source compare in canonical form (canonical_output_type,
+  // canonical_source); a model that does not state one matches any. Remaining ties (the
+  // same name from two folders) go to the smaller origin.
+  Result<const Model*> select(const Selector& selector,
+                              std::span<const std::string_view> features,
+                              bool has_node_power) const;
+
+  std::span<const std::unique_ptr<Model>> models() const { return models_; }
+  std::span<const Refusal> refused() const { return refused_; }
+
+ private:
+  std::vector<std::unique_ptr<Model>> models_;
+  std::vector<Refusal> refused_;
+};
+
+// Builds one model from a folder (dispatches on metadata.json's model_class and the
+// model file's content). Never throws.
+Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder);
+
+}  // namespace estimator::models

@@ -1,0 +1,358 @@
+#include "schema/wire.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "schema/schema_version.h"
+
+namespace estimator::wire {
+namespace {
+
+constexpr const char* kIdentifier = "EST1";
+
+// A flatbuffers::Allocator over a caller-owned buffer. FlatBuffers has no failure path
+// for allocation, so growth past the buffer is served from the heap and flagged: the
+// caller turns the flag into kTooLarge instead of crashing.
+class FixedAllocator final : public flatbuffers::Allocator {
+ public:
+  explicit FixedAllocator(std::span<std::uint8_t> area) : area_(area) {}
+  std::uint8_t* allocate(std::size_t size) override {
+    if (!handed_out_ && size <= area_.size()) {
+      handed_out_ = true;
+      return area_.data() + (area_.size() - size);  // keep the tail aligned with the end
+    }
+    overflowed_ = true;
+    return new std::uint8_t[size];
+  }
+  void deallocate(std::uint8_t* p, std::size_t) override {
+    if (p >= area_.data() && p < area_.data() + area_.size()) {
+      handed_out_ = false;
+      return;
+    }
+    delete[] p;
+  }
+  bool overflowed() const { return overflowed_; }
+  void reset() { overflowed_ = false; }
+
+ private:
+  std::span<std::uint8_t> area_;
+  bool handed_out_ = false;
+  bool overflowed_ = false;
+};
+
+// Usable builder size for an area: aligned down so the builder's first (and only)
+// allocation is the whole area.
+std::size_t usable(std::size_t n) { return n & ~std::size_t{63}; }
+
+std::size_t string_bound(std::string_view s) { return s.size() + 1 + 4 + 8; }
+
+bool in_range(const void* p, std::size_t n, const std::uint8_t* base, std::size_t len) {
+  const auto* b = static_cast<const std::uint8_t*>(p);
+  return b >= base && b <= base + len && n <= static_cast<std::size_t>(base + len - b);
+}
+
+}  // namespace
+
+std::size_t request_size_bound(const RequestSpec& spec) {
+  std::size_t n = 256;  // root table, vtables, selector table, alignment
+  n += string_bound(spec.model_name) + string_bound(spec.trainer) +
+       string_bound(spec.output_type) + string_bound(spec.source);
+  n += 8 + 4 * spec.feature_names.size();
+  for (std::string_view f : spec.feature_names) n += string_bound(f);
+  n += 8 + 4 * std::size_t{spec.rows} * spec.cols;
+  for (const NodePower& p : spec.node_power) {
+    n += 48 + string_bound(p.component) + 8 + 4 * p.watts.size() + 8 + 4 * p.idle_watts.size();
+  }
+  for (const SystemValue& v : spec.system_values) {
+    n += 32 + string_bound(v.name) + string_bound(v.value);
+  }
+  return n;
+}
+
+Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
+                                              std::span<std::uint8_t> area) {
+  const std::size_t bound = request_size_bound(spec);
+  const std::size_t cap = usable(area.size());
+  if (bound > cap) {
+    return Status(Code::kTooLarge, "request of about " + std::to_string(bound) +
+                                       " bytes exceeds the slot's " + std::to_string(cap) +
+                                       " bytes (raise --slot-bytes or send fewer rows)");
+  }
+  FixedAllocator alloc(area.subspan(area.size() - cap));
+  flatbuffers::FlatBufferBuilder b(cap, &alloc, false, 64);
+  b.DedupVtables(false);
+
+  // The matrix first: it ends up at the end of the buffer, after everything else.
+  float* m = nullptr;
+  const auto matrix = b.CreateUninitializedVector<float>(std::size_t{spec.rows} * spec.cols, &m);
+  if (spec.rows * spec.cols != 0) {
+    std::memcpy(m, spec.matrix, sizeof(float) * spec.rows * spec.cols);
+  }
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> names;
+  {
+    flatbuffers::Offset<flatbuffers::String> tmp[kMaxFeatures];
+    const std::size_t nf = std::min(spec.feature_names.size(), kMaxFeatures);
+    for (std::size_t i = 0; i < nf; ++i) {
+      tmp[i] = b.CreateString(spec.feature_names[i].data(), spec.feature_names[i].size());
+    }
+    names = b.CreateVector(tmp, nf);
+  }
+  flatbuffers::Offset<fb::NodePower> powers[kMaxNodePower];
+  const std::size_t np = std::min(spec.node_power.size(), kMaxNodePower);
+  for (std::size_t i = 0; i < np; ++i) {
+    const NodePower& p = spec.node_power[i];
+    const auto comp = b.CreateString(p.component.data(), p.component.size());
+    const auto w = b.CreateVector(p.watts.data(), p.watts.size());
+    const auto idle = b.CreateVector(p.idle_watts.data(), p.idle_watts.size());
+    powers[i] = fb::CreateNodePower(b, comp, w, idle);
+  }
+  flatbuffers::Offset<fb::SystemValue> sys[kMaxSystemValues];
+  const std::size_t ns = std::min(spec.system_values.size(), kMaxSystemValues);
+  for (std::size_t i = 0; i < ns; ++i) {
+    const SystemValue& v = spec.system_values[i];
+    sys[i] = fb::CreateSystemValue(b, b.CreateString(v.name.data(), v.name.size()),
+                                   b.CreateString(v.value.data(), v.value.size()));
+  }
+  const auto selector = fb::CreateModelSelector(
+      b, b.CreateString(spec.model_name.data(), spec.model_name.size()),
+      b.CreateString(spec.trainer.data(), spec.trainer.size()),
+      b.CreateString(spec.output_type.data(), spec.output_type.size()),
+      b.CreateString(spec.source.data(), spec.source.size()));
+  const auto root = fb::CreateRequest(b, schema::kSchemaVersion, spec.request_id, spec.kind,
+                                      selector, names, spec.rows, spec.cols, matrix,
+                                      np ? b.CreateVector(powers, np) : 0,
+                                      ns ? b.CreateVector(sys, ns) : 0);
+  b.Finish(root, kIdentifier);
+  if (alloc.overflowed()) {
+    return Status(Code::kTooLarge, "request exceeds the slot's " + std::to_string(cap) + " bytes");
+  }
+  if (spec.feature_names.size() > kMaxFeatures || spec.node_power.size() > kMaxNodePower ||
+      spec.system_values.size() > kMaxSystemValues) {
+    return Status(Code::kTooLarge, "too many features, node powers or system values");
+  }
+  // The builder's buffer ends at the end of the area; it is not freed with the builder.
+  return std::span<std::uint8_t>(b.GetBufferPointer(), b.GetSize());
+}
+
+RequestReader::RequestReader(std::size_t capacity) : copy_(capacity) {
+  features_.reserve(kMaxFeatures);
+  node_power_.reserve(kMaxNodePower);
+  system_values_.reserve(kMaxSystemValues);
+}
+
+Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& out) {
+  out = ParsedRequest{};
+  const std::uint8_t* base = shared.data();
+  const std::size_t len = shared.size();
+  if (len < 8 || len > copy_.size() || reinterpret_cast<std::uintptr_t>(base) % 8 != 0) {
+    return Status(Code::kInvalidArgument, "request length " + std::to_string(len) +
+                                              " outside 8.." + std::to_string(copy_.size()) +
+                                              " or misaligned");
+  }
+  // Pass 1, in place: only to locate the matrix values.
+  std::size_t m_off = 0;
+  std::size_t m_len = 0;
+  {
+    flatbuffers::Verifier v(base, len);
+    if (!fb::VerifyRequestBuffer(v)) {
+      return Status(Code::kInvalidArgument, "request is not a valid estimator.fb.Request");
+    }
+    const fb::Request* r = fb::GetRequest(base);
+    if (const auto* m = r->matrix(); m != nullptr) {
+      const std::size_t bytes = std::size_t{m->size()} * sizeof(float);
+      const auto* data = reinterpret_cast<const std::uint8_t*>(m->data());
+      if (!in_range(data, bytes, base, len)) {
+        return Status(Code::kInvalidArgument, "request changed while being read");
+      }
+      m_off = static_cast<std::size_t>(data - base);
+      m_len = bytes;
+    }
+  }
+  // Pass 2: private copy of everything but the matrix values, verified again.
+  std::uint8_t* copy = copy_.data();
+  std::memcpy(copy, base, m_off);
+  std::memcpy(copy + m_off + m_len, base + m_off + m_len, len - m_off - m_len);
+  flatbuffers::Verifier v(copy, len);
+  if (!fb::VerifyRequestBuffer(v)) {
+    return Status(Code::kInvalidArgument, "request changed while being read");
+  }
+  const fb::Request* r = fb::GetRequest(copy);
+  out.request_id = r->request_id();
+  out.schema_version = r->schema_version();
+  out.kind = r->kind();
+  if (out.schema_version != schema::kSchemaVersion) {
+    return Status(Code::kIncompatible, "request schema version " +
+                                           std::to_string(out.schema_version) +
+                                           ", daemon speaks " +
+                                           std::to_string(schema::kSchemaVersion));
+  }
+  if (const fb::ModelSelector* s = r->selector(); s != nullptr) {
+    out.model_name = view_of(s->name());
+    out.trainer = view_of(s->trainer());
+    out.output_type = view_of(s->output_type());
+    out.source = view_of(s->source());
+  }
+  out.rows = r->rows();
+  out.cols = r->cols();
+  if (const auto* m = r->matrix(); m != nullptr) {
+    const auto* data = reinterpret_cast<const std::uint8_t*>(m->data());
+    if (data != copy + m_off || std::size_t{m->size()} * sizeof(float) != m_len) {
+      return Status(Code::kInvalidArgument, "request changed while being read");
+    }
+    out.matrix = reinterpret_cast<const float*>(base + m_off);
+  }
+  if (std::uint64_t{out.rows} * out.cols != m_len / sizeof(float)) {
+    return Status(Code::kInvalidArgument,
+                  "rows x cols = " + std::to_string(out.rows) + " x " +
+                      std::to_string(out.cols) + " but the matrix holds " +
+                      std::to_string(m_len / sizeof(float)) + " values");
+  }
+  features_.clear();
+  if (const auto* names = r->feature_names(); names != nullptr) {
+    if (names->size() > kMaxFeatures) {
+      return Status(Code::kTooLarge, "more than " + std::to_string(kMaxFeatures) + " features");
+    }
+    for (const auto* n : *names) features_.push_back(view_of(n));
+  }
+  out.feature_names = features_;
+  if (out.kind == fb::RequestKind::Estimate && features_.size() != out.cols) {
+    return Status(Code::kInvalidArgument, std::to_string(features_.size()) +
+                                              " feature names for " +
+                                              std::to_string(out.cols) + " columns");
+  }
+  node_power_.clear();
+  if (const auto* np = r->node_power(); np != nullptr) {
+    if (np->size() > kMaxNodePower) {
+      return Status(Code::kTooLarge, "more than " + std::to_string(kMaxNodePower) +
+                                         " node power entries");
+    }
+    for (const fb::NodePower* p : *np) {
+      NodePower e;
+      e.component = view_of(p->component());
+      if (const auto* w = p->watts(); w != nullptr) e.watts = {w->data(), w->size()};
+      if (const auto* w = p->idle_watts(); w != nullptr) e.idle_watts = {w->data(), w->size()};
+      node_power_.push_back(e);
+    }
+  }
+  out.node_power = node_power_;
+  system_values_.clear();
+  if (const auto* sv = r->system_values(); sv != nullptr) {
+    if (sv->size() > kMaxSystemValues) {
+      return Status(Code::kTooLarge, "more than " + std::to_string(kMaxSystemValues) +
+                                         " system values");
+    }
+    for (const fb::SystemValue* s : *sv) {
+      system_values_.push_back({view_of(s->name()), view_of(s->value())});
+    }
+  }
+  out.system_values = system_values_;
+  return Status::Ok();
+}
+
+struct ResponseBuilder::Impl {
+  explicit Impl(std::size_t capacity)
+      : buffer(usable(capacity)), alloc(buffer), builder(buffer.size(), &alloc, false, 64) {}
+  std::vector<std::uint8_t> buffer;
+  FixedAllocator alloc;
+  flatbuffers::FlatBufferBuilder builder;
+  flatbuffers::Offset<flatbuffers::Vector<float>> powers;
+  std::uint32_t rows = 0;
+  std::uint32_t cols = 0;
+
+  void reset() {
+    builder.Clear();
+    alloc.reset();
+    powers = 0;
+    rows = cols = 0;
+  }
+};
+
+ResponseBuilder::ResponseBuilder(std::size_t capacity) : impl_(std::make_unique<Impl>(capacity)) {
+  impl_->builder.DedupVtables(false);
+}
+ResponseBuilder::~ResponseBuilder() = default;
+
+Result<float*> ResponseBuilder::begin(std::uint32_t rows, std::uint32_t cols) {
+  impl_->reset();
+  const std::uint64_t bytes = std::uint64_t{rows} * cols * sizeof(float);
+  if (bytes + 4096 > impl_->buffer.size()) {
+    return Status(Code::kTooLarge, "a reply of " + std::to_string(rows) + " x " +
+                                       std::to_string(cols) + " powers exceeds the slot's " +
+                                       std::to_string(impl_->buffer.size()) + " bytes");
+  }
+  float* p = nullptr;
+  impl_->powers = impl_->builder.CreateUninitializedVector<float>(std::size_t{rows} * cols, &p);
+  impl_->rows = rows;
+  impl_->cols = cols;
+  return p;
+}
+
+std::span<const std::uint8_t> ResponseBuilder::finish(std::uint64_t request_id,
+                                                      const ModelDescription& model,
+                                                      std::span<const std::string> components) {
+  auto& b = impl_->builder;
+  // Names are bounded by what models carry (a few components of short names); the
+  // 4096 bytes reserved in begin() cover them.
+  flatbuffers::Offset<flatbuffers::String> comps[64];
+  const std::size_t nc = std::min<std::size_t>(components.size(), 64);
+  for (std::size_t i = 0; i < nc; ++i) comps[i] = b.CreateString(components[i]);
+  const auto comp_vec = b.CreateVector(comps, nc);
+  const auto info = fb::CreateModelInfo(
+      b, b.CreateString(model.name.data(), model.name.size()),
+      b.CreateString(model.trainer.data(), model.trainer.size()),
+      b.CreateString(model.model_class.data(), model.model_class.size()),
+      b.CreateString(model.output_type.data(), model.output_type.size()),
+      b.CreateString(model.source.data(), model.source.size()), model.mae, model.mape,
+      model.core_ratio);
+  const auto root = fb::CreateResponse(b, schema::kSchemaVersion, request_id, fb::StatusCode::Ok,
+                                       0, info, comp_vec, impl_->rows, impl_->cols,
+                                       impl_->powers);
+  b.Finish(root);
+  if (impl_->alloc.overflowed()) {
+    return error(request_id, Status(Code::kTooLarge, "reply exceeds the slot"));
+  }
+  return {b.GetBufferPointer(), b.GetSize()};
+}
+
+std::span<const std::uint8_t> ResponseBuilder::error(std::uint64_t request_id,
+                                                     const Status& status) {
+  impl_->reset();
+  auto& b = impl_->builder;
+  // Bounded so an error never outgrows the slot, whatever the message.
+  const std::string_view msg(status.message().data(), std::min<std::size_t>(status.message().size(), 1024));
+  const auto root = fb::CreateResponse(b, schema::kSchemaVersion, request_id,
+                                       static_cast<fb::StatusCode>(status.code()),
+                                       b.CreateString(msg.data(), msg.size()));
+  b.Finish(root);
+  return {b.GetBufferPointer(), b.GetSize()};
+}
+
+Result<ParsedResponse> read_response(std::span<const std::uint8_t> bytes) {
+  flatbuffers::Verifier v(bytes.data(), bytes.size());
+  if (!v.VerifyBuffer<fb::Response>(nullptr)) {
+    return Status(Code::kInternal, "daemon sent an invalid response");
+  }
+  const auto* r = flatbuffers::GetRoot<fb::Response>(bytes.data());
+  ParsedResponse out;
+  out.request_id = r->request_id();
+  out.status = static_cast<Code>(r->status());
+  out.message = view_of(r->message());
+  out.model = r->model();
+  out.components = r->components();
+  out.rows = r->rows();
+  out.cols = r->cols();
+  if (const auto* p = r->powers(); p != nullptr) {
+    if (std::uint64_t{out.rows} * out.cols != p->size()) {
+      return Status(Code::kInternal, "daemon sent a response whose shape disagrees");
+    }
+    out.powers = p->data();
+  } else if (out.rows * out.cols != 0) {
+    return Status(Code::kInternal, "daemon sent a response without powers");
+  }
+  if (out.status == Code::kOk && out.components != nullptr && out.components->size() != out.cols) {
+    return Status(Code::kInternal, "daemon sent a response whose components disagree");
+  }
+  return out;
+}
+
+}  // namespace estimator::wire

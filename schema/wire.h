@@ -1,0 +1,144 @@
+// Encoding and decoding of requests and responses (schema/estimator.fbs), shared by the
+// client, the daemon and the socket baseline, so all of them speak exactly the same bytes.
+//
+// Who trusts whom: the daemon trusts no byte of a request (RequestReader); the client
+// verifies the daemon's response before reading it (read_response).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "common/views.h"
+#include "schema/estimator_generated.h"
+
+namespace estimator::wire {
+
+// Limits on the per-request lists; the matrix itself is limited only by the slot size.
+inline constexpr std::size_t kMaxFeatures = 1024;
+inline constexpr std::size_t kMaxNodePower = 16;
+inline constexpr std::size_t kMaxSystemValues = 32;
+
+// ---- requests ------------------------------------------------------------------------
+
+struct RequestSpec {
+  std::uint64_t request_id = 0;
+  fb::RequestKind kind = fb::RequestKind::Estimate;
+  std::string_view model_name;
+  std::string_view trainer;
+  std::string_view output_type;
+  std::string_view source;
+  std::span<const std::string_view> feature_names;  // one per column
+  const float* matrix = nullptr;                    // rows x cols, row-major
+  std::uint32_t rows = 0;
+  std::uint32_t cols = 0;
+  std::span<const NodePower> node_power;
+  std::span<const SystemValue> system_values;
+};
+
+// An upper bound of the encoded size of `spec`, to refuse a request that cannot fit a
+// slot before building it.
+std::size_t request_size_bound(const RequestSpec& spec);
+
+// Builds the request into `area` (FlatBuffers builds back to front: the finished buffer
+// ends at the end of `area`). Returns the encoded bytes within `area`, or kTooLarge.
+Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec, std::span<std::uint8_t> area);
+
+// A decoded request. Strings and lists point into the RequestReader's private copy; the
+// matrix points into the shared bytes (zero copy; its values may change under a hostile
+// peer, which can only spoil that peer's own answer).
+struct ParsedRequest {
+  std::uint16_t schema_version = 0;
+  std::uint64_t request_id = 0;
+  fb::RequestKind kind = fb::RequestKind::Estimate;
+  std::string_view model_name;
+  std::string_view trainer;
+  std::string_view output_type;
+  std::string_view source;
+  std::span<const std::string_view> feature_names;
+  const float* matrix = nullptr;
+  std::uint32_t rows = 0;
+  std::uint32_t cols = 0;
+  std::span<const NodePower> node_power;
+  std::span<const SystemValue> system_values;
+};
+
+// Decodes requests from hostile shared memory without allocating per request.
+//
+// Verifying in place is not enough: a peer could rewrite an offset between verification
+// and use. So the reader verifies in place only to find the matrix, copies every byte
+// except the matrix values into a private buffer, verifies that copy, and decodes from it.
+// The matrix (most of the bytes) is read in place, at the offset the private copy gives.
+class RequestReader {
+ public:
+  explicit RequestReader(std::size_t capacity);
+  // `shared` must lie within the request area. The result stays valid until the next
+  // call. A request id is filled in whenever it could be read, even on failure.
+  Status read(std::span<const std::uint8_t> shared, ParsedRequest& out);
+
+ private:
+  std::vector<std::uint8_t> copy_;
+  std::vector<std::string_view> features_;
+  std::vector<NodePower> node_power_;
+  std::vector<SystemValue> system_values_;
+};
+
+// ---- responses -----------------------------------------------------------------------
+
+// The model that answered, as reported to the client.
+struct ModelDescription {
+  std::string_view name;
+  std::string_view trainer;
+  std::string_view model_class;
+  std::string_view output_type;
+  std::string_view source;
+  double mae = 0;
+  double mape = 0;
+  double core_ratio = 1.0;
+};
+
+// Builds responses in a private buffer allocated once (a builder must read back what it
+// wrote, which a peer could rewrite in shared memory), to be copied out by the caller.
+class ResponseBuilder {
+ public:
+  explicit ResponseBuilder(std::size_t capacity);
+  ~ResponseBuilder();
+  ResponseBuilder(const ResponseBuilder&) = delete;
+  ResponseBuilder& operator=(const ResponseBuilder&) = delete;
+
+  // Starts a response and reserves rows x cols floats for the powers; the caller fills
+  // them, then calls finish(). kTooLarge when they cannot fit.
+  Result<float*> begin(std::uint32_t rows, std::uint32_t cols);
+  std::span<const std::uint8_t> finish(std::uint64_t request_id, const ModelDescription& model,
+                                       std::span<const std::string> components);
+  // A response carrying only a status (any begin() is discarded).
+  std::span<const std::uint8_t> error(std::uint64_t request_id, const Status& status);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A verified response, read in place.
+struct ParsedResponse {
+  std::uint64_t request_id = 0;
+  Code status = Code::kOk;
+  std::string_view message;
+  const fb::ModelInfo* model = nullptr;  // may be null on errors
+  const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* components = nullptr;
+  const float* powers = nullptr;
+  std::uint32_t rows = 0;
+  std::uint32_t cols = 0;
+};
+Result<ParsedResponse> read_response(std::span<const std::uint8_t> bytes);
+
+inline std::string_view view_of(const flatbuffers::String* s) {
+  return s == nullptr ? std::string_view{} : std::string_view(s->data(), s->size());
+}
+
+}  // namespace estimator::wire

@@ -1,0 +1,98 @@
+#include "service/daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "shm/server_ring.h"
+#include "shm/wait.h"
+
+namespace estimator::service {
+namespace {
+
+// Idle dispatch threads wake this often to rescan the slots (recovering a lost mask bit).
+constexpr std::uint64_t kIdleWakeNs = 100'000'000ULL;
+// Heartbeat period; clients call a daemon gone after shm::kHeartbeatStaleNs.
+constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
+
+}  // namespace
+
+Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
+                                              std::shared_ptr<const models::Registry> registry) {
+  if (config.threads == 0 || config.threads > 64) {
+    return Status(Code::kInvalidArgument, "threads must be between 1 and 64");
+  }
+  std::unique_ptr<Daemon> d(new Daemon(config, std::move(registry)));
+  auto seg = shm::ServerSegment::create(config.segment);
+  if (!seg.ok()) return seg.status();
+  d->segment_ = std::move(seg).value();
+  for (unsigned i = 0; i < config.threads; ++i) {
+    d->threads_.emplace_back([p = d.get()] { p->dispatch_loop(); });
+  }
+  d->threads_.emplace_back([p = d.get()] { p->housekeeping_loop(); });
+  d->segment_->mark_serving();
+  return d;
+}
+
+Daemon::~Daemon() { stop(); }
+
+void Daemon::stop() {
+  if (stopping_.exchange(true)) return;
+  // Wake sleeping dispatch threads; each sees stopping_ after its wait.
+  for (std::size_t i = 0; i < threads_.size(); ++i) {
+    sem_post(&segment_->view().header().doorbell);
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  segment_.reset();  // marks stopping, unlinks
+}
+
+void Daemon::dispatch_loop() {
+  const shm::SegmentView& view = segment_->view();
+  shm::ServerRing ring(view);
+  RequestHandler handler(registry_, view.request_capacity(), view.response_capacity());
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const auto taken = ring.take();
+    if (!taken) {
+      if (!ring.wait_for_work(config_.spin_ns, kIdleWakeNs)) ring.scan();
+      continue;
+    }
+    const shm::SlotRef slot = view.slot(taken->slot);
+    // offset and len were read once by take(); the area bounds are ours.
+    std::span<const std::uint8_t> request;
+    if (taken->offset <= view.request_capacity() &&
+        taken->len <= view.request_capacity() - taken->offset) {
+      request = {slot.request + taken->offset, taken->len};
+    }
+    const std::span<const std::uint8_t> reply = handler.handle(request);
+    // Replies are built privately and fit the response area by construction (the builder
+    // is sized to it); copy them to the end of the area, 8-byte aligned like a request.
+    const std::size_t offset = (view.response_capacity() - reply.size()) & ~std::size_t{7};
+    std::memcpy(slot.response + offset, reply.data(), reply.size());
+    ring.answer(taken->slot, static_cast<std::uint32_t>(offset),
+                static_cast<std::uint32_t>(reply.size()));
+    stats_.requests.fetch_add(1, std::memory_order_relaxed);
+    if (handler.last_code() != Code::kOk) {
+      stats_.errors.fetch_add(1, std::memory_order_relaxed);
+      SPDLOG_DEBUG("slot {}: {}", taken->slot, code_name(handler.last_code()));
+    }
+  }
+}
+
+void Daemon::housekeeping_loop() {
+  const shm::SegmentView& view = segment_->view();
+  shm::SlotReaper reaper(view);
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const std::uint64_t now = shm::monotonic_ns();
+    view.header().heartbeat_ns.store(now, std::memory_order_relaxed);
+    if (const std::uint32_t n = reaper.sweep(now); n != 0) {
+      stats_.reclaimed_slots.fetch_add(n, std::memory_order_relaxed);
+      spdlog::info("reclaimed {} slot(s) of dead clients", n);
+    }
+    std::this_thread::sleep_for(kHousekeepingPeriod);
+  }
+}
+
+}  // namespace estimator::service

@@ -1,0 +1,60 @@
+// The estimator daemon's serving core: the segment, the dispatch thread(s) that answer
+// slots, and the housekeeping thread that beats the heartbeat and reclaims the slots of
+// dead clients. estimatord's main() only parses options and waits for a signal.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "service/request_handler.h"
+#include "shm/segment.h"
+
+namespace estimator::service {
+
+struct DaemonConfig {
+  shm::SegmentConfig segment;
+  std::uint64_t spin_ns = 50'000;  // spin this long for the next request before sleeping
+  unsigned threads = 1;            // dispatch threads
+};
+
+// Counters for logs (the metrics endpoint reads the same ones).
+struct DaemonStats {
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> reclaimed_slots{0};
+};
+
+class Daemon {
+ public:
+  // Creates the segment and starts serving; the segment is marked serving (clients can
+  // attach) only once every thread runs.
+  static Result<std::unique_ptr<Daemon>> start(const DaemonConfig& config,
+                                               std::shared_ptr<const models::Registry> registry);
+  // Stops the threads, then removes the segment.
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  void stop();  // async-signal-unsafe; call from a normal thread
+  const shm::ServerSegment& segment() const { return *segment_; }
+  const DaemonStats& stats() const { return stats_; }
+  RegistryHolder& registry() { return registry_; }
+
+ private:
+  Daemon(const DaemonConfig& config, std::shared_ptr<const models::Registry> registry)
+      : config_(config), registry_(std::move(registry)) {}
+  void dispatch_loop();
+  void housekeeping_loop();
+
+  DaemonConfig config_;
+  RegistryHolder registry_;
+  std::unique_ptr<shm::ServerSegment> segment_;
+  std::atomic<bool> stopping_{false};
+  DaemonStats stats_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace estimator::service

@@ -1,0 +1,105 @@
+// estimator: the operator's command line. Subcommands talk to a running daemon
+// (estimate, ping) or run the whole thing for a first look (demo).
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+
+#include "clients/cpp/estimator_client.h"
+#include "service/csv.h"
+#include "service/demo.h"
+#include "shm/segment.h"
+
+using namespace estimator;
+
+namespace {
+
+int run_estimate(const std::string& shm_name, const std::string& csv_path,
+                 const client::Selector& selector, int timeout_ms) {
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (csv_path != "-") {
+    file.open(csv_path);
+    if (!file) {
+      std::cerr << "estimator: cannot open " << csv_path << "\n";
+      return 2;
+    }
+    in = &file;
+  }
+  auto table = service::read_feature_csv(*in);
+  if (!table.ok()) {
+    std::cerr << "estimator: " << csv_path << ": " << table.status().message() << "\n";
+    return 2;
+  }
+  std::vector<std::string_view> names(table->features.begin(), table->features.end());
+  std::vector<SystemValue> system;
+  for (const auto& [k, v] : table->system_values) system.push_back({k, v});
+  client::Client c({.shm_name = shm_name});
+  auto reply = c.estimate({.selector = selector,
+                           .features = names,
+                           .matrix = table->values.data(),
+                           .rows = static_cast<std::uint32_t>(table->rows),
+                           .cols = static_cast<std::uint32_t>(names.size()),
+                           .system_values = system},
+                          std::chrono::milliseconds(timeout_ms));
+  if (!reply.ok()) {
+    std::cerr << "estimator: " << reply.status().to_string() << "\n";
+    return 1;
+  }
+  std::vector<std::string> comps;
+  for (std::uint32_t i = 0; i < reply->cols(); ++i) comps.emplace_back(reply->component(i));
+  service::write_power_csv(std::cout, comps, reply->powers().data(), reply->rows());
+  std::cerr << "model: " << reply->model().name << " (" << reply->model().source << " "
+            << reply->model().output_type << ", mae " << reply->model().mae << ")\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"estimator: command line of the shared-memory power estimator"};
+  app.require_subcommand(1);
+  std::string shm_name = shm::default_segment_name();
+  int timeout_ms = 1000;
+
+  auto* est = app.add_subcommand("estimate", "estimate the power of each CSV row (CSV on stdout)");
+  std::string csv = "-";
+  std::string model, trainer, output_type, source;
+  est->add_option("--shm-name", shm_name, "daemon segment name")->capture_default_str();
+  est->add_option("--csv", csv, "input CSV: header of feature names, one row per workload "
+                                "('-' = stdin)")->required();
+  est->add_option("--model", model, "model name (default: smallest error that fits)");
+  est->add_option("--trainer", trainer, "trainer name, e.g. SGDRegressorTrainer");
+  est->add_option("--output-type", output_type, "AbsPower or DynPower");
+  est->add_option("--source", source, "energy source, e.g. rapl-sysfs, acpi");
+  est->add_option("--timeout-ms", timeout_ms, "deadline")->capture_default_str();
+
+  auto* ping = app.add_subcommand("ping", "exit 0 when a daemon answers");
+  ping->add_option("--shm-name", shm_name, "daemon segment name")->capture_default_str();
+  ping->add_option("--timeout-ms", timeout_ms, "deadline")->capture_default_str();
+
+  auto* demo = app.add_subcommand("demo", "start a daemon on the default models, drive it "
+                                          "like an exporter and print per-pod power");
+  service::DemoOptions demo_opts;
+  demo->add_option("--pods", demo_opts.pods, "simulated pods")->capture_default_str();
+  demo->add_option("--intervals", demo_opts.intervals, "sampling intervals")->capture_default_str();
+  demo->add_option("--interval-ms", demo_opts.interval_ms, "interval length")->capture_default_str();
+  demo->add_option("--estimatord", demo_opts.daemon_path,
+                   "daemon binary (default: estimatord beside this program)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (est->parsed()) {
+    return run_estimate(shm_name, csv, {model, trainer, output_type, source}, timeout_ms);
+  }
+  if (ping->parsed()) {
+    client::Client c({.shm_name = shm_name});
+    const Status s = c.ping(std::chrono::milliseconds(timeout_ms));
+    if (!s.ok()) {
+      std::cerr << "estimator: " << s.to_string() << "\n";
+      return 1;
+    }
+    std::cout << "ok\n";
+    return 0;
+  }
+  return service::run_demo(demo_opts, argv[0]);
+}

@@ -1,0 +1,169 @@
+#include "service/request_handler.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <string_view>
+
+#include "models/model.h"
+
+namespace estimator::service {
+namespace {
+
+// Plans cached per handler; a feature list or selector beyond this evicts the oldest.
+constexpr std::size_t kPlanCacheSize = 64;
+
+std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  h ^= 0xFF;  // separator, so ("ab","c") and ("a","bc") differ
+  return h * 0x100000001b3ULL;
+}
+
+std::uint64_t key_hash(const wire::ParsedRequest& r) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  h = fnv1a(h, r.model_name);
+  h = fnv1a(h, r.trainer);
+  h = fnv1a(h, r.output_type);
+  h = fnv1a(h, r.source);
+  for (std::string_view f : r.feature_names) h = fnv1a(h, f);
+  return h ^ (r.node_power.empty() ? 0 : 1);
+}
+
+}  // namespace
+
+struct RequestHandler::CachedPlan {
+  std::uint64_t hash;
+  std::string model_name, trainer, output_type, source;
+  std::vector<std::string> features;
+  bool has_node_power;
+  const models::Model* model;
+  std::unique_ptr<const models::Plan> plan;
+  double core_ratio;
+
+  bool matches(const wire::ParsedRequest& r) const {
+    if (model_name != r.model_name || trainer != r.trainer || output_type != r.output_type ||
+        source != r.source || has_node_power != !r.node_power.empty() ||
+        features.size() != r.feature_names.size()) {
+      return false;
+    }
+    for (std::size_t i = 0; i < features.size(); ++i) {
+      if (features[i] != r.feature_names[i]) return false;
+    }
+    return true;
+  }
+};
+
+RequestHandler::RequestHandler(const RegistryHolder& registry, std::size_t request_capacity,
+                               std::size_t response_capacity)
+    : registry_(registry),
+      reader_(request_capacity),
+      builder_(response_capacity),
+      node_cores_(static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN))) {
+  cache_.reserve(kPlanCacheSize);
+}
+
+RequestHandler::~RequestHandler() = default;
+
+const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRequest& req,
+                                                            Status& error) {
+  // One atomic shared_ptr load per request; the cache is dropped when the registry swaps.
+  auto reg = registry_.get();
+  if (reg != current_) {
+    cache_.clear();
+    current_ = std::move(reg);
+  }
+  const std::uint64_t h = key_hash(req);
+  for (const auto& c : cache_) {
+    if (c->hash == h && c->matches(req)) return c.get();
+  }
+  // Miss: select and plan (allocates; once per distinct request shape).
+  const models::Selector sel{req.model_name, req.trainer, req.output_type, req.source};
+  Result<const models::Model*> chosen =
+      current_->select(sel, req.feature_names, !req.node_power.empty());
+  if (!chosen.ok()) {
+    error = chosen.status();
+    return nullptr;
+  }
+  const models::Model* model = chosen.value();
+  auto plan = model->plan(req.feature_names);
+  if (!plan.ok()) {
+    error = plan.status();
+    return nullptr;
+  }
+  auto entry = std::make_unique<CachedPlan>();
+  entry->hash = h;
+  entry->model_name = req.model_name;
+  entry->trainer = req.trainer;
+  entry->output_type = req.output_type;
+  entry->source = req.source;
+  entry->features.assign(req.feature_names.begin(), req.feature_names.end());
+  entry->has_node_power = !req.node_power.empty();
+  entry->model = model;
+  entry->plan = std::move(plan).value();
+  const double trained = model->info().machine_cores;
+  entry->core_ratio = trained > 0 ? node_cores_ / trained : 1.0;
+  if (cache_.size() == kPlanCacheSize) cache_.erase(cache_.begin());
+  cache_.push_back(std::move(entry));
+  return cache_.back().get();
+}
+
+std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest& req) {
+  Status error;
+  const CachedPlan* cp = find_plan(req, error);
+  if (cp == nullptr) {
+    last_code_ = error.code();
+    return builder_.error(req.request_id, error);
+  }
+  const models::ModelInfo& info = cp->model->info();
+  const auto ncomp = static_cast<std::uint32_t>(info.components.size());
+  const models::ConstMatrixView x(req.matrix, req.rows, req.cols);
+  if (!x.allFinite()) {
+    for (std::uint32_t r = 0; r < req.rows; ++r) {
+      for (std::uint32_t c = 0; c < req.cols; ++c) {
+        if (!std::isfinite(x(r, c))) {
+          last_code_ = Code::kInvalidValue;
+          return builder_.error(
+              req.request_id,
+              Status(Code::kInvalidValue, "row " + std::to_string(r) + ", feature '" +
+                                              std::string(req.feature_names[c]) +
+                                              "': value is NaN or infinite"));
+        }
+      }
+    }
+  }
+  Result<float*> out = builder_.begin(req.rows, ncomp);
+  if (!out.ok()) {
+    last_code_ = out.status().code();
+    return builder_.error(req.request_id, out.status());
+  }
+  const models::ModelInput in{x, req.system_values, req.node_power};
+  if (Status s = cp->model->predict(*cp->plan, in, models::MatrixView(out.value(), req.rows, ncomp));
+      !s.ok()) {
+    last_code_ = s.code();
+    return builder_.error(req.request_id, s);
+  }
+  last_code_ = Code::kOk;
+  const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
+                                    info.output_type, info.source,  info.mae,
+                                    info.mape,        cp->core_ratio};
+  return builder_.finish(req.request_id, desc, info.components);
+}
+
+std::span<const std::uint8_t> RequestHandler::handle(std::span<const std::uint8_t> request) {
+  wire::ParsedRequest req;
+  if (Status s = reader_.read(request, req); !s.ok()) {
+    last_code_ = s.code();
+    return builder_.error(req.request_id, s);
+  }
+  if (req.kind == fb::RequestKind::Ping) {
+    last_code_ = Code::kOk;
+    if (Result<float*> r = builder_.begin(0, 0); !r.ok()) return builder_.error(req.request_id, r.status());
+    return builder_.finish(req.request_id, {}, {});
+  }
+  return estimate(req);
+}
+
+}  // namespace estimator::service

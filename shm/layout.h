@@ -1,0 +1,187 @@
+// The binary layout of the shared-memory segment: the one place that defines it.
+//
+// Everything here lives in memory shared with processes we do not trust, so:
+// - only fixed-size data and atomics, no pointers (positions are byte offsets);
+// - no interprocess mutex or condition variable: a peer that dies holding one wedges the
+//   rest; synchronisation is CAS on a slot's state word and POSIX semaphores;
+// - fields written by different processes are on different cache lines;
+// - readers copy a field into a local once, then bounds-check the local.
+//
+// Segment
+// +--------------------------------------------+ 0
+// | SegmentHeader                    (512 B)   |
+// +--------------------------------------------+ kHeaderBytes
+// | slot 0: SlotControl              (128 B)   |
+// |         request area   (request_capacity)  |
+// |         response area  (response_capacity) |
+// +--------------------------------------------+ kHeaderBytes + slot_stride
+// | slot 1 ...                                 |
+// +--------------------------------------------+ kHeaderBytes + slot_count * slot_stride
+//
+// SegmentHeader (each row one 64-byte cache line)
+//    0 | magic u64 | layout_version u32 | header_bytes u32 | schema_hash u64 |
+//      | segment_bytes u64 | slot_count u32 | slot_stride u32 | request_capacity u32 |
+//      | response_capacity u32 | server_pid i32 | server_pidns u32 (inode of the pid ns)|
+//   64 | epoch u64 | state atomic u32 | reserved                    (written at start)
+//  128 | heartbeat_ns atomic u64 (CLOCK_MONOTONIC)                  (server timer)
+//  192 | ready_mask atomic u64 x 8: bit i set = slot i published    (clients | server)
+//  256 | server_sleeping atomic u32 | pad | doorbell sem_t (32 B)   (server | clients)
+//  320 | reserved up to 512
+//
+// SlotControl (two cache lines)
+//    0 | word atomic u64: bits 0-7 state, 8-23 generation, 32-63 owner pid |
+//      | lease_deadline_ns atomic u64 | owner_pidns u32 | client_sleeping atomic u32 |
+//      | request_offset u32 | request_len u32 | response_offset u32 | response_len u32 |
+//   64 | response_ready sem_t (32 B) | pad
+//
+// Slot states and who moves them (C = owning client, S = server):
+//   Free --C claim (CAS)--> Claimed --C publish--> Ready --S take (CAS)--> Busy
+//   Busy --S answer (CAS)--> Answered --C release--> Free
+//   Claimed/Ready --C withdraw on deadline--> Free      Busy --C give up (CAS)--> Abandoned
+//   Abandoned --S answer fails, S frees--> Free
+//   any but Busy, owner dead or lease expired --S reclaim (CAS)--> Free
+#pragma once
+
+#include <semaphore.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace estimator::shm {
+
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::uint64_t kMagic = 0x314D48535457504BULL;  // "KPWTSHM1" little-endian
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kMaxSlots = 512;  // 8 ready-mask words of 64 bits
+inline constexpr std::uint32_t kMaskWords = kMaxSlots / 64;
+
+enum class ServerState : std::uint32_t {
+  kInitializing = 0,  // segment being laid out; clients must not use it yet
+  kServing = 1,
+  kStopping = 2,      // clean shutdown in progress; clients re-attach later
+};
+
+enum class SlotState : std::uint8_t {
+  kFree = 0,
+  kClaimed = 1,
+  kReady = 2,
+  kBusy = 3,
+  kAnswered = 4,
+  kAbandoned = 5,
+};
+
+// The slot's state word packs state, a generation bumped on every claim (so a reclaim
+// CAS cannot free a newer claim by the same pid: no ABA) and the owner's pid.
+struct SlotWord {
+  SlotState state;
+  std::uint16_t generation;
+  std::int32_t pid;
+
+  static constexpr SlotWord unpack(std::uint64_t w) {
+    return {static_cast<SlotState>(w & 0xFF), static_cast<std::uint16_t>((w >> 8) & 0xFFFF),
+            static_cast<std::int32_t>(w >> 32)};
+  }
+  constexpr std::uint64_t pack() const {
+    return static_cast<std::uint64_t>(static_cast<std::uint8_t>(state)) |
+           (static_cast<std::uint64_t>(generation) << 8) |
+           (static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32);
+  }
+  constexpr SlotWord with(SlotState s) const { return {s, generation, pid}; }
+};
+
+struct alignas(kCacheLine) SegmentHeader {
+  // line 0: immutable once state is kServing
+  std::uint64_t magic;
+  std::uint32_t layout_version;
+  std::uint32_t header_bytes;
+  std::uint64_t schema_hash;
+  std::uint64_t segment_bytes;
+  std::uint32_t slot_count;
+  std::uint32_t slot_stride;
+  std::uint32_t request_capacity;
+  std::uint32_t response_capacity;
+  std::int32_t server_pid;
+  std::uint32_t server_pidns;
+  // line 1
+  alignas(kCacheLine) std::uint64_t epoch;
+  std::atomic<std::uint32_t> state;
+  // line 2
+  alignas(kCacheLine) std::atomic<std::uint64_t> heartbeat_ns;
+  // line 3
+  alignas(kCacheLine) std::atomic<std::uint64_t> ready_mask[kMaskWords];
+  // line 4
+  alignas(kCacheLine) std::atomic<std::uint32_t> server_sleeping;
+  alignas(16) sem_t doorbell;
+  // lines 5-7 reserved for future fields
+  alignas(kCacheLine) std::uint8_t reserved[3 * kCacheLine];
+
+  SegmentHeader() = delete;  // only ever placed in shared memory
+  SegmentHeader(const SegmentHeader&) = delete;
+  SegmentHeader& operator=(const SegmentHeader&) = delete;
+};
+
+struct alignas(kCacheLine) SlotControl {
+  // line 0
+  std::atomic<std::uint64_t> word;
+  std::atomic<std::uint64_t> lease_deadline_ns;  // CLOCK_MONOTONIC; 0 = not yet set
+  std::uint32_t owner_pidns;
+  std::atomic<std::uint32_t> client_sleeping;
+  std::uint32_t request_offset;   // within the request area
+  std::uint32_t request_len;
+  std::uint32_t response_offset;  // within the response area
+  std::uint32_t response_len;
+  // line 1
+  alignas(kCacheLine) sem_t response_ready;
+
+  SlotControl() = delete;
+  SlotControl(const SlotControl&) = delete;
+  SlotControl& operator=(const SlotControl&) = delete;
+};
+
+inline constexpr std::size_t kHeaderBytes = sizeof(SegmentHeader);
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(sem_t) == 32, "layout assumes glibc x86_64/aarch64 sem_t");
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && sizeof(std::atomic<std::uint32_t>) == 4);
+static_assert(sizeof(SegmentHeader) == 512);
+static_assert(offsetof(SegmentHeader, magic) == 0);
+static_assert(offsetof(SegmentHeader, layout_version) == 8);
+static_assert(offsetof(SegmentHeader, schema_hash) == 16);
+static_assert(offsetof(SegmentHeader, server_pidns) == 52);
+static_assert(offsetof(SegmentHeader, epoch) == 1 * kCacheLine);
+static_assert(offsetof(SegmentHeader, state) == 1 * kCacheLine + 8);
+static_assert(offsetof(SegmentHeader, heartbeat_ns) == 2 * kCacheLine);
+static_assert(offsetof(SegmentHeader, ready_mask) == 3 * kCacheLine);
+static_assert(sizeof(SegmentHeader::ready_mask) == kCacheLine);
+static_assert(offsetof(SegmentHeader, server_sleeping) == 4 * kCacheLine);
+static_assert(offsetof(SegmentHeader, doorbell) == 4 * kCacheLine + 16);
+static_assert(sizeof(SlotControl) == 2 * kCacheLine);
+static_assert(offsetof(SlotControl, word) == 0);
+static_assert(offsetof(SlotControl, lease_deadline_ns) == 8);
+static_assert(offsetof(SlotControl, owner_pidns) == 16);
+static_assert(offsetof(SlotControl, client_sleeping) == 20);
+static_assert(offsetof(SlotControl, request_offset) == 24);
+static_assert(offsetof(SlotControl, response_len) == 36);
+static_assert(offsetof(SlotControl, response_ready) == kCacheLine);
+static_assert(SlotWord{SlotState::kBusy, 0xBEEF, -2}.pack() == 0xFFFFFFFE00BEEF03ULL);
+static_assert(SlotWord::unpack(0xFFFFFFFE00BEEF03ULL).pid == -2);
+
+// Slot areas are multiples of a cache line so every SlotControl starts on one.
+constexpr std::uint32_t round_up_to_line(std::uint64_t n) {
+  return static_cast<std::uint32_t>((n + kCacheLine - 1) / kCacheLine * kCacheLine);
+}
+
+constexpr std::uint64_t slot_stride(std::uint32_t request_capacity,
+                                    std::uint32_t response_capacity) {
+  return sizeof(SlotControl) + std::uint64_t{request_capacity} + response_capacity;
+}
+
+constexpr std::uint64_t segment_bytes(std::uint32_t slot_count, std::uint32_t request_capacity,
+                                      std::uint32_t response_capacity) {
+  return kHeaderBytes + std::uint64_t{slot_count} * slot_stride(request_capacity,
+                                                                response_capacity);
+}
+
+}  // namespace estimator::shm
