@@ -257,6 +257,9 @@ Result<std::unique_ptr<ClientSegment>> ClientSegment::attach(const std::string& 
   const std::uint32_t resp_cap = h->response_capacity;
   const auto state = static_cast<ServerState>(
       const_cast<SegmentHeader*>(h)->state.load(std::memory_order_acquire));
+  if (magic == 0) {  // created, header not yet written: a daemon is starting
+    return Status(Code::kUnavailable, "estimator unavailable: daemon is starting");
+  }
   if (magic != kMagic) {
     return Status(Code::kIncompatible, "segment '" + name + "' is not an estimator segment");
   }

@@ -1,0 +1,98 @@
+// Test fixtures that run the real estimatord binary as a child process, and a watchdog
+// so that a deadlock fails the test instead of hanging CI.
+#pragma once
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "clients/cpp/estimator_client.h"
+
+extern char** environ;
+
+namespace estimator::testing {
+
+// Kills the whole test binary if a test runs longer than `seconds`.
+class Watchdog {
+ public:
+  explicit Watchdog(unsigned seconds) { alarm(seconds); }
+  ~Watchdog() { alarm(0); }
+};
+
+class DaemonProcess {
+ public:
+  DaemonProcess(std::string shm_name, std::vector<std::string> extra = {})
+      : shm_name_(std::move(shm_name)), extra_(std::move(extra)) {}
+  ~DaemonProcess() { stop(SIGTERM); }
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // Starts estimatord and waits until it answers a ping (false if it exits first).
+  bool start() {
+    if (!spawn()) return false;
+    client::Client probe({.shm_name = shm_name_});
+    for (int i = 0; i < 200; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      if (probe.ping(std::chrono::milliseconds(100)).ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return false;
+  }
+
+  // Waits for the child to exit by itself; returns its wait status, or -1 after `timeout`.
+  int wait_exit(std::chrono::milliseconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return status;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return -1;
+  }
+
+  bool spawn() {
+    std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm_name_, "--log-level", "warn",
+                                     "--slots", "16", "--slot-bytes", "65536"};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    return posix_spawn(&pid_, ESTIMATORD_PATH, nullptr, nullptr, argv.data(), environ) == 0;
+  }
+
+  // Sends `sig` and reaps the child; returns its wait status.
+  int stop(int sig) {
+    if (pid_ <= 0) return 0;
+    kill(pid_, sig);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string shm_name_;
+  std::vector<std::string> extra_;
+  pid_t pid_ = -1;
+};
+
+inline std::string unique_shm_name(const std::string& what) {
+  return "estimator-it-" + what + "-" + std::to_string(getpid());
+}
+
+}  // namespace estimator::testing
