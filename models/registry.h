@@ -49,7 +49,8 @@ class Registry {
   // Loads each folder; a folder that fails to load is recorded in refused(), not fatal.
   static std::shared_ptr<const Registry> build(std::span<const ModelFolder> folders);
 
-  // As build(folders); `earlier` (what scan_directory could not read) heads refused().
+  // As build(folders); `earlier` (what scan_directory could not read) is logged and
+  // heads refused(), so that listings show every file that is not being served.
   static std::shared_ptr<const Registry> build(std::span<const ModelFolder> folders,
                                                std::vector<Refusal> earlier);
 
@@ -61,7 +62,8 @@ class Registry {
   // is still returned. path_hints = the folder's path from `dir`, `dir`'s own name first.
   static Result<std::vector<ModelFolder>> scan_directory(const std::filesystem::path& dir);
 
-  // As above, and the skipped files are appended to `refused` (for build()).
+  // As above, but the skipped files are appended to `refused` (for build(), which logs
+  // them) instead of being logged here.
   static Result<std::vector<ModelFolder>> scan_directory(const std::filesystem::path& dir,
                                                          std::vector<Refusal>& refused);
 

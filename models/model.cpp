@@ -1,0 +1,41 @@
+#include "models/model.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace estimator::models {
+
+std::string canonical_source(std::string_view source) {
+  std::string s(source);
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  // Every RAPL reader measures the same four domains, so models trained on one serve
+  // requests naming another.
+  if (s == "intel_rapl" || s == "rapl" || s == "rapl-msr" || s == "rapl-sysfs") {
+    return "rapl-sysfs";
+  }
+  return s;
+}
+
+std::string canonical_output_type(std::string_view output_type) {
+  if (output_type.find("Abs") != std::string_view::npos) return "AbsPower";
+  if (output_type.find("Dyn") != std::string_view::npos) return "DynPower";
+  return std::string(output_type);
+}
+
+std::string missing_features(std::span<const std::string> wanted,
+                             std::span<const std::string_view> have) {
+  std::string missing;
+  for (const std::string& w : wanted) {
+    if (std::find(have.begin(), have.end(), std::string_view(w)) != have.end()) continue;
+    if (!missing.empty()) missing += ", ";
+    missing += w;
+  }
+  return missing;
+}
+
+std::string Model::missing_from(std::span<const std::string_view> request_features) const {
+  return missing_features(info_.features, request_features);
+}
+
+}  // namespace estimator::models

@@ -1,0 +1,434 @@
+#include "models/registry.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <system_error>
+#include <utility>
+
+#include "models/json_fields.h"
+#include "models/metadata.h"
+#include "models/ratio_model.h"
+#include "models/weight_model.h"
+
+namespace estimator::models {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+std::string folder_name(std::string_view origin) {
+  const std::size_t cut = origin.find_last_of("/:");
+  return std::string(cut == std::string_view::npos ? origin : origin.substr(cut + 1));
+}
+
+std::string file_list(const ModelFolder& folder) {
+  std::string out;
+  for (const auto& [name, contents] : folder.files) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+Status unsupported(const ModelFolder& folder, const ModelInfo& info, std::string_view file) {
+  return Status(Code::kInvalidArgument,
+                folder.origin + ": model class \"" + info.model_class + "\" (file " +
+                    std::string(file) + ") is not supported yet");
+}
+
+// ---- selection ----------------------------------------------------------------------
+
+// Smallest mae first, unknown last; then name and origin, so that equal candidates are
+// always resolved the same way whatever order the folders were loaded in.
+bool ranks_before(const Model& a, const Model& b) {
+  const double ma = a.info().mae;
+  const double mb = b.info().mae;
+  const bool ka = !std::isnan(ma);
+  const bool kb = !std::isnan(mb);
+  if (ka != kb) return ka;
+  if (ka && ma != mb) return ma < mb;
+  if (a.info().name != b.info().name) return a.info().name < b.info().name;
+  return a.info().origin < b.info().origin;
+}
+
+bool matches_kind(const ModelInfo& m, std::string_view output_type, std::string_view source) {
+  const bool type_ok =
+      output_type.empty() || m.output_type.empty() || m.output_type == output_type;
+  const bool source_ok = source.empty() || m.source.empty() || m.source == source;
+  return type_ok && source_ok;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const std::string& s : v) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out.empty() ? std::string("none") : out;
+}
+
+std::string join_views(std::span<const std::string_view> v) {
+  std::string out;
+  for (std::string_view s : v) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out.empty() ? std::string("none") : out;
+}
+
+std::string kind_of(const ModelInfo& m) {
+  return (m.source.empty() ? std::string("any source") : m.source) + "/" +
+         (m.output_type.empty() ? std::string("any output type") : m.output_type);
+}
+
+std::string wanted_kind(std::string_view output_type, std::string_view source) {
+  std::string out;
+  if (!output_type.empty()) out += "output_type " + std::string(output_type);
+  if (!source.empty()) {
+    if (!out.empty()) out += " and ";
+    out += "source " + std::string(source);
+  }
+  return out;
+}
+
+std::size_t count_missing(const std::string& missing) {
+  if (missing.empty()) return 0;
+  return 1 + static_cast<std::size_t>(std::count(missing.begin(), missing.end(), ','));
+}
+
+// Why a candidate of the right kind cannot serve the request; empty when it can.
+struct Verdict {
+  const Model* model;
+  std::string missing;  // features it lacks
+  bool lacks_node_power;
+  bool servable() const { return missing.empty() && !lacks_node_power; }
+};
+
+Verdict judge(const Model& m, std::span<const std::string_view> features,
+              bool has_node_power) {
+  return Verdict{&m, m.missing_from(features), m.info().needs_node_power && !has_node_power};
+}
+
+// The rejected candidate whose refusal best explains the failure: fewest missing
+// features, then rank.
+const Verdict* closest(const std::vector<Verdict>& rejected) {
+  const Verdict* best = nullptr;
+  for (const Verdict& v : rejected) {
+    if (best == nullptr) {
+      best = &v;
+      continue;
+    }
+    const std::size_t nv = count_missing(v.missing);
+    const std::size_t nb = count_missing(best->missing);
+    if (nv < nb || (nv == nb && ranks_before(*v.model, *best->model))) best = &v;
+  }
+  return best;
+}
+
+std::string refusal_reason(const Verdict& v) {
+  std::string out = "model " + v.model->info().name;
+  if (!v.missing.empty()) {
+    out += " needs features missing from the request: " + v.missing;
+    if (v.lacks_node_power) out += ", and measured node power";
+  } else {
+    out += " needs measured node power, which the request does not carry";
+  }
+  return out;
+}
+
+// ---- reading directories ------------------------------------------------------------
+
+Status io_error(const fs::path& p, const std::error_code& ec, std::string_view doing) {
+  Code code = Code::kInvalidArgument;
+  if (ec == std::errc::permission_denied) code = Code::kPermissionDenied;
+  if (ec == std::errc::no_such_file_or_directory) code = Code::kNotFound;
+  return Status(code, "cannot " + std::string(doing) + " " + p.string() + ": " + ec.message());
+}
+
+bool hidden(const fs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name.front() == '.';
+}
+
+bool inside(const fs::path& canonical_path, const fs::path& root) {
+  const fs::path rel = canonical_path.lexically_relative(root);
+  return !rel.empty() && *rel.begin() != "..";
+}
+
+// Reads in chunks up to the limit rather than trusting the size seen earlier: the file
+// may be rewritten while the directory is scanned.
+Result<std::string> read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return Status(Code::kPermissionDenied, "cannot open " + p.string());
+  std::string contents;
+  char chunk[64 * 1024];
+  while (in) {
+    in.read(chunk, sizeof chunk);
+    contents.append(chunk, static_cast<std::size_t>(in.gcount()));
+    if (contents.size() > Registry::kMaxFileBytes) {
+      return Status(Code::kTooLarge, p.string() + " grew over the limit of " +
+                                         std::to_string(Registry::kMaxFileBytes) +
+                                         " bytes while being read");
+    }
+  }
+  if (in.bad()) return Status(Code::kInvalidArgument, "cannot read " + p.string());
+  return contents;
+}
+
+ModelFolder read_folder(const fs::path& folder, const fs::path& root,
+                        std::vector<Refusal>& refused) {
+  ModelFolder mf;
+  mf.origin = folder.string();
+  const fs::path base = root.has_parent_path() ? root.parent_path() : root;
+  for (const fs::path& part : folder.lexically_relative(base)) {
+    if (part != ".") mf.path_hints.push_back(part.string());
+  }
+
+  std::error_code ec;
+  fs::directory_iterator it(folder, ec);
+  if (ec) {
+    refused.push_back(Refusal{folder.string(), io_error(folder, ec, "list")});
+    return mf;
+  }
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    const fs::path p = it->path();
+    if (hidden(p)) continue;
+    std::error_code sec;
+    if (!fs::is_regular_file(p, sec)) continue;  // follows symlinks; skips directories
+    if (fs::is_symlink(it->symlink_status(sec))) {
+      const fs::path target = fs::canonical(p, sec);
+      if (sec || !inside(target, root)) {
+        refused.push_back(Refusal{
+            p.string(), Status(Code::kPermissionDenied,
+                               p.string() + " is a symlink leading out of " + root.string() +
+                                   "; not read")});
+        continue;
+      }
+    }
+    const std::uintmax_t size = fs::file_size(p, sec);
+    if (sec) {
+      refused.push_back(Refusal{p.string(), io_error(p, sec, "stat")});
+      continue;
+    }
+    if (size > Registry::kMaxFileBytes) {
+      refused.push_back(Refusal{
+          p.string(), Status(Code::kTooLarge, p.string() + " is " + std::to_string(size) +
+                                                  " bytes, over the limit of " +
+                                                  std::to_string(Registry::kMaxFileBytes))});
+      continue;
+    }
+    Result<std::string> contents = read_file(p);
+    if (!contents.ok()) {
+      refused.push_back(Refusal{p.string(), contents.status()});
+      continue;
+    }
+    mf.files.emplace(p.filename().string(), std::move(*contents));
+  }
+  if (ec) refused.push_back(Refusal{folder.string(), io_error(folder, ec, "list")});
+  return mf;
+}
+
+}  // namespace
+
+// ---- loading ------------------------------------------------------------------------
+
+Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
+  Result<Metadata> md = parse_metadata(folder);
+  if (!md.ok()) return md.status();
+  ModelInfo info = std::move(md->info);
+  const std::string model_class = lower(info.model_class);
+
+  std::string model_file = md->model_file;
+  if (model_file.empty()) {
+    if (model_class == "ratio" && folder.files.contains("ratio.json")) {
+      model_file = "ratio.json";
+    } else if (!info.name.empty() && folder.files.contains(info.name + ".json")) {
+      model_file = info.name + ".json";
+    } else {
+      return Status(Code::kInvalidArgument,
+                    file_label(folder, "metadata.json") + ": model_file: missing");
+    }
+  }
+  const auto file_it = folder.files.find(model_file);
+  if (file_it == folder.files.end()) {
+    return Status(Code::kInvalidArgument,
+                  folder.origin + ": model file " + model_file +
+                      " named by metadata.json is not in the folder (files: " +
+                      file_list(folder) + ")");
+  }
+  const std::string label = file_label(folder, model_file);
+
+  const bool is_json = model_file.ends_with(".json");
+  if (!is_json) return unsupported(folder, info, model_file);
+  Result<json::Json> doc = json::parse(file_it->second, label);
+  if (!doc.ok()) return doc.status();
+
+  if (info.name.empty()) {
+    if (const json::Json* n = json::optional_member(*doc, "model_name");
+        n != nullptr && n->is_string()) {
+      info.name = n->get<std::string>();
+    }
+  }
+  if (info.name.empty()) info.name = folder_name(folder.origin);
+  if (info.trainer.empty()) info.trainer = trainer_from_name(info.name);
+
+  if (model_class == "ratio") return load_ratio_model(std::move(info), *doc, label);
+  // Kepler's model server labels weight files "scikit" or "curvefit" after the trainer
+  // that produced them: for those the content decides.
+  if (model_class == "weight" || is_weight_document(*doc)) {
+    return load_weight_model(std::move(info), *doc, label);
+  }
+  return unsupported(folder, info, model_file);
+}
+
+std::shared_ptr<const Registry> Registry::build(std::span<const ModelFolder> folders) {
+  return build(folders, {});
+}
+
+std::shared_ptr<const Registry> Registry::build(std::span<const ModelFolder> folders,
+                                                std::vector<Refusal> earlier) {
+  auto reg = std::make_shared<Registry>();
+  for (const Refusal& r : earlier) {
+    spdlog::warn("file {} skipped: {}", r.origin, r.reason.to_string());
+  }
+  reg->refused_ = std::move(earlier);
+  for (const ModelFolder& folder : folders) {
+    Result<std::unique_ptr<Model>> m = load_model(folder);
+    if (!m.ok()) {
+      spdlog::warn("model {} refused: {}", folder.origin, m.status().to_string());
+      reg->refused_.push_back(Refusal{folder.origin, m.status()});
+      continue;
+    }
+    const ModelInfo& info = (*m)->info();
+    spdlog::debug("model {} loaded from {}: {} {}, mae {}", info.name, folder.origin,
+                  info.source, info.output_type, info.mae);
+    reg->models_.push_back(std::move(*m));
+  }
+  return reg;
+}
+
+Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir) {
+  std::vector<Refusal> refused;
+  Result<std::vector<ModelFolder>> folders = scan_directory(dir, refused);
+  for (const Refusal& r : refused) {
+    spdlog::warn("file {} skipped: {}", r.origin, r.reason.to_string());
+  }
+  return folders;
+}
+
+Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
+                                                          std::vector<Refusal>& refused) {
+  std::error_code ec;
+  const fs::path root = fs::canonical(dir, ec);
+  if (ec) return io_error(dir, ec, "open model directory");
+  if (!fs::is_directory(root, ec)) {
+    return Status(Code::kInvalidArgument, dir.string() + " is not a directory");
+  }
+
+  std::set<fs::path> model_dirs;  // ordered: folders come out in path order
+  if (fs::exists(root / "metadata.json", ec)) model_dirs.insert(root);
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+  if (ec) return io_error(root, ec, "list");
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const fs::directory_entry& entry = *it;
+    std::error_code sec;
+    if (entry.is_directory(sec) && !entry.is_symlink(sec)) {
+      if (hidden(entry.path())) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      if (fs::exists(entry.path() / "metadata.json", sec)) model_dirs.insert(entry.path());
+    }
+  }
+  if (ec) return io_error(root, ec, "list");
+
+  std::vector<ModelFolder> folders;
+  folders.reserve(model_dirs.size());
+  for (const fs::path& d : model_dirs) folders.push_back(read_folder(d, root, refused));
+  return folders;
+}
+
+// ---- selection ----------------------------------------------------------------------
+
+Result<const Model*> Registry::select(const Selector& selector,
+                                      std::span<const std::string_view> features,
+                                      bool has_node_power) const {
+  const std::string output_type =
+      selector.output_type.empty() ? std::string() : canonical_output_type(selector.output_type);
+  const std::string source =
+      selector.source.empty() ? std::string() : canonical_source(selector.source);
+  const bool by_id = !selector.name.empty() || !selector.trainer.empty();
+
+  std::vector<const Model*> of_id;  // name/trainer match, any kind
+  std::vector<Verdict> rejected;
+  const Model* best = nullptr;
+  for (const std::unique_ptr<Model>& m : models_) {
+    const ModelInfo& info = m->info();
+    if (!selector.name.empty() && info.name != selector.name) continue;
+    if (!selector.trainer.empty() && info.trainer != selector.trainer) continue;
+    of_id.push_back(m.get());
+    if (!matches_kind(info, output_type, source)) continue;
+    Verdict v = judge(*m, features, has_node_power);
+    if (!v.servable()) {
+      rejected.push_back(std::move(v));
+      continue;
+    }
+    if (best == nullptr || ranks_before(*m, *best)) best = m.get();
+  }
+  if (best != nullptr) return best;
+
+  if (by_id && of_id.empty()) {
+    std::set<std::string> loaded;
+    for (const std::unique_ptr<Model>& m : models_) {
+      loaded.insert(selector.name.empty() ? m->info().trainer : m->info().name);
+    }
+    const std::string what = selector.name.empty()
+                                 ? "no model with trainer " + std::string(selector.trainer)
+                                 : "no model named " + std::string(selector.name);
+    return Status(Code::kNotFound,
+                  what + " (loaded: " +
+                      join(std::vector<std::string>(loaded.begin(), loaded.end())) + ")");
+  }
+  if (rejected.empty()) {
+    // Nothing of the requested kind at all.
+    std::set<std::string> kinds;
+    for (const Model* m : of_id) kinds.insert(m->info().name + " (" + kind_of(m->info()) + ")");
+    if (!by_id) {
+      for (const std::unique_ptr<Model>& m : models_) {
+        kinds.insert(m->info().name + " (" + kind_of(m->info()) + ")");
+      }
+    }
+    const std::string subject =
+        by_id ? (selector.name.empty() ? "trainer " + std::string(selector.trainer)
+                                       : "model " + std::string(selector.name))
+              : std::string("no model");
+    return Status(Code::kNotFound,
+                  (by_id ? subject + " exists, but not for " : subject + " for ") +
+                      wanted_kind(output_type, source) + " (loaded: " +
+                      join(std::vector<std::string>(kinds.begin(), kinds.end())) + ")");
+  }
+
+  const Verdict* near = closest(rejected);
+  if (by_id) return Status(Code::kMissingFeatures, refusal_reason(*near));
+  std::string msg = "no model fits the request (features offered: " + join_views(features);
+  if (!output_type.empty() || !source.empty()) msg += "; " + wanted_kind(output_type, source);
+  if (!has_node_power) msg += "; no node power";
+  msg += "): " + std::to_string(rejected.size()) + " candidate";
+  if (rejected.size() != 1) msg += "s";
+  msg += " rejected, closest: " + refusal_reason(*near);
+  return Status(Code::kNotFound, std::move(msg));
+}
+
+}  // namespace estimator::models
