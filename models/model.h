@@ -57,7 +57,9 @@ struct ModelInfo {
   std::string origin;        // where it was loaded from, for logs and listings
 };
 
-// Opaque per-model column mapping produced by Model::plan().
+// Opaque per-model column mapping produced by Model::plan(). A plan is used by one thread
+// at a time (each dispatch thread caches its own), so it may hold predict()'s scratch
+// memory: that is how multi-stage models evaluate without allocating per request.
 class Plan {
  public:
   virtual ~Plan() = default;
