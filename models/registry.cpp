@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "models/metadata.h"
 #include "models/ratio_model.h"
 #include "models/weight_model.h"
+#include "models/zip_archive.h"
 
 namespace estimator::models {
 
@@ -187,14 +189,22 @@ Result<std::string> read_file(const fs::path& p) {
   return contents;
 }
 
+// Path components of `p` relative to the parent of the scanned root: they supply source,
+// output type and feature group where metadata.json lacks them.
+std::vector<std::string> hints_for(const fs::path& p, const fs::path& root) {
+  std::vector<std::string> hints;
+  const fs::path base = root.has_parent_path() ? root.parent_path() : root;
+  for (const fs::path& part : p.lexically_relative(base)) {
+    if (part != ".") hints.push_back(part.string());
+  }
+  return hints;
+}
+
 ModelFolder read_folder(const fs::path& folder, const fs::path& root,
                         std::vector<Refusal>& refused) {
   ModelFolder mf;
   mf.origin = folder.string();
-  const fs::path base = root.has_parent_path() ? root.parent_path() : root;
-  for (const fs::path& part : folder.lexically_relative(base)) {
-    if (part != ".") mf.path_hints.push_back(part.string());
-  }
+  mf.path_hints = hints_for(folder, root);
 
   std::error_code ec;
   fs::directory_iterator it(folder, ec);
@@ -237,6 +247,60 @@ ModelFolder read_folder(const fs::path& folder, const fs::path& root,
     mf.files.emplace(p.filename().string(), std::move(*contents));
   }
   if (ec) refused.push_back(Refusal{folder.string(), io_error(folder, ec, "list")});
+  return mf;
+}
+
+// A kepler-model-db zip (<source>/<OutputType>/<FeatureGroup>/<Trainer>_<n>.zip) as a
+// folder: its members, with one top-level directory stripped when the metadata is inside it.
+Result<ModelFolder> read_zip_folder(const fs::path& zip_path, const fs::path& root) {
+  Result<std::string> bytes = read_file(zip_path);
+  if (!bytes.ok()) return bytes.status();
+  auto members = read_zip(*bytes, zip_path.string());
+  if (!members.ok()) return members.status();
+  ModelFolder mf;
+  mf.origin = zip_path.string();
+  std::vector<std::string> hints = hints_for(zip_path.parent_path(), root);
+  hints.push_back(zip_path.stem().string());
+  mf.path_hints = std::move(hints);
+  std::string prefix;
+  if (!members->contains("metadata.json")) {
+    for (const auto& [name, contents] : *members) {
+      if (name.ends_with("/metadata.json") && name.find('/') == name.size() - 14) {
+        prefix = name.substr(0, name.size() - 13);
+      }
+    }
+  }
+  for (auto& [name, contents] : *members) {
+    if (!name.starts_with(prefix)) continue;
+    const std::string inner = name.substr(prefix.size());
+    if (inner.find('/') != std::string::npos) continue;  // deeper files are not the model's
+    mf.files.emplace(inner, std::move(contents));
+  }
+  return mf;
+}
+
+// A bare weight file (kepler-model-db's <Trainer>_<n>.json beside the zips, Kepler's
+// data/model_weight/*.json) as a folder with the metadata it implies; nullopt when the
+// JSON is something else (an index, a pipeline's metadata).
+std::optional<ModelFolder> weight_file_folder(const fs::path& p, const fs::path& root,
+                                              std::vector<Refusal>& refused) {
+  Result<std::string> text = read_file(p);
+  if (!text.ok()) {
+    refused.push_back(Refusal{p.string(), text.status()});
+    return std::nullopt;
+  }
+  Result<json::Json> doc = json::parse(*text, p.string());
+  if (!doc.ok() || !is_weight_document(*doc)) return std::nullopt;
+  ModelFolder mf;
+  mf.origin = p.string();
+  mf.path_hints = hints_for(p.parent_path(), root);
+  json::Json md = {{"model_name", p.stem().string()}, {"model_class", "weight"},
+                   {"model_file", p.filename().string()}};
+  if (const json::Json* n = json::optional_member(*doc, "model_name"); n != nullptr && n->is_string()) {
+    md["model_name"] = *n;
+  }
+  mf.files.emplace("metadata.json", md.dump());
+  mf.files.emplace(p.filename().string(), std::move(*text));
   return mf;
 }
 
@@ -338,6 +402,8 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
   }
 
   std::set<fs::path> model_dirs;  // ordered: folders come out in path order
+  std::set<fs::path> zips;
+  std::set<fs::path> loose_json;   // .json files outside model folders
   if (fs::exists(root / "metadata.json", ec)) model_dirs.insert(root);
   fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
   if (ec) return io_error(root, ec, "list");
@@ -350,6 +416,10 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
         continue;
       }
       if (fs::exists(entry.path() / "metadata.json", sec)) model_dirs.insert(entry.path());
+    } else if (entry.is_regular_file(sec) && !entry.is_symlink(sec) && !hidden(entry.path())) {
+      const fs::path ext = entry.path().extension();
+      if (ext == ".zip") zips.insert(entry.path());
+      if (ext == ".json") loose_json.insert(entry.path());
     }
   }
   if (ec) return io_error(root, ec, "list");
@@ -357,6 +427,19 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
   std::vector<ModelFolder> folders;
   folders.reserve(model_dirs.size());
   for (const fs::path& d : model_dirs) folders.push_back(read_folder(d, root, refused));
+  for (const fs::path& z : zips) {
+    if (model_dirs.contains(z.parent_path())) continue;  // a file of a model folder
+    Result<ModelFolder> f = read_zip_folder(z, root);
+    if (f.ok()) {
+      folders.push_back(std::move(f).value());
+    } else {
+      refused.push_back(Refusal{z.string(), f.status()});
+    }
+  }
+  for (const fs::path& j : loose_json) {
+    if (model_dirs.contains(j.parent_path())) continue;
+    if (auto f = weight_file_folder(j, root, refused)) folders.push_back(std::move(*f));
+  }
   return folders;
 }
 

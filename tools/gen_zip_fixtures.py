@@ -32,3 +32,14 @@ with open(f"{OUT}/good.zip", "rb") as f:
     data = f.read()
 with open(f"{OUT}/truncated.zip", "wb") as f:
     f.write(data[: len(data) // 2])
+
+# A model-server style zip of a weight model, and the same inside a top-level folder.
+META = '{"model_name": "SGDRegressorTrainer_1", "model_class": "scikit", "model_file": "SGDRegressorTrainer_1.json", "mae": 4.5}'
+WEIGHTS = ('{"package": {"All_Weights": {"Bias_Weight": 10.0, "Categorical_Variables": {}, '
+           '"Numerical_Variables": {"bpf_cpu_time_ms": {"scale": 2.0, "weight": 3.0}}}}}')
+with zipfile.ZipFile(f"{OUT}/weight_model.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("metadata.json", META)
+    z.writestr("SGDRegressorTrainer_1.json", WEIGHTS)
+with zipfile.ZipFile(f"{OUT}/weight_model_in_folder.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("SGDRegressorTrainer_1/metadata.json", META)
+    z.writestr("SGDRegressorTrainer_1/SGDRegressorTrainer_1.json", WEIGHTS)

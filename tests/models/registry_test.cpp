@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 
@@ -373,6 +374,45 @@ TEST_F(ScanDirectory, MissingDirectory) {
   ASSERT_FALSE(folders.ok());
   EXPECT_EQ(folders.status().code(), Code::kNotFound);
   EXPECT_NE(folders.status().message().find("nope"), std::string::npos);
+}
+
+// ---- the kepler-model-db tree: zips and bare weight files --------------------------
+
+std::string fixture_bytes(const std::string& name) {
+  std::ifstream f(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/" + name, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+TEST_F(ScanDirectory, ModelDbTreeOfZipsAndBareWeightFiles) {
+  const fs::path tree = root / "ec2" / "rapl-sysfs" / "AbsPower" / "BPFOnly";
+  write(tree / "SGDRegressorTrainer_1.zip", fixture_bytes("weight_model.zip"));
+  write(tree / "Nested_1.zip", fixture_bytes("weight_model_in_folder.zip"));
+  write(tree / "Broken_1.zip", fixture_bytes("truncated.zip"));
+  write(tree / "SGDRegressorTrainer_0.json", kScanWeights);
+  write(root / "ec2" / "node_type_index.json", R"({"0": {"cores": 96}})");  // not a model
+  std::vector<Refusal> refused;
+  auto folders = Registry::scan_directory(root / "ec2", refused);
+  ASSERT_TRUE(folders.ok()) << folders.status().to_string();
+  ASSERT_EQ(folders->size(), 3u);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_NE(refused[0].origin.find("Broken_1.zip"), std::string::npos);
+
+  auto reg = Registry::build(*folders, std::move(refused));
+  ASSERT_EQ(reg->models().size(), 3u);
+  for (const auto& m : reg->models()) {
+    EXPECT_EQ(m->info().source, "rapl-sysfs") << m->info().origin;
+    EXPECT_EQ(m->info().output_type, "AbsPower") << m->info().origin;
+  }
+  const std::string_view cols[] = {"bpf_cpu_time_ms"};
+  auto best = reg->select({}, cols, false);
+  ASSERT_TRUE(best.ok()) << best.status().to_string();
+  EXPECT_EQ(best.value()->info().name, "SGDRegressorTrainer_1") << "mae 4.5 beats unknown";
+  auto e = testing::evaluate(*best.value(), {"bpf_cpu_time_ms"}, testing::rows({{4}}));
+  ASSERT_TRUE(e.status.ok());
+  EXPECT_FLOAT_EQ(e.out(0, 0), 16.0f);  // 10 + 3 * 4 / 2
+  EXPECT_EQ(reg->refused().size(), 1u);
 }
 
 }  // namespace
