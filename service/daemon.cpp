@@ -18,7 +18,7 @@ constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
 }  // namespace
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
-                                              std::shared_ptr<const models::Registry> registry) {
+                                              std::shared_ptr<RegistryHolder> registry) {
   if (config.threads == 0 || config.threads > 64) {
     return Status(Code::kInvalidArgument, "threads must be between 1 and 64");
   }
@@ -52,7 +52,7 @@ void Daemon::stop() {
 void Daemon::dispatch_loop() {
   const shm::SegmentView& view = segment_->view();
   shm::ServerRing ring(view);
-  RequestHandler handler(registry_, view.request_capacity(), view.response_capacity());
+  RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity());
   while (!stopping_.load(std::memory_order_relaxed)) {
     const auto taken = ring.take();
     if (!taken) {

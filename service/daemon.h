@@ -32,7 +32,11 @@ class Daemon {
   // Creates the segment and starts serving; the segment is marked serving (clients can
   // attach) only once every thread runs.
   static Result<std::unique_ptr<Daemon>> start(const DaemonConfig& config,
-                                               std::shared_ptr<const models::Registry> registry);
+                                               std::shared_ptr<RegistryHolder> registry);
+  static Result<std::unique_ptr<Daemon>> start(const DaemonConfig& config,
+                                               std::shared_ptr<const models::Registry> registry) {
+    return start(config, std::make_shared<RegistryHolder>(std::move(registry)));
+  }
   // Stops the threads, then removes the segment.
   ~Daemon();
   Daemon(const Daemon&) = delete;
@@ -41,16 +45,16 @@ class Daemon {
   void stop();  // async-signal-unsafe; call from a normal thread
   const shm::ServerSegment& segment() const { return *segment_; }
   const DaemonStats& stats() const { return stats_; }
-  RegistryHolder& registry() { return registry_; }
+  RegistryHolder& registry() { return *registry_; }
 
  private:
-  Daemon(const DaemonConfig& config, std::shared_ptr<const models::Registry> registry)
+  Daemon(const DaemonConfig& config, std::shared_ptr<RegistryHolder> registry)
       : config_(config), registry_(std::move(registry)) {}
   void dispatch_loop();
   void housekeeping_loop();
 
   DaemonConfig config_;
-  RegistryHolder registry_;
+  std::shared_ptr<RegistryHolder> registry_;  // shared with a ModelWatcher, if any
   std::unique_ptr<shm::ServerSegment> segment_;
   std::atomic<bool> stopping_{false};
   DaemonStats stats_;

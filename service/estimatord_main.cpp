@@ -5,10 +5,12 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <spdlog/spdlog.h>
 
 #include "models/embedded_defaults.h"
 #include "service/daemon.h"
+#include "service/model_watcher.h"
 
 using namespace estimator;
 
@@ -22,8 +24,11 @@ int main(int argc, char** argv) {
   double spin_us = 50;
   std::string log_level = "info";
   std::string mode = "0600";
+  bool no_defaults = false;
   app.add_option("--model-dir", model_dir,
-                 "directory of model folders (default: the embedded default models)");
+                 "directory of models (folders with metadata.json, kepler-model-db zips, "
+                 "weight files), watched for changes; added to the embedded defaults");
+  app.add_flag("--no-default-models", no_defaults, "do not serve the embedded default models");
   app.add_option("--shm-name", config.segment.name, "shared-memory segment name")
       ->capture_default_str();
   app.add_option("--slots", config.segment.slots, "requests in flight at once (1-512)")
@@ -52,22 +57,28 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  std::vector<models::ModelFolder> folders;
-  if (model_dir.empty()) {
-    folders = models::embedded_model_folders();
-  } else {
-    auto scanned = models::Registry::scan_directory(model_dir);
-    if (!scanned.ok()) {
-      spdlog::error("model directory {}: {}", model_dir, scanned.status().to_string());
+  // The embedded defaults serve unless disabled; a model directory adds to them and is
+  // watched for changes.
+  std::vector<models::ModelFolder> defaults;
+  if (!no_defaults) defaults = models::embedded_model_folders();
+  auto holder = std::make_shared<service::RegistryHolder>(models::Registry::build(defaults));
+  std::unique_ptr<service::ModelWatcher> watcher;
+  if (!model_dir.empty()) {
+    if (!std::filesystem::is_directory(model_dir)) {
+      spdlog::error("--model-dir {}: not a directory", model_dir);
       return 1;
     }
-    folders = std::move(scanned).value();
+    watcher = std::make_unique<service::ModelWatcher>(
+        service::ModelLoader(model_dir, std::move(defaults)), *holder);
   }
-  auto registry = models::Registry::build(folders);
+  const auto registry = holder->get();
   for (const auto& m : registry->models()) {
     const auto& i = m->info();
     spdlog::info("model {} ({} {} {}, mae {}) from {}", i.name, i.model_class, i.source,
                  i.output_type, i.mae, i.origin);
+  }
+  for (const auto& r : registry->refused()) {
+    spdlog::warn("refused {}: {}", r.origin, r.reason.to_string());
   }
   if (registry->models().empty()) {
     spdlog::warn("no model loaded: every estimate request will be refused");
@@ -81,7 +92,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const std::size_t model_count = registry->models().size();
-  auto daemon = service::Daemon::start(config, std::move(registry));
+  auto daemon = service::Daemon::start(config, holder);
   if (!daemon.ok()) {
     spdlog::error("cannot start: {}", daemon.status().to_string());
     return 1;
