@@ -7,6 +7,7 @@
 #include "clients/cpp/estimator_client.h"
 #include "service/csv.h"
 #include "service/demo.h"
+#include "service/models_command.h"
 #include "shm/segment.h"
 
 using namespace estimator;
@@ -86,7 +87,19 @@ int main(int argc, char** argv) {
   demo->add_option("--estimatord", demo_opts.daemon_path,
                    "daemon binary (default: estimatord beside this program)");
 
+  auto* list = app.add_subcommand("models", "list the models a directory holds, accepted or "
+                                            "refused with the reason, and which one would be picked");
+  service::ModelsOptions models_opts;
+  list->add_option("--model-dir", models_opts.model_dir, "directory (default: the embedded defaults)");
+  list->add_option("--features", models_opts.features, "request columns, to show the selection")
+      ->delimiter(',');
+  list->add_option("--output-type", models_opts.output_type, "AbsPower or DynPower");
+  list->add_option("--source", models_opts.source, "energy source");
+  list->add_option("--model", models_opts.name, "model name");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (list->parsed()) return service::run_models(models_opts);
 
   if (est->parsed()) {
     return run_estimate(shm_name, csv, {model, trainer, output_type, source}, timeout_ms);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "daemon_process.h"
@@ -60,6 +61,25 @@ TEST(Cli, DemoPrintsPerPodPowerAndLatency) {
   EXPECT_NE(r.out.find("pod-5"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("package_W"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("p99"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ModelsListsAcceptedRefusedAndTheSelection) {
+  Watchdog dog(60);
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / unique_shm_name("models");
+  fs::create_directories(dir / "rapl-sysfs" / "AbsPower" / "BPFOnly");
+  fs::copy_file(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/weight_model.zip",
+                dir / "rapl-sysfs" / "AbsPower" / "BPFOnly" / "SGDRegressorTrainer_1.zip");
+  fs::copy_file(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/traversal.zip",
+                dir / "rapl-sysfs" / "AbsPower" / "BPFOnly" / "Evil_1.zip");
+  const CmdResult r = run(std::string(ESTIMATOR_CLI_PATH) + " models --model-dir " + dir.string() +
+                          " --features bpf_cpu_time_ms 2>/dev/null");
+  fs::remove_all(dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("1 model(s) accepted"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 file(s) refused"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("'../evil.txt' has an absolute or '..' path"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("selection for [bpf_cpu_time_ms]: SGDRegressorTrainer_1"), std::string::npos) << r.out;
 }
 
 }  // namespace

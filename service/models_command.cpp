@@ -1,0 +1,72 @@
+#include "service/models_command.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "models/embedded_defaults.h"
+#include "models/registry.h"
+
+namespace estimator::service {
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+std::string figure(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+}  // namespace
+
+int run_models(const ModelsOptions& o) {
+  std::vector<models::ModelFolder> folders;
+  std::vector<models::Refusal> refused;
+  if (o.model_dir.empty()) {
+    folders = models::embedded_model_folders();
+  } else {
+    auto scanned = models::Registry::scan_directory(o.model_dir, refused);
+    if (!scanned.ok()) {
+      std::fprintf(stderr, "estimator: %s\n", scanned.status().to_string().c_str());
+      return 1;
+    }
+    folders = std::move(scanned).value();
+  }
+  const auto registry = models::Registry::build(folders, std::move(refused));
+
+  std::printf("%zu model(s) accepted:\n", registry->models().size());
+  std::printf("  %-36s %-9s %-11s %-9s %8s %8s  %s\n", "name", "class", "source", "output", "mae",
+              "mape", "features / origin");
+  for (const auto& m : registry->models()) {
+    const models::ModelInfo& i = m->info();
+    std::printf("  %-36s %-9s %-11s %-9s %8s %8s  %s\n", i.name.c_str(), i.model_class.c_str(),
+                i.source.empty() ? "any" : i.source.c_str(),
+                i.output_type.empty() ? "any" : i.output_type.c_str(), figure(i.mae).c_str(),
+                figure(i.mape).c_str(), join(i.features).c_str());
+    std::printf("  %-36s components %s; from %s\n", "", join(i.components).c_str(), i.origin.c_str());
+  }
+  std::printf("%zu file(s) refused:\n", registry->refused().size());
+  for (const auto& r : registry->refused()) {
+    std::printf("  %s\n    %s\n", r.origin.c_str(), r.reason.to_string().c_str());
+  }
+  if (!o.features.empty()) {
+    std::vector<std::string_view> cols(o.features.begin(), o.features.end());
+    const models::Selector sel{o.name, {}, o.output_type, o.source};
+    auto chosen = registry->select(sel, cols, false);
+    if (chosen.ok()) {
+      std::printf("selection for [%s]: %s (%s)\n", join(o.features).c_str(),
+                  chosen.value()->info().name.c_str(), chosen.value()->info().origin.c_str());
+    } else {
+      std::printf("selection for [%s]: none: %s\n", join(o.features).c_str(),
+                  chosen.status().message().c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace estimator::service

@@ -1,0 +1,23 @@
+// `estimator models`: what a model directory holds, as the daemon would load it: every
+// model accepted (name, class, kind, features, error figures, origin), every file refused
+// with the reason, and which model the selection would pick for a feature list.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace estimator::service {
+
+struct ModelsOptions {
+  std::string model_dir;              // empty: the embedded defaults
+  std::vector<std::string> features;  // the columns a request would carry
+  std::string output_type;
+  std::string source;
+  std::string name;
+};
+
+// Prints the listing on stdout; returns the process exit code (0, or 1 when the directory
+// cannot be read).
+int run_models(const ModelsOptions& options);
+
+}  // namespace estimator::service
