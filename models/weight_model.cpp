@@ -3,10 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <utility>
 #include <vector>
+
+#include "models/metadata.h"
 
 namespace estimator::models {
 
@@ -25,11 +28,56 @@ struct Categorical {
   std::vector<std::pair<std::string, double>> weights;  // value -> weight
 };
 
+// The curves of Kepler's curve-fit trainers, named after them.
+enum class Curve : std::uint8_t {
+  kNone,         // linear: bias + terms
+  kExponential,  // ExponentialRegressionTrainer: a * exp(b * x) + c
+  kLogarithmic,  // LogarithmicRegressionTrainer: a * log(b * x + 1) + c
+  kLogistic,     // LogisticRegressionTrainer:    A / (1 + exp(-k * (x - x0))) + off
+};
+
+struct CurveTrainer {
+  std::string_view trainer;
+  Curve curve;
+  std::string_view formula;
+  std::size_t weights;  // length of CurveFit_Weights
+};
+
+constexpr std::array<CurveTrainer, 3> kCurveTrainers = {{
+    {"ExponentialRegressionTrainer", Curve::kExponential, "a*exp(b*x)+c", 3},
+    {"LogarithmicRegressionTrainer", Curve::kLogarithmic, "a*log(b*x+1)+c", 3},
+    {"LogisticRegressionTrainer", Curve::kLogistic, "A/(1+exp(-k*(x-x0)))+off", 4},
+}};
+
+const CurveTrainer* curve_trainer(std::string_view trainer) {
+  for (const CurveTrainer& c : kCurveTrainers) {
+    if (c.trainer == trainer) return &c;
+  }
+  return nullptr;
+}
+
+// The curve at x = v0 / scale0, with weights in CurveFit_Weights order.
+inline double curve_value(Curve curve, const std::array<double, 4>& w, double x) {
+  switch (curve) {
+    case Curve::kExponential: return w[0] * std::exp(w[1] * x) + w[2];
+    case Curve::kLogarithmic: return w[0] * std::log(w[1] * x + 1.0) + w[2];
+    case Curve::kLogistic: return w[0] / (1.0 + std::exp(-w[2] * (x - w[1]))) + w[3];
+    case Curve::kNone: break;
+  }
+  return 0;
+}
+
 struct Component {
   std::string name;
-  double bias = 0;  // Bias_Weight minus the folded mean terms
-  std::vector<Term> terms;
+  double bias = 0;  // Bias_Weight minus the folded mean terms; 0 for a curve
+  std::vector<Term> terms;  // empty for a curve
   std::vector<Categorical> categorical;
+  // Curve fits use only the model's first feature (in ModelInfo::features order):
+  // power = categorical sum + curve(x[curve_feature] / curve_scale).
+  Curve curve = Curve::kNone;
+  std::uint32_t curve_feature = 0;
+  double curve_scale = 1;
+  std::array<double, 4> curve_weights{};
 };
 
 class WeightPlan final : public Plan {
@@ -87,6 +135,16 @@ class WeightModel final : public Model {
       const Component& comp = components_[c];
       const double base = comp.bias + categorical_sum(comp, in.system_values);
       const auto col = static_cast<Eigen::Index>(c);
+      if (comp.curve != Curve::kNone) {
+        const Eigen::Index xcol = p->columns[comp.curve_feature];
+        for (Eigen::Index r = 0; r < in.x.rows(); ++r) {
+          const double x = static_cast<double>(in.x(r, xcol)) / comp.curve_scale;
+          const double power = base + curve_value(comp.curve, comp.curve_weights, x);
+          if (!std::isfinite(power)) return not_finite(comp, *p, in, r);
+          out(r, col) = static_cast<float>(power > 0 ? power : 0.0);
+        }
+        continue;
+      }
       for (Eigen::Index r = 0; r < in.x.rows(); ++r) {
         double power = base;
         for (const Term& t : comp.terms) {
@@ -121,13 +179,22 @@ class WeightModel final : public Model {
 
   Status not_finite(const Component& comp, const WeightPlan& p, const ModelInput& in,
                     Eigen::Index row) const {
+    auto check = [&](std::uint32_t feature) {
+      if (std::isfinite(in.x(row, p.columns[feature]))) return Status::Ok();
+      return Status(Code::kInvalidValue, "row " + std::to_string(row) + " feature " +
+                                             info().features[feature] +
+                                             " is not a finite number");
+    };
     for (const Term& t : comp.terms) {
-      const float v = in.x(row, p.columns[t.feature]);
-      if (!std::isfinite(v)) {
-        return Status(Code::kInvalidValue, "row " + std::to_string(row) + " feature " +
-                                               info().features[t.feature] +
-                                               " is not a finite number");
-      }
+      if (Status s = check(t.feature); !s.ok()) return s;
+    }
+    if (comp.curve != Curve::kNone) {
+      if (Status s = check(comp.curve_feature); !s.ok()) return s;
+      return Status(Code::kInvalidValue,
+                    "model " + info().name + " component " + comp.name +
+                        ": the curve is not a finite number on row " + std::to_string(row) +
+                        " (" + info().features[comp.curve_feature] + " = " +
+                        std::to_string(in.x(row, p.columns[comp.curve_feature])) + ")");
     }
     return Status(Code::kInvalidValue, "model " + info().name + " component " + comp.name +
                                            " overflows on row " + std::to_string(row));
@@ -147,6 +214,7 @@ struct Numerical {
   std::string feature;
   double coefficient;
   double bias_offset;
+  double scale = 0;  // curve fits: the divisor of the feature
 };
 
 Result<Numerical> parse_numerical(const std::string& feature, const Json& v, const Where& w) {
@@ -203,16 +271,102 @@ Result<std::vector<Categorical>> parse_categorical(const Json& all, const Where&
 struct ParsedComponent {
   Component component;
   std::vector<Numerical> numerical;
+  Where where;  // of All_Weights
 };
 
-Result<ParsedComponent> parse_component(std::string name, const Json& all, const Where& w) {
+// Which curve a curve-fit file uses is not in the file's weights: Kepler's model server
+// names it only through the trainer (metadata.json "trainer" or "model_name", or the
+// weight file's own "model_name", e.g. ExponentialRegressionTrainer_0).
+struct CurveChoice {
+  const CurveTrainer* trainer = nullptr;
+  std::string problem;  // why there is none, for the message
+};
+
+CurveChoice choose_curve(const ModelInfo& info, const Json& doc) {
+  std::vector<std::pair<std::string, std::string>> named;  // (who says, trainer)
+  named.emplace_back("trainer", info.trainer);
+  named.emplace_back("model_name", trainer_from_name(info.name));
+  if (const Json* n = json::optional_member(doc, "model_name"); n != nullptr && n->is_string()) {
+    named.emplace_back("the weight file's model_name", trainer_from_name(n->get<std::string>()));
+  }
+  CurveChoice choice;
+  std::string chosen_by;
+  for (const auto& [who, trainer] : named) {
+    const CurveTrainer* c = curve_trainer(trainer);
+    if (c == nullptr) continue;
+    if (choice.trainer != nullptr && choice.trainer != c) {
+      return CurveChoice{nullptr, "the curve is ambiguous: " + chosen_by + " names " +
+                                      std::string(choice.trainer->trainer) + " but " + who +
+                                      " names " + trainer};
+    }
+    choice.trainer = c;
+    chosen_by = who;
+  }
+  if (choice.trainer == nullptr) {
+    std::string problem = "curve-fit weights need the trainer to choose the curve "
+                          "(ExponentialRegressionTrainer, LogarithmicRegressionTrainer or "
+                          "LogisticRegressionTrainer); trainer \"" + info.trainer + "\"";
+    if (!info.name.empty()) problem += " (model " + info.name + ")";
+    problem += " is not supported yet";
+    choice.problem = std::move(problem);
+  }
+  return choice;
+}
+
+// A curve-fit component: {"Categorical_Variables": {...}, "Numerical_Variables":
+// {feature: {"scale": s}}, "CurveFit_Weights": [...]}. There is no bias.
+Result<ParsedComponent> parse_curve_component(std::string name, const Json& all, const Where& w,
+                                              const CurveChoice& choice) {
+  const Where cw = w / "CurveFit_Weights";
+  if (choice.trainer == nullptr) return json::invalid(cw, choice.problem);
+  const CurveTrainer& ct = *choice.trainer;
+  ParsedComponent pc;
+  pc.where = w;
+  pc.component.name = std::move(name);
+  pc.component.curve = ct.curve;
+
+  const Json& weights = *all.find("CurveFit_Weights");
+  if (!weights.is_array() || weights.size() != ct.weights) {
+    std::string got = weights.is_array() ? std::to_string(weights.size()) + " numbers"
+                                         : std::string(weights.type_name());
+    return json::invalid(cw, std::string(ct.trainer) + " (" + std::string(ct.formula) +
+                                 ") needs an array of " + std::to_string(ct.weights) +
+                                 " weights, got " + got);
+  }
+  for (std::size_t i = 0; i < ct.weights; ++i) {
+    Result<double> v = json::finite_number(weights[i], cw / ("[" + std::to_string(i) + "]"));
+    if (!v.ok()) return v.status();
+    pc.component.curve_weights[i] = *v;
+  }
+
+  Result<std::vector<Categorical>> cats = parse_categorical(all, w);
+  if (!cats.ok()) return cats.status();
+  pc.component.categorical = std::move(*cats);
+
+  Result<const Json*> nj = json::member(all, w, "Numerical_Variables");
+  if (!nj.ok()) return nj.status();
+  const Where nw = w / "Numerical_Variables";
+  if (Status s = json::expect_object(**nj, nw); !s.ok()) return s;
+  if ((*nj)->empty()) return json::invalid(nw, "a curve fit needs at least one feature");
+  for (const auto& [feature, v] : (*nj)->items()) {
+    const Where fw = nw / feature;
+    Result<const Json*> sj = json::member(v, fw, "scale");
+    if (!sj.ok()) return sj.status();
+    Result<double> scale = json::finite_number(**sj, fw / "scale");
+    if (!scale.ok()) return scale.status();
+    pc.numerical.push_back(Numerical{feature, 0, 0, *scale});
+  }
+  return pc;
+}
+
+Result<ParsedComponent> parse_component(std::string name, const Json& all, const Where& w,
+                                        const CurveChoice& curve) {
   if (Status s = json::expect_object(all, w); !s.ok()) return s;
   if (all.contains("CurveFit_Weights")) {
-    return json::invalid(w / "CurveFit_Weights",
-                         "curve-fit models (exponential, logarithmic, logistic) are not "
-                         "supported yet");
+    return parse_curve_component(std::move(name), all, w, curve);
   }
   ParsedComponent pc;
+  pc.where = w;
   pc.component.name = std::move(name);
 
   Result<const Json*> bj = json::member(all, w, "Bias_Weight");
@@ -275,9 +429,10 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
     }
   }
 
+  const CurveChoice curve = choose_curve(info, doc);
   std::vector<ParsedComponent> parsed;
   if (const Json* all = json::optional_member(doc, "All_Weights")) {
-    Result<ParsedComponent> pc = parse_component("platform", *all, root / "All_Weights");
+    Result<ParsedComponent> pc = parse_component("platform", *all, root / "All_Weights", curve);
     if (!pc.ok()) return pc.status();
     parsed.push_back(std::move(*pc));
   } else {
@@ -290,7 +445,8 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
       for (const ParsedComponent& p : parsed) {
         if (p.component.name == name) return json::invalid(cw, "component " + name + " twice");
       }
-      Result<ParsedComponent> pc = parse_component(std::move(name), **all_j, cw / "All_Weights");
+      Result<ParsedComponent> pc =
+          parse_component(std::move(name), **all_j, cw / "All_Weights", curve);
       if (!pc.ok()) return pc.status();
       parsed.push_back(std::move(*pc));
     }
@@ -321,21 +477,40 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
   }
   info.features = std::move(features);
 
+  auto feature_index = [&info](const std::string& feature) {
+    return static_cast<std::uint32_t>(
+        std::find(info.features.begin(), info.features.end(), feature) - info.features.begin());
+  };
   std::vector<Component> components;
   info.components.clear();
+  bool any_curve = false;
   for (ParsedComponent& p : parsed) {
+    if (p.component.curve != Curve::kNone) {
+      // "The first feature" is the model's first: metadata.json's order when it lists
+      // the features (the order the trainer's columns had), else the file's.
+      const Numerical* first = nullptr;
+      for (const Numerical& n : p.numerical) {
+        if (first == nullptr || feature_index(n.feature) < feature_index(first->feature)) {
+          first = &n;
+        }
+      }
+      if (first->scale == 0) {
+        return json::invalid(p.where / "Numerical_Variables" / first->feature / "scale",
+                             "must not be 0: the curve's x is this feature divided by it");
+      }
+      p.component.curve_feature = feature_index(first->feature);
+      p.component.curve_scale = first->scale;
+      any_curve = true;
+    }
     for (const Numerical& n : p.numerical) {
       if (n.coefficient == 0) continue;
-      const auto idx = static_cast<std::uint32_t>(
-          std::find(info.features.begin(), info.features.end(), n.feature) -
-          info.features.begin());
-      p.component.terms.push_back(Term{idx, n.coefficient});
+      p.component.terms.push_back(Term{feature_index(n.feature), n.coefficient});
     }
     info.components.push_back(p.component.name);
     components.push_back(std::move(p.component));
   }
   // The class names the format evaluated, whatever the trainer's metadata called it.
-  info.model_class = "weight";
+  info.model_class = any_curve ? "curvefit" : "weight";
   return std::unique_ptr<Model>(std::make_unique<WeightModel>(std::move(info),
                                                               std::move(components)));
 }

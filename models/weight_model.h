@@ -18,7 +18,24 @@
 // component is named "platform", the component acpi-style sources report. The component
 // name "pkg" of older files is read as "package", the name Kepler's reply uses.
 //
-// Curve-fit weights (CurveFit_Weights) are refused for now.
+// Curve-fit trainers write the same document with "CurveFit_Weights" in place of the bias
+// and only a scale per numerical variable:
+//
+//   "<component>": {"All_Weights": {"Categorical_Variables": {...},
+//       "Numerical_Variables": {"<feature>": {"scale": s}, ...},
+//       "CurveFit_Weights": [...]}}
+//
+//   power_c = sum of the categorical weights + curve(x),  x = v0 / s0   (no bias)
+//
+// where v0 is the model's first feature (metadata.json's order when it lists them, else
+// the file's) and the curve is the trainer's: ExponentialRegressionTrainer a*exp(b*x)+c,
+// LogarithmicRegressionTrainer a*log(b*x+1)+c (weights [a, b, c]),
+// LogisticRegressionTrainer A/(1+exp(-k*(x-x0)))+off (weights [A, x0, k, off]). Nothing in
+// the weights says which: the trainer does (ModelInfo::trainer, the model name, or the
+// file's model_name); a file whose trainer is none of the three, or is named
+// inconsistently, is refused. The other features stay required, as Kepler maps them all.
+// A curve that is not finite for a row (log of a negative number, exp overflow) fails
+// the request with kInvalidValue, like any non-finite prediction.
 #pragma once
 
 #include <memory>
@@ -36,6 +53,7 @@ bool is_weight_document(const json::Json& doc);
 // Builds a weight model from `doc` (the contents of `file`, named in messages). `info`
 // comes from metadata.json; components are filled from the document. Features are the
 // numerical variables, ordered as info.features lists them, then in file order.
+// info.model_class becomes "curvefit" when a component is a curve fit, else "weight".
 Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const json::Json& doc,
                                                  std::string_view file);
 

@@ -1,0 +1,567 @@
+#include "models/xgboost_model.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace estimator::models {
+
+namespace {
+
+using json::Json;
+using json::Where;
+
+// Bounds on what a file may ask for: far above any published model (Kepler's have 100
+// trees of at most 127 nodes), low enough that a hostile file cannot make the loader
+// allocate without bound or overflow the 32-bit node indices.
+constexpr std::size_t kMaxTrees = std::size_t{1} << 20;
+constexpr std::size_t kMaxNodes = std::size_t{1} << 26;  // over all trees
+constexpr std::int64_t kMaxFeatures = std::int64_t{1} << 20;
+
+// One node of the flattened forest, four to a cache line. Trees are laid out breadth
+// first at load, so the two children of a node are adjacent and one index finds both.
+struct Node {
+  float value;                 // split threshold, or the leaf value for a leaf
+  std::uint32_t feature;       // split feature (< num_feature); 0 for a leaf
+  std::int32_t left;           // index in the forest of the left child; right is left + 1;
+                               // -1 for a leaf
+  std::uint32_t default_left;  // 1 when a missing value goes left
+};
+static_assert(sizeof(Node) == 16, "a node is 16 bytes");
+
+// Requests carry doubles; XGBoost compares float32 (numpy's astype(np.float32) before
+// the DMatrix). Magnitudes beyond float's range become +-infinity rather than relying on
+// an out-of-range conversion; both compare the same against any finite threshold.
+inline float feature_value(double x) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  if (x > kMax) return std::numeric_limits<float>::infinity();
+  if (x < -kMax) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(x);  // NaN stays NaN: a missing value
+}
+
+// XGBoost's split rule, the only place it is written: strictly less goes left, a missing
+// value follows default_left. Returns the child to visit.
+inline std::int32_t next_node(const Node& n, float x) {
+  const bool go_left = std::isnan(x) ? n.default_left != 0 : x < n.value;
+  return go_left ? n.left : n.left + 1;
+}
+
+enum class Link : std::uint8_t { kIdentity, kSigmoid };
+
+class XGBoostRegressor final : public Regressor {
+ public:
+  XGBoostRegressor(std::vector<Node> nodes, std::vector<std::int32_t> roots,
+                   std::vector<double> tree_weights, double base_margin, Link link,
+                   Eigen::Index features, std::string description)
+      : nodes_(std::move(nodes)),
+        roots_(std::move(roots)),
+        tree_weights_(std::move(tree_weights)),
+        base_margin_(base_margin),
+        link_(link),
+        features_(features),
+        description_(std::move(description)) {}
+
+  Eigen::Index inputs() const override { return features_; }
+
+  // Blocks of rows x all trees: a block's margins stay in registers/L1 while each tree's
+  // nodes, hot after the first row, serve the rest of the block.
+  void predict(const ConstRowsD& in, RowsD out, Scratch& /*scratch*/) const override {
+    constexpr Eigen::Index kBlock = 64;
+    std::array<double, kBlock> margin{};
+    const Node* const nodes = nodes_.data();
+    for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlock) {
+      const Eigen::Index n = std::min(kBlock, in.rows() - r0);
+      std::fill(margin.begin(), margin.end(), base_margin_);
+      for (std::size_t t = 0; t < roots_.size(); ++t) {
+        const double weight = tree_weights_[t];
+        const Node* const root = nodes + roots_[t];
+        for (Eigen::Index i = 0; i < n; ++i) {
+          const Node* node = root;
+          while (node->left >= 0) {
+            node = nodes + next_node(*node, feature_value(in(r0 + i, node->feature)));
+          }
+          margin[static_cast<std::size_t>(i)] += weight * static_cast<double>(node->value);
+        }
+      }
+      for (Eigen::Index i = 0; i < n; ++i) {
+        const double m = margin[static_cast<std::size_t>(i)];
+        out(r0 + i, 0) = link_ == Link::kSigmoid ? 1.0 / (1.0 + std::exp(-m)) : m;
+      }
+    }
+  }
+
+  std::string describe() const override { return description_; }
+
+ private:
+  std::vector<Node> nodes_;
+  std::vector<std::int32_t> roots_;   // index of each tree's root in nodes_
+  std::vector<double> tree_weights_;  // 1 for gbtree; weight_drop for dart
+  double base_margin_;
+  Link link_;
+  Eigen::Index features_;
+  std::string description_;
+};
+
+std::string index_key(std::size_t i) { return "[" + std::to_string(i) + "]"; }
+
+// learner_model_param values are strings ("5", "1.33632E2"); XGBoost 3 writes base_score
+// as a one-element list "[1.33632E2]". A plain JSON number is accepted too.
+Result<std::string> param_text(const Json& v, const Where& w) {
+  if (v.is_number()) return v.dump();
+  Result<std::string> s = json::string_value(v, w);
+  if (!s.ok()) return s.status();
+  std::string t = std::move(*s);
+  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+  return t;
+}
+
+Result<std::int64_t> int_param(const Json& v, const Where& w) {
+  if (v.is_number_integer()) return v.get<std::int64_t>();
+  Result<std::string> t = param_text(v, w);
+  if (!t.ok()) return t.status();
+  std::int64_t out = 0;
+  const char* end = t->data() + t->size();
+  const auto [ptr, ec] = std::from_chars(t->data(), end, out);
+  if (ec != std::errc() || ptr != end) {
+    return json::invalid(w, "expected an integer, got \"" + *t + "\"");
+  }
+  return out;
+}
+
+// XGBoost reads base_score as a float32; so do we, so that the margin starts where its own
+// starts.
+Result<float> float_param(const Json& v, const Where& w) {
+  Result<std::string> t = param_text(v, w);
+  if (!t.ok()) return t.status();
+  float out = 0;
+  const char* end = t->data() + t->size();
+  const auto [ptr, ec] = std::from_chars(t->data(), end, out);
+  if (ec != std::errc() || ptr != end) {
+    return json::invalid(w, "expected a number, got \"" + *t + "\"");
+  }
+  if (!std::isfinite(out)) {
+    return Status(Code::kInvalidValue, w.describe() + ": not a finite number");
+  }
+  return out;
+}
+
+Result<const Json*> array_member(const Json& obj, const Where& w, std::string_view key) {
+  Result<const Json*> m = json::member(obj, w, key);
+  if (!m.ok()) return m.status();
+  if (!(*m)->is_array()) {
+    return json::invalid(w / key, std::string("expected an array, got ") + (*m)->type_name());
+  }
+  return m;
+}
+
+struct RawTree {
+  std::vector<std::int64_t> left;
+  std::vector<std::int64_t> right;
+  std::vector<std::int64_t> feature;
+  std::vector<float> condition;
+  std::vector<std::uint8_t> default_left;
+};
+
+Status int_array(const Json& tree, const Where& w, std::string_view key,
+                 std::vector<std::int64_t>& out) {
+  Result<const Json*> a = array_member(tree, w, key);
+  if (!a.ok()) return a.status();
+  out.reserve((*a)->size());
+  for (std::size_t i = 0; i < (*a)->size(); ++i) {
+    const Json& e = (**a)[i];
+    if (!e.is_number_integer()) {
+      return json::invalid(w / key / index_key(i),
+                           std::string("expected an integer, got ") + e.type_name());
+    }
+    // An unsigned value too large for int64 is out of range for any use; keep it so.
+    out.push_back(e.is_number_unsigned() && e.get<std::uint64_t>() > kMaxNodes
+                      ? std::numeric_limits<std::int64_t>::max()
+                      : e.get<std::int64_t>());
+  }
+  return Status::Ok();
+}
+
+Status parse_arrays(const Json& tree, const Where& w, RawTree& raw) {
+  if (Status s = json::expect_object(tree, w); !s.ok()) return s;
+  if (Status s = int_array(tree, w, "left_children", raw.left); !s.ok()) return s;
+  if (Status s = int_array(tree, w, "right_children", raw.right); !s.ok()) return s;
+  if (Status s = int_array(tree, w, "split_indices", raw.feature); !s.ok()) return s;
+
+  Result<const Json*> conds = array_member(tree, w, "split_conditions");
+  if (!conds.ok()) return conds.status();
+  raw.condition.reserve((*conds)->size());
+  for (std::size_t i = 0; i < (*conds)->size(); ++i) {
+    const Where cw = w / "split_conditions" / index_key(i);
+    Result<double> d = json::finite_number((**conds)[i], cw);
+    if (!d.ok()) return d.status();
+    const float f = static_cast<float>(std::clamp(*d, -1e300, 1e300));
+    if (!std::isfinite(f)) {
+      return Status(Code::kInvalidValue, cw.describe() + ": " + std::to_string(*d) +
+                                             " does not fit a float32");
+    }
+    raw.condition.push_back(f);
+  }
+
+  Result<const Json*> dl = array_member(tree, w, "default_left");
+  if (!dl.ok()) return dl.status();
+  raw.default_left.reserve((*dl)->size());
+  for (std::size_t i = 0; i < (*dl)->size(); ++i) {
+    const Json& e = (**dl)[i];
+    // XGBoost writes 0/1; true/false are accepted for other writers.
+    if (e.is_boolean()) {
+      raw.default_left.push_back(e.get<bool>() ? 1 : 0);
+    } else if (e.is_number_integer() && (e.get<std::int64_t>() == 0 || e.get<std::int64_t>() == 1)) {
+      raw.default_left.push_back(static_cast<std::uint8_t>(e.get<std::int64_t>()));
+    } else {
+      return json::invalid(w / "default_left" / index_key(i),
+                           "expected 0, 1, true or false, got " + e.dump());
+    }
+  }
+
+  const std::size_t n = raw.left.size();
+  if (n == 0) return json::invalid(w / "left_children", "a tree needs at least one node");
+  const std::pair<std::string_view, std::size_t> lengths[] = {
+      {"right_children", raw.right.size()},
+      {"split_indices", raw.feature.size()},
+      {"split_conditions", raw.condition.size()},
+      {"default_left", raw.default_left.size()}};
+  for (const auto& [key, size] : lengths) {
+    if (size != n) {
+      return json::invalid(w / key, "has " + std::to_string(size) +
+                                        " entries but left_children has " + std::to_string(n));
+    }
+  }
+  if (const Json* tp = json::optional_member(tree, "tree_param")) {
+    if (const Json* nn = json::optional_member(*tp, "num_nodes")) {
+      Result<std::int64_t> count = int_param(*nn, w / "tree_param" / "num_nodes");
+      if (!count.ok()) return count.status();
+      if (*count != static_cast<std::int64_t>(n)) {
+        return json::invalid(w / "tree_param" / "num_nodes",
+                             "says " + std::to_string(*count) + " but the arrays have " +
+                                 std::to_string(n) + " nodes");
+      }
+    }
+    if (const Json* slv = json::optional_member(*tp, "size_leaf_vector")) {
+      Result<std::int64_t> size = int_param(*slv, w / "tree_param" / "size_leaf_vector");
+      if (!size.ok()) return size.status();
+      if (*size > 1) {
+        return json::invalid(w / "tree_param" / "size_leaf_vector",
+                             "multi-target trees (vector leaves) are not supported");
+      }
+    }
+  }
+  if (const Json* st = json::optional_member(tree, "split_type")) {
+    if (st->is_array()) {
+      for (std::size_t i = 0; i < st->size(); ++i) {
+        if ((*st)[i] != 0) {
+          return json::invalid(w / "split_type" / index_key(i),
+                               "categorical splits are not supported");
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// Checks that `raw` is a binary tree rooted at node 0 (children in range, every node
+// reached at most once, so no cycle and no shared subtree; unreachable nodes, such as
+// pruned ones, are dropped) and appends it to `forest` breadth first, children adjacent.
+Status flatten(const RawTree& raw, const Where& w, std::int64_t num_feature,
+               std::vector<Node>& forest) {
+  const auto n = static_cast<std::int64_t>(raw.left.size());
+  if (forest.size() + raw.left.size() > kMaxNodes) {
+    return json::invalid(w, "the model has more than " + std::to_string(kMaxNodes) +
+                                " nodes in all");
+  }
+  std::vector<std::uint8_t> seen(raw.left.size(), 0);
+  // queue[k] = the source node placed at forest position base + k.
+  std::vector<std::int64_t> queue;
+  queue.reserve(raw.left.size());
+  queue.push_back(0);
+  seen[0] = 1;
+  const std::size_t base = forest.size();
+  for (std::size_t k = 0; k < queue.size(); ++k) {
+    const auto src = static_cast<std::size_t>(queue[k]);
+    const std::int64_t l = raw.left[src];
+    const std::int64_t r = raw.right[src];
+    Node node{raw.condition[src], 0, -1, 0};
+    if (l == -1) {
+      if (r != -1) {
+        return json::invalid(w / "right_children" / index_key(src),
+                             "node " + std::to_string(src) +
+                                 " is a leaf (left child -1) but has right child " +
+                                 std::to_string(r));
+      }
+      forest.push_back(node);
+      continue;
+    }
+    for (const auto& [key, child] : {std::pair{"left_children", l}, std::pair{"right_children", r}}) {
+      if (child < 0 || child >= n) {
+        return json::invalid(w / key / index_key(src),
+                             "child " + std::to_string(child) + " of node " +
+                                 std::to_string(src) + " is out of range (tree has " +
+                                 std::to_string(n) + " nodes)");
+      }
+      if (seen[static_cast<std::size_t>(child)] != 0) {
+        return json::invalid(w / key / index_key(src),
+                             "node " + std::to_string(child) + " is reached twice (child of node " +
+                                 std::to_string(src) +
+                                 "): the nodes do not form a tree (cycle or shared child)");
+      }
+      seen[static_cast<std::size_t>(child)] = 1;
+    }
+    const std::int64_t f = raw.feature[src];
+    if (f < 0 || f >= num_feature) {
+      return json::invalid(w / "split_indices" / index_key(src),
+                           "feature " + std::to_string(f) + " of node " + std::to_string(src) +
+                               " is not below num_feature " + std::to_string(num_feature));
+    }
+    node.feature = static_cast<std::uint32_t>(f);
+    node.default_left = raw.default_left[src];
+    // Children are queued in pairs, so they land at adjacent positions.
+    node.left = static_cast<std::int32_t>(base + queue.size());
+    queue.push_back(l);
+    queue.push_back(r);
+    forest.push_back(node);
+  }
+  return Status::Ok();
+}
+
+struct Objective {
+  Link link;
+};
+
+Result<Objective> objective_of(const std::string& name, const Where& w) {
+  static constexpr std::array<std::string_view, 5> kIdentity = {
+      "reg:squarederror", "reg:linear", "reg:squaredlogerror", "reg:pseudohubererror",
+      "reg:absoluteerror"};
+  static constexpr std::array<std::string_view, 2> kSigmoid = {"reg:logistic",
+                                                                "binary:logistic"};
+  if (std::find(kIdentity.begin(), kIdentity.end(), name) != kIdentity.end()) {
+    return Objective{Link::kIdentity};
+  }
+  if (std::find(kSigmoid.begin(), kSigmoid.end(), name) != kSigmoid.end()) {
+    return Objective{Link::kSigmoid};
+  }
+  std::string why = "objective \"" + name + "\" is not supported";
+  if (name.starts_with("multi:")) {
+    why += " (multi-class models are not supported)";
+  } else {
+    why += " (supported: reg:squarederror, reg:linear, reg:squaredlogerror, "
+           "reg:pseudohubererror, reg:absoluteerror, reg:logistic, binary:logistic)";
+  }
+  return json::invalid(w, why);
+}
+
+}  // namespace
+
+bool is_xgboost_document(const Json& doc) {
+  const Json* learner = json::optional_member(doc, "learner");
+  return learner != nullptr && json::optional_member(*learner, "gradient_booster") != nullptr;
+}
+
+Result<std::unique_ptr<Regressor>> load_xgboost_json(std::string_view text,
+                                                     std::string_view file) {
+  Result<Json> doc = json::parse(text, file);
+  if (!doc.ok()) return doc.status();
+  return load_xgboost_document(*doc, file);
+}
+
+Result<std::unique_ptr<Regressor>> load_xgboost_document(const Json& doc,
+                                                         std::string_view file) {
+  const Where root{std::string(file), ""};
+  Result<const Json*> learner_j = json::member(doc, root, "learner");
+  if (!learner_j.ok()) return learner_j.status();
+  const Json& learner = **learner_j;
+  const Where lw = root / "learner";
+
+  // learner_model_param: what the model predicts and from how many features.
+  Result<const Json*> mp_j = json::member(learner, lw, "learner_model_param");
+  if (!mp_j.ok()) return mp_j.status();
+  const Json& mp = **mp_j;
+  const Where mpw = lw / "learner_model_param";
+  if (Status s = json::expect_object(mp, mpw); !s.ok()) return s;
+
+  Result<const Json*> nf_j = json::member(mp, mpw, "num_feature");
+  if (!nf_j.ok()) return nf_j.status();
+  Result<std::int64_t> num_feature = int_param(**nf_j, mpw / "num_feature");
+  if (!num_feature.ok()) return num_feature.status();
+  if (*num_feature < 1 || *num_feature > kMaxFeatures) {
+    return json::invalid(mpw / "num_feature", "must be between 1 and " +
+                                                  std::to_string(kMaxFeatures) + ", got " +
+                                                  std::to_string(*num_feature));
+  }
+  if (const Json* nc = json::optional_member(mp, "num_class")) {
+    Result<std::int64_t> classes = int_param(*nc, mpw / "num_class");
+    if (!classes.ok()) return classes.status();
+    if (*classes > 1) {
+      return json::invalid(mpw / "num_class", "multi-class models (" + std::to_string(*classes) +
+                                                  " classes) are not supported");
+    }
+  }
+  if (const Json* nt = json::optional_member(mp, "num_target")) {
+    Result<std::int64_t> targets = int_param(*nt, mpw / "num_target");
+    if (!targets.ok()) return targets.status();
+    if (*targets > 1) {
+      return json::invalid(mpw / "num_target", "multi-output models (" +
+                                                   std::to_string(*targets) +
+                                                   " targets) are not supported");
+    }
+  }
+  Result<const Json*> bs_j = json::member(mp, mpw, "base_score");
+  if (!bs_j.ok()) return bs_j.status();
+  Result<float> base_score = float_param(**bs_j, mpw / "base_score");
+  if (!base_score.ok()) return base_score.status();
+
+  if (const Json* types = json::optional_member(learner, "feature_types")) {
+    if (types->is_array()) {
+      for (std::size_t i = 0; i < types->size(); ++i) {
+        if ((*types)[i] == "c") {
+          return json::invalid(lw / "feature_types" / index_key(i),
+                               "categorical features are not supported");
+        }
+      }
+    }
+  }
+
+  // objective: decides the link.
+  Result<const Json*> obj_j = json::member(learner, lw, "objective");
+  if (!obj_j.ok()) return obj_j.status();
+  Result<const Json*> on_j = json::member(**obj_j, lw / "objective", "name");
+  if (!on_j.ok()) return on_j.status();
+  Result<std::string> obj_name = json::string_value(**on_j, lw / "objective" / "name");
+  if (!obj_name.ok()) return obj_name.status();
+  Result<Objective> objective = objective_of(*obj_name, lw / "objective" / "name");
+  if (!objective.ok()) return objective.status();
+
+  double base_margin = *base_score;
+  if (objective->link == Link::kSigmoid) {
+    if (!(*base_score > 0.0F && *base_score < 1.0F)) {
+      return json::invalid(mpw / "base_score",
+                           "must be a probability strictly between 0 and 1 for " + *obj_name +
+                               ", got " + std::to_string(*base_score));
+    }
+    // XGBoost's ProbToMargin for the logistic objectives, in float as it computes it.
+    base_margin = -std::log(1.0F / *base_score - 1.0F);
+  }
+
+  // gradient_booster: gbtree holds the trees in "model"; dart wraps a gbtree and adds
+  // one weight per tree.
+  Result<const Json*> gb_j = json::member(learner, lw, "gradient_booster");
+  if (!gb_j.ok()) return gb_j.status();
+  const Where gbw = lw / "gradient_booster";
+  Result<const Json*> gbn_j = json::member(**gb_j, gbw, "name");
+  if (!gbn_j.ok()) return gbn_j.status();
+  Result<std::string> booster = json::string_value(**gbn_j, gbw / "name");
+  if (!booster.ok()) return booster.status();
+
+  const Json* gbtree = nullptr;
+  Where tw = gbw;
+  const Json* weight_drop = nullptr;
+  if (*booster == "gbtree") {
+    gbtree = *gb_j;
+  } else if (*booster == "dart") {
+    Result<const Json*> inner = json::member(**gb_j, gbw, "gbtree");
+    if (!inner.ok()) return inner.status();
+    gbtree = *inner;
+    tw = gbw / "gbtree";
+    Result<const Json*> wd = array_member(**gb_j, gbw, "weight_drop");
+    if (!wd.ok()) return wd.status();
+    weight_drop = *wd;
+  } else {
+    return json::invalid(gbw / "name", "booster \"" + *booster +
+                                           "\" is not supported (supported: gbtree, dart)");
+  }
+  Result<const Json*> model_j = json::member(*gbtree, tw, "model");
+  if (!model_j.ok()) return model_j.status();
+  const Where mw = tw / "model";
+  Result<const Json*> trees_j = array_member(**model_j, mw, "trees");
+  if (!trees_j.ok()) return trees_j.status();
+  const Json& trees = **trees_j;
+  const Where trw = mw / "trees";
+  if (trees.size() > kMaxTrees) {
+    return json::invalid(trw, "has " + std::to_string(trees.size()) + " trees, more than " +
+                                  std::to_string(kMaxTrees));
+  }
+
+  if (const Json* gmp = json::optional_member(**model_j, "gbtree_model_param")) {
+    if (const Json* nt = json::optional_member(*gmp, "num_trees")) {
+      Result<std::int64_t> count = int_param(*nt, mw / "gbtree_model_param" / "num_trees");
+      if (!count.ok()) return count.status();
+      if (*count != static_cast<std::int64_t>(trees.size())) {
+        return json::invalid(mw / "gbtree_model_param" / "num_trees",
+                             "says " + std::to_string(*count) + " but trees has " +
+                                 std::to_string(trees.size()));
+      }
+    }
+  }
+  // tree_info[t] is the output group of tree t: all 0 for one output.
+  if (const Json* info = json::optional_member(**model_j, "tree_info")) {
+    if (!info->is_array() || info->size() != trees.size()) {
+      return json::invalid(mw / "tree_info", "must be an array with one entry per tree (" +
+                                                 std::to_string(trees.size()) + ")");
+    }
+    for (std::size_t i = 0; i < info->size(); ++i) {
+      if ((*info)[i] != 0) {
+        return json::invalid(mw / "tree_info" / index_key(i),
+                             "trees of several output groups (multi-class or multi-output) "
+                             "are not supported");
+      }
+    }
+  }
+
+  std::vector<double> tree_weights(trees.size(), 1.0);
+  if (weight_drop != nullptr) {
+    if (weight_drop->size() != trees.size()) {
+      return json::invalid(gbw / "weight_drop", "has " + std::to_string(weight_drop->size()) +
+                                                    " entries for " +
+                                                    std::to_string(trees.size()) + " trees");
+    }
+    for (std::size_t i = 0; i < trees.size(); ++i) {
+      Result<double> wgt = json::finite_number((*weight_drop)[i],
+                                               gbw / "weight_drop" / index_key(i));
+      if (!wgt.ok()) return wgt.status();
+      // XGBoost keeps the weights as float32.
+      tree_weights[i] = static_cast<float>(std::clamp(*wgt, -1e30, 1e30));
+    }
+  }
+
+  std::vector<Node> nodes;
+  std::vector<std::int32_t> roots;
+  roots.reserve(trees.size());
+  for (std::size_t t = 0; t < trees.size(); ++t) {
+    const Where w = trw / index_key(t);
+    RawTree raw;
+    if (Status s = parse_arrays(trees[t], w, raw); !s.ok()) return s;
+    roots.push_back(static_cast<std::int32_t>(nodes.size()));
+    if (Status s = flatten(raw, w, *num_feature, nodes); !s.ok()) return s;
+  }
+  nodes.shrink_to_fit();
+
+  if (const Json* attrs = json::optional_member(learner, "attributes")) {
+    if (json::optional_member(*attrs, "best_iteration") != nullptr) {
+      // XGBoosterPredict (and Booster.predict) use every tree; only scikit-learn's
+      // XGBRegressor.predict stops at best_iteration. We follow the library.
+      spdlog::debug("{}: has best_iteration; all {} trees are used, as XGBoosterPredict does",
+                    file, trees.size());
+    }
+  }
+
+  std::string description = "XGBoost(" + *booster + ", " + std::to_string(trees.size()) +
+                            " trees, " + std::to_string(*num_feature) + " features, " +
+                            *obj_name + ")";
+  return std::unique_ptr<Regressor>(std::make_unique<XGBoostRegressor>(
+      std::move(nodes), std::move(roots), std::move(tree_weights), base_margin,
+      objective->link, static_cast<Eigen::Index>(*num_feature), std::move(description)));
+}
+
+}  // namespace estimator::models
