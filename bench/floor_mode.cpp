@@ -1,0 +1,233 @@
+// Floor mode: the least any shared-memory request/response between two processes can cost
+// on this machine, so the ring's overhead above it can be read off. No schema, no model:
+// the client copies the encoded request bytes of the case into an anonymous shared mapping
+// and sets a flag (release store); the child, spinning on the flag (acquire), copies the
+// request out, writes the encoded response bytes of the case (the exact bytes the daemon
+// would send), and flips the flag back; the client, spinning, copies the reply out.
+//
+// Why it is fair: the same bytes cross in each direction as in ring mode, the same two
+// processes spin with the same pause instruction and clock checks as shm::spin_until, and
+// each side touches every byte once, as the ring's encoder and verifier must. After
+// --spin-us without a request the child naps (polls at growing intervals) like the daemon
+// sleeps, so it does not steal one of the two cores while the other modes run.
+//
+// One deliberate difference: a side that finds its peer scheduled on its own CPU (a
+// loaded machine; nothing is pinned) yields instead of pausing, since spinning there only
+// keeps the peer it waits for off the CPU until the scheduler preempts it, milliseconds
+// later. The floor is then the least a same-CPU handoff costs, which a spin-only waiter
+// (the ring's, today) cannot reach; the slow% column shows when that happened.
+#include <sched.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "bench/child.h"
+#include "bench/modes.h"
+#include "shm/wait.h"
+
+namespace estimator::bench {
+namespace {
+
+// At the start of the mapping; the request area and the reply area follow, each on its
+// own cache lines. Fields besides the flag are written before the flag's release store
+// and read after the peer's acquire load.
+struct alignas(64) FloorControl {
+  // 2*seq+1: request seq is ready (client); 2*seq+2: it is answered (server); kStop.
+  std::atomic<std::uint64_t> flag{0};
+  std::uint32_t request_len = 0;  // client
+  std::uint32_t case_index = 0;   // client: which case's response to send
+  std::uint32_t rows = 0;         // client
+  std::uint32_t reply_len = 0;    // server
+  std::uint32_t reply_rows = 0;   // server: echoes rows
+  std::uint32_t pad = 0;
+  std::uint64_t reply_echo = 0;   // server: the last 8 bytes of the request it read
+  // Where each side last ran, refreshed while it waits; on their own line so that a
+  // waiter's refresh does not touch the line its peer is about to write.
+  alignas(64) std::atomic<std::int32_t> client_cpu{-1};
+  std::atomic<std::int32_t> server_cpu{-1};
+};
+static_assert(sizeof(FloorControl) == 128);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+constexpr std::uint64_t kStop = ~std::uint64_t{0};  // odd: the server wakes and exits
+// Idle naps grow from the first to the last, so a parked server wakes rarely (it must
+// not disturb the other modes) yet resumes within milliseconds (absorbed by warm-up).
+constexpr long kFirstNapNs = 100'000;
+constexpr long kLastNapNs = 16'000'000;
+
+struct Mapping {
+  FloorControl* control = nullptr;
+  std::uint8_t* request = nullptr;
+  std::uint8_t* reply = nullptr;
+  std::size_t request_cap = 0;
+  std::size_t reply_cap = 0;
+};
+
+// As shm::spin_until (a pause per poll, the clock every 64 polls), but yields instead of
+// pausing while the peer was last seen on this CPU (see the top of the file).
+template <typename Ready>
+bool spin_or_yield(Ready&& ready, std::uint64_t spin_ns, std::atomic<std::int32_t>& mine,
+                   const std::atomic<std::int32_t>& peer) {
+  if (ready()) return true;
+  const std::uint64_t end = shm::monotonic_ns() + spin_ns;
+  bool shared_cpu = false;
+  for (unsigned n = 1;; ++n) {
+    if (shared_cpu) {
+      sched_yield();
+    } else {
+      shm::cpu_relax();
+    }
+    if (ready()) return true;
+    if ((n & 63) == 0) {
+      if (shm::monotonic_ns() >= end) return false;
+      const int cpu = sched_getcpu();
+      mine.store(cpu, std::memory_order_relaxed);
+      shared_cpu = peer.load(std::memory_order_relaxed) == cpu;
+    }
+  }
+}
+
+std::uint64_t last_word(const std::uint8_t* p, std::size_t len) {
+  std::uint64_t w = 0;
+  if (len >= sizeof w) std::memcpy(&w, p + len - sizeof w, sizeof w);
+  return w;
+}
+
+// The child: answer until kStop, SIGTERM, or the parent's death.
+int serve_floor(const Mapping& m, const std::vector<Case>& cases, std::uint64_t spin_ns,
+                const Child::Ready& ready) {
+  std::vector<std::uint8_t> scratch(m.request_cap);
+  const pid_t parent = getppid();
+  FloorControl& ctl = *m.control;
+  ready(Status::Ok());
+  for (;;) {
+    std::uint64_t v = 0;
+    const auto requested = [&] {
+      v = ctl.flag.load(std::memory_order_acquire);
+      return (v & 1) != 0;
+    };
+    bool got = spin_or_yield(requested, spin_ns, ctl.server_cpu, ctl.client_cpu);
+    for (long nap_ns = kFirstNapNs; !got; nap_ns = std::min(2 * nap_ns, kLastNapNs)) {
+      if (getppid() != parent) return 0;
+      const timespec nap{0, nap_ns};
+      nanosleep(&nap, nullptr);
+      got = requested();
+    }
+    if (v == kStop) return 0;
+    const std::size_t len = std::min<std::size_t>(ctl.request_len, m.request_cap);
+    std::memcpy(scratch.data(), m.request, len);
+    const std::uint32_t index = ctl.case_index;
+    const std::vector<std::uint8_t>& reply =
+        cases[index < cases.size() ? index : 0].response;
+    const std::size_t rlen = std::min(reply.size(), m.reply_cap);
+    std::memcpy(m.reply, reply.data(), rlen);
+    ctl.reply_len = static_cast<std::uint32_t>(rlen);
+    ctl.reply_rows = ctl.rows;
+    ctl.reply_echo = last_word(scratch.data(), len);
+    ctl.flag.store(v + 1, std::memory_order_release);
+  }
+}
+
+class FloorMode final : public Mode {
+ public:
+  FloorMode(const std::vector<Case>& cases, const ModeOptions& options)
+      : cases_(cases),
+        timeout_ns_(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(options.timeout).count())),
+        reply_copy_(response_capacity()) {}
+
+  ~FloorMode() override {
+    if (map_.control != nullptr) map_.control->flag.store(kStop, std::memory_order_release);
+    if (child_ != nullptr) child_->stop();
+    if (base_ != nullptr) munmap(base_, bytes_);
+  }
+
+
+  Status map() {
+    map_.request_cap = request_capacity();
+    map_.reply_cap = response_capacity();
+    bytes_ = sizeof(FloorControl) + map_.request_cap + map_.reply_cap;
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      return Status(Code::kResourceExhausted, "mmap: " + std::string(std::strerror(errno)));
+    }
+    base_ = static_cast<std::uint8_t*>(p);
+    map_.control = new (base_) FloorControl();
+    map_.request = base_ + sizeof(FloorControl);
+    map_.reply = map_.request + map_.request_cap;
+    return Status::Ok();
+  }
+
+  Status run(std::size_t index, std::size_t count, Clock::time_point deadline,
+             Samples* out) override {
+    const Case& c = cases_[index];
+    FloorControl& ctl = *map_.control;
+    const std::uint64_t expected_echo = last_word(c.request.data(), c.request.size());
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::uint64_t answered = 2 * ++seq_ + 2;
+      const auto t0 = Clock::now();
+      std::memcpy(map_.request, c.request.data(), c.request.size());
+      ctl.request_len = static_cast<std::uint32_t>(c.request.size());
+      ctl.case_index = static_cast<std::uint32_t>(index);
+      ctl.rows = c.rows;
+      ctl.flag.store(answered - 1, std::memory_order_release);
+      const bool ok = spin_or_yield(
+          [&] { return ctl.flag.load(std::memory_order_acquire) == answered; }, timeout_ns_,
+          ctl.client_cpu, ctl.server_cpu);
+      if (!ok) {
+        return Status(child_->running() ? Code::kDeadlineExceeded : Code::kUnavailable,
+                      "floor: no answer within the timeout");
+      }
+      const std::size_t rlen = std::min<std::size_t>(ctl.reply_len, map_.reply_cap);
+      std::memcpy(reply_copy_.data(), map_.reply, rlen);
+      const std::uint32_t rows = ctl.reply_rows;
+      const std::uint64_t echo = ctl.reply_echo;
+      const auto t1 = Clock::now();
+      if (rows != c.rows || rlen != c.response.size() || echo != expected_echo) {
+        return Status(Code::kInternal, "floor: a reply of " + std::to_string(rlen) +
+                                           " bytes and " + std::to_string(rows) +
+                                           " rows does not answer the request");
+      }
+      if (out != nullptr) out->add(elapsed_ns(t0, t1));
+      if (t1 >= deadline) break;
+    }
+    return Status::Ok();
+  }
+
+  std::unique_ptr<Child> child_;
+  Mapping map_;
+
+ private:
+  const std::vector<Case>& cases_;
+  std::uint64_t timeout_ns_;
+  std::vector<std::uint8_t> reply_copy_;
+  std::uint8_t* base_ = nullptr;
+  std::size_t bytes_ = 0;
+  std::uint64_t seq_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Mode>> start_floor(const std::vector<Case>& cases,
+                                          const ModeOptions& options) {
+  auto mode = std::make_unique<FloorMode>(cases, options);
+  if (Status s = mode->map(); !s.ok()) return s;
+  const auto spin_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
+  auto child = Child::spawn("floor server",
+                            [m = mode->map_, &cases, spin_ns](const Child::Ready& ready) {
+                              return serve_floor(m, cases, spin_ns, ready);
+                            });
+  if (!child.ok()) return child.status();
+  mode->child_ = std::move(child).value();
+  if (Status s = mode->child_->wait_ready(std::chrono::milliseconds(10000)); !s.ok()) return s;
+  return std::unique_ptr<Mode>(std::move(mode));
+}
+
+}  // namespace estimator::bench
