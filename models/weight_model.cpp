@@ -80,9 +80,16 @@ struct Component {
   std::array<double, 4> curve_weights{};
 };
 
+// A term with its request column resolved, so evaluation is a walk over plain pairs.
+struct PlanTerm {
+  Eigen::Index column;
+  double coefficient;
+};
+
 class WeightPlan final : public Plan {
  public:
   std::vector<Eigen::Index> columns;  // request column of each model feature
+  std::vector<std::vector<PlanTerm>> terms;  // per component; zero coefficients dropped
   Eigen::Index request_columns = 0;
 };
 
@@ -107,6 +114,13 @@ class WeightModel final : public Model {
       columns.push_back(static_cast<Eigen::Index>(it - request_features.begin()));
     }
     auto p = std::make_unique<WeightPlan>();
+    for (const Component& comp : components_) {
+      std::vector<PlanTerm> terms;
+      for (const Term& t : comp.terms) {
+        if (t.coefficient != 0) terms.push_back({columns[t.feature], t.coefficient});
+      }
+      p->terms.push_back(std::move(terms));
+    }
     p->columns = std::move(columns);
     p->request_columns = static_cast<Eigen::Index>(request_features.size());
     return std::unique_ptr<const Plan>(std::move(p));
@@ -145,13 +159,18 @@ class WeightModel final : public Model {
         }
         continue;
       }
+      // Raw row pointers: this loop is most of a linear model's cost per request.
+      const std::vector<PlanTerm>& terms = p->terms[c];
+      const float* x = in.x.data();
+      const Eigen::Index x_stride = in.x.outerStride();
+      float* o = out.data() + col;
+      const Eigen::Index o_stride = out.outerStride();
       for (Eigen::Index r = 0; r < in.x.rows(); ++r) {
+        const float* xr = x + r * x_stride;
         double power = base;
-        for (const Term& t : comp.terms) {
-          power += t.coefficient * static_cast<double>(in.x(r, p->columns[t.feature]));
-        }
+        for (const PlanTerm& t : terms) power += t.coefficient * static_cast<double>(xr[t.column]);
         if (!std::isfinite(power)) return not_finite(comp, *p, in, r);
-        out(r, col) = static_cast<float>(power > 0 ? power : 0.0);
+        o[r * o_stride] = static_cast<float>(power > 0 ? power : 0.0);
       }
     }
     return Status::Ok();

@@ -113,11 +113,13 @@ Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
     sys[i] = fb::CreateSystemValue(b, b.CreateString(v.name.data(), v.name.size()),
                                    b.CreateString(v.value.data(), v.value.size()));
   }
-  const auto selector = fb::CreateModelSelector(
-      b, b.CreateString(spec.model_name.data(), spec.model_name.size()),
-      b.CreateString(spec.trainer.data(), spec.trainer.size()),
-      b.CreateString(spec.output_type.data(), spec.output_type.size()),
-      b.CreateString(spec.source.data(), spec.source.size()));
+  // Empty selector fields are left out: absent reads as empty, and costs nothing.
+  auto optional_string = [&b](std::string_view v) {
+    return v.empty() ? flatbuffers::Offset<flatbuffers::String>() : b.CreateString(v.data(), v.size());
+  };
+  const auto selector =
+      fb::CreateModelSelector(b, optional_string(spec.model_name), optional_string(spec.trainer),
+                              optional_string(spec.output_type), optional_string(spec.source));
   const auto root = fb::CreateRequest(b, schema::kSchemaVersion, spec.request_id, spec.kind,
                                       selector, names, spec.rows, spec.cols, matrix,
                                       np ? b.CreateVector(powers, np) : 0,
@@ -249,6 +251,30 @@ Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& 
   return Status::Ok();
 }
 
+ResponseTail make_response_tail(const ModelDescription& model,
+                                std::span<const std::string> components) {
+  flatbuffers::FlatBufferBuilder b(1024);
+  b.DedupVtables(false);
+  std::vector<flatbuffers::Offset<flatbuffers::String>> comps;
+  for (const std::string& c : components) comps.push_back(b.CreateString(c));
+  const auto comp_vec = b.CreateVector(comps);
+  const auto info = fb::CreateModelInfo(
+      b, b.CreateString(model.name.data(), model.name.size()),
+      b.CreateString(model.trainer.data(), model.trainer.size()),
+      b.CreateString(model.model_class.data(), model.model_class.size()),
+      b.CreateString(model.output_type.data(), model.output_type.size()),
+      b.CreateString(model.source.data(), model.source.size()), model.mae, model.mape,
+      model.core_ratio);
+  // Pad to 8 so that, pushed first into an empty builder, every object keeps its
+  // alignment and its offset from the end of the buffer.
+  b.Align(8);
+  ResponseTail tail;
+  tail.bytes.assign(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+  tail.components = comp_vec.o;
+  tail.model = info.o;
+  return tail;
+}
+
 struct ResponseBuilder::Impl {
   explicit Impl(std::size_t capacity)
       : buffer(usable(capacity)), alloc(buffer), builder(buffer.size(), &alloc, false, 64) {}
@@ -256,6 +282,7 @@ struct ResponseBuilder::Impl {
   FixedAllocator alloc;
   flatbuffers::FlatBufferBuilder builder;
   flatbuffers::Offset<flatbuffers::Vector<float>> powers;
+  const ResponseTail* tail = nullptr;
   std::uint32_t rows = 0;
   std::uint32_t cols = 0;
 
@@ -263,6 +290,7 @@ struct ResponseBuilder::Impl {
     builder.Clear();
     alloc.reset();
     powers = 0;
+    tail = nullptr;
     rows = cols = 0;
   }
 };
@@ -272,41 +300,34 @@ ResponseBuilder::ResponseBuilder(std::size_t capacity) : impl_(std::make_unique<
 }
 ResponseBuilder::~ResponseBuilder() = default;
 
-Result<float*> ResponseBuilder::begin(std::uint32_t rows, std::uint32_t cols) {
+Result<float*> ResponseBuilder::begin(std::uint32_t rows, std::uint32_t cols,
+                                      const ResponseTail& tail) {
   impl_->reset();
-  const std::uint64_t bytes = std::uint64_t{rows} * cols * sizeof(float);
-  if (bytes + 4096 > impl_->buffer.size()) {
+  const std::uint64_t bytes = std::uint64_t{rows} * cols * sizeof(float) + tail.bytes.size();
+  if (bytes + 256 > impl_->buffer.size()) {
     return Status(Code::kTooLarge, "a reply of " + std::to_string(rows) + " x " +
                                        std::to_string(cols) + " powers exceeds the slot's " +
                                        std::to_string(impl_->buffer.size()) + " bytes");
   }
+  auto& b = impl_->builder;
+  b.PushBytes(tail.bytes.data(), tail.bytes.size());
+  b.TrackMinAlign(8);
   float* p = nullptr;
-  impl_->powers = impl_->builder.CreateUninitializedVector<float>(std::size_t{rows} * cols, &p);
+  impl_->powers = b.CreateUninitializedVector<float>(std::size_t{rows} * cols, &p);
+  impl_->tail = &tail;
   impl_->rows = rows;
   impl_->cols = cols;
   return p;
 }
 
-std::span<const std::uint8_t> ResponseBuilder::finish(std::uint64_t request_id,
-                                                      const ModelDescription& model,
-                                                      std::span<const std::string> components) {
+std::span<const std::uint8_t> ResponseBuilder::finish(std::uint64_t request_id) {
   auto& b = impl_->builder;
-  // Names are bounded by what models carry (a few components of short names); the
-  // 4096 bytes reserved in begin() cover them.
-  flatbuffers::Offset<flatbuffers::String> comps[64];
-  const std::size_t nc = std::min<std::size_t>(components.size(), 64);
-  for (std::size_t i = 0; i < nc; ++i) comps[i] = b.CreateString(components[i]);
-  const auto comp_vec = b.CreateVector(comps, nc);
-  const auto info = fb::CreateModelInfo(
-      b, b.CreateString(model.name.data(), model.name.size()),
-      b.CreateString(model.trainer.data(), model.trainer.size()),
-      b.CreateString(model.model_class.data(), model.model_class.size()),
-      b.CreateString(model.output_type.data(), model.output_type.size()),
-      b.CreateString(model.source.data(), model.source.size()), model.mae, model.mape,
-      model.core_ratio);
-  const auto root = fb::CreateResponse(b, schema::kSchemaVersion, request_id, fb::StatusCode::Ok,
-                                       0, info, comp_vec, impl_->rows, impl_->cols,
-                                       impl_->powers);
+  const ResponseTail& tail = *impl_->tail;
+  const auto root = fb::CreateResponse(
+      b, schema::kSchemaVersion, request_id, fb::StatusCode::Ok, 0,
+      flatbuffers::Offset<fb::ModelInfo>(tail.model),
+      flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>>(tail.components),
+      impl_->rows, impl_->cols, impl_->powers);
   b.Finish(root);
   if (impl_->alloc.overflowed()) {
     return error(request_id, Status(Code::kTooLarge, "reply exceeds the slot"));

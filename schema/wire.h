@@ -102,6 +102,17 @@ struct ModelDescription {
   double core_ratio = 1.0;
 };
 
+// The part of a successful response that is the same for every request served by one
+// model: its description and component names, encoded once (when a plan is cached) and
+// copied as bytes into each response instead of being re-encoded.
+struct ResponseTail {
+  std::vector<std::uint8_t> bytes;
+  flatbuffers::uoffset_t components = 0;  // offsets from the end of the buffer
+  flatbuffers::uoffset_t model = 0;
+};
+ResponseTail make_response_tail(const ModelDescription& model,
+                                std::span<const std::string> components);
+
 // Builds responses in a private buffer allocated once (a builder must read back what it
 // wrote, which a peer could rewrite in shared memory), to be copied out by the caller.
 class ResponseBuilder {
@@ -111,11 +122,10 @@ class ResponseBuilder {
   ResponseBuilder(const ResponseBuilder&) = delete;
   ResponseBuilder& operator=(const ResponseBuilder&) = delete;
 
-  // Starts a response and reserves rows x cols floats for the powers; the caller fills
-  // them, then calls finish(). kTooLarge when they cannot fit.
-  Result<float*> begin(std::uint32_t rows, std::uint32_t cols);
-  std::span<const std::uint8_t> finish(std::uint64_t request_id, const ModelDescription& model,
-                                       std::span<const std::string> components);
+  // Starts a response with `tail` and reserves rows x cols floats for the powers; the
+  // caller fills them, then calls finish(). kTooLarge when they cannot fit.
+  Result<float*> begin(std::uint32_t rows, std::uint32_t cols, const ResponseTail& tail);
+  std::span<const std::uint8_t> finish(std::uint64_t request_id);
   // A response carrying only a status (any begin() is discarded).
   std::span<const std::uint8_t> error(std::uint64_t request_id, const Status& status);
 

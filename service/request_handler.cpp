@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string_view>
 
 #include "models/model.h"
@@ -32,6 +34,19 @@ std::uint64_t key_hash(const wire::ParsedRequest& r) {
   return h ^ (r.node_power.empty() ? 0 : 1);
 }
 
+// True when no value is NaN or infinite: the largest magnitude bit pattern stays below
+// the exponent-all-ones pattern. A max reduction over integers vectorises, unlike a
+// per-value isfinite with an early exit.
+bool all_finite(const float* values, std::size_t n) {
+  std::uint32_t largest = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof bits);
+    largest = std::max(largest, bits & 0x7FFFFFFFu);
+  }
+  return largest < 0x7F800000u;
+}
+
 }  // namespace
 
 struct RequestHandler::CachedPlan {
@@ -41,7 +56,7 @@ struct RequestHandler::CachedPlan {
   bool has_node_power;
   const models::Model* model;
   std::unique_ptr<const models::Plan> plan;
-  double core_ratio;
+  wire::ResponseTail tail;  // model description and components, encoded once
 
   bool matches(const wire::ParsedRequest& r) const {
     if (model_name != r.model_name || trainer != r.trainer || output_type != r.output_type ||
@@ -61,7 +76,8 @@ RequestHandler::RequestHandler(const RegistryHolder& registry, std::size_t reque
     : registry_(registry),
       reader_(request_capacity),
       builder_(response_capacity),
-      node_cores_(static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN))) {
+      node_cores_(static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN))),
+      ping_tail_(wire::make_response_tail({}, {})) {
   cache_.reserve(kPlanCacheSize);
 }
 
@@ -103,8 +119,12 @@ const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRe
   entry->has_node_power = !req.node_power.empty();
   entry->model = model;
   entry->plan = std::move(plan).value();
-  const double trained = model->info().machine_cores;
-  entry->core_ratio = trained > 0 ? node_cores_ / trained : 1.0;
+  const models::ModelInfo& info = model->info();
+  const double trained = info.machine_cores;
+  const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
+                                    info.output_type, info.source,  info.mae,
+                                    info.mape,        trained > 0 ? node_cores_ / trained : 1.0};
+  entry->tail = wire::make_response_tail(desc, info.components);
   if (cache_.size() == kPlanCacheSize) cache_.erase(cache_.begin());
   cache_.push_back(std::move(entry));
   return cache_.back().get();
@@ -120,7 +140,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
   const models::ModelInfo& info = cp->model->info();
   const auto ncomp = static_cast<std::uint32_t>(info.components.size());
   const models::ConstMatrixView x(req.matrix, req.rows, req.cols);
-  if (!x.allFinite()) {
+  if (!all_finite(req.matrix, std::size_t{req.rows} * req.cols)) {
     for (std::uint32_t r = 0; r < req.rows; ++r) {
       for (std::uint32_t c = 0; c < req.cols; ++c) {
         if (!std::isfinite(x(r, c))) {
@@ -134,7 +154,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
       }
     }
   }
-  Result<float*> out = builder_.begin(req.rows, ncomp);
+  Result<float*> out = builder_.begin(req.rows, ncomp, cp->tail);
   if (!out.ok()) {
     last_code_ = out.status().code();
     return builder_.error(req.request_id, out.status());
@@ -146,10 +166,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
     return builder_.error(req.request_id, s);
   }
   last_code_ = Code::kOk;
-  const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
-                                    info.output_type, info.source,  info.mae,
-                                    info.mape,        cp->core_ratio};
-  return builder_.finish(req.request_id, desc, info.components);
+  return builder_.finish(req.request_id);
 }
 
 std::span<const std::uint8_t> RequestHandler::handle(std::span<const std::uint8_t> request) {
@@ -160,8 +177,10 @@ std::span<const std::uint8_t> RequestHandler::handle(std::span<const std::uint8_
   }
   if (req.kind == fb::RequestKind::Ping) {
     last_code_ = Code::kOk;
-    if (Result<float*> r = builder_.begin(0, 0); !r.ok()) return builder_.error(req.request_id, r.status());
-    return builder_.finish(req.request_id, {}, {});
+    if (Result<float*> r = builder_.begin(0, 0, ping_tail_); !r.ok()) {
+      return builder_.error(req.request_id, r.status());
+    }
+    return builder_.finish(req.request_id);
   }
   return estimate(req);
 }

@@ -54,6 +54,7 @@ class RequestHandler {
   wire::ResponseBuilder builder_;
   std::vector<std::unique_ptr<CachedPlan>> cache_;
   double node_cores_;
+  wire::ResponseTail ping_tail_;
   Code last_code_ = Code::kOk;
 };
 

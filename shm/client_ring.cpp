@@ -62,6 +62,7 @@ Status ClientRing::publish(std::uint32_t slot, std::uint32_t offset, std::uint32
   SlotControl* c = view_.slot(slot).control;
   c->request_offset = offset;
   c->request_len = len;
+  c->client_cpu.store(static_cast<std::uint32_t>(sched_getcpu()), std::memory_order_relaxed);
   std::uint64_t w = c->word.load(std::memory_order_relaxed);
   const SlotWord sw = SlotWord::unpack(w);
   if (sw.state != SlotState::kClaimed || sw.pid != pid_ ||
@@ -84,10 +85,10 @@ WaitOutcome ClientRing::wait_answer(std::uint32_t slot, std::uint64_t deadline_n
     return SlotWord::unpack(c->word.load(std::memory_order_acquire)).state ==
            SlotState::kAnswered;
   };
-  if (spin_until(answered, std::min(spin_ns, deadline_ns - std::min(deadline_ns,
-                                                                   monotonic_ns())))) {
-    return WaitOutcome::kAnswered;
-  }
+  const SegmentHeader& h = view_.header();
+  auto server_cpu = [&h] { return h.server_cpu.load(std::memory_order_relaxed); };
+  const std::uint64_t left = deadline_ns - std::min(deadline_ns, monotonic_ns());
+  if (spin_until(answered, std::min(spin_ns, left), server_cpu)) return WaitOutcome::kAnswered;
   for (;;) {
     c->client_sleeping.store(1, std::memory_order_seq_cst);
     if (answered()) break;

@@ -25,13 +25,14 @@
 //   64 | epoch u64 | state atomic u32 | reserved                    (written at start)
 //  128 | heartbeat_ns atomic u64 (CLOCK_MONOTONIC)                  (server timer)
 //  192 | ready_mask atomic u64 x 8: bit i set = slot i published    (clients | server)
-//  256 | server_sleeping atomic u32 | pad | doorbell sem_t (32 B)   (server | clients)
+//  256 | server_sleeping atomic u32 | server_cpu atomic u32 | pad | doorbell sem_t (32 B)
 //  320 | reserved up to 512
 //
 // SlotControl (two cache lines)
 //    0 | word atomic u64: bits 0-7 state, 8-23 generation, 32-63 owner pid |
 //      | lease_deadline_ns atomic u64 | owner_pidns u32 | client_sleeping atomic u32 |
 //      | request_offset u32 | request_len u32 | response_offset u32 | response_len u32 |
+//      | client_cpu atomic u32 |
 //   64 | response_ready sem_t (32 B) | pad
 //
 // Slot states and who moves them (C = owning client, S = server):
@@ -52,7 +53,7 @@ namespace estimator::shm {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x314D48535457504BULL;  // "KPWTSHM1" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::uint32_t kMaxSlots = 512;  // 8 ready-mask words of 64 bits
 inline constexpr std::uint32_t kMaskWords = kMaxSlots / 64;
 
@@ -112,6 +113,9 @@ struct alignas(kCacheLine) SegmentHeader {
   alignas(kCacheLine) std::atomic<std::uint64_t> ready_mask[kMaskWords];
   // line 4
   alignas(kCacheLine) std::atomic<std::uint32_t> server_sleeping;
+  // The CPU the dispatch thread last ran on: a client on the same CPU must not spin (it
+  // would only delay the daemon it waits for until its spin runs out).
+  std::atomic<std::uint32_t> server_cpu;
   alignas(16) sem_t doorbell;
   // lines 5-7 reserved for future fields
   alignas(kCacheLine) std::uint8_t reserved[3 * kCacheLine];
@@ -131,6 +135,7 @@ struct alignas(kCacheLine) SlotControl {
   std::uint32_t request_len;
   std::uint32_t response_offset;  // within the response area
   std::uint32_t response_len;
+  std::atomic<std::uint32_t> client_cpu;  // where the owner published from (same reason)
   // line 1
   alignas(kCacheLine) sem_t response_ready;
 
@@ -156,6 +161,7 @@ static_assert(offsetof(SegmentHeader, heartbeat_ns) == 2 * kCacheLine);
 static_assert(offsetof(SegmentHeader, ready_mask) == 3 * kCacheLine);
 static_assert(sizeof(SegmentHeader::ready_mask) == kCacheLine);
 static_assert(offsetof(SegmentHeader, server_sleeping) == 4 * kCacheLine);
+static_assert(offsetof(SegmentHeader, server_cpu) == 4 * kCacheLine + 4);
 static_assert(offsetof(SegmentHeader, doorbell) == 4 * kCacheLine + 16);
 static_assert(sizeof(SlotControl) == 2 * kCacheLine);
 static_assert(offsetof(SlotControl, word) == 0);
@@ -164,6 +170,7 @@ static_assert(offsetof(SlotControl, owner_pidns) == 16);
 static_assert(offsetof(SlotControl, client_sleeping) == 20);
 static_assert(offsetof(SlotControl, request_offset) == 24);
 static_assert(offsetof(SlotControl, response_len) == 36);
+static_assert(offsetof(SlotControl, client_cpu) == 40);
 static_assert(offsetof(SlotControl, response_ready) == kCacheLine);
 static_assert(SlotWord{SlotState::kBusy, 0xBEEF, -2}.pack() == 0xFFFFFFFE00BEEF03ULL);
 static_assert(SlotWord::unpack(0xFFFFFFFE00BEEF03ULL).pid == -2);

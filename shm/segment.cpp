@@ -15,6 +15,7 @@
 #include <new>
 
 #include "schema/schema_version.h"
+#include "shm/wait.h"
 
 namespace bip = boost::interprocess;
 
@@ -187,6 +188,7 @@ Result<std::unique_ptr<ServerSegment>> ServerSegment::create(const SegmentConfig
   h->epoch = std::max(old_epoch + 1, realtime_ns());
   h->state.store(static_cast<std::uint32_t>(ServerState::kInitializing));
   h->heartbeat_ns.store(monotonic_ns());
+  h->server_cpu.store(kUnknownCpu);
   if (sem_init(&h->doorbell, 1, 0) != 0) {
     return Status(Code::kInternal, "sem_init doorbell: " + errno_text(errno));
   }
@@ -195,6 +197,7 @@ Result<std::unique_ptr<ServerSegment>> ServerSegment::create(const SegmentConfig
     SlotControl* c = seg->view_.slot(i).control;
     c->word.store(SlotWord{SlotState::kFree, 0, 0}.pack());
     c->lease_deadline_ns.store(0);
+    c->client_cpu.store(kUnknownCpu);
     if (sem_init(&c->response_ready, 1, 0) != 0) {
       return Status(Code::kInternal, "sem_init slot: " + errno_text(errno));
     }

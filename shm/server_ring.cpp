@@ -39,6 +39,9 @@ std::optional<ServerRing::Taken> ServerRing::take() {
                                            std::memory_order_acquire)) {
         continue;
       }
+      last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
+      idle_ = false;
+      h.server_cpu.store(static_cast<std::uint32_t>(sched_getcpu()), std::memory_order_relaxed);
       return Taken{i, c->request_offset, c->request_len};
     }
   }
@@ -68,7 +71,13 @@ void ServerRing::answer(std::uint32_t slot, std::uint32_t offset, std::uint32_t 
 }
 
 bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) {
-  if (spin_until([this] { return any_pending(); }, spin_ns)) return true;
+  // The client we answered last is the likeliest to call next; if it runs on our CPU,
+  // our spinning would only stand in its way.
+  // After an idle timeout nobody is calling: sleep straight away (idle costs no CPU).
+  if (spin_until([this] { return any_pending(); }, idle_ ? 0 : spin_ns,
+                 [this] { return last_client_cpu_; })) {
+    return true;
+  }
   SegmentHeader& h = view_.header();
   h.server_sleeping.store(1, std::memory_order_seq_cst);
   bool work = any_pending();  // re-check after announcing sleep (see ClientRing::publish)
@@ -76,7 +85,9 @@ bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) 
     work = sem_wait_until(&h.doorbell, monotonic_ns() + timeout_ns);
   }
   h.server_sleeping.store(0, std::memory_order_relaxed);
-  return work || any_pending();
+  work = work || any_pending();
+  idle_ = !work;
+  return work;
 }
 
 void ServerRing::scan() {

@@ -45,6 +45,8 @@ class ServerRing {
   bool any_pending() const;
   SegmentView view_;
   std::array<std::uint64_t, kMaskWords> pending_{};  // this thread's share of the mask
+  std::uint32_t last_client_cpu_ = 0xFFFFFFFFu;      // where the last request came from
+  bool idle_ = false;                                // the last wait timed out
 };
 
 // Frees slots whose owner died: in the daemon's pid namespace when the owner's pid is

@@ -4,6 +4,7 @@
 // so a spinning peer is never woken by a syscall.
 #pragma once
 
+#include <sched.h>
 #include <semaphore.h>
 
 #include <cstdint>
@@ -20,19 +21,26 @@ inline void cpu_relax() {
 #endif
 }
 
-// Calls ready() until it returns true or spin_ns have passed. Reads the clock only every
-// 64 polls: the poll is a cache-line load, the clock a vDSO call.
-template <typename Ready>
-bool spin_until(Ready&& ready, std::uint64_t spin_ns) {
+// Calls ready() until it returns true, spin_ns have passed, or the peer turns out to run
+// on this very CPU (peer_cpu() == the CPU we run on): spinning then only keeps the peer
+// off the CPU it needs, so the caller should block at once. The clock and the CPU are
+// read only every 64 polls: the poll is a cache-line load, they are vDSO calls.
+template <typename Ready, typename PeerCpu>
+bool spin_until(Ready&& ready, std::uint64_t spin_ns, PeerCpu&& peer_cpu) {
   if (ready()) return true;
   if (spin_ns == 0) return false;
   const std::uint64_t end = monotonic_ns() + spin_ns;
   for (unsigned n = 1;; ++n) {
     cpu_relax();
     if (ready()) return true;
-    if ((n & 63) == 0 && monotonic_ns() >= end) return false;
+    if ((n & 63) == 0 &&
+        (monotonic_ns() >= end || peer_cpu() == static_cast<std::uint32_t>(sched_getcpu()))) {
+      return false;
+    }
   }
 }
+
+inline constexpr std::uint32_t kUnknownCpu = 0xFFFFFFFFu;
 
 // Blocks until the semaphore is posted (true) or CLOCK_MONOTONIC reaches deadline_ns
 // (false). EINTR is retried.

@@ -162,13 +162,15 @@ TEST_F(WireTest, OtherSchemaVersionIsIncompatible) {
 
 TEST(ResponseWire, PowersAndModelRoundTrip) {
   ResponseBuilder sut(8192);
-  auto p = sut.begin(2, 2);
+  const std::vector<std::string> comps{"package", "dram"};
+  ModelDescription m{"m", "t", "weight", "AbsPower", "acpi", 1.25, std::nan(""), 0.5};
+  const ResponseTail tail = make_response_tail(m, comps);
+  (void)sut.error(1, Status(Code::kInternal, "a previous reply, to show reuse is clean"));
+  auto p = sut.begin(2, 2, tail);
   ASSERT_TRUE(p.ok());
   const float values[] = {1.5f, 0.0f, 2.5f, 3.25f};
   std::memcpy(p.value(), values, sizeof values);
-  const std::vector<std::string> comps{"package", "dram"};
-  ModelDescription m{"m", "t", "weight", "AbsPower", "acpi", 1.25, std::nan(""), 0.5};
-  auto bytes = sut.finish(77, m, comps);
+  auto bytes = sut.finish(77);
   std::vector<std::uint8_t> copy(bytes.begin(), bytes.end());
   auto r = read_response(copy);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
@@ -197,7 +199,7 @@ TEST(ResponseWire, ErrorCarriesCodeAndMessage) {
 
 TEST(ResponseWire, TooManyPowersForTheAreaIsRefused) {
   ResponseBuilder sut(8192);
-  auto p = sut.begin(10000, 4);
+  auto p = sut.begin(10000, 4, make_response_tail({}, {}));
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), Code::kTooLarge);
 }
