@@ -13,8 +13,11 @@
 
 #include "models/json_fields.h"
 #include "models/metadata.h"
+#include "models/pipeline_model.h"
 #include "models/ratio_model.h"
+#include "models/stage_loader.h"
 #include "models/weight_model.h"
+#include "models/xgboost_model.h"
 #include "models/zip_archive.h"
 
 namespace estimator::models {
@@ -334,10 +337,23 @@ Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
   }
   const std::string label = file_label(folder, model_file);
 
-  const bool is_json = model_file.ends_with(".json");
-  if (!is_json) return unsupported(folder, info, model_file);
+  // One model file for the whole output (the 2022 layout's model.sav, a Keras .h5, a bare
+  // XGBoost JSON): a pipeline of one component over metadata's features and fe_files.
+  auto single_stage = [&]() -> Result<std::unique_ptr<Model>> {
+    if (info.name.empty()) info.name = folder_name(folder.origin);
+    if (info.trainer.empty()) info.trainer = trainer_from_name(info.name);
+    json::Json map = {{"power", {{"model_file", model_file}, {"features", info.features}}}};
+    if (const auto md_doc = json::parse(folder.files.at("metadata.json"), "metadata.json");
+        md_doc.ok()) {
+      if (const json::Json* fe = json::optional_member(*md_doc, "fe_files")) map["power"]["fe_files"] = *fe;
+    }
+    return load_pipeline_model(std::move(info), map, label, folder, load_stage);
+  };
+
+  if (!model_file.ends_with(".json")) return single_stage();
   Result<json::Json> doc = json::parse(file_it->second, label);
   if (!doc.ok()) return doc.status();
+  if (is_xgboost_document(*doc)) return single_stage();
 
   if (info.name.empty()) {
     if (const json::Json* n = json::optional_member(*doc, "model_name");
@@ -354,6 +370,8 @@ Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
   if (model_class == "weight" || is_weight_document(*doc)) {
     return load_weight_model(std::move(info), *doc, label);
   }
+  // The model server's zips: a component map naming per-component model files.
+  if (is_component_map(*doc)) return load_pipeline_model(std::move(info), *doc, label, folder, load_stage);
   return unsupported(folder, info, model_file);
 }
 

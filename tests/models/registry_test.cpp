@@ -223,7 +223,7 @@ TEST(Registry, RefusalsAreRecordedAndOthersLoad) {
   folders.push_back(weight_folder("bad/nan", R"({"model_name": "Bad_0", "model_file": "weights.json"})",
                                   R"({"All_Weights": {"Bias_Weight": "NaN"}})"));
   folders.push_back(make_folder("bad/pkl", {{"metadata.json", R"({"model_name": "GB_1",
-      "model_class": "scikit", "model_file": "GB_1.zip"})"}, {"GB_1.zip", "PK"}}));
+      "model_class": "scikit", "model_file": "GB_1.zip", "features": ["a"]})"}, {"GB_1.zip", "PK"}}));
   folders.push_back(make_folder("bad/none", {{"metadata.json", R"({"model_name": "N",
       "model_file": "gone.json"})"}}));
   folders.push_back(make_folder("bad/nometa", {{"weights.json", "{}"}}));
@@ -234,8 +234,9 @@ TEST(Registry, RefusalsAreRecordedAndOthersLoad) {
   EXPECT_NE(reg->refused()[0].reason.message().find("All_Weights.Bias_Weight"),
             std::string::npos);
   EXPECT_EQ(reg->refused()[1].origin, "bad/pkl");
-  EXPECT_NE(reg->refused()[1].reason.message().find("\"scikit\""), std::string::npos);
-  EXPECT_NE(reg->refused()[1].reason.message().find("not supported yet"), std::string::npos);
+  EXPECT_NE(reg->refused()[1].reason.message().find("GB_1.zip: unknown model file type"),
+            std::string::npos)
+      << reg->refused()[1].reason.message();
   EXPECT_NE(reg->refused()[2].reason.message().find("gone.json"), std::string::npos);
   EXPECT_NE(reg->refused()[2].reason.message().find("not in the folder"), std::string::npos);
   EXPECT_EQ(reg->refused()[3].reason.code(), Code::kNotFound);
