@@ -119,8 +119,8 @@ Result<std::string> param_text(const Json& v, const Where& w) {
   if (v.is_number()) return v.dump();
   Result<std::string> s = json::string_value(v, w);
   if (!s.ok()) return s.status();
-  std::string t = std::move(*s);
-  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = t.substr(1, t.size() - 2);
+  const std::string& t = s.value();
+  if (t.size() >= 2 && t.front() == '[' && t.back() == ']') return t.substr(1, t.size() - 2);
   return t;
 }
 

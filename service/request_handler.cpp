@@ -34,17 +34,17 @@ std::uint64_t key_hash(const wire::ParsedRequest& r) {
   return h ^ (r.node_power.empty() ? 0 : 1);
 }
 
-// True when no value is NaN or infinite: the largest magnitude bit pattern stays below
-// the exponent-all-ones pattern. A max reduction over integers vectorises, unlike a
-// per-value isfinite with an early exit.
+// True when no value is NaN or infinite. Adding one exponent step to the exponent bits
+// carries into bit 31 exactly when they are all ones; AND, ADD and OR vectorise even on
+// baseline x86-64, unlike a per-value isfinite with an early exit.
 bool all_finite(const float* values, std::size_t n) {
-  std::uint32_t largest = 0;
+  std::uint32_t carry = 0;
   for (std::size_t i = 0; i < n; ++i) {
     std::uint32_t bits;
     std::memcpy(&bits, values + i, sizeof bits);
-    largest = std::max(largest, bits & 0x7FFFFFFFu);
+    carry |= (bits & 0x7F800000u) + 0x00800000u;
   }
-  return largest < 0x7F800000u;
+  return (carry & 0x80000000u) == 0;
 }
 
 }  // namespace
