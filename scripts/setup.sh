@@ -6,15 +6,26 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 
+# Build dependencies (libzip's CMake package needs its three tool packages too).
 PACKAGES=(
   cmake ninja-build g++ pkg-config
   libboost-dev libeigen3-dev libflatbuffers-dev flatbuffers-compiler libspdlog-dev
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libhdf5-dev libzip-dev zipcmp zipmerge ziptool
+)
+# Independent references the model tests compare against (skipped when absent): Debian's
+# scikit-learn, XGBoost (Python and C library), h5py and numpy, and unzip.
+TEST_PACKAGES=(
+  python3-sklearn python3-xgboost python3-h5py python3-numpy python3-joblib
+  libxgboost-dev xgboost unzip
 )
 
+# Installs those of the given packages (default: the build dependencies) not installed yet.
 install_missing_packages() {
+  local wanted=("$@")
+  [ ${#wanted[@]} -gt 0 ] || wanted=("${PACKAGES[@]}")
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
