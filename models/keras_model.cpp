@@ -1,4 +1,5 @@
 #include "models/keras_model.h"
+#include "models/shape_text.h"
 
 
 #include <algorithm>
@@ -544,15 +545,6 @@ Status check_finite(const hdf5::Tensor& t, const std::string& what) {
   return Status::Ok();
 }
 
-std::string shape_text(const std::vector<std::size_t>& shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
-}
 
 Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightReader& read,
                                          std::string_view file, std::string_view version) {

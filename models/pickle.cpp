@@ -1,4 +1,5 @@
 #include "models/pickle.h"
+#include "models/shape_text.h"
 
 #include <algorithm>
 #include <bit>
@@ -129,15 +130,6 @@ std::string hex_byte(std::uint8_t b) {
   return s;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
-}
 
 std::string dtype_text(const Dtype& d) {
   std::string s;

@@ -1,4 +1,5 @@
 #include "models/sklearn_model.h"
+#include "models/shape_text.h"
 
 #include <algorithm>
 #include <cmath>
@@ -165,15 +166,6 @@ struct Tensor {
   std::int64_t dim(std::size_t i) const { return i < shape.size() ? shape[i] : 1; }
 };
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
-}
 
 const Array& array_of(const Value& v, const std::string& what) {
   const Array* a = v.as<Array>();
