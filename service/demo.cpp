@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
 #include <random>
 #include <thread>
 #include <vector>
@@ -105,11 +106,45 @@ int run_demo(const DemoOptions& o, const char* argv0) {
       matrix[2 * p] = static_cast<float>(cpu);
       matrix[2 * p + 1] = static_cast<float>(cpu * 3 * u(rng));
     }
-    const client::Request req{.selector = {.output_type = "DynPower", .source = "rapl-sysfs"},
+    // As Kepler does it: the node's power from the node's usage (the AbsPower model on one
+    // row of summed usage, and on a row of zeros for the idle part), then each pod's share
+    // of it by usage (the ratio model, which falls back to bpf_cpu_time_ms as the usage
+    // column when hardware counters are absent).
+    float node_rows[4] = {0, 0, 0, 0};
+    for (std::size_t p = 0; p < pods.size(); ++p) {
+      node_rows[0] += matrix[2 * p];
+      node_rows[1] += matrix[2 * p + 1];
+    }
+    auto node = c.estimate({.selector = {.output_type = "AbsPower", .source = "rapl-sysfs"},
+                            .features = features,
+                            .matrix = node_rows,
+                            .rows = 2,
+                            .cols = 2});
+    if (!node.ok()) {
+      std::fprintf(stderr, "demo: node power: %s\n", node.status().to_string().c_str());
+      return 1;
+    }
+    std::vector<std::string> comps;
+    std::vector<float> dynamic, idle;
+    for (std::uint32_t k = 0; k < node->cols(); ++k) {
+      comps.emplace_back(node->component(k));
+      idle.push_back(node->power(1, k));
+      dynamic.push_back(std::max(0.0f, node->power(0, k) - node->power(1, k)));
+    }
+    const double node_total = std::accumulate(dynamic.begin(), dynamic.end(), 0.0) +
+                              std::accumulate(idle.begin(), idle.end(), 0.0);
+    const std::string node_model(node->model().name);
+    node = Status(Code::kUnavailable, "released");  // frees its slot
+    std::vector<NodePower> node_power;
+    for (std::size_t k = 0; k < comps.size(); ++k) {
+      node_power.push_back({comps[k], {&dynamic[k], 1}, {&idle[k], 1}});
+    }
+    const client::Request req{.selector = {.name = "Ratio"},
                               .features = features,
                               .matrix = matrix.data(),
                               .rows = static_cast<std::uint32_t>(pods.size()),
-                              .cols = 2};
+                              .cols = 2,
+                              .node_power = node_power};
     {
     auto reply = c.estimate(req);  // scoped: its slot is freed before the timed loop
     if (!reply.ok()) {
@@ -118,10 +153,9 @@ int run_demo(const DemoOptions& o, const char* argv0) {
     }
     double total = 0;
     for (float w : reply->powers()) total += w;
-    std::printf("interval %d: %zu pods, model %s (%s %s), total %.2f W over %u components\n", t + 1,
-                pods.size(), std::string(reply->model().name).c_str(),
-                std::string(reply->model().source).c_str(),
-                std::string(reply->model().output_type).c_str(), total, reply->cols());
+    std::printf("interval %d: node %.2f W (%s), split over %zu pods by the %s model: %.2f W\n",
+                t + 1, node_total, node_model.c_str(), pods.size(),
+                std::string(reply->model().name).c_str(), total);
     if (t == o.intervals - 1) {
       std::printf("\n%-8s %12s", "pod", "cpu_ms/s");
       for (std::uint32_t c2 = 0; c2 < reply->cols(); ++c2) {
@@ -143,7 +177,7 @@ int run_demo(const DemoOptions& o, const char* argv0) {
     }
     if (t + 1 < o.intervals) std::this_thread::sleep_for(std::chrono::milliseconds(o.interval_ms));
   }
-  std::printf("\nround trip, %zu requests of %zu rows x 2 features (client, daemon spinning):\n",
+  std::printf("\nround trip of the per-pod request, %zu requests of %zu rows x 2 features:\n",
               latencies_us.size(), pods.size());
   const double p50 = percentile(latencies_us, 50), p90 = percentile(latencies_us, 90),
                p99 = percentile(latencies_us, 99), p999 = percentile(latencies_us, 99.9);
