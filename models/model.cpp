@@ -38,4 +38,23 @@ std::string Model::missing_from(std::span<const std::string_view> request_featur
   return missing_features(info_.features, request_features);
 }
 
+Status Model::check_predict_args(const Plan* typed_plan, Eigen::Index plan_columns,
+                                 const ModelInput& in, const MatrixView& out) const {
+  if (typed_plan == nullptr) {
+    return Status(Code::kInternal, "model " + info_.name + " got a plan of another model");
+  }
+  if (in.x.cols() != plan_columns) {
+    return Status(Code::kInvalidArgument, "request has " + std::to_string(in.x.cols()) +
+                                              " columns but the plan was made for " +
+                                              std::to_string(plan_columns));
+  }
+  const auto components = static_cast<Eigen::Index>(info_.components.size());
+  if (out.rows() != in.x.rows() || out.cols() != components) {
+    return Status(Code::kInvalidArgument,
+                  "output is " + std::to_string(out.rows()) + "x" + std::to_string(out.cols()) +
+                      ", expected " + std::to_string(in.x.rows()) + "x" + std::to_string(components));
+  }
+  return Status::Ok();
+}
+
 }  // namespace estimator::models

@@ -90,6 +90,12 @@ class Model {
   // registry rank candidates without building plans.
   virtual std::string missing_from(std::span<const std::string_view> request_features) const;
 
+ protected:
+  // The checks predict() starts with: `typed_plan` (the plan cast to the model's own plan
+  // type) is not null, it was made for in.x's columns, and out is rows x components.
+  Status check_predict_args(const Plan* typed_plan, Eigen::Index plan_columns,
+                            const ModelInput& in, const MatrixView& out) const;
+
  private:
   ModelInfo info_;
 };

@@ -76,22 +76,8 @@ class RatioModel final : public Model {
 
   Status predict(const Plan& plan, const ModelInput& in, MatrixView out) const override {
     const auto* p = dynamic_cast<const RatioPlan*>(&plan);
-    if (p == nullptr) {
-      return Status(Code::kInternal, "model " + info().name + " got a plan of another model");
-    }
-    if (in.x.cols() != p->request_columns) {
-      return Status(Code::kInvalidArgument,
-                    "request has " + std::to_string(in.x.cols()) +
-                        " columns but the plan was made for " +
-                        std::to_string(p->request_columns));
-    }
+    if (Status s = check_predict_args(p, p ? p->request_columns : 0, in, out); !s.ok()) return s;
     const Eigen::Index rows = in.x.rows();
-    if (out.rows() != rows || out.cols() != static_cast<Eigen::Index>(splits_.size())) {
-      return Status(Code::kInvalidArgument,
-                    "output is " + std::to_string(out.rows()) + "x" +
-                        std::to_string(out.cols()) + ", expected " + std::to_string(rows) +
-                        "x" + std::to_string(splits_.size()));
-    }
     for (std::size_t c = 0; c < splits_.size(); ++c) {
       const auto oc = static_cast<Eigen::Index>(c);
       double node = 0;

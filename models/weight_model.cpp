@@ -128,23 +128,7 @@ class WeightModel final : public Model {
 
   Status predict(const Plan& plan, const ModelInput& in, MatrixView out) const override {
     const auto* p = dynamic_cast<const WeightPlan*>(&plan);
-    if (p == nullptr) {
-      return Status(Code::kInternal, "model " + info().name + " got a plan of another model");
-    }
-    if (in.x.cols() != p->request_columns) {
-      return Status(Code::kInvalidArgument,
-                    "request has " + std::to_string(in.x.cols()) +
-                        " columns but the plan was made for " +
-                        std::to_string(p->request_columns));
-    }
-    if (out.rows() != in.x.rows() ||
-        out.cols() != static_cast<Eigen::Index>(components_.size())) {
-      return Status(Code::kInvalidArgument,
-                    "output is " + std::to_string(out.rows()) + "x" +
-                        std::to_string(out.cols()) + ", expected " +
-                        std::to_string(in.x.rows()) + "x" +
-                        std::to_string(components_.size()));
-    }
+    if (Status s = check_predict_args(p, p ? p->request_columns : 0, in, out); !s.ok()) return s;
     for (std::size_t c = 0; c < components_.size(); ++c) {
       const Component& comp = components_[c];
       const double base = comp.bias + categorical_sum(comp, in.system_values);
