@@ -8,6 +8,7 @@
 #include "service/csv.h"
 #include "service/demo.h"
 #include "service/models_command.h"
+#include "service/predict_command.h"
 #include "shm/segment.h"
 
 using namespace estimator;
@@ -97,9 +98,20 @@ int main(int argc, char** argv) {
   list->add_option("--source", models_opts.source, "energy source");
   list->add_option("--model", models_opts.name, "model name");
 
+  auto* predict = app.add_subcommand("predict", "evaluate one model offline (no daemon) on a CSV");
+  service::PredictOptions predict_opts;
+  predict->add_option("--model", predict_opts.model_path,
+                      "model folder, zip, or file (weight JSON, XGBoost JSON, .pkl, .h5, .keras)")
+      ->required();
+  predict->add_option("--csv", predict_opts.csv_path, "input CSV ('-' = stdin)")->required();
+  predict->add_option("--components", predict_opts.components,
+                      "output columns by name, or the name of a nameless model's output")
+      ->delimiter(',');
+
   CLI11_PARSE(app, argc, argv);
 
   if (list->parsed()) return service::run_models(models_opts);
+  if (predict->parsed()) return service::run_predict(predict_opts);
 
   if (est->parsed()) {
     return run_estimate(shm_name, csv, {model, trainer, output_type, source}, timeout_ms);

@@ -82,5 +82,20 @@ TEST(Cli, ModelsListsAcceptedRefusedAndTheSelection) {
   EXPECT_NE(r.out.find("selection for [bpf_cpu_time_ms]: SGDRegressorTrainer_1"), std::string::npos) << r.out;
 }
 
+TEST(Cli, PredictEvaluatesAModelOfflineWithoutTheDaemon) {
+  Watchdog dog(60);
+  const std::string csv = ::testing::TempDir() + "predict_features.csv";
+  std::ofstream(csv) << "cpu_architecture,bpf_cpu_time_ms\nSky Lake,4\nSky Lake,0\n";
+  const std::string zip = std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/weight_model.zip";
+  const CmdResult r = run(std::string(ESTIMATOR_CLI_PATH) + " predict --model " + zip + " --csv " + csv +
+                          " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out, "package\n16\n10\n");  // 10 + 3 * x / 2
+  const CmdResult bad = run(std::string(ESTIMATOR_CLI_PATH) + " predict --model " + zip + " --csv " + csv +
+                            " --components dram 2>&1");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.out.find("no component dram"), std::string::npos) << bad.out;
+}
+
 }  // namespace
 }  // namespace estimator::testing

@@ -1,0 +1,148 @@
+#include "service/predict_command.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "models/registry.h"
+#include "models/zip_archive.h"
+#include "service/csv.h"
+
+namespace estimator::service {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The component name a single-file model's one output gets (models/registry.cpp).
+constexpr const char* kNamelessOutput = "power";
+
+Result<std::string> slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return Status(Code::kNotFound, "cannot open " + p.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The model as a folder: a directory's files, a zip's members, or one file with the
+// metadata its name and the CSV's columns imply.
+Result<models::ModelFolder> folder_of(const fs::path& path, const std::vector<std::string>& columns) {
+  models::ModelFolder f;
+  f.origin = path.string();
+  if (fs::is_directory(path)) {
+    auto scanned = models::Registry::scan_directory(path);
+    if (!scanned.ok()) return scanned.status();
+    if (scanned->size() != 1) {
+      return Status(Code::kInvalidArgument, path.string() + " holds " + std::to_string(scanned->size()) +
+                                                " models; name one folder or file");
+    }
+    return std::move(scanned->front());
+  }
+  auto bytes = slurp(path);
+  if (!bytes.ok()) return bytes.status();
+  if (path.extension() == ".zip") {
+    auto members = models::read_zip(*bytes, path.string());
+    if (!members.ok()) return members.status();
+    f.files = std::move(members).value();
+    return f;
+  }
+  const std::string name = path.filename().string();
+  nlohmann::json md = {{"model_name", path.stem().string()}, {"model_file", name}};
+  const auto doc = nlohmann::json::parse(*bytes, nullptr, false);
+  const bool weights = !doc.is_discarded() && doc.is_object() &&
+                       (doc.contains("All_Weights") ||
+                        std::any_of(doc.begin(), doc.end(), [](const nlohmann::json& v) {
+                          return v.is_object() && v.contains("All_Weights");
+                        }));
+  if (weights) {
+    md["model_class"] = "weight";
+  } else {
+    md["features"] = columns;  // a bare regressor takes the columns in order
+  }
+  f.files.emplace("metadata.json", md.dump());
+  f.files.emplace(name, std::move(*bytes));
+  return f;
+}
+
+}  // namespace
+
+int run_predict(const PredictOptions& o) {
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (o.csv_path != "-") {
+    file.open(o.csv_path);
+    if (!file) {
+      std::cerr << "estimator: cannot open " << o.csv_path << "\n";
+      return 2;
+    }
+    in = &file;
+  }
+  auto table = read_feature_csv(*in);
+  if (!table.ok()) {
+    std::cerr << "estimator: " << o.csv_path << ": " << table.status().message() << "\n";
+    return 2;
+  }
+  auto folder = folder_of(o.model_path, table->features);
+  if (!folder.ok()) {
+    std::cerr << "estimator: " << folder.status().to_string() << "\n";
+    return 2;
+  }
+  auto model = models::load_model(*folder);
+  if (!model.ok()) {
+    std::cerr << "estimator: " << model.status().to_string() << "\n";
+    return 1;
+  }
+  const models::Model& m = **model;
+  std::vector<std::string_view> names(table->features.begin(), table->features.end());
+  auto plan = m.plan(names);
+  if (!plan.ok()) {
+    std::cerr << "estimator: " << plan.status().to_string() << "\n";
+    return 1;
+  }
+  std::vector<SystemValue> system;
+  for (const auto& [k, v] : table->system_values) system.push_back({k, v});
+  const auto ncomp = static_cast<Eigen::Index>(m.info().components.size());
+  models::RowMatrixF out(static_cast<Eigen::Index>(table->rows), ncomp);
+  const models::ModelInput input{
+      models::ConstMatrixView(table->values.data(), static_cast<Eigen::Index>(table->rows),
+                              static_cast<Eigen::Index>(names.size())),
+      system, {}};
+  if (Status s = m.predict(**plan, input, models::MatrixView(out.data(), out.rows(), out.cols())); !s.ok()) {
+    std::cerr << "estimator: " << s.to_string() << "\n";
+    return 1;
+  }
+
+  // Output columns: all components, a selection by name, or names for a nameless output.
+  std::vector<std::string> header = m.info().components;
+  std::vector<Eigen::Index> cols;
+  for (Eigen::Index c = 0; c < ncomp; ++c) cols.push_back(c);
+  if (!o.components.empty()) {
+    if (header.size() == 1 && header[0] == kNamelessOutput && o.components.size() == 1) {
+      header = o.components;
+    } else {
+      cols.clear();
+      for (const std::string& want : o.components) {
+        const auto it = std::find(m.info().components.begin(), m.info().components.end(), want);
+        if (it == m.info().components.end()) {
+          std::cerr << "estimator: model " << m.info().name << " has no component " << want << "\n";
+          return 2;
+        }
+        cols.push_back(it - m.info().components.begin());
+      }
+      header = o.components;
+    }
+  }
+  std::vector<float> selected;
+  selected.reserve(table->rows * cols.size());
+  for (Eigen::Index r = 0; r < out.rows(); ++r) {
+    for (Eigen::Index c : cols) selected.push_back(out(r, c));
+  }
+  write_power_csv(std::cout, header, selected.data(), table->rows);
+  std::cerr << "model: " << m.info().name << " (" << m.info().model_class << ") from " << m.info().origin
+            << "\n";
+  return 0;
+}
+
+}  // namespace estimator::service
