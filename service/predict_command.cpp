@@ -3,10 +3,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "models/json_fields.h"
 #include "models/registry.h"
+#include "models/weight_model.h"
 #include "models/zip_archive.h"
 #include "service/csv.h"
 
@@ -49,14 +50,9 @@ Result<models::ModelFolder> folder_of(const fs::path& path, const std::vector<st
     return f;
   }
   const std::string name = path.filename().string();
-  nlohmann::json md = {{"model_name", path.stem().string()}, {"model_file", name}};
-  const auto doc = nlohmann::json::parse(*bytes, nullptr, false);
-  const bool weights = !doc.is_discarded() && doc.is_object() &&
-                       (doc.contains("All_Weights") ||
-                        std::any_of(doc.begin(), doc.end(), [](const nlohmann::json& v) {
-                          return v.is_object() && v.contains("All_Weights");
-                        }));
-  if (weights) {
+  models::json::Json md = {{"model_name", path.stem().string()}, {"model_file", name}};
+  const auto doc = models::json::parse(*bytes, name);
+  if (doc.ok() && models::is_weight_document(*doc)) {
     md["model_class"] = "weight";
   } else {
     md["features"] = columns;  // a bare regressor takes the columns in order
