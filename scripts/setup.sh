@@ -14,10 +14,10 @@ PACKAGES=(
   libhdf5-dev libzip-dev zipcmp zipmerge ziptool
 )
 # Independent references the model tests compare against (skipped when absent): Debian's
-# scikit-learn, XGBoost (Python and C library), h5py and numpy, and unzip.
+# scikit-learn, XGBoost (Python and C library), h5py and numpy.
 TEST_PACKAGES=(
   python3-sklearn python3-xgboost python3-h5py python3-numpy python3-joblib
-  libxgboost-dev xgboost unzip
+  libxgboost-dev xgboost
 )
 
 # Installs those of the given packages (default: the build dependencies) not installed yet.

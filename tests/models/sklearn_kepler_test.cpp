@@ -3,7 +3,7 @@
 // values of the README, every .pkl loads, and, when Debian's scikit-learn is installed,
 // the predictions of full pipelines (scaler [-> poly_scaler] -> model) match scikit-learn's
 // own code (tools/gen_sklearn_fixtures.py --predict) to 1e-5 relative.
-// Members are extracted with `unzip -p` (the project's zip reader is another component).
+// Members are read with the project's own zip reader (tests/models/test_files.h).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -25,6 +25,7 @@
 
 #include "models/pickle.h"
 #include "models/sklearn_model.h"
+#include "test_files.h"
 
 namespace estimator::models {
 namespace {
@@ -33,14 +34,11 @@ namespace fs = std::filesystem;
 
 fs::path db_dir() { return fs::path(ESTIMATOR_SHARED_DIR) / "model-samples" / "kepler-model-db"; }
 
-bool have_unzip() { return std::system("command -v unzip >/dev/null 2>&1") == 0; }
-
 #define REQUIRE_KEPLER_ZIPS()                                                               \
   if (!fs::is_directory(db_dir())) {                                                        \
     GTEST_SKIP() << "Kepler model-db samples not found at " << db_dir().string()            \
                  << " (the shared/ folder beside the repository); nothing to compare with"; \
-  }                                                                                         \
-  if (!have_unzip()) GTEST_SKIP() << "unzip is not installed: cannot extract the Kepler zips"
+  }
 
 std::string quote(const std::string& s) {
   std::string q = "'";
@@ -67,8 +65,7 @@ std::optional<std::string> run(const std::string& command) {
 }
 
 std::string member(const std::string& zip, const std::string& name) {
-  std::optional<std::string> bytes =
-      run("unzip -p " + quote((db_dir() / zip).string()) + " " + quote(name));
+  std::optional<std::string> bytes = testing::zip_member(db_dir() / zip, name);
   if (!bytes || bytes->empty()) {
     ADD_FAILURE() << "cannot extract " << name << " from " << zip;
     return {};
@@ -78,11 +75,8 @@ std::string member(const std::string& zip, const std::string& name) {
 
 std::vector<std::string> members(const std::string& zip) {
   std::vector<std::string> out;
-  std::optional<std::string> list = run("unzip -Z1 " + quote((db_dir() / zip).string()));
-  if (!list) return out;
-  std::istringstream in(*list);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(line);
+  if (auto all = testing::zip_members(db_dir() / zip)) {
+    for (const auto& [name, bytes] : *all) out.push_back(name);
   }
   return out;
 }

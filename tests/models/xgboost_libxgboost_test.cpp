@@ -23,6 +23,7 @@
 
 #include "models/stages.h"
 #include "models/xgboost_model.h"
+#include "test_files.h"
 
 #ifdef ESTIMATOR_HAVE_LIBXGBOOST
 #include <xgboost/c_api.h>
@@ -40,26 +41,8 @@ const fs::path kFixtures = ESTIMATOR_XGBOOST_FIXTURES;
 const fs::path kKeplerZip =
     fs::path(ESTIMATOR_SHARED_DIR) / "model-samples/kepler-model-db/XgboostFitTrainer_1.zip";
 
-std::optional<std::string> slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::optional<std::string> unzip_member(const fs::path& zip, const std::string& member) {
-  if (!fs::exists(zip)) return std::nullopt;
-  const std::string cmd = "unzip -p '" + zip.string() + "' '" + member + "' 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return std::nullopt;
-  std::string out;
-  char buf[8192];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  if (pclose(pipe) != 0 || out.empty()) return std::nullopt;
-  return out;
-}
+using testing::read_file_bytes;
+using testing::zip_member;
 
 using RowMatrixF32 = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -195,7 +178,7 @@ class LibXGBoostFixture : public ::testing::TestWithParam<const char*> {};
 TEST_P(LibXGBoostFixture, AgreesOnRowsWithMissingValuesAndThresholds) {
   REQUIRE_LIBXGBOOST();
 #ifdef ESTIMATOR_HAVE_LIBXGBOOST
-  const std::optional<std::string> text = slurp(kFixtures / (std::string(GetParam()) + ".json"));
+  const std::optional<std::string> text = read_file_bytes(kFixtures / (std::string(GetParam()) + ".json"));
   ASSERT_TRUE(text.has_value()) << "fixture " << GetParam() << " missing under " << kFixtures;
   const RowMatrixF32 rows = probe_rows(*text, 1000, 5, 1.0F, 42);
   RecordProperty("max_relative_error", std::to_string(compare(GetParam(), *text, rows)));
@@ -208,8 +191,8 @@ INSTANTIATE_TEST_SUITE_P(Generated, LibXGBoostFixture,
 TEST(LibXGBoost, OtherIdentityAndSigmoidObjectives) {
   REQUIRE_LIBXGBOOST();
 #ifdef ESTIMATOR_HAVE_LIBXGBOOST
-  const std::optional<std::string> squared = slurp(kFixtures / "squared_d3.json");
-  const std::optional<std::string> logistic = slurp(kFixtures / "logistic_d3.json");
+  const std::optional<std::string> squared = read_file_bytes(kFixtures / "squared_d3.json");
+  const std::optional<std::string> logistic = read_file_bytes(kFixtures / "logistic_d3.json");
   ASSERT_TRUE(squared && logistic) << "fixtures missing under " << kFixtures;
   const RowMatrixF32 rows = probe_rows(*squared, 300, 5, 1.0F, 7);
   const nlohmann::json loss = {{"scale_pos_weight", "1"}};
@@ -232,8 +215,8 @@ TEST(LibXGBoost, KeplerXgboostFitTrainer1AllComponents) {
   REQUIRE_LIBXGBOOST();
 #ifdef ESTIMATOR_HAVE_LIBXGBOOST
   for (const char* member : {"package.json", "core.json", "uncore.json", "dram.json"}) {
-    const std::optional<std::string> text = unzip_member(kKeplerZip, member);
-    if (!text) GTEST_SKIP() << "needs " << kKeplerZip << " and the unzip program";
+    const std::optional<std::string> text = zip_member(kKeplerZip, member);
+    if (!text) GTEST_SKIP() << "needs " << kKeplerZip << " (the shared/ folder beside the repository)";
     // The model's inputs are MaxAbsScaler outputs: mostly in [0, 1].
     const RowMatrixF32 rows = probe_rows(*text, 1000, 5, 1.0F, 11);
     compare(std::string("XgboostFitTrainer_1/") + member, *text, rows);

@@ -18,6 +18,7 @@
 
 #include "models/stages.h"
 #include "models/xgboost_model.h"
+#include "test_files.h"
 
 namespace estimator::models {
 namespace {
@@ -31,28 +32,8 @@ const fs::path kFixtures = ESTIMATOR_XGBOOST_FIXTURES;
 const fs::path kSharedDir = ESTIMATOR_SHARED_DIR;
 const fs::path kKeplerZip = kSharedDir / "model-samples/kepler-model-db/XgboostFitTrainer_1.zip";
 
-std::optional<std::string> slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// One member of a zip, through `unzip -p` (the project's zip reader is another stage's
-// work); nullopt when the archive or the unzip program is missing.
-std::optional<std::string> unzip_member(const fs::path& zip, const std::string& member) {
-  if (!fs::exists(zip)) return std::nullopt;
-  const std::string cmd = "unzip -p '" + zip.string() + "' '" + member + "' 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return std::nullopt;
-  std::string out;
-  char buf[8192];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  if (pclose(pipe) != 0 || out.empty()) return std::nullopt;
-  return out;
-}
+using testing::read_file_bytes;
+using testing::zip_member;
 
 std::unique_ptr<Regressor> must_load(std::string_view text, std::string_view file) {
   Result<std::unique_ptr<Regressor>> r = load_xgboost_json(text, file);
@@ -192,8 +173,8 @@ struct Fixture {
 
 Fixture read_fixture(const std::string& name) {
   Fixture f;
-  const std::optional<std::string> model = slurp(kFixtures / (name + ".json"));
-  const std::optional<std::string> rows = slurp(kFixtures / (name + ".rows.json"));
+  const std::optional<std::string> model = read_file_bytes(kFixtures / (name + ".json"));
+  const std::optional<std::string> rows = read_file_bytes(kFixtures / (name + ".rows.json"));
   if (!model || !rows) {
     ADD_FAILURE() << "fixture " << name << " missing under " << kFixtures
                   << " (regenerate: /usr/bin/python3 tools/gen_xgboost_fixtures.py)";
@@ -250,8 +231,8 @@ INSTANTIATE_TEST_SUITE_P(Generated, XGBoostFixture,
 // ---- Kepler's published model ---------------------------------------------------------
 
 TEST(XGBoostKeplerSample, XgboostFitTrainer1PackageGoldenValues) {
-  const std::optional<std::string> text = unzip_member(kKeplerZip, "package.json");
-  if (!text) GTEST_SKIP() << "needs " << kKeplerZip << " and the unzip program";
+  const std::optional<std::string> text = zip_member(kKeplerZip, "package.json");
+  if (!text) GTEST_SKIP() << "needs " << kKeplerZip << " (the shared/ folder beside the repository)";
   auto sut = must_load(*text, "XgboostFitTrainer_1.zip/package.json");
   ASSERT_NE(sut, nullptr);
   EXPECT_EQ(sut->inputs(), 5);
@@ -270,8 +251,8 @@ TEST(XGBoostKeplerSample, XgboostFitTrainer1PackageGoldenValues) {
 
 TEST(XGBoostKeplerSample, EveryComponentLoads) {
   for (const char* member : {"package.json", "core.json", "uncore.json", "dram.json"}) {
-    const std::optional<std::string> text = unzip_member(kKeplerZip, member);
-    if (!text) GTEST_SKIP() << "needs " << kKeplerZip << " and the unzip program";
+    const std::optional<std::string> text = zip_member(kKeplerZip, member);
+    if (!text) GTEST_SKIP() << "needs " << kKeplerZip << " (the shared/ folder beside the repository)";
     auto sut = must_load(*text, member);
     ASSERT_NE(sut, nullptr) << member;
     EXPECT_EQ(sut->inputs(), 5) << member;
