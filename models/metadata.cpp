@@ -148,6 +148,12 @@ Result<Metadata> parse_metadata(const ModelFolder& folder) {
   if (!mape.ok()) return mape.status();
   info.mape = *mape;
 
+  for (const auto& [key, value] : doc.items()) {
+    if (!value.is_number()) continue;
+    const double d = value.get<double>();
+    if (std::isfinite(d) && d >= 0) info.figures.emplace(key, d);
+  }
+
   Result<std::string> nt = node_type(doc, where);
   if (!nt.ok()) return nt.status();
   info.node_type = std::move(*nt);

@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -52,9 +53,19 @@ struct ModelInfo {
   std::vector<std::string> components;  // output columns, e.g. package, core, uncore, dram
   double mae = kUnknown;
   double mape = kUnknown;
+  // Every published figure of metadata.json by key (mae, mape, mse, mae_val, abs_max_corr,
+  // package_mae, ...): the numbers Kepler's filter and error key name. Negative values
+  // (-1 = undefined) are left out.
+  std::map<std::string, double, std::less<>> figures;
   double machine_cores = 0;  // cores of the training machine (machine_spec), 0 = unknown
   bool needs_node_power = false;  // ratio models split measured node power
   std::string origin;        // where it was loaded from, for logs and listings
+
+  // figures[key], or kUnknown.
+  double figure(std::string_view key) const {
+    const auto it = figures.find(key);
+    return it == figures.end() ? kUnknown : it->second;
+  }
 };
 
 // Opaque per-model column mapping produced by Model::plan(). A plan is used by one thread

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -55,11 +57,17 @@ Status unsupported(const ModelFolder& folder, const ModelInfo& info, std::string
 
 // ---- selection ----------------------------------------------------------------------
 
-// Smallest mae first, unknown last; then name and origin, so that equal candidates are
-// always resolved the same way whatever order the folders were loaded in.
-bool ranks_before(const Model& a, const Model& b) {
-  const double ma = a.info().mae;
-  const double mb = b.info().mae;
+// The policy's node type first; then the smallest error figure, unknown last; then name
+// and origin, so that equal candidates are always resolved the same way whatever order
+// the folders were loaded in.
+bool ranks_before(const Model& a, const Model& b, const SelectionPolicy& policy) {
+  if (!policy.node_type.empty()) {
+    const bool na = a.info().node_type == policy.node_type;
+    const bool nb = b.info().node_type == policy.node_type;
+    if (na != nb) return na;
+  }
+  const double ma = a.info().figure(policy.error_key);
+  const double mb = b.info().figure(policy.error_key);
   const bool ka = !std::isnan(ma);
   const bool kb = !std::isnan(mb);
   if (ka != kb) return ka;
@@ -113,22 +121,46 @@ std::size_t count_missing(const std::string& missing) {
   return 1 + static_cast<std::size_t>(std::count(missing.begin(), missing.end(), ','));
 }
 
+// The first filter term `m` fails, or null.
+const FilterTerm* failed_term(const ModelInfo& m, std::span<const FilterTerm> filter) {
+  for (const FilterTerm& t : filter) {
+    const double v = m.figure(t.key);
+    if (std::isnan(v) || (t.at_least ? v < t.limit : v > t.limit)) return &t;
+  }
+  return nullptr;
+}
+
+std::string describe(const FilterTerm& t, const ModelInfo& m) {
+  const double v = m.figure(t.key);
+  std::ostringstream out;
+  out << (t.at_least ? "needs " : "allows ") << t.key << (t.at_least ? " >= " : " <= ")
+      << t.limit << ", model has ";
+  if (std::isnan(v)) {
+    out << "none";
+  } else {
+    out << v;
+  }
+  return out.str();
+}
+
 // Why a candidate of the right kind cannot serve the request; empty when it can.
 struct Verdict {
   const Model* model;
   std::string missing;  // features it lacks
   bool lacks_node_power;
-  bool servable() const { return missing.empty() && !lacks_node_power; }
+  const FilterTerm* filtered_by;  // the filter term it fails, or null
+  bool servable() const { return missing.empty() && !lacks_node_power && filtered_by == nullptr; }
 };
 
 Verdict judge(const Model& m, std::span<const std::string_view> features,
-              bool has_node_power) {
-  return Verdict{&m, m.missing_from(features), m.info().needs_node_power && !has_node_power};
+              bool has_node_power, std::span<const FilterTerm> filter) {
+  return Verdict{&m, m.missing_from(features), m.info().needs_node_power && !has_node_power,
+                 failed_term(m.info(), filter)};
 }
 
 // The rejected candidate whose refusal best explains the failure: fewest missing
-// features, then rank.
-const Verdict* closest(const std::vector<Verdict>& rejected) {
+// features (a model refused only by the filter has none), then rank.
+const Verdict* closest(const std::vector<Verdict>& rejected, const SelectionPolicy& policy) {
   const Verdict* best = nullptr;
   for (const Verdict& v : rejected) {
     if (best == nullptr) {
@@ -137,7 +169,7 @@ const Verdict* closest(const std::vector<Verdict>& rejected) {
     }
     const std::size_t nv = count_missing(v.missing);
     const std::size_t nb = count_missing(best->missing);
-    if (nv < nb || (nv == nb && ranks_before(*v.model, *best->model))) best = &v;
+    if (nv < nb || (nv == nb && ranks_before(*v.model, *best->model, policy))) best = &v;
   }
   return best;
 }
@@ -147,8 +179,10 @@ std::string refusal_reason(const Verdict& v) {
   if (!v.missing.empty()) {
     out += " needs features missing from the request: " + v.missing;
     if (v.lacks_node_power) out += ", and measured node power";
-  } else {
+  } else if (v.lacks_node_power) {
     out += " needs measured node power, which the request does not carry";
+  } else {
+    out += " fails the filter: " + describe(*v.filtered_by, v.model->info());
   }
   return out;
 }
@@ -463,9 +497,40 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
 
 // ---- selection ----------------------------------------------------------------------
 
+Result<std::vector<FilterTerm>> parse_filter(std::string_view filter) {
+  std::vector<FilterTerm> terms;
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+    return s;
+  };
+  while (!filter.empty()) {
+    const std::size_t end = filter.find(';');
+    const std::string_view term = trim(filter.substr(0, end));
+    filter = end == std::string_view::npos ? std::string_view{} : filter.substr(end + 1);
+    if (term.empty()) continue;
+    const std::size_t colon = term.find(':');
+    const std::string_view key = colon == std::string_view::npos ? term : trim(term.substr(0, colon));
+    const std::string_view value =
+        colon == std::string_view::npos ? std::string_view{} : trim(term.substr(colon + 1));
+    double limit = 0;
+    const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
+    if (key.empty() || value.empty() || ec != std::errc() || ptr != value.data() + value.size() ||
+        !std::isfinite(limit)) {
+      return Status(Code::kInvalidArgument,
+                    "filter term \"" + std::string(term) +
+                        "\" is not key:number (as in \"mae:0.5;mape:10\")");
+    }
+    terms.push_back(FilterTerm{std::string(key), limit, key == "abs_max_corr"});
+  }
+  return terms;
+}
+
 Result<const Model*> Registry::select(const Selector& selector,
                                       std::span<const std::string_view> features,
-                                      bool has_node_power) const {
+                                      bool has_node_power, const SelectionPolicy& policy) const {
+  Result<std::vector<FilterTerm>> filter = parse_filter(selector.filter);
+  if (!filter.ok()) return filter.status();
   const std::string output_type =
       selector.output_type.empty() ? std::string() : canonical_output_type(selector.output_type);
   const std::string source =
@@ -481,12 +546,12 @@ Result<const Model*> Registry::select(const Selector& selector,
     if (!selector.trainer.empty() && info.trainer != selector.trainer) continue;
     of_id.push_back(m.get());
     if (!matches_kind(info, output_type, source)) continue;
-    Verdict v = judge(*m, features, has_node_power);
+    Verdict v = judge(*m, features, has_node_power, *filter);
     if (!v.servable()) {
       rejected.push_back(std::move(v));
       continue;
     }
-    if (best == nullptr || ranks_before(*m, *best)) best = m.get();
+    if (best == nullptr || ranks_before(*m, *best, policy)) best = m.get();
   }
   if (best != nullptr) return best;
 
@@ -521,11 +586,15 @@ Result<const Model*> Registry::select(const Selector& selector,
                       join(std::vector<std::string>(kinds.begin(), kinds.end())) + ")");
   }
 
-  const Verdict* near = closest(rejected);
-  if (by_id) return Status(Code::kMissingFeatures, refusal_reason(*near));
+  const Verdict* near = closest(rejected, policy);
+  if (by_id) {
+    const bool only_filtered = near->missing.empty() && !near->lacks_node_power;
+    return Status(only_filtered ? Code::kNotFound : Code::kMissingFeatures, refusal_reason(*near));
+  }
   std::string msg = "no model fits the request (features offered: " + join_views(features);
   if (!output_type.empty() || !source.empty()) msg += "; " + wanted_kind(output_type, source);
   if (!has_node_power) msg += "; no node power";
+  if (!selector.filter.empty()) msg += "; filter " + std::string(selector.filter);
   msg += "): " + std::to_string(rejected.size()) + " candidate";
   if (rejected.size() != 1) msg += "s";
   msg += " rejected, closest: " + refusal_reason(*near);

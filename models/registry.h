@@ -36,7 +36,28 @@ struct Selector {
   std::string_view trainer{};
   std::string_view output_type{};
   std::string_view source{};
+  // Kepler's filter, "mae:0.5;mape:10": keep models whose figure (ModelInfo::figures) is
+  // at most the value, or at least for abs_max_corr (a correlation: higher is better). A
+  // model that does not publish a filtered figure fails the filter, as in Kepler.
+  std::string_view filter{};
 };
+
+// How the daemon ranks the models that can serve a request (operator settings, the same
+// for every request).
+struct SelectionPolicy {
+  std::string error_key = "mae";  // the figure whose smallest value wins
+  std::string node_type{};        // models of this node_type first, when any can serve
+};
+
+// One term of a filter.
+struct FilterTerm {
+  std::string key;
+  double limit = 0;
+  bool at_least = false;  // abs_max_corr
+};
+// Parses "mae:0.5;mape:10" (spaces around terms allowed, empty terms ignored); an empty
+// filter gives no terms. kInvalidArgument names the bad term.
+Result<std::vector<FilterTerm>> parse_filter(std::string_view filter);
 
 // A model that could not be loaded and why (listed by `estimator models`, logged).
 struct Refusal {
@@ -75,14 +96,21 @@ class Registry {
   //   type and source when given; if it cannot serve the columns the error names the
   //   missing features (kMissingFeatures); an unknown name is kNotFound;
   // - otherwise, among models matching output type and source whose features are all
-  //   present (and whose node-power needs are met), the smallest mae wins (unknown mae
-  //   ranks last; ties broken by name for determinism).
+  //   present (and whose node-power needs are met) and that pass the filter, models of the
+  //   policy's node type come first, then the smallest policy.error_key figure (unknown
+  //   ranks last; ties broken by name for determinism). The filter applies to named
+  //   models too.
   // Output type and source compare in canonical form (canonical_output_type,
   // canonical_source); a model that does not state one matches any. Remaining ties (the
   // same name from two folders) go to the smaller origin.
   Result<const Model*> select(const Selector& selector,
                               std::span<const std::string_view> features,
-                              bool has_node_power) const;
+                              bool has_node_power, const SelectionPolicy& policy) const;
+  Result<const Model*> select(const Selector& selector,
+                              std::span<const std::string_view> features,
+                              bool has_node_power) const {
+    return select(selector, features, has_node_power, SelectionPolicy{});
+  }
 
   std::span<const std::unique_ptr<Model>> models() const { return models_; }
   std::span<const Refusal> refused() const { return refused_; }

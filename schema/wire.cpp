@@ -56,7 +56,7 @@ bool in_range(const void* p, std::size_t n, const std::uint8_t* base, std::size_
 std::size_t request_size_bound(const RequestSpec& spec) {
   std::size_t n = 256;  // root table, vtables, selector table, alignment
   n += string_bound(spec.model_name) + string_bound(spec.trainer) +
-       string_bound(spec.output_type) + string_bound(spec.source);
+       string_bound(spec.output_type) + string_bound(spec.source) + string_bound(spec.filter);
   n += 8 + 4 * spec.feature_names.size();
   for (std::string_view f : spec.feature_names) n += string_bound(f);
   n += 8 + 4 * std::size_t{spec.rows} * spec.cols;
@@ -119,7 +119,8 @@ Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
   };
   const auto selector =
       fb::CreateModelSelector(b, optional_string(spec.model_name), optional_string(spec.trainer),
-                              optional_string(spec.output_type), optional_string(spec.source));
+                              optional_string(spec.output_type), optional_string(spec.source),
+                              optional_string(spec.filter));
   const auto root = fb::CreateRequest(b, schema::kSchemaVersion, spec.request_id, spec.kind,
                                       selector, names, spec.rows, spec.cols, matrix,
                                       np ? b.CreateVector(powers, np) : 0,
@@ -193,6 +194,7 @@ Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& 
     out.trainer = view_of(s->trainer());
     out.output_type = view_of(s->output_type());
     out.source = view_of(s->source());
+    out.filter = view_of(s->filter());
   }
   out.rows = r->rows();
   out.cols = r->cols();

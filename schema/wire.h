@@ -33,6 +33,7 @@ struct RequestSpec {
   std::string_view trainer;
   std::string_view output_type;
   std::string_view source;
+  std::string_view filter;                          // Kepler's "mae:0.5;mape:10"
   std::span<const std::string_view> feature_names;  // one per column
   const float* matrix = nullptr;                    // rows x cols, row-major
   std::uint32_t rows = 0;
@@ -60,6 +61,7 @@ struct ParsedRequest {
   std::string_view trainer;
   std::string_view output_type;
   std::string_view source;
+  std::string_view filter;
   std::span<const std::string_view> feature_names;
   const float* matrix = nullptr;
   std::uint32_t rows = 0;

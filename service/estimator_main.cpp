@@ -65,12 +65,13 @@ int main(int argc, char** argv) {
 
   auto* est = app.add_subcommand("estimate", "estimate the power of each CSV row (CSV on stdout)");
   std::string csv = "-";
-  std::string model, trainer, output_type, source;
+  std::string model, trainer, output_type, source, filter;
   est->add_option("--shm-name", shm_name, "daemon segment name")->capture_default_str();
   est->add_option("--csv", csv, "input CSV: header of feature names, one row per workload "
                                 "('-' = stdin)")->required();
   est->add_option("--model", model, "model name (default: smallest error that fits)");
   est->add_option("--trainer", trainer, "trainer name, e.g. SGDRegressorTrainer");
+  est->add_option("--filter", filter, "Kepler filter, e.g. \"mae:0.5;mape:10\"");
   est->add_option("--output-type", output_type, "AbsPower or DynPower");
   est->add_option("--source", source, "energy source, e.g. rapl-sysfs, acpi");
   est->add_option("--timeout-ms", timeout_ms, "deadline")->capture_default_str();
@@ -97,6 +98,10 @@ int main(int argc, char** argv) {
   list->add_option("--output-type", models_opts.output_type, "AbsPower or DynPower");
   list->add_option("--source", models_opts.source, "energy source");
   list->add_option("--model", models_opts.name, "model name");
+  list->add_option("--filter", models_opts.filter, "Kepler filter, e.g. \"mae:0.5;mape:10\"");
+  list->add_option("--error-key", models_opts.error_key, "figure whose smallest value wins")
+      ->capture_default_str();
+  list->add_option("--node-type", models_opts.node_type, "prefer models of this node_type");
 
   auto* predict = app.add_subcommand("predict", "evaluate one model offline (no daemon) on a CSV");
   service::PredictOptions predict_opts;
@@ -114,7 +119,7 @@ int main(int argc, char** argv) {
   if (predict->parsed()) return service::run_predict(predict_opts);
 
   if (est->parsed()) {
-    return run_estimate(shm_name, csv, {model, trainer, output_type, source}, timeout_ms);
+    return run_estimate(shm_name, csv, {model, trainer, output_type, source, filter}, timeout_ms);
   }
   if (ping->parsed()) {
     client::Client c({.shm_name = shm_name});

@@ -56,8 +56,8 @@ int run_models(const ModelsOptions& o) {
   }
   if (!o.features.empty()) {
     std::vector<std::string_view> cols(o.features.begin(), o.features.end());
-    const models::Selector sel{o.name, {}, o.output_type, o.source};
-    auto chosen = registry->select(sel, cols, false);
+    const models::Selector sel{o.name, {}, o.output_type, o.source, o.filter};
+    auto chosen = registry->select(sel, cols, false, {o.error_key, o.node_type});
     if (chosen.ok()) {
       std::printf("selection for [%s]: %s (%s)\n", join(o.features).c_str(),
                   chosen.value()->info().name.c_str(), chosen.value()->info().origin.c_str());

@@ -14,6 +14,9 @@ struct ModelsOptions {
   std::string output_type;
   std::string source;
   std::string name;
+  std::string filter;                 // Kepler's "mae:0.5;mape:10"
+  std::string error_key = "mae";
+  std::string node_type;
 };
 
 // Prints the listing on stdout; returns the process exit code (0, or 1 when the directory

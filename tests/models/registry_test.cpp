@@ -416,5 +416,94 @@ TEST_F(ScanDirectory, ModelDbTreeOfZipsAndBareWeightFiles) {
   EXPECT_EQ(reg->refused().size(), 1u);
 }
 
+// ---- filter, error key and node type (Kepler's model-server selection) ----------------
+
+// A one-feature weight model whose metadata.json carries `figures` (a JSON fragment such
+// as "\"mae\": 2, \"mape\": 9").
+ModelFolder with_figures(const std::string& origin, const std::string& figures) {
+  return weight_folder(
+      origin,
+      R"({"model_name": ")" + origin + R"(", "model_file": "weights.json", "output_type": "AbsPower", )" +
+          figures + "}",
+      R"({"package": {"All_Weights": {"Bias_Weight": 0, "Numerical_Variables": {"bpf_cpu_time_ms": {"scale": 1, "weight": 1}}}}})");
+}
+
+class SelectionPolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::vector<ModelFolder> folders{
+        with_figures("low-mae", R"("mae": 1, "mape": 30, "abs_max_corr": 0.5, "node_type": 3)"),
+        with_figures("low-mape", R"("mae": 5, "mape": 2, "abs_max_corr": 0.9, "node_type": 1)"),
+        with_figures("no-mape", R"("mae": 3, "mape": -1, "node_type": 1)"),
+    };
+    reg = Registry::build(folders);
+    ASSERT_EQ(reg->models().size(), 3U);
+  }
+  std::string pick(std::string_view filter, SelectionPolicy policy = {}) {
+    return origin_of(reg->select({.filter = filter}, features, false, policy));
+  }
+  std::shared_ptr<const Registry> reg;
+  const std::vector<std::string_view> features{"bpf_cpu_time_ms"};
+};
+
+TEST_F(SelectionPolicyTest, FilterKeepsModelsAtMostTheLimit) {
+  EXPECT_EQ(pick(""), "low-mae");
+  EXPECT_EQ(pick("mape:10"), "low-mape");  // low-mae (30) fails; no-mape publishes none
+  EXPECT_EQ(pick("mae:4"), "low-mae");
+  EXPECT_EQ(pick(" mae : 4 ; mape:10 ;"), "error: not_found: no model fits the request "
+                                          "(features offered: bpf_cpu_time_ms; no node power; "
+                                          "filter  mae : 4 ; mape:10 ;): 3 candidates rejected, "
+                                          "closest: model low-mae fails the filter: allows mape "
+                                          "<= 10, model has 30");
+  EXPECT_EQ(pick("mae:3"), "low-mae");
+  EXPECT_EQ(pick("mae:0.5").substr(0, 16), "error: not_found");
+}
+
+TEST_F(SelectionPolicyTest, AbsMaxCorrIsAFloor) {
+  EXPECT_EQ(pick("abs_max_corr:0.8"), "low-mape");
+  EXPECT_EQ(pick("abs_max_corr:0.4"), "low-mae");
+}
+
+TEST_F(SelectionPolicyTest, FilterAppliesToNamedModelsAndNamesTheFigure) {
+  auto r = reg->select({.name = "low-mae", .filter = "mae:0.5"}, features, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_NE(r.status().message().find("fails the filter: allows mae <= 0.5, model has 1"),
+            std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(SelectionPolicyTest, MalformedFilterIsRefused) {
+  for (std::string_view bad : {"mae", "mae:", ":3", "mae:x", "mae:1e999", "mae:3;mape"}) {
+    auto r = reg->select({.filter = bad}, features, false);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("is not key:number"), std::string::npos)
+        << r.status().message();
+  }
+}
+
+TEST_F(SelectionPolicyTest, ErrorKeyIsConfigurable) {
+  EXPECT_EQ(pick("", {.error_key = "mape"}), "low-mape");
+  EXPECT_EQ(pick("", {.error_key = "mae"}), "low-mae");
+  // A key nobody publishes leaves the name order.
+  EXPECT_EQ(pick("", {.error_key = "r2"}), "low-mae");
+}
+
+TEST_F(SelectionPolicyTest, NodeTypeComesFirstWhenAnyModelOfItFits) {
+  EXPECT_EQ(pick("", {.node_type = "1"}), "no-mape");  // mae 3 beats 5 within node type 1
+  EXPECT_EQ(pick("mape:10", {.node_type = "1"}), "low-mape");
+  EXPECT_EQ(pick("", {.node_type = "7"}), "low-mae");  // none of type 7: plain ranking
+}
+
+TEST(ModelFigures, EveryNonNegativeNumberOfMetadataIsKept) {
+  auto m = testing::must_load(with_figures("f", R"("mae": 2, "mse_val": 8.5, "mape": -1)"));
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->info().figure("mae"), 2.0);
+  EXPECT_EQ(m->info().figure("mse_val"), 8.5);
+  EXPECT_TRUE(std::isnan(m->info().figure("mape")));
+  EXPECT_TRUE(std::isnan(m->info().figure("absent")));
+}
+
 }  // namespace
 }  // namespace estimator::models

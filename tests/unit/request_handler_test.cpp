@@ -125,6 +125,23 @@ TEST_F(RequestHandlerTest, NoModelFitsTheFeatures) {
   EXPECT_FALSE(a.message.empty());
 }
 
+TEST_F(RequestHandlerTest, FilterReachesSelectionAndKeysThePlanCache) {
+  const std::string_view names[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
+  const std::vector<float> m{1000, 2};
+  for (int round = 0; round < 2; ++round) {  // the second round is served from the cache
+    wire::RequestSpec filtered = spec(names, m, 1);
+    filtered.filter = "mae:0.001";
+    const Answer refused = call(filtered);
+    EXPECT_EQ(refused.status, Code::kNotFound);
+    EXPECT_NE(refused.message.find("fails the filter"), std::string::npos) << refused.message;
+    const Answer served = call(spec(names, m, 1));
+    EXPECT_EQ(served.status, Code::kOk) << served.message;
+  }
+  wire::RequestSpec bad = spec(names, m, 1);
+  bad.filter = "mae=3";
+  EXPECT_EQ(call(bad).status, Code::kInvalidArgument);
+}
+
 TEST_F(RequestHandlerTest, NaNAndInfinityAreRefusedWithRowAndFeature) {
   const std::string_view names[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
   const float nan = std::numeric_limits<float>::quiet_NaN();

@@ -39,6 +39,7 @@ class WireTest : public ::testing::Test {
     s.trainer = "SGDRegressorTrainer";
     s.output_type = "DynPower";
     s.source = "rapl-sysfs";
+    s.filter = "mae:0.5;mape:10";
     s.feature_names = names;
     s.matrix = matrix.data();
     s.rows = 2;
@@ -62,6 +63,7 @@ TEST_F(WireTest, RequestRoundTripKeepsEveryField) {
   EXPECT_EQ(r.trainer, "SGDRegressorTrainer");
   EXPECT_EQ(r.output_type, "DynPower");
   EXPECT_EQ(r.source, "rapl-sysfs");
+  EXPECT_EQ(r.filter, "mae:0.5;mape:10");
   ASSERT_EQ(r.feature_names.size(), 3u);
   EXPECT_EQ(r.feature_names[2], "bpf_cpu_time_ms");
   ASSERT_EQ(r.rows, 2u);
