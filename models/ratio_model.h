@@ -21,6 +21,16 @@
 // or P_c / n + I_c / n when the split is even or the usage sums to 0. Negative usage
 // counts as 0, so the shares always add up to P_c. A component without node power in
 // the request gets 0.
+//
+// The 2022 correlation-weighted variant ("CorrRatio", Kepler PR #104) is recognised by its
+// "<component>_score" objects, each weighting several usage columns by correlation:
+//
+//   {"core_score": {"curr_cpu_cycles": 0.37, "curr_cache_misses": 0.26, ...},
+//    "dram_score": {...}, "gpu_score": {...}, "other_score": {...}}
+//
+// Row i gets, for component c, P_c * sum over m of score_cm * x_im / sum_k x_km (+ I_c / n),
+// a column whose usage sums to 0 contributing score_cm / n (an even split). Components are
+// output in the document's order; the features are the scored columns.
 #pragma once
 
 #include <memory>

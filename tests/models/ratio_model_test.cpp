@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 
+#include "test_files.h"
 #include "test_util.h"
 
 namespace estimator::models {
@@ -181,6 +183,95 @@ TEST(RatioModel, MalformedFilesAreRefused) {
                 .find("fallback_usage"),
             std::string::npos);
   EXPECT_NE(err(R"({"components": )").find("not valid JSON"), std::string::npos);
+}
+
+// ---- the 2022 CorrRatio variant -------------------------------------------------------
+
+constexpr const char* kCorrMeta = R"({"model_name": "CorrRatio", "model_class": "ratio",
+  "model_file": "ratio.json", "features": ["a", "b"]})";
+constexpr const char* kCorr = R"({
+  "core_score": {"a": 0.25, "b": 0.75},
+  "dram_score": {"b": 1},
+  "gpu_score": {"a": 0, "b": 0}})";
+
+// Kepler's formula written out directly: P_c * sum_m score_cm * x_im / sum_k x_km, an even
+// split for a column that sums to 0.
+double corr_share(const std::vector<std::vector<double>>& x, std::size_t row,
+                  const std::vector<std::pair<std::size_t, double>>& scores) {
+  double share = 0;
+  for (const auto& [col, score] : scores) {
+    double sum = 0;
+    for (const auto& r : x) sum += r[col];
+    share += score * (sum > 0 ? x[row][col] / sum : 1.0 / static_cast<double>(x.size()));
+  }
+  return share;
+}
+
+TEST(CorrRatioModel, WeightsSeveralUsageColumnsByScore) {
+  auto sut = must_load(make_folder("mem/C", {{"metadata.json", kCorrMeta}, {"ratio.json", kCorr}}));
+  ASSERT_NE(sut, nullptr);
+  EXPECT_EQ(sut->info().components, (std::vector<std::string>{"core", "dram", "gpu"}));
+  EXPECT_EQ(sut->info().features, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(sut->info().needs_node_power);
+
+  const std::vector<std::vector<double>> x{{1, 0}, {3, 0}, {4, 0}};  // b sums to 0: even
+  const float core[] = {30, 10};  // two packages
+  const float dram[] = {9};
+  const float core_idle[] = {6};
+  auto e = evaluate(*sut, {"b", "a", "extra"}, rows({{0, 1, 7}, {0, 3, 7}, {0, 4, 7}}), {},
+                    {{"core", core, core_idle}, {"dram", dram, {}}});
+  ASSERT_TRUE(e.status.ok()) << e.status.to_string();
+  for (std::size_t r = 0; r < 3; ++r) {
+    const double want_core = 40 * corr_share(x, r, {{0, 0.25}, {1, 0.75}}) + 6.0 / 3;
+    const double want_dram = 9 * corr_share(x, r, {{1, 1.0}});
+    EXPECT_NEAR(e.out(static_cast<Eigen::Index>(r), 0), want_core, 1e-5 * want_core) << r;
+    EXPECT_NEAR(e.out(static_cast<Eigen::Index>(r), 1), want_dram, 1e-5 * want_dram) << r;
+    EXPECT_EQ(e.out(static_cast<Eigen::Index>(r), 2), 0.0F) << "gpu not measured";
+  }
+}
+
+TEST(CorrRatioModel, MissingScoredColumnIsNamedAndBadScoresRefused) {
+  auto sut = must_load(make_folder("mem/C", {{"metadata.json", kCorrMeta}, {"ratio.json", kCorr}}));
+  ASSERT_NE(sut, nullptr);
+  auto e = evaluate(*sut, {"a"}, rows({{1}}), {}, {});
+  EXPECT_EQ(e.status.code(), Code::kMissingFeatures);
+  EXPECT_NE(e.status.message().find("missing from the request: b"), std::string::npos)
+      << e.status.message();
+  for (const char* bad : {R"({"core_score": {"a": "x"}})", R"({"core_score": [1]})",
+                          R"({"core_score": {"a": 1e999}})"}) {
+    auto m = load_model(make_folder("mem/C", {{"metadata.json", kCorrMeta}, {"ratio.json", bad}}));
+    EXPECT_FALSE(m.ok()) << bad;
+  }
+}
+
+// Kepler's own 2022 CorrRatio file (../shared/kepler-samples), against the formula.
+TEST(CorrRatioModel, KeplerPublishedScores) {
+  const std::filesystem::path dir =
+      std::filesystem::path(ESTIMATOR_SHARED_DIR) / "kepler-samples/kepler-2022-estimator-model";
+  const auto meta = testing::read_file_bytes(dir / "CorrRatio__metadata.json");
+  const auto ratio = testing::read_file_bytes(dir / "CorrRatio__ratio.json");
+  if (!meta || !ratio) GTEST_SKIP() << "../shared/kepler-samples is absent: " << dir;
+  auto sut = must_load(make_folder("kepler/CorrRatio", {{"metadata.json", *meta}, {"ratio.json", *ratio}}));
+  ASSERT_NE(sut, nullptr);
+  ASSERT_EQ(sut->info().components, (std::vector<std::string>{"core", "dram", "gpu", "other"}));
+  // curr_cache_misses, curr_cpu_cycles, curr_cpu_instructions; the scores published.
+  const std::vector<std::vector<double>> x{{10, 2e6, 3e6}, {30, 1e6, 1e6}, {0, 5e5, 2e6}};
+  const float core[] = {50}, dram[] = {8}, gpu[] = {20}, other[] = {4};
+  auto e = evaluate(*sut, {"curr_cache_misses", "curr_cpu_cycles", "curr_cpu_instructions"},
+                    rows({{10, 2e6, 3e6}, {30, 1e6, 1e6}, {0, 5e5, 2e6}}), {},
+                    {{"core", core, {}}, {"dram", dram, {}}, {"gpu", gpu, {}}, {"other", other, {}}});
+  ASSERT_TRUE(e.status.ok()) << e.status.to_string();
+  for (std::size_t r = 0; r < 3; ++r) {
+    const double want[] = {
+        50 * corr_share(x, r, {{0, 0.260257}, {1, 0.368648}, {2, 0.371095}}),
+        8 * corr_share(x, r, {{0, 0.319293}, {1, 0.340407}, {2, 0.340299}}),
+        20 * corr_share(x, r, {{2, 1.0}}),
+        4 * corr_share(x, r, {{2, 1.0}}),
+    };
+    for (Eigen::Index c = 0; c < 4; ++c) {
+      EXPECT_NEAR(e.out(static_cast<Eigen::Index>(r), c), want[c], 1e-5 * want[c]) << r << "," << c;
+    }
+  }
 }
 
 }  // namespace
