@@ -321,6 +321,8 @@ Result<Tensor> Group::read_float_dataset(std::string_view relative,
 
 // ---- File ----
 
+std::unique_lock<std::mutex> lock_library() { return std::unique_lock<std::mutex>(library_mutex()); }
+
 Result<std::unique_ptr<File>> File::open_image(std::string_view image, std::string_view name) {
   std::unique_ptr<File> f(new File());
   f->name_ = std::make_shared<const std::string>(name);

@@ -96,6 +96,11 @@ class Group {
   std::shared_ptr<const std::string> file_;
 };
 
+// The process-wide lock every File holds while open. A caller that forks a child to read
+// HDF5 holds it across the fork, so that no other thread is inside the library then (the
+// child would inherit its half-updated state and, perhaps, its internal locks held).
+std::unique_lock<std::mutex> lock_library();
+
 class File {
  public:
   // Opens `image` (a whole HDF5 file) read-only; `name` is used in messages.

@@ -7,9 +7,11 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "models/hdf5_file.h"
+#include "models/isolated_call.h"
 #include "models/zip_archive.h"
 #include "models/json_fields.h"
 
@@ -513,6 +516,73 @@ class KerasRegressor final : public Regressor {
     }
   }
 
+ // The loaded model as bytes, for the trip from the isolated loader (a child process,
+  // see load_isolated) back to the daemon: native-endian, same binary on both ends.
+  std::string serialize() const {
+    std::string out;
+    auto put = [&out](const auto& v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    put(static_cast<std::uint64_t>(inputs_));
+    put(static_cast<std::uint64_t>(description_.size()));
+    out += description_;
+    put(static_cast<std::uint64_t>(steps_.size()));
+    for (const Step& s : steps_) {
+      put(static_cast<std::uint8_t>(s.dense));
+      put(static_cast<std::uint8_t>(s.activation));
+      put(static_cast<std::uint64_t>(s.kernel.rows()));
+      put(static_cast<std::uint64_t>(s.kernel.cols()));
+      put(static_cast<std::uint64_t>(s.bias.size()));
+      out.append(reinterpret_cast<const char*>(s.kernel.data()),
+                 sizeof(double) * static_cast<std::size_t>(s.kernel.size()));
+      out.append(reinterpret_cast<const char*>(s.bias.data()),
+                 sizeof(double) * static_cast<std::size_t>(s.bias.size()));
+    }
+    return out;
+  }
+
+  // The inverse of serialize(); checks every length against the bytes it has.
+  static Result<std::unique_ptr<Regressor>> deserialize(std::string_view bytes,
+                                                        std::string_view file) {
+    const Status bad(Code::kInternal, std::string(file) + ": malformed result from the loader");
+    std::size_t at = 0;
+    auto get = [&](auto& v) {
+      if (bytes.size() - at < sizeof v) return false;
+      std::memcpy(&v, bytes.data() + at, sizeof v);
+      at += sizeof v;
+      return true;
+    };
+    auto get_doubles = [&](double* dst, std::uint64_t n) {
+      if (n > (bytes.size() - at) / sizeof(double)) return false;
+      std::memcpy(dst, bytes.data() + at, n * sizeof(double));
+      at += n * sizeof(double);
+      return true;
+    };
+    std::uint64_t inputs = 0, desc_len = 0, count = 0;
+    if (!get(inputs) || !get(desc_len) || desc_len > bytes.size() - at) return bad;
+    std::string description(bytes.substr(at, desc_len));
+    at += desc_len;
+    if (!get(count) || count > bytes.size()) return bad;
+    std::vector<Step> steps(count);
+    bool any_dense = false;
+    for (Step& s : steps) {
+      std::uint8_t dense = 0, activation = 0;
+      std::uint64_t rows = 0, cols = 0, bias = 0;
+      if (!get(dense) || !get(activation) || !get(rows) || !get(cols) || !get(bias) ||
+          activation > static_cast<std::uint8_t>(Activation::kExponential) ||
+          (rows != 0 && cols > bytes.size() / rows) || bias > bytes.size()) {
+        return bad;
+      }
+      s.dense = dense != 0;
+      s.activation = static_cast<Activation>(activation);
+      s.kernel.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+      s.bias.resize(static_cast<Eigen::Index>(bias));
+      if (!get_doubles(s.kernel.data(), rows * cols) || !get_doubles(s.bias.data(), bias)) return bad;
+      any_dense = any_dense || (s.dense && cols > 0);
+    }
+    if (!any_dense || at != bytes.size()) return bad;
+    return std::unique_ptr<Regressor>(std::make_unique<KerasRegressor>(
+        std::move(steps), static_cast<Eigen::Index>(inputs), std::move(description)));
+  }
+
  private:
   std::vector<Step> steps_;
   std::size_t last_dense_ = 0;
@@ -867,14 +937,36 @@ Result<std::unique_ptr<Regressor>> load_zip(std::string_view bytes, std::string_
   return build(*spec, read, file, version);
 }
 
-}  // namespace
-
-Result<std::unique_ptr<Regressor>> load_keras_h5(std::string_view bytes, std::string_view file) {
-  return guarded(file, [&] { return load_h5(bytes, file); });
+// Runs `loader` (which reads HDF5) in a child process (models/isolated_call.h): HDF5 does
+// not survive every corrupted file, and a crash or a hang there must cost one refused
+// model, not the daemon. The library lock is held across the fork so that no other thread
+// of this process is inside HDF5 at that moment; the child, running on this thread, drops
+// it before loading.
+template <typename Loader>
+Result<std::unique_ptr<Regressor>> load_isolated(std::string_view file,
+                                                 const IsolationLimits& limits, Loader&& loader) {
+  std::unique_lock<std::mutex> lock = hdf5::lock_library();
+  Result<std::string> bytes = call_isolated(file, [&]() -> Result<std::string> {
+    lock.unlock();
+    Result<std::unique_ptr<Regressor>> r = guarded(file, loader);
+    if (!r.ok()) return r.status();
+    return static_cast<const KerasRegressor&>(**r).serialize();
+  }, limits);
+  lock.unlock();
+  if (!bytes.ok()) return bytes.status();
+  return KerasRegressor::deserialize(*bytes, file);
 }
 
-Result<std::unique_ptr<Regressor>> load_keras_zip(std::string_view bytes, std::string_view file) {
-  return guarded(file, [&] { return load_zip(bytes, file); });
+}  // namespace
+
+Result<std::unique_ptr<Regressor>> load_keras_h5(std::string_view bytes, std::string_view file,
+                                                 const IsolationLimits& limits) {
+  return load_isolated(file, limits, [&] { return load_h5(bytes, file); });
+}
+
+Result<std::unique_ptr<Regressor>> load_keras_zip(std::string_view bytes, std::string_view file,
+                                                  const IsolationLimits& limits) {
+  return load_isolated(file, limits, [&] { return load_zip(bytes, file); });
 }
 
 }  // namespace estimator::models

@@ -37,6 +37,7 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "models/isolated_call.h"
 #include "models/stages.h"
 
 namespace estimator::models {
@@ -44,9 +45,14 @@ namespace estimator::models {
 // A legacy .h5 Keras model held in `bytes`; `file` names it in messages. Refusals are
 // kInvalidArgument (kInvalidValue for non-finite weights) with a message naming the file
 // and the layer, attribute or HDF5 path at fault.
-Result<std::unique_ptr<Regressor>> load_keras_h5(std::string_view bytes, std::string_view file);
+//
+// Both loaders read HDF5 in a child process (models/isolated_call.h), within `limits`: a
+// file that crashes or hangs the HDF5 library is refused with a message saying so.
+Result<std::unique_ptr<Regressor>> load_keras_h5(std::string_view bytes, std::string_view file,
+                                                 const IsolationLimits& limits = {});
 
 // A Keras 3 .keras archive (zip of config.json and model.weights.h5) held in `bytes`.
-Result<std::unique_ptr<Regressor>> load_keras_zip(std::string_view bytes, std::string_view file);
+Result<std::unique_ptr<Regressor>> load_keras_zip(std::string_view bytes, std::string_view file,
+                                                  const IsolationLimits& limits = {});
 
 }  // namespace estimator::models
