@@ -1,36 +1,56 @@
-// estimator-bench: round-trip latency and throughput of one estimate request of
-// rows in {1, 10, 100, 500} x 10 features with the embedded linear model, carried
-//   ring   - through the shared-memory ring (real daemon core in a child, real client),
-//   socket - through a unix socket carrying the same FlatBuffers bytes (the baseline),
-//   floor  - through a raw shared-memory ping-pong of same-sized bytes (the limit),
-// all in one run, and the ratios between them on the last line:
-//   ring_vs_socket_p50=<1 row> ring_vs_socket_p50_100=<100 rows> ring_vs_limit_p50_100=<...>
+// estimator-bench: round-trip latency and throughput of one estimate request, carried
+//   ring      - through the shared-memory ring (real daemon core in a child, real clients),
+//               hot and sleeping, by 1 client or several client threads at once,
+//   socket    - through a unix socket carrying the same FlatBuffers bytes (the baseline),
+//   json      - as Kepler v0.9 JSON through the daemon's Kepler endpoint, a connection
+//               per request (what Kepler pays today),
+// beside the machine's own limits measured in the same run:
+//   floor     - a raw shared-memory ping-pong of same-sized bytes,
+//   cacheline - a spinning ping-pong of one flag on one cache line (no payload),
+//   futex     - a sleeping ping-pong through FUTEX_WAIT/FUTEX_WAKE (no payload),
+//   memcpy    - one in-process copy of the request's bytes,
+// for rows x features matrices of the linear model and of a 100-tree XGBoost model; then
+// the targets with whether this run meets them, and the ratios on the last line:
+//   ring_vs_limit_p50_100=... ring_vs_socket_p50=... ring_vs_socket_p50_100=...
+//   json_vs_socket_p50_100=...
+// `--resources` measures the real estimatord instead (bench/resources.h).
 //
-// Why the comparison is fair: the three servers run side by side for the whole run, and
-// the measurements are interleaved: each case's round trips are split into rounds, and
-// in every round each mode runs its share after a warm-up, in an order rotated from round
-// to round. A noisy neighbour or frequency drift on this shared machine thus hits every
-// mode alike instead of one mode's whole block. Nothing is pinned: client and server
-// share the machine's cores as an exporter and the daemon would. Every reply is checked
-// (rows, model and finite powers; rows, size and an echo of the request in floor mode),
-// so a broken path cannot post good numbers.
+// Why the comparison is fair: every server runs side by side for the whole run, and the
+// measurements are interleaved: each case's round trips are split into rounds, and in
+// every round each lane (a mode, its variant and client count) runs its share after a
+// warm-up, in an order rotated from round to round. A noisy neighbour or frequency drift
+// on this shared machine thus hits every lane alike instead of one lane's whole block.
+// Nothing is pinned: clients and servers share the machine's cores as an exporter and the
+// daemon would. Every reply is checked (rows, model and finite powers; the JSON reply
+// against the local handler's answer; rows, size and an echo of the request in floor
+// mode; the exact answering value in the ping-pongs), so a broken path cannot post good
+// numbers.
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "bench/modes.h"
+#include "bench/report.h"
+#include "bench/resources.h"
 #include "bench/stats.h"
 #include "bench/workload.h"
+#include "bench/xgboost_workload.h"
 #include "models/embedded_defaults.h"
+
+extern char** environ;
 
 using namespace estimator;
 using namespace estimator::bench;
@@ -39,24 +59,24 @@ namespace {
 
 struct Plan {
   std::size_t iterations = 200'000;  // timed round trips per case up to 100 rows
-  std::size_t iterations_500 = 50'000;
+  std::size_t iterations_large = 50'000;  // from 500 rows
   std::size_t warmup = 2'000;  // untimed round trips before each round's share
-  std::size_t warmup_500 = 500;
-  std::size_t rounds = 10;
-  // The whole measurement's time budget, split evenly among the (round, case, mode)
-  // segments, a quarter of each for the warm-up: on a loaded machine a run ends on time
-  // with fewer round trips (the table's n column; a cut segment's samples are weighted
-  // up to its planned count, see stats.h) instead of running long.
-  double budget_s = 150;
+  std::size_t warmup_large = 500;
+  std::size_t rounds = 6;
+  // The whole measurement's time budget, split evenly among the (round, case, lane)
+  // segments, a quarter of each for the warm-up: on a loaded machine (or for a slow lane:
+  // json) a run ends on time with fewer round trips (the table's n column; a cut
+  // segment's samples are weighted up to its planned count, see stats.h).
+  double budget_s = 180;
 
-  std::size_t total(std::uint32_t rows) const { return rows >= 500 ? iterations_500 : iterations; }
+  std::size_t total(std::uint32_t rows) const {
+    return rows >= 500 ? iterations_large : iterations;
+  }
   std::size_t per_round(std::uint32_t rows) const {
     return (total(rows) + rounds - 1) / rounds;
   }
-  std::size_t warm(std::uint32_t rows) const { return rows >= 500 ? warmup_500 : warmup; }
+  std::size_t warm(std::uint32_t rows) const { return rows >= 500 ? warmup_large : warmup; }
 };
-
-constexpr std::array<std::string_view, 3> kModeOrder{"ring", "socket", "floor"};
 
 std::string load_average() {
   double load[3] = {0, 0, 0};
@@ -66,174 +86,333 @@ std::string load_average() {
   return buf;
 }
 
-struct Row {
-  std::string_view mode;
-  const Case* c;
-  Summary s;
+bool has(const std::vector<std::string>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// A mode instance and the cases it runs; samples[i] holds case i's round trips.
+struct Lane {
+  LaneLabel label;
+  std::vector<std::size_t> cases;
+  std::unique_ptr<Mode> mode;
+  std::vector<Samples> samples;
+  int start_order = 0;  // lower forks first (see start_lanes)
 };
 
-void print_table(const std::vector<Row>& rows) {
-  std::printf("%-7s %5s %5s %7s %7s %7s %9s %9s %9s %9s %9s %6s %11s %12s\n", "mode", "rows",
-              "feat", "req_B", "resp_B", "n", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us",
-              "slow%", "req/s", "rows/s");
-  std::uint32_t last_rows = 0;
-  for (const Row& r : rows) {
-    if (last_rows != 0 && r.c->rows != last_rows) std::printf("\n");
-    last_rows = r.c->rows;
-    std::printf("%-7.*s %5u %5u %7zu %7zu %7llu %9.2f %9.2f %9.2f %9.2f %9.1f %6.2f %11.0f "
-                "%12.0f\n",
-                static_cast<int>(r.mode.size()), r.mode.data(), r.c->rows, r.c->cols,
-                r.c->request.size(), r.c->response.size(),
-                static_cast<unsigned long long>(r.s.count), r.s.p50_us, r.s.p90_us, r.s.p99_us,
-                r.s.p999_us, r.s.max_us, 100.0 * r.s.slow_fraction, r.s.req_per_s,
-                r.s.rows_per_s);
-  }
+// Case specs, deduplicated: index of `spec` in `specs`, appended when new.
+std::size_t add_case(std::vector<CaseSpec>& specs, const CaseSpec& spec) {
+  const auto it = std::find(specs.begin(), specs.end(), spec);
+  if (it != specs.end()) return static_cast<std::size_t>(it - specs.begin());
+  specs.push_back(spec);
+  return specs.size() - 1;
 }
 
-Status write_csv(const std::string& path, const std::vector<Row>& rows) {
-  std::FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return Status(Code::kPermissionDenied, "cannot write " + path);
-  std::fprintf(f, "mode,rows,features,p50_us,p90_us,p99_us,p999_us,max_us,req_per_s,rows_per_s\n");
-  for (const Row& r : rows) {
-    std::fprintf(f, "%.*s,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.1f,%.1f\n",
-                 static_cast<int>(r.mode.size()), r.mode.data(), r.c->rows, r.c->cols, r.s.p50_us,
-                 r.s.p90_us, r.s.p99_us, r.s.p999_us, r.s.max_us, r.s.req_per_s, r.s.rows_per_s);
+// Starts every lane's server. The socket lane last: a child inherits the parent's
+// descriptors, and no other server should hold the socket's client end.
+Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
+                   std::shared_ptr<const models::Registry> registry, const ModeOptions& options) {
+  std::vector<Lane*> order;
+  for (Lane& l : lanes) order.push_back(&l);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Lane* a, const Lane* b) { return a->start_order < b->start_order; });
+  std::shared_ptr<RingDaemon> hot, sleeping;
+  for (Lane* l : order) {
+    std::fflush(nullptr);
+    const std::string& m = l->label.mode;
+    Result<std::unique_ptr<Mode>> mode = Status(Code::kInternal, "unknown mode " + m);
+    if (m == "ring") {
+      std::shared_ptr<RingDaemon>& daemon = l->label.variant == "block" ? sleeping : hot;
+      if (daemon == nullptr) {
+        auto d = start_ring_daemon(registry, options, l->label.variant == "block");
+        if (!d.ok()) return d.status();
+        daemon = std::move(d).value();
+      }
+      mode = ring_clients(daemon, cases, l->label.clients);
+    } else if (m == "socket") {
+      mode = start_socket(cases, registry, options);
+    } else if (m == "json") {
+      mode = start_json(cases, registry, options);
+    } else if (m == "floor") {
+      mode = start_floor(cases, options);
+    } else if (m == "cacheline") {
+      mode = start_cacheline(options);
+    } else if (m == "futex") {
+      mode = start_futex(options);
+    } else if (m == "memcpy") {
+      mode = start_memcpy(cases);
+    }
+    if (!mode.ok()) return mode.status();
+    l->mode = std::move(mode).value();
   }
-  const bool ok = std::fclose(f) == 0;
-  return ok ? Status::Ok() : Status(Code::kInternal, "error writing " + path);
+  return Status::Ok();
 }
 
-double p50(const std::vector<Row>& rows, std::string_view mode, std::uint32_t n) {
-  for (const Row& r : rows) {
-    if (r.mode == mode && r.c->rows == n && r.s.count != 0) return r.s.p50_us;
+// Runs the interleaved rounds into each lane's samples.
+Status measure(std::vector<Lane>& lanes, const std::vector<Case>& cases, const Plan& plan) {
+  std::size_t per_round_segments = 0;
+  for (Lane& l : lanes) {
+    per_round_segments += l.cases.size();
+    l.samples.assign(cases.size(), Samples{});
+    for (const std::size_t i : l.cases) {
+      l.samples[i].reserve(plan.per_round(cases[i].rows) * plan.rounds);
+    }
   }
-  return std::nan("");
-}
-
-// The last line; "nan" for a ratio whose measurements are missing (a failed run).
-void print_ratios(const std::vector<Row>& rows) {
-  const double ring_1 = p50(rows, "ring", 1);
-  const double ring_100 = p50(rows, "ring", 100);
-  std::printf("ring_vs_socket_p50=%.3f ring_vs_socket_p50_100=%.3f ring_vs_limit_p50_100=%.3f\n",
-              ring_1 / p50(rows, "socket", 1), ring_100 / p50(rows, "socket", 100),
-              ring_100 / p50(rows, "floor", 100));
-  std::fflush(stdout);
-}
-
-// Starts the three servers and runs the interleaved rounds into samples[mode][case].
-Status measure(const std::vector<Case>& cases, std::shared_ptr<const models::Registry> registry,
-               const Plan& plan, const ModeOptions& options, const std::array<bool, 3>& wanted,
-               std::array<std::vector<Samples>, 3>& samples) {
-  std::array<std::unique_ptr<Mode>, 3> modes;
-  // The floor first and the socket last: a child inherits the parent's descriptors, and
-  // no server should hold the client end of the socket.
-  std::fflush(nullptr);
-  if (wanted[2]) {
-    auto floor = start_floor(cases, options);
-    if (!floor.ok()) return floor.status();
-    modes[2] = std::move(floor).value();
-  }
-  if (wanted[0]) {
-    auto ring = start_ring(cases, registry, options);
-    if (!ring.ok()) return ring.status();
-    modes[0] = std::move(ring).value();
-  }
-  if (wanted[1]) {
-    auto socket = start_socket(cases, registry, options);
-    if (!socket.ok()) return socket.status();
-    modes[1] = std::move(socket).value();
-  }
-  const auto active = static_cast<std::size_t>(std::count(wanted.begin(), wanted.end(), true));
-  const std::size_t segments = plan.rounds * cases.size() * std::max<std::size_t>(active, 1);
+  const std::size_t segments = plan.rounds * std::max<std::size_t>(per_round_segments, 1);
   const auto segment = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(plan.budget_s / static_cast<double>(segments)));
 
-  for (auto& per_mode : samples) {
-    per_mode.assign(cases.size(), Samples{});
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-      per_mode[i].reserve(plan.per_round(cases[i].rows) * plan.rounds);
-    }
-  }
   for (std::size_t round = 0; round < plan.rounds; ++round) {
     std::fprintf(stderr, "estimator-bench: round %zu/%zu\n", round + 1, plan.rounds);
     for (std::size_t i = 0; i < cases.size(); ++i) {
-      for (std::size_t k = 0; k < modes.size(); ++k) {
-        const std::size_t m = (k + round + i) % modes.size();
-        if (modes[m] == nullptr) continue;
-        Mode& mode = *modes[m];
+      for (std::size_t k = 0; k < lanes.size(); ++k) {
+        Lane& lane = lanes[(k + round + i) % lanes.size()];
+        if (std::find(lane.cases.begin(), lane.cases.end(), i) == lane.cases.end()) continue;
+        Mode& mode = *lane.mode;
         const auto start = Clock::now();
-        const std::size_t warm = plan.warm(cases[i].rows);
-        if (Status s = mode.run(i, warm, start + segment / 4, nullptr); !s.ok()) return s;
+        if (Status s = mode.run(i, plan.warm(cases[i].rows), start + segment / 4, nullptr);
+            !s.ok()) {
+          return s;
+        }
         const std::size_t planned = plan.per_round(cases[i].rows);
         const auto t0 = Clock::now();
-        if (Status s = mode.run(i, planned, start + segment, &samples[m][i]); !s.ok()) return s;
-        samples[m][i].end_segment(planned, elapsed_ns(t0, Clock::now()));
+        if (Status s = mode.run(i, planned, start + segment, &lane.samples[i]); !s.ok()) {
+          return s;
+        }
+        lane.samples[i].end_segment(planned, elapsed_ns(t0, Clock::now()));
       }
     }
   }
-  return Status::Ok();  // the servers stop here, before anything is printed
+  return Status::Ok();
+}
+
+// Runs the plot script on the CSV: /usr/bin/python3 SCRIPT CSV PNG, its output on stderr
+// (stdout carries only the results). A missing matplotlib is the script's clear message.
+void plot(const std::string& script, const std::string& csv, const std::string& png) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+  std::string python = "/usr/bin/python3";
+  std::vector<char*> argv{python.data(), const_cast<char*>(script.c_str()),
+                          const_cast<char*>(csv.c_str()), const_cast<char*>(png.c_str()),
+                          nullptr};
+  pid_t pid = -1;
+  std::fflush(nullptr);
+  const int err = posix_spawn(&pid, python.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0) {
+    std::fprintf(stderr, "estimator-bench: no plot: cannot run %s: %s\n", python.c_str(),
+                 std::strerror(err));
+    return;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    std::fprintf(stderr, "estimator-bench: plot written to %s\n", png.c_str());
+  } else {
+    std::fprintf(stderr, "estimator-bench: no plot written (%s failed, see above)\n",
+                 script.c_str());
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"estimator-bench: round-trip latency of the shared-memory ring against a unix "
-               "socket carrying the same bytes and a raw shared-memory ping-pong"};
+               "socket carrying the same bytes, Kepler's JSON protocol and the machine's "
+               "own limits, in one run"};
   bool quick = false;
   std::string csv;
+  std::string plot_file;
+  std::string plot_script = ESTIMATOR_BENCH_PLOT_SCRIPT;
   Plan plan;
   std::size_t iterations = 0;
   std::size_t rounds = 0;
+  double budget_s = 0;
   double spin_us = 1000;
   unsigned timeout_ms = 2000;
   app.add_flag("--quick", quick,
-               "20k round trips per case (5k at 500 rows) in 4 rounds; well under 30 s");
+               "20k round trips per case (5k from 500 rows) in 3 rounds, 30 s budget; "
+               "under 40 s");
   app.add_option("--csv", csv,
-                 "also write the results to this file "
-                 "(mode,rows,features,p50_us,p90_us,p99_us,p999_us,max_us,req_per_s,rows_per_s)");
+                 "also write the results to this file (mode,variant,clients,model,rows,"
+                 "features,req_bytes,resp_bytes,n,p50_us,p90_us,p99_us,p999_us,max_us,"
+                 "slow_pct,req_per_s,rows_per_s)");
+  app.add_option("--plot", plot_file,
+                 "also draw the latencies into this PNG (writes the CSV, FILE.csv unless "
+                 "--csv names one; needs /usr/bin/python3 with matplotlib)");
+  app.add_option("--plot-script", plot_script, "the plotting script")->capture_default_str();
   app.add_option("--iterations", iterations,
-                 "timed round trips per case up to 100 rows (a quarter of it at 500 rows)");
+                 "timed round trips per case up to 100 rows (a quarter of it from 500 rows)");
   app.add_option("--rounds", rounds, "interleaved rounds the round trips are split into");
-  std::vector<std::string> mode_names{kModeOrder.begin(), kModeOrder.end()};
-  app.add_option("--modes", mode_names, "modes to run (ratios needing a missing one are nan)")
-      ->check(CLI::IsMember({"ring", "socket", "floor"}))
-      ->delimiter(',');
-  std::vector<std::uint32_t> row_counts{kRowCounts.begin(), kRowCounts.end()};
-  app.add_option("--rows", row_counts, "row counts to measure (ratios need 1 and 100)")
-      ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
-      ->delimiter(',');
-  double budget_s = 0;
   app.add_option("--budget-s", budget_s,
-                 "time budget of the measurement (default 150, 22 with --quick); round trips "
+                 "time budget of the measurement (default 180, 30 with --quick); round trips "
                  "stop early when it runs out");
+
+  std::vector<std::string> modes{"ring", "socket", "json", "floor", "cacheline", "futex",
+                                 "memcpy"};
+  app.add_option("--modes", modes, "modes to run (targets and ratios needing a missing one "
+                                   "are not measured / nan)")
+      ->check(CLI::IsMember({"ring", "socket", "json", "floor", "cacheline", "futex", "memcpy"}))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<std::string> sets{"primary", "features", "xgboost", "sleeping", "clients"};
+  app.add_option("--sets", sets,
+                 "case sets: primary (linear, 10 features, --rows, every mode), features "
+                 "(--feature-counts x --feature-rows: ring, socket, floor, memcpy), xgboost "
+                 "(--xgboost-rows: ring, socket), sleeping (sleeping ring at "
+                 "--parallel-rows), clients (--clients threads at --parallel-rows)")
+      ->check(CLI::IsMember({"primary", "features", "xgboost", "sleeping", "clients"}))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<std::uint32_t> rows{1, 10, 100, 500, 1000};
+  app.add_option("--rows", rows, "row counts of the primary set (ratios need 1 and 100)")
+      ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<std::uint32_t> feature_counts{5, 20};
+  app.add_option("--feature-counts", feature_counts, "feature counts of the features set")
+      ->check(CLI::Range(std::uint32_t{2}, kMaxFeatures))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<std::uint32_t> feature_rows{1, 100, 1000};
+  app.add_option("--feature-rows", feature_rows, "row counts of the features set")
+      ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<std::uint32_t> xgboost_rows{1, 100, 500};
+  app.add_option("--xgboost-rows", xgboost_rows, "row counts of the xgboost set (10 features)")
+      ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<std::uint32_t> parallel_rows{1, 100};
+  app.add_option("--parallel-rows", parallel_rows, "row counts of the sleeping and clients sets")
+      ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<unsigned> client_counts{2, 4};
+  app.add_option("--clients", client_counts, "client thread counts of the clients set")
+      ->check(CLI::Range(2U, 64U))
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--spin-us", spin_us,
-                 "how long the daemon, the client and the floor server spin for their peer")
+                 "how long the hot daemon, its clients and the spinning servers spin for "
+                 "their peer")
       ->capture_default_str();
   app.add_option("--timeout-ms", timeout_ms, "a server silent this long fails the run")
       ->capture_default_str();
+
+  bool resources = false;
+  ResourceOptions ropts;
+  app.add_flag("--resources", resources,
+               "measure the real estimatord instead: RSS, idle CPU, start-up time, binary "
+               "and image size");
+  app.add_option("--estimatord", ropts.estimatord, "the daemon binary for --resources")
+      ->capture_default_str();
+  app.add_option("--idle-s", ropts.idle_s, "idle time over which --resources measures CPU")
+      ->capture_default_str();
+  app.add_option("--collect-script", ropts.collect_script,
+                 "deploy/collect-runtime.sh, for the image size of --resources")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  if (quick) plan = Plan{20'000, 5'000, 1'000, 250, 4, 22};
+  spdlog::set_level(spdlog::level::warn);
+  if (resources) return run_resources(ropts);
+
+  if (quick) plan = Plan{20'000, 5'000, 1'000, 250, 3, 30};
   if (iterations != 0) {
     plan.iterations = iterations;
-    plan.iterations_500 = std::max<std::size_t>(1, iterations / 4);
+    plan.iterations_large = std::max<std::size_t>(1, iterations / 4);
   }
   if (rounds != 0) plan.rounds = rounds;
   if (budget_s > 0) plan.budget_s = budget_s;
-  std::array<bool, 3> wanted{};
-  for (const std::string& name : mode_names) {
-    for (std::size_t m = 0; m < kModeOrder.size(); ++m) {
-      wanted[m] = wanted[m] || name == kModeOrder[m];
-    }
-  }
   ModeOptions options;
   options.spin = std::chrono::microseconds(static_cast<std::int64_t>(spin_us));
   options.timeout = std::chrono::milliseconds(timeout_ms);
 
-  spdlog::set_level(spdlog::level::warn);
-  std::shared_ptr<const models::Registry> registry =
-      models::Registry::build(models::embedded_model_folders());
-  auto cases = make_cases(registry, row_counts);
+  // The cases of each set, then the lanes that run them.
+  std::vector<CaseSpec> specs;
+  std::vector<std::size_t> primary, features, xgboost, parallel;
+  if (has(sets, "primary")) {
+    for (const auto r : rows) {
+      primary.push_back(add_case(specs, {.rows = r, .cols = kPrimaryFeatures}));
+    }
+  }
+  if (has(sets, "features")) {
+    for (const auto f : feature_counts) {
+      for (const auto r : feature_rows) features.push_back(add_case(specs, {.rows = r, .cols = f}));
+    }
+  }
+  if (has(sets, "xgboost")) {
+    for (const auto r : xgboost_rows) {
+      xgboost.push_back(
+          add_case(specs, {.rows = r, .cols = kPrimaryFeatures, .model = ModelKind::kXGBoost}));
+    }
+  }
+  if (has(sets, "sleeping") || has(sets, "clients")) {
+    for (const auto r : parallel_rows) {
+      parallel.push_back(add_case(specs, {.rows = r, .cols = kPrimaryFeatures}));
+    }
+  }
+  const auto join = [](std::initializer_list<const std::vector<std::size_t>*> parts) {
+    std::vector<std::size_t> out;
+    for (const auto* p : parts) {
+      for (const std::size_t i : *p) {
+        if (std::find(out.begin(), out.end(), i) == out.end()) out.push_back(i);
+      }
+    }
+    return out;
+  };
+  // The payload-free limits run beside the primary cases (or the parallel ones without).
+  const std::vector<std::size_t>& limit_cases = primary.empty() ? parallel : primary;
+
+  std::vector<Lane> lanes;
+  const auto lane = [&](std::string mode, std::string variant, unsigned clients,
+                        std::vector<std::size_t> cases, int start_order) {
+    if (!has(modes, mode) || cases.empty()) return;
+    lanes.push_back(Lane{{std::move(mode), std::move(variant), clients}, std::move(cases), {}, {},
+                         start_order});
+  };
+  lane("ring", "spin", 1, join({&primary, &features, &xgboost}), 5);
+  if (has(sets, "clients")) {
+    for (const unsigned n : client_counts) lane("ring", "spin", n, parallel, 5);
+  }
+  if (has(sets, "sleeping")) lane("ring", "block", 1, parallel, 5);
+  if (has(sets, "sleeping") && has(sets, "clients")) {
+    for (const unsigned n : client_counts) lane("ring", "block", n, parallel, 5);
+  }
+  lane("socket", "persistent", 1, join({&primary, &features, &xgboost}), 9);
+  lane("json", "per-request", 1, primary, 4);
+  // The sleeping target adds the floor to a futex ping-pong at the sleeping ring's sizes.
+  const std::vector<std::size_t> sleeping_cases =
+      has(sets, "sleeping") ? parallel : std::vector<std::size_t>{};
+  lane("floor", "spin", 1, join({&primary, &features, &sleeping_cases}), 1);
+  lane("cacheline", "spin", 1, limit_cases, 2);
+  lane("futex", "block", 1, limit_cases, 3);
+  lane("memcpy", "in-process", 1, join({&primary, &features}), 0);
+  if (lanes.empty()) {
+    std::fprintf(stderr, "estimator-bench: nothing to run with these --modes and --sets\n");
+    print_ratios({});
+    return 2;
+  }
+
+  // The registry every server serves: the embedded defaults and one XGBoost model per
+  // feature count of the xgboost cases.
+  std::vector<models::ModelFolder> folders = models::embedded_model_folders();
+  for (const CaseSpec& s : specs) {
+    if (s.model != ModelKind::kXGBoost) continue;
+    const std::string name = xgboost_model_name(s.cols);
+    const bool have = std::any_of(folders.begin(), folders.end(), [&](const auto& f) {
+      return f.origin == "bench:" + name;
+    });
+    if (!have) folders.push_back(xgboost_folder(s.cols));
+  }
+  std::shared_ptr<const models::Registry> registry = models::Registry::build(folders);
+  for (const models::Refusal& r : registry->refused()) {
+    std::fprintf(stderr, "estimator-bench: model %s refused: %s\n", r.origin.c_str(),
+                 r.reason.to_string().c_str());
+  }
+  auto cases = make_cases(registry, specs);
   if (!cases.ok()) {
     std::fprintf(stderr, "estimator-bench: the workload fails locally: %s\n",
                  cases.status().to_string().c_str());
@@ -241,49 +420,71 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::printf("estimator-bench: one request of rows x %u features (2 used by the model), "
-              "model %.*s (%.*s %.*s)\n",
-              kFeatureCount, static_cast<int>(kExpectedModel.size()), kExpectedModel.data(),
+  std::printf("estimator-bench: rows x features requests (%.*s %.*s): linear = %.*s (reads 2 "
+              "columns), xgboost = %u trees of depth %u over every column, selected by name\n",
               static_cast<int>(kSource.size()), kSource.data(),
-              static_cast<int>(kOutputType.size()), kOutputType.data());
-  std::printf("%zu round trips per case (%zu at 500 rows) in %zu interleaved rounds, warm-up "
-              "%zu (%zu) per round; budget %.0f s; spin %.0f us\n",
+              static_cast<int>(kOutputType.size()), kOutputType.data(),
+              static_cast<int>(kLinearModel.size()), kLinearModel.data(), kXGBoostTrees,
+              kXGBoostDepth);
+  std::printf("%zu round trips per case and lane (%zu from 500 rows) in %zu interleaved "
+              "rounds, warm-up %zu (%zu) per round; budget %.0f s; spin %.0f us\n",
               plan.per_round(1) * plan.rounds, plan.per_round(500) * plan.rounds, plan.rounds,
-              plan.warmup, plan.warmup_500, plan.budget_s, spin_us);
+              plan.warmup, plan.warmup_large, plan.budget_s, spin_us);
+  std::printf("ring: daemon core + client::Client (spin: both sides spin; block: neither "
+              "does; cl: client threads); socket: unix stream, length-prefixed FlatBuffers, "
+              "same handler; json: Kepler v0.9 JSON, a connection per request; floor: raw "
+              "shm ping-pong of the same bytes; cacheline/futex: bare ping-pongs; memcpy: "
+              "the request copied once in-process\n");
   const std::string load_start = load_average();
-  std::printf("ring: daemon core + client::Client; socket: unix stream, length-prefixed "
-              "FlatBuffers, same handler; floor: raw shm ping-pong of the same byte counts\n");
 
-  std::array<std::vector<Samples>, 3> samples;
-  const Status status = measure(*cases, registry, plan, options, wanted, samples);
+  Status status = start_lanes(lanes, *cases, registry, options);
+  if (status.ok()) status = measure(lanes, *cases, plan);
+  // Stop every server before anything is printed.
+  for (Lane& l : lanes) l.mode.reset();
   std::printf("%ld CPUs, nothing pinned; load average %s at start, %s at end (a load above "
               "the CPU count makes the spinning modes bimodal)\n\n",
               sysconf(_SC_NPROCESSORS_ONLN), load_start.c_str(), load_average().c_str());
 
+  // Grouped by case (linear at 10 features first, by rows), lanes in their order.
+  std::vector<std::size_t> order(cases->size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    const Case& x = (*cases)[a];
+    const Case& y = (*cases)[b];
+    const auto key = [](const Case& c) {
+      return std::tuple(c.model, c.cols != kPrimaryFeatures, c.cols, c.rows);
+    };
+    return key(x) < key(y);
+  });
   // A round trip longer than the spin time is one where a side gave up spinning and slept
   // (or was descheduled): the slow% column counts them.
   const auto slow_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count();
-  std::vector<Row> rows;
-  for (std::size_t i = 0; i < cases->size(); ++i) {
-    for (std::size_t m = 0; m < kModeOrder.size(); ++m) {
-      if (samples[m].size() <= i || samples[m][i].size() == 0) continue;
-      rows.push_back({kModeOrder[m], &(*cases)[i],
-                      samples[m][i].summarize((*cases)[i].rows, slow_ns)});
+  std::vector<Row> table;
+  for (const std::size_t i : order) {
+    for (const Lane& l : lanes) {
+      if (l.samples.size() <= i || l.samples[i].size() == 0) continue;
+      table.push_back({l.label, &(*cases)[i], l.samples[i].summarize((*cases)[i].rows, slow_ns)});
     }
   }
-  print_table(rows);
+  print_table(table);
   std::printf("\n");
   int exit_code = 0;
   if (!status.ok()) {
     std::fprintf(stderr, "estimator-bench: run failed: %s\n", status.to_string().c_str());
     exit_code = 1;
   }
+  if (csv.empty() && !plot_file.empty()) csv = plot_file + ".csv";
   if (!csv.empty()) {
-    if (Status s = write_csv(csv, rows); !s.ok()) {
+    if (Status s = write_csv(csv, table); !s.ok()) {
       std::fprintf(stderr, "estimator-bench: %s\n", s.to_string().c_str());
       exit_code = 1;
+    } else if (!plot_file.empty()) {
+      plot(plot_script, csv, plot_file);
     }
   }
-  print_ratios(status.ok() ? rows : std::vector<Row>{});
+  const std::vector<Row> valid = status.ok() ? table : std::vector<Row>{};
+  print_targets(valid);
+  std::printf("\n");
+  print_ratios(valid);
   return exit_code;
 }

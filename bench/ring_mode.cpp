@@ -1,13 +1,18 @@
 // Ring mode: what a user of the estimator gets. A forked child runs the daemon core
-// (service::Daemon, the code estimatord runs) on the embedded default models; this process
+// (service::Daemon, the code estimatord runs) on the benchmark's models; this process
 // calls it through the real client (client::Client::estimate), which encodes the request
 // into a slot, publishes it, waits for the answer and verifies it.
 //
 // Why it is fair: nothing is skipped or precomputed. Each round trip encodes the request
 // anew (new request id), the daemon verifies and decodes it, evaluates the model and builds
 // the response, and the client verifies that response before the clock stops, exactly as
-// the socket baseline does. Both sides spin (--spin-us, default 1 ms) for their peer, so
-// back-to-back requests are served hot, as with a high-frequency exporter.
+// the socket baseline does. Hot: both sides spin (--spin-us, default 1 ms) for their peer,
+// so back-to-back requests are served hot, as with a high-frequency exporter. Sleeping:
+// neither side spins, as with an exporter sampling every few seconds.
+//
+// Several clients: one client::Client per thread (as several exporters would each have
+// their own), all started together on each run's share and joined before it returns; the
+// daemon keeps its one dispatch thread (its default).
 #include <signal.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -15,7 +20,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 
 #include "bench/child.h"
 #include "bench/modes.h"
@@ -23,55 +30,130 @@
 #include "service/daemon.h"
 
 namespace estimator::bench {
-namespace {
 
-class RingMode final : public Mode {
+class RingDaemon {
  public:
-  RingMode(const std::vector<Case>& cases, std::string shm_name, const ModeOptions& options)
-      : cases_(cases), shm_name_(std::move(shm_name)), timeout_(options.timeout) {}
-
-  ~RingMode() override {
-    client_.reset();
+  RingDaemon(std::string shm_name, const ModeOptions& options, bool sleeping)
+      : shm_name_(std::move(shm_name)),
+        timeout_(options.timeout),
+        spin_(sleeping ? std::chrono::microseconds(0) : options.spin) {}
+  ~RingDaemon() {
     if (child_ != nullptr) child_->stop();
     // The daemon removes its segment when it stops; this covers one that had to be killed.
     shm_unlink(("/" + shm_name_).c_str());
     unlink(("/dev/shm/" + shm_name_ + ".lock").c_str());
   }
+  RingDaemon(const RingDaemon&) = delete;
+  RingDaemon& operator=(const RingDaemon&) = delete;
+
+  client::ClientOptions client_options() const {
+    client::ClientOptions o;
+    o.shm_name = shm_name_;
+    o.spin = spin_;
+    o.timeout = timeout_;
+    return o;
+  }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  std::unique_ptr<Child> child_;
+
+ private:
+  std::string shm_name_;
+  std::chrono::milliseconds timeout_;
+  std::chrono::microseconds spin_;
+};
+
+namespace {
+
+// Round trips of `c` on one client; latencies into `ns` when given.
+Status call_loop(client::Client& client, const Case& c, std::size_t count,
+                 Clock::time_point deadline, std::chrono::milliseconds timeout,
+                 std::vector<std::int64_t>* ns) {
+  client::Request request{
+      .selector = {.output_type = kOutputType, .source = kSource},
+      .features = feature_names(c.cols),
+      .matrix = c.matrix.data(),
+      .rows = c.rows,
+      .cols = c.cols,
+  };
+  if (c.by_name) request.selector.name = c.model_name;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto t0 = Clock::now();
+    Result<client::Reply> reply = client.estimate(request, timeout);
+    const auto t1 = Clock::now();
+    if (!reply.ok()) return Status(reply.status().code(), "ring: " + reply.status().message());
+    if (Status s = check_reply(c, reply->rows(), reply->cols(), reply->powers().data(),
+                               reply->model().name);
+        !s.ok()) {
+      return Status(s.code(), "ring: " + s.message());
+    }
+    if (ns != nullptr) ns->push_back(elapsed_ns(t0, t1));
+    if (t1 >= deadline) break;
+    // The reply frees its slot here, outside the timed window but inside the wall time.
+  }
+  return Status::Ok();
+}
+
+class RingMode final : public Mode {
+ public:
+  RingMode(std::shared_ptr<RingDaemon> daemon, const std::vector<Case>& cases, unsigned clients)
+      : daemon_(std::move(daemon)), cases_(cases) {
+    for (unsigned k = 0; k < clients; ++k) {
+      clients_.push_back(std::make_unique<client::Client>(daemon_->client_options()));
+    }
+    per_thread_.resize(clients);
+  }
+
+  ~RingMode() override {
+    clients_.clear();  // detach before the daemon may stop
+    daemon_.reset();
+  }
+
+  Status ping() { return clients_.front()->ping(daemon_->timeout()); }
 
   Status run(std::size_t index, std::size_t count, Clock::time_point deadline,
              Samples* out) override {
     const Case& c = cases_[index];
-    const client::Request request{
-        .selector = {.output_type = kOutputType, .source = kSource},
-        .features = feature_names(),
-        .matrix = c.matrix.data(),
-        .rows = c.rows,
-        .cols = c.cols,
-    };
-    for (std::size_t i = 0; i < count; ++i) {
-      const auto t0 = Clock::now();
-      Result<client::Reply> reply = client_->estimate(request, timeout_);
-      const auto t1 = Clock::now();
-      if (!reply.ok()) return Status(reply.status().code(), "ring: " + reply.status().message());
-      if (Status s = check_reply(c, reply->rows(), reply->cols(), reply->powers().data(),
-                                 reply->model().name);
-          !s.ok()) {
-        return Status(s.code(), "ring: " + s.message());
+    if (clients_.size() == 1) {
+      std::vector<std::int64_t>& ns = per_thread_[0];
+      ns.clear();
+      Status s = call_loop(*clients_[0], c, count, deadline, daemon_->timeout(),
+                           out != nullptr ? &ns : nullptr);
+      if (out != nullptr) {
+        for (const std::int64_t v : ns) out->add(v);
       }
-      if (out != nullptr) out->add(elapsed_ns(t0, t1));
-      if (t1 >= deadline) break;
-      // The reply frees its slot here, outside the timed window but inside the wall time.
+      return s;
+    }
+    const std::size_t n = clients_.size();
+    std::vector<Status> status(n);
+    {
+      std::vector<std::jthread> threads;
+      threads.reserve(n);
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t share = count / n + (k < count % n ? 1 : 0);
+        threads.emplace_back([&, k, share] {
+          per_thread_[k].clear();
+          status[k] = call_loop(*clients_[k], c, share, deadline, daemon_->timeout(),
+                                out != nullptr ? &per_thread_[k] : nullptr);
+        });
+      }
+    }  // joined
+    for (std::size_t k = 0; k < n; ++k) {
+      if (out != nullptr) {
+        for (const std::int64_t v : per_thread_[k]) out->add(v);
+      }
+    }
+    for (const Status& s : status) {
+      if (!s.ok()) return s;
     }
     return Status::Ok();
   }
 
-  std::unique_ptr<Child> child_;
-  std::unique_ptr<client::Client> client_;
-
  private:
+  std::shared_ptr<RingDaemon> daemon_;
   const std::vector<Case>& cases_;
-  std::string shm_name_;
-  std::chrono::milliseconds timeout_;
+  std::vector<std::unique_ptr<client::Client>> clients_;
+  std::vector<std::vector<std::int64_t>> per_thread_;  // latencies, kept between runs
 };
 
 // The child: the daemon core until SIGTERM (from the parent, or from the kernel when the
@@ -96,31 +178,38 @@ int serve_ring(const service::DaemonConfig& config,
   return 0;
 }
 
+std::atomic<unsigned> daemons_started{0};
+
 }  // namespace
 
-Result<std::unique_ptr<Mode>> start_ring(const std::vector<Case>& cases,
-                                         std::shared_ptr<const models::Registry> registry,
-                                         const ModeOptions& options) {
+Result<std::shared_ptr<RingDaemon>> start_ring_daemon(
+    std::shared_ptr<const models::Registry> registry, const ModeOptions& options,
+    bool sleeping) {
   service::DaemonConfig config;
-  config.segment.name = "estimator-bench-" + std::to_string(getpid());
-  config.spin_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
+  config.segment.name = "estimator-bench-" + std::to_string(getpid()) + "-" +
+                        std::to_string(daemons_started.fetch_add(1));
+  config.spin_ns = sleeping ? 0
+                            : static_cast<std::uint64_t>(
+                                  std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      options.spin)
+                                      .count());
   config.threads = 1;
-  auto mode = std::make_unique<RingMode>(cases, config.segment.name, options);
-
-  auto child = Child::spawn("ring daemon", [config, registry](const Child::Ready& ready) {
-    return serve_ring(config, registry, ready);
-  });
+  auto daemon = std::make_shared<RingDaemon>(config.segment.name, options, sleeping);
+  auto child = Child::spawn(sleeping ? "sleeping ring daemon" : "ring daemon",
+                            [config, registry](const Child::Ready& ready) {
+                              return serve_ring(config, registry, ready);
+                            });
   if (!child.ok()) return child.status();
-  mode->child_ = std::move(child).value();
-  if (Status s = mode->child_->wait_ready(std::chrono::milliseconds(10000)); !s.ok()) return s;
+  daemon->child_ = std::move(child).value();
+  if (Status s = daemon->child_->wait_ready(std::chrono::milliseconds(10000)); !s.ok()) return s;
+  return daemon;
+}
 
-  client::ClientOptions copts;
-  copts.shm_name = config.segment.name;
-  copts.spin = options.spin;
-  copts.timeout = options.timeout;
-  mode->client_ = std::make_unique<client::Client>(copts);
-  if (Status s = mode->client_->ping(options.timeout); !s.ok()) {
+Result<std::unique_ptr<Mode>> ring_clients(std::shared_ptr<RingDaemon> daemon,
+                                           const std::vector<Case>& cases, unsigned clients) {
+  if (clients == 0) return Status(Code::kInvalidArgument, "ring: 0 clients");
+  auto mode = std::make_unique<RingMode>(std::move(daemon), cases, clients);
+  if (Status s = mode->ping(); !s.ok()) {
     return Status(s.code(), "ring: daemon does not answer a ping: " + s.message());
   }
   return std::unique_ptr<Mode>(std::move(mode));

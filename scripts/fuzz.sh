@@ -27,6 +27,7 @@ declare -A seeds=(
   [fuzz_xgboost]="$F/xgboost"
   [fuzz_model_folder]=""
   [fuzz_zip]="$F/zip"
+  [fuzz_kepler_json]="$ROOT/tests/fuzz/kepler_json_seeds"
 )
 status=0
 for target in "${!seeds[@]}"; do

@@ -12,12 +12,15 @@ PACKAGES=(
   libboost-dev libeigen3-dev libflatbuffers-dev flatbuffers-compiler libspdlog-dev
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libhdf5-dev libzip-dev zipcmp zipmerge ziptool
+  libcurl4-openssl-dev  # model fetching (service/model_fetcher.h)
 )
 # Independent references the model tests compare against (skipped when absent): Debian's
 # scikit-learn, XGBoost (Python and C library), h5py and numpy.
 TEST_PACKAGES=(
   python3-sklearn python3-xgboost python3-h5py python3-numpy python3-joblib
   libxgboost-dev xgboost
+  python3-yaml
+  golang-go  # the Go client's test (clients/go, cgo); skipped when absent
 )
 
 # Installs those of the given packages (default: the build dependencies) not installed yet.

@@ -26,8 +26,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
   auto seg = shm::ServerSegment::create(config.segment);
   if (!seg.ok()) return seg.status();
   d->segment_ = std::move(seg).value();
+  d->working_ = std::make_unique<std::atomic<std::uint32_t>[]>(config.threads);
   for (unsigned i = 0; i < config.threads; ++i) {
-    d->threads_.emplace_back([p = d.get()] { p->dispatch_loop(); });
+    d->threads_.emplace_back([p = d.get(), i] { p->dispatch_loop(i); });
   }
   d->threads_.emplace_back([p = d.get()] { p->housekeeping_loop(); });
   d->segment_->mark_serving();
@@ -40,7 +41,7 @@ void Daemon::stop() {
   if (stopping_.exchange(true)) return;
   // Wake sleeping dispatch threads; each sees stopping_ after its wait.
   for (std::size_t i = 0; i < threads_.size(); ++i) {
-    sem_post(&segment_->view().header().doorbell);
+    shm::sem_post_shared(&segment_->view().header().doorbell);
   }
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
@@ -49,16 +50,19 @@ void Daemon::stop() {
   segment_.reset();  // marks stopping, unlinks
 }
 
-void Daemon::dispatch_loop() {
+void Daemon::dispatch_loop(unsigned index) {
+  std::atomic<std::uint32_t>& working = working_[index];
   const shm::SegmentView& view = segment_->view();
   shm::ServerRing ring(view);
-  RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity());
+  RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity(),
+                         config_.metrics);
   while (!stopping_.load(std::memory_order_relaxed)) {
     const auto taken = ring.take();
     if (!taken) {
       if (!ring.wait_for_work(config_.spin_ns, kIdleWakeNs)) ring.scan();
       continue;
     }
+    working.store(taken->slot + 1, std::memory_order_seq_cst);
     const shm::SlotRef slot = view.slot(taken->slot);
     // offset and len were read once by take(); the area bounds are ours.
     std::span<const std::uint8_t> request;
@@ -73,6 +77,7 @@ void Daemon::dispatch_loop() {
     std::memcpy(slot.response + offset, reply.data(), reply.size());
     ring.answer(taken->slot, static_cast<std::uint32_t>(offset),
                 static_cast<std::uint32_t>(reply.size()));
+    working.store(0, std::memory_order_seq_cst);
     stats_.requests.fetch_add(1, std::memory_order_relaxed);
     if (handler.last_code() != Code::kOk) {
       stats_.errors.fetch_add(1, std::memory_order_relaxed);
@@ -84,10 +89,16 @@ void Daemon::dispatch_loop() {
 void Daemon::housekeeping_loop() {
   const shm::SegmentView& view = segment_->view();
   shm::SlotReaper reaper(view);
+  const auto working = [this](std::uint32_t slot) {
+    for (unsigned t = 0; t < config_.threads; ++t) {
+      if (working_[t].load(std::memory_order_seq_cst) == slot + 1) return true;
+    }
+    return false;
+  };
   while (!stopping_.load(std::memory_order_relaxed)) {
     const std::uint64_t now = shm::monotonic_ns();
     view.header().heartbeat_ns.store(now, std::memory_order_relaxed);
-    if (const std::uint32_t n = reaper.sweep(now); n != 0) {
+    if (const std::uint32_t n = reaper.sweep(now, working); n != 0) {
       stats_.reclaimed_slots.fetch_add(n, std::memory_order_relaxed);
       spdlog::info("reclaimed {} slot(s) of dead clients", n);
     }

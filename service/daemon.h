@@ -18,6 +18,7 @@ struct DaemonConfig {
   shm::SegmentConfig segment;
   std::uint64_t spin_ns = 50'000;  // spin this long for the next request before sleeping
   unsigned threads = 1;            // dispatch threads
+  Metrics* metrics = nullptr;      // counts and times requests when set; must outlive the daemon
 };
 
 // Counters for logs (the metrics endpoint reads the same ones).
@@ -50,7 +51,7 @@ class Daemon {
  private:
   Daemon(const DaemonConfig& config, std::shared_ptr<RegistryHolder> registry)
       : config_(config), registry_(std::move(registry)) {}
-  void dispatch_loop();
+  void dispatch_loop(unsigned index);
   void housekeeping_loop();
 
   DaemonConfig config_;
@@ -59,6 +60,9 @@ class Daemon {
   std::atomic<bool> stopping_{false};
   DaemonStats stats_;
   std::vector<std::thread> threads_;
+  // Per dispatch thread: 1 + the slot it is handling, 0 when none; tells the reaper which
+  // Busy slots are really being worked on (shm::SlotReaper::sweep).
+  std::unique_ptr<std::atomic<std::uint32_t>[]> working_;
 };
 
 }  // namespace estimator::service

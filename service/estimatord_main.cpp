@@ -4,13 +4,21 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <spdlog/spdlog.h>
 
 #include "models/embedded_defaults.h"
 #include "service/daemon.h"
+#include "service/metrics.h"
+#include "service/metrics_server.h"
+#include "service/kepler_endpoint.h"
 #include "service/model_watcher.h"
+#include "service/fetch_config.h"
+#include "service/model_fetcher.h"
 
 using namespace estimator;
 
@@ -25,10 +33,16 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string mode = "0600";
   bool no_defaults = false;
+  models::SelectionPolicy policy;
   app.add_option("--model-dir", model_dir,
                  "directory of models (folders with metadata.json, kepler-model-db zips, "
                  "weight files), watched for changes; added to the embedded defaults");
   app.add_flag("--no-default-models", no_defaults, "do not serve the embedded default models");
+  app.add_option("--error-key", policy.error_key,
+                 "metadata figure whose smallest value wins selection (mae, mape, mse, ...)")
+      ->capture_default_str();
+  app.add_option("--node-type", policy.node_type,
+                 "prefer models trained on this node_type (kepler-model-db index) when any fits");
   app.add_option("--shm-name", config.segment.name, "shared-memory segment name")
       ->capture_default_str();
   app.add_option("--slots", config.segment.slots, "requests in flight at once (1-512)")
@@ -44,6 +58,37 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
+  std::string metrics_address;
+  app.add_option("--metrics-address", metrics_address,
+                 "serve Prometheus metrics over HTTP at HOST:PORT (e.g. 0.0.0.0:9103; port 0 "
+                 "picks a free one; default: off)");
+  // Kepler's unix-socket JSON protocol (service/kepler_endpoint.h).
+  service::KeplerEndpointConfig socket_config;
+  std::string socket_mode = "0660";
+  long socket_timeout_ms = socket_config.deadline.count();
+  std::string socket_path;
+  app.add_option("--socket", socket_path,
+                 "serve Kepler's JSON protocol on this unix socket (Kepler's path: "
+                 "/tmp/estimator.sock; default: off)");
+  app.add_option("--socket-mode", socket_mode, "socket file permissions (octal)")
+      ->capture_default_str();
+  app.add_option("--socket-max-bytes", socket_config.max_request_bytes,
+                 "largest JSON request accepted; a larger one gets an error reply")
+      ->capture_default_str();
+  app.add_option("--socket-timeout-ms", socket_timeout_ms,
+                 "deadline of a socket connection, from accept to the last reply byte")
+      ->capture_default_str();
+  app.add_option("--socket-max-connections", socket_config.max_connections,
+                 "socket connections open at once; more are closed on accept")
+      ->capture_default_str();
+  // Model fetching (service/model_fetcher.h): Kepler's <PREFIX>_INIT_URL and MODEL_SERVER_*
+  // keys, from the environment and this file (the environment wins).
+  std::string fetch_config_file;
+  bool no_fetch = false;
+  app.add_option("--config", fetch_config_file,
+                 "KEY=VALUE file (or ConfigMap directory) of Kepler's model keys: "
+                 "<PREFIX>_INIT_URL, MODEL_SERVER_ENABLE, ...; the environment overrides it");
+  app.add_flag("--no-fetch", no_fetch, "never download models (INIT_URL, model server)");
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -56,12 +101,59 @@ int main(int argc, char** argv) {
     spdlog::error("--shm-mode must be octal, e.g. 0600");
     return 2;
   }
+  try {
+    socket_config.mode = static_cast<mode_t>(std::stoul(socket_mode, nullptr, 8));
+  } catch (const std::exception&) {
+    spdlog::error("--socket-mode must be octal, e.g. 0660");
+    return 2;
+  }
+  socket_config.path = socket_path;
+  // libcurl's global state, set up while this is the only thread. The stop signals are
+  // blocked here too, before the model watcher's and the fetcher's threads start: a thread
+  // that does not block them could be chosen for SIGTERM's default action, killing the process
+  // without cleanup (segment, private model directory).
+  const service::CurlGlobal curl_global;
+  {
+    sigset_t early_stop;
+    sigemptyset(&early_stop);
+    sigaddset(&early_stop, SIGINT);
+    sigaddset(&early_stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &early_stop, nullptr);
+  }
+  auto fetch_config = service::load_fetch_config(fetch_config_file);
+  if (!fetch_config.ok()) {
+    spdlog::error("model fetch configuration: {}", fetch_config.status().to_string());
+    return 2;
+  }
+  const bool fetching = !no_fetch && fetch_config->enabled();
+  // Fetched models land in the model directory; without one, a private directory under
+  // $TMPDIR serves (removed at exit: fetched models are fetched again on the next start).
+  struct PrivateDir {
+    std::filesystem::path path;
+    ~PrivateDir() {
+      std::error_code ec;
+      if (!path.empty()) std::filesystem::remove_all(path, ec);
+    }
+  } private_model_dir;
+  if (fetching && model_dir.empty()) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "estimatord-models-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      spdlog::error("cannot create a directory for fetched models under {}: {}",
+                    std::filesystem::temp_directory_path().string(), std::strerror(errno));
+      return 1;
+    }
+    private_model_dir.path = tmpl;
+    model_dir = tmpl;
+    spdlog::info("no --model-dir: fetched models go to {} (removed at exit)", model_dir);
+  }
+  socket_config.deadline = std::chrono::milliseconds(socket_timeout_ms);
 
   // The embedded defaults serve unless disabled; a model directory adds to them and is
   // watched for changes.
   std::vector<models::ModelFolder> defaults;
   if (!no_defaults) defaults = models::embedded_model_folders();
-  auto holder = std::make_shared<service::RegistryHolder>(models::Registry::build(defaults));
+  auto holder = std::make_shared<service::RegistryHolder>(models::Registry::build(defaults),
+                                                         policy);
   std::unique_ptr<service::ModelWatcher> watcher;
   if (!model_dir.empty()) {
     if (!std::filesystem::is_directory(model_dir)) {
@@ -92,10 +184,66 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const std::size_t model_count = registry->models().size();
+  // Created before the daemon, whose dispatch threads cache cells of it, so it outlives them.
+  service::Metrics metrics;
+  if (!metrics_address.empty()) config.metrics = &metrics;
   auto daemon = service::Daemon::start(config, holder);
   if (!daemon.ok()) {
     spdlog::error("cannot start: {}", daemon.status().to_string());
     return 1;
+  }
+  std::unique_ptr<service::MetricsServer> metrics_server;  // stopped before the daemon
+  if (!metrics_address.empty()) {
+    const service::Daemon* d = daemon.value().get();
+    Status added = metrics.add_counter(
+        "estimator_slots_reclaimed_total", "Slots of dead clients reclaimed by the daemon.",
+        [d] { return static_cast<double>(d->stats().reclaimed_slots.load()); });
+    if (added.ok() && watcher) {
+      added = metrics.add_counter(
+          "estimator_registry_reloads_total", "Model directory changes swapped in.",
+          [w = watcher.get()] { return static_cast<double>(w->reloads()); });
+    }
+    if (!added.ok()) spdlog::warn("metrics: {}", added.to_string());
+    auto server = service::MetricsServer::start(
+        {.address = metrics_address},
+        [&metrics, &holder] { return metrics.render(holder->get().get()); });
+    if (!server.ok()) {
+      spdlog::error("--metrics-address: {}", server.status().to_string());
+      return 1;
+    }
+    metrics_server = std::move(server).value();
+    spdlog::info("metrics: http://{}/metrics", metrics_server->bound_address());
+  }
+  // After the models are loaded and the daemon serves; stopped after the metrics server
+  // (which reads its counters) and before the daemon.
+  std::unique_ptr<service::KeplerEndpoint> kepler_socket;
+  if (!socket_path.empty()) {
+    if (!metrics_address.empty()) socket_config.metrics = &metrics;
+    auto endpoint = service::KeplerEndpoint::start(socket_config, holder);
+    if (!endpoint.ok()) {
+      spdlog::error("--socket: {}", endpoint.status().to_string());
+      return 1;
+    }
+    kepler_socket = std::move(endpoint).value();
+    if (!metrics_address.empty()) {
+      const service::KeplerEndpointStats* ks = &kepler_socket->stats();
+      Status added = metrics.add_counter(
+          "estimator_kepler_socket_requests_total", "Kepler JSON socket requests answered.",
+          [ks] { return static_cast<double>(ks->requests.load()); });
+      if (added.ok()) {
+        added = metrics.add_counter(
+            "estimator_kepler_socket_errors_total",
+            "Kepler JSON socket replies carrying an error (oversized requests included).",
+            [ks] { return static_cast<double>(ks->errors.load()); });
+      }
+      if (added.ok()) {
+        added = metrics.add_counter(
+            "estimator_kepler_socket_timeouts_total",
+            "Kepler JSON socket connections closed at their deadline.",
+            [ks] { return static_cast<double>(ks->timeouts.load()); });
+      }
+      if (!added.ok()) spdlog::warn("metrics: {}", added.to_string());
+    }
   }
   const auto& seg = daemon.value()->segment();
   const double startup_ms =
@@ -104,12 +252,45 @@ int main(int argc, char** argv) {
                seg.name(), seg.view().slot_count(), seg.bytes(), model_count, seg.epoch(),
                startup_ms);
 
+  // Background fetching starts once the local models serve: start-up never waits on it.
+  std::shared_ptr<service::ModelFetcher> fetcher;
+  if (fetching) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(model_dir) / "fetched", ec);
+    if (ec) {
+      spdlog::error("model fetching disabled: cannot write {}/fetched: {}", model_dir, ec.message());
+    } else {
+      fetcher = std::make_shared<service::ModelFetcher>(*fetch_config, model_dir);
+      // A request shape that no model fits, or that only an embedded default fits, asks
+      // the model server for a trained model (want() de-duplicates and never blocks).
+      holder->set_shape_observer(std::make_shared<const service::ShapeObserver>(
+          [weak = std::weak_ptr<service::ModelFetcher>(fetcher)](const wire::ParsedRequest& r,
+                                                                 const models::Model* chosen) {
+            if (chosen != nullptr && !chosen->info().origin.starts_with("embedded:")) return;
+            const auto f = weak.lock();
+            if (f == nullptr || r.feature_names.empty()) return;
+            service::ModelQuery q;
+            q.features.assign(r.feature_names.begin(), r.feature_names.end());
+            for (const SystemValue& v : r.system_values) q.features.emplace_back(v.name);
+            q.output_type = r.output_type;
+            q.source = r.source;
+            q.trainer = r.trainer;
+            q.filter = r.filter;
+            f->want(q);
+          }));
+    }
+  }
+
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {} received, stopping", sig);
+  holder->set_shape_observer(nullptr);
+  fetcher.reset();  // aborts a transfer in progress
   const auto& stats = daemon.value()->stats();
   const std::uint64_t served = stats.requests.load();
   const std::uint64_t failed = stats.errors.load();
+  metrics_server.reset();
+  kepler_socket.reset();
   daemon.value().reset();
   spdlog::info("stopped after {} requests ({} errors); segment removed", served, failed);
   return 0;

@@ -3,11 +3,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string_view>
 
 #include "models/model.h"
+#include "service/metrics.h"
 
 namespace estimator::service {
 namespace {
@@ -30,6 +32,7 @@ std::uint64_t key_hash(const wire::ParsedRequest& r) {
   h = fnv1a(h, r.trainer);
   h = fnv1a(h, r.output_type);
   h = fnv1a(h, r.source);
+  h = fnv1a(h, r.filter);
   for (std::string_view f : r.feature_names) h = fnv1a(h, f);
   return h ^ (r.node_power.empty() ? 0 : 1);
 }
@@ -51,16 +54,17 @@ bool all_finite(const float* values, std::size_t n) {
 
 struct RequestHandler::CachedPlan {
   std::uint64_t hash;
-  std::string model_name, trainer, output_type, source;
+  std::string model_name, trainer, output_type, source, filter;
   std::vector<std::string> features;
   bool has_node_power;
   const models::Model* model;
   std::unique_ptr<const models::Plan> plan;
   wire::ResponseTail tail;  // model description and components, encoded once
+  RequestCell* cell = nullptr;  // the model's metrics, resolved once (null: no metrics)
 
   bool matches(const wire::ParsedRequest& r) const {
     if (model_name != r.model_name || trainer != r.trainer || output_type != r.output_type ||
-        source != r.source || has_node_power != !r.node_power.empty() ||
+        source != r.source || filter != r.filter || has_node_power != !r.node_power.empty() ||
         features.size() != r.feature_names.size()) {
       return false;
     }
@@ -72,12 +76,13 @@ struct RequestHandler::CachedPlan {
 };
 
 RequestHandler::RequestHandler(const RegistryHolder& registry, std::size_t request_capacity,
-                               std::size_t response_capacity)
+                               std::size_t response_capacity, Metrics* metrics)
     : registry_(registry),
       reader_(request_capacity),
       builder_(response_capacity),
       node_cores_(static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN))),
-      ping_tail_(wire::make_response_tail({}, {})) {
+      ping_tail_(wire::make_response_tail({}, {})),
+      metrics_(metrics) {
   cache_.reserve(kPlanCacheSize);
 }
 
@@ -96,9 +101,13 @@ const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRe
     if (c->hash == h && c->matches(req)) return c.get();
   }
   // Miss: select and plan (allocates; once per distinct request shape).
-  const models::Selector sel{req.model_name, req.trainer, req.output_type, req.source};
+  const models::Selector sel{req.model_name, req.trainer, req.output_type, req.source,
+                             req.filter};
   Result<const models::Model*> chosen =
-      current_->select(sel, req.feature_names, !req.node_power.empty());
+      current_->select(sel, req.feature_names, !req.node_power.empty(), registry_.policy());
+  if (const auto observer = registry_.shape_observer(); observer != nullptr) {
+    (*observer)(req, chosen.ok() ? chosen.value() : nullptr);
+  }
   if (!chosen.ok()) {
     error = chosen.status();
     return nullptr;
@@ -115,11 +124,13 @@ const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRe
   entry->trainer = req.trainer;
   entry->output_type = req.output_type;
   entry->source = req.source;
+  entry->filter = req.filter;
   entry->features.assign(req.feature_names.begin(), req.feature_names.end());
   entry->has_node_power = !req.node_power.empty();
   entry->model = model;
   entry->plan = std::move(plan).value();
   const models::ModelInfo& info = model->info();
+  if (metrics_ != nullptr) entry->cell = metrics_->cell(info.name, info.source, info.output_type);
   const double trained = info.machine_cores;
   const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
                                     info.output_type, info.source,  info.mae,
@@ -137,6 +148,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
     last_code_ = error.code();
     return builder_.error(req.request_id, error);
   }
+  last_cell_ = cp->cell;
   const models::ModelInfo& info = cp->model->info();
   const auto ncomp = static_cast<std::uint32_t>(info.components.size());
   const models::ConstMatrixView x(req.matrix, req.rows, req.cols);
@@ -170,6 +182,24 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
 }
 
 std::span<const std::uint8_t> RequestHandler::handle(std::span<const std::uint8_t> request) {
+  if (metrics_ == nullptr) return handle_request(request);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::span<const std::uint8_t> reply = handle_request(request);
+  if (last_was_ping_) {
+    metrics_->count_ping();
+    return reply;
+  }
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now() - t0).count();
+  RequestCell* cell = last_cell_ != nullptr ? last_cell_ : metrics_->unattributed();
+  cell->record(last_code_, static_cast<std::uint64_t>(ns));
+  return reply;
+}
+
+std::span<const std::uint8_t> RequestHandler::handle_request(
+    std::span<const std::uint8_t> request) {
+  last_cell_ = nullptr;
+  last_was_ping_ = false;
   wire::ParsedRequest req;
   if (Status s = reader_.read(request, req); !s.ok()) {
     last_code_ = s.code();
@@ -177,6 +207,7 @@ std::span<const std::uint8_t> RequestHandler::handle(std::span<const std::uint8_
   }
   if (req.kind == fb::RequestKind::Ping) {
     last_code_ = Code::kOk;
+    last_was_ping_ = true;
     if (Result<float*> r = builder_.begin(0, 0, ping_tail_); !r.ok()) {
       return builder_.error(req.request_id, r.status());
     }

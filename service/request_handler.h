@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,21 +18,41 @@
 
 namespace estimator::service {
 
-// Where handlers get the current registry; swapped atomically on reload.
+class Metrics;
+class RequestCell;
+
+// Told of each new request shape (once per handler: a plan-cache miss) with the model the
+// selection chose, null when none fits; the model fetcher uses it to ask the model server
+// for a better model in the background. Runs on a dispatch thread: must not block.
+using ShapeObserver = std::function<void(const wire::ParsedRequest&, const models::Model*)>;
+
+// Where handlers get the current registry (swapped atomically on reload), the operator's
+// selection policy (fixed for the daemon's life) and the shape observer, if any.
 class RegistryHolder {
  public:
-  explicit RegistryHolder(std::shared_ptr<const models::Registry> r) : current_(std::move(r)) {}
+  explicit RegistryHolder(std::shared_ptr<const models::Registry> r,
+                          models::SelectionPolicy policy = {})
+      : current_(std::move(r)), policy_(std::move(policy)) {}
   std::shared_ptr<const models::Registry> get() const { return current_.load(); }
   void set(std::shared_ptr<const models::Registry> r) { current_.store(std::move(r)); }
+  const models::SelectionPolicy& policy() const { return policy_; }
+
+  // May be set or cleared while handlers run (loaded once per plan-cache miss).
+  void set_shape_observer(std::shared_ptr<const ShapeObserver> o) { observer_.store(std::move(o)); }
+  std::shared_ptr<const ShapeObserver> shape_observer() const { return observer_.load(); }
 
  private:
   std::atomic<std::shared_ptr<const models::Registry>> current_;
+  const models::SelectionPolicy policy_;
+  std::atomic<std::shared_ptr<const ShapeObserver>> observer_;
 };
 
 class RequestHandler {
  public:
+  // `metrics` (optional, must outlive the handler) counts every request by model and
+  // status and times it; null = no clock reads, no counting.
   RequestHandler(const RegistryHolder& registry, std::size_t request_capacity,
-                 std::size_t response_capacity);
+                 std::size_t response_capacity, Metrics* metrics = nullptr);
   ~RequestHandler();
   RequestHandler(const RequestHandler&) = delete;
   RequestHandler& operator=(const RequestHandler&) = delete;
@@ -47,6 +68,7 @@ class RequestHandler {
   struct CachedPlan;
   const CachedPlan* find_plan(const wire::ParsedRequest& req, Status& error);
   std::span<const std::uint8_t> estimate(const wire::ParsedRequest& req);
+  std::span<const std::uint8_t> handle_request(std::span<const std::uint8_t> request);
 
   const RegistryHolder& registry_;
   std::shared_ptr<const models::Registry> current_;  // pinned while the cache refers to it
@@ -56,6 +78,9 @@ class RequestHandler {
   double node_cores_;
   wire::ResponseTail ping_tail_;
   Code last_code_ = Code::kOk;
+  Metrics* metrics_;
+  RequestCell* last_cell_ = nullptr;  // the chosen model's cell; null = not counted yet
+  bool last_was_ping_ = false;
 };
 
 }  // namespace estimator::service

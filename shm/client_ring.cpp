@@ -74,7 +74,7 @@ Status ClientRing::publish(std::uint32_t slot, std::uint32_t offset, std::uint32
   // seq_cst pairs with the daemon's "set sleeping, then re-check the mask": at least one
   // of us sees the other, so a request is never left unnoticed while the daemon sleeps.
   h.ready_mask[slot / 64].fetch_or(1ULL << (slot % 64), std::memory_order_seq_cst);
-  if (h.server_sleeping.load(std::memory_order_seq_cst) != 0) sem_post(&h.doorbell);
+  if (h.server_sleeping.load(std::memory_order_seq_cst) != 0) sem_post_shared(&h.doorbell);
   return Status::Ok();
 }
 

@@ -25,7 +25,7 @@
 //   64 | epoch u64 | state atomic u32 | reserved                    (written at start)
 //  128 | heartbeat_ns atomic u64 (CLOCK_MONOTONIC)                  (server timer)
 //  192 | ready_mask atomic u64 x 8: bit i set = slot i published    (clients | server)
-//  256 | server_sleeping atomic u32 | server_cpu atomic u32 | pad | doorbell sem_t (32 B)
+//  256 | server_sleeping atomic u32 | server_cpu atomic u32 | pad | doorbell ShmSemaphore (32 B)
 //  320 | reserved up to 512
 //
 // SlotControl (two cache lines)
@@ -33,7 +33,7 @@
 //      | lease_deadline_ns atomic u64 | owner_pidns u32 | client_sleeping atomic u32 |
 //      | request_offset u32 | request_len u32 | response_offset u32 | response_len u32 |
 //      | client_cpu atomic u32 |
-//   64 | response_ready sem_t (32 B) | pad
+//   64 | response_ready ShmSemaphore (32 B) | pad
 //
 // Slot states and who moves them (C = owning client, S = server):
 //   Free --C claim (CAS)--> Claimed --C publish--> Ready --S take (CAS)--> Busy
@@ -43,8 +43,6 @@
 //   any but Busy, owner dead or lease expired --S reclaim (CAS)--> Free
 #pragma once
 
-#include <semaphore.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -53,7 +51,8 @@ namespace estimator::shm {
 
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x314D48535457504BULL;  // "KPWTSHM1" little-endian
-inline constexpr std::uint32_t kLayoutVersion = 2;
+// 3: futex-based ShmSemaphore instead of glibc sem_t (same size and offsets).
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::uint32_t kMaxSlots = 512;  // 8 ready-mask words of 64 bits
 inline constexpr std::uint32_t kMaskWords = kMaxSlots / 64;
 
@@ -91,6 +90,19 @@ struct SlotWord {
   constexpr SlotWord with(SlotState s) const { return {s, generation, pid}; }
 };
 
+// A counting semaphore between processes: a count changed with atomics, and futex(2)
+// called directly on it (shm/wait.h). Not glibc's sem_t: glibc aborts the process when a
+// futex call on a sem_t fails, and a peer scribbling on the sem_t (its flags word) makes
+// the call fail, so any client could kill the daemon with one write.
+struct alignas(16) ShmSemaphore {
+  std::atomic<std::uint32_t> count;
+  std::uint32_t reserved[7];
+
+  ShmSemaphore() = delete;
+  ShmSemaphore(const ShmSemaphore&) = delete;
+  ShmSemaphore& operator=(const ShmSemaphore&) = delete;
+};
+
 struct alignas(kCacheLine) SegmentHeader {
   // line 0: immutable once state is kServing
   std::uint64_t magic;
@@ -116,7 +128,7 @@ struct alignas(kCacheLine) SegmentHeader {
   // The CPU the dispatch thread last ran on: a client on the same CPU must not spin (it
   // would only delay the daemon it waits for until its spin runs out).
   std::atomic<std::uint32_t> server_cpu;
-  alignas(16) sem_t doorbell;
+  ShmSemaphore doorbell;
   // lines 5-7 reserved for future fields
   alignas(kCacheLine) std::uint8_t reserved[3 * kCacheLine];
 
@@ -137,7 +149,7 @@ struct alignas(kCacheLine) SlotControl {
   std::uint32_t response_len;
   std::atomic<std::uint32_t> client_cpu;  // where the owner published from (same reason)
   // line 1
-  alignas(kCacheLine) sem_t response_ready;
+  alignas(kCacheLine) ShmSemaphore response_ready;
 
   SlotControl() = delete;
   SlotControl(const SlotControl&) = delete;
@@ -148,7 +160,7 @@ inline constexpr std::size_t kHeaderBytes = sizeof(SegmentHeader);
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
-static_assert(sizeof(sem_t) == 32, "layout assumes glibc x86_64/aarch64 sem_t");
+static_assert(sizeof(ShmSemaphore) == 32 && offsetof(ShmSemaphore, count) == 0);
 static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && sizeof(std::atomic<std::uint32_t>) == 4);
 static_assert(sizeof(SegmentHeader) == 512);
 static_assert(offsetof(SegmentHeader, magic) == 0);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -174,7 +175,6 @@ Result<std::unique_ptr<ServerSegment>> ServerSegment::create(const SegmentConfig
   auto* base = static_cast<std::uint8_t*>(seg->region_.get_address());
   std::memset(base, 0, kHeaderBytes);
   auto* h = reinterpret_cast<SegmentHeader*>(base);
-  h->magic = kMagic;
   h->layout_version = kLayoutVersion;
   h->header_bytes = static_cast<std::uint32_t>(kHeaderBytes);
   h->schema_hash = schema::kSchemaHash;
@@ -189,19 +189,18 @@ Result<std::unique_ptr<ServerSegment>> ServerSegment::create(const SegmentConfig
   h->state.store(static_cast<std::uint32_t>(ServerState::kInitializing));
   h->heartbeat_ns.store(monotonic_ns());
   h->server_cpu.store(kUnknownCpu);
-  if (sem_init(&h->doorbell, 1, 0) != 0) {
-    return Status(Code::kInternal, "sem_init doorbell: " + errno_text(errno));
-  }
+  sem_init_shared(&h->doorbell);
   seg->view_ = SegmentView(base, config.slots, h->slot_stride, req_cap, resp_cap);
   for (std::uint32_t i = 0; i < config.slots; ++i) {
     SlotControl* c = seg->view_.slot(i).control;
     c->word.store(SlotWord{SlotState::kFree, 0, 0}.pack());
     c->lease_deadline_ns.store(0);
     c->client_cpu.store(kUnknownCpu);
-    if (sem_init(&c->response_ready, 1, 0) != 0) {
-      return Status(Code::kInternal, "sem_init slot: " + errno_text(errno));
-    }
+    sem_init_shared(&c->response_ready);
   }
+  // Last, with release: a client that sees the magic sees every field above (until then
+  // it reads 0, "daemon is starting", rather than a half-written header).
+  std::atomic_ref<std::uint64_t>(h->magic).store(kMagic, std::memory_order_release);
   return seg;
 }
 
@@ -250,7 +249,8 @@ Result<std::unique_ptr<ClientSegment>> ClientSegment::attach(const std::string& 
   auto* base = static_cast<std::uint8_t*>(seg->region_.get_address());
   const auto* h = reinterpret_cast<const SegmentHeader*>(base);
   // Copy each field once; the segment may change under us.
-  const std::uint64_t magic = h->magic;
+  const std::uint64_t magic =
+      std::atomic_ref<std::uint64_t>(const_cast<SegmentHeader*>(h)->magic).load(std::memory_order_acquire);
   const std::uint32_t layout = h->layout_version;
   const std::uint64_t schema_hash = h->schema_hash;
   const std::uint64_t bytes = h->segment_bytes;

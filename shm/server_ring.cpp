@@ -58,7 +58,7 @@ void ServerRing::answer(std::uint32_t slot, std::uint32_t offset, std::uint32_t 
       c->word.compare_exchange_strong(word, sw.with(SlotState::kAnswered).pack(),
                                       std::memory_order_seq_cst)) {
     // seq_cst pairs with the client's "set sleeping, then re-check the state".
-    if (c->client_sleeping.load(std::memory_order_seq_cst) != 0) sem_post(&c->response_ready);
+    if (c->client_sleeping.load(std::memory_order_seq_cst) != 0) sem_post_shared(&c->response_ready);
     return;
   }
   // The client gave up (Abandoned) or something scribbled on the word: free the slot
@@ -99,14 +99,38 @@ void ServerRing::scan() {
 }
 
 SlotReaper::SlotReaper(const SegmentView& view)
-    : view_(view), pidns_(pid_namespace_id()), unleased_seen_(view.slot_count(), 0) {}
+    : view_(view),
+      pidns_(pid_namespace_id()),
+      unleased_seen_(view.slot_count(), 0),
+      orphan_seen_(view.slot_count(), 0) {}
 
-std::uint32_t SlotReaper::sweep(std::uint64_t now_ns) {
+std::uint32_t SlotReaper::sweep(std::uint64_t now_ns,
+                                const std::function<bool(std::uint32_t)>& working) {
   std::uint32_t reclaimed = 0;
   for (std::uint32_t i = 0; i < view_.slot_count(); ++i) {
     SlotControl* c = view_.slot(i).control;
     std::uint64_t word = c->word.load(std::memory_order_acquire);
     const SlotWord sw = SlotWord::unpack(word);
+    if (working && (sw.state == SlotState::kBusy || sw.state == SlotState::kAbandoned)) {
+      // A thread marks the slot it handles just after taking it, so a slot seen Busy once
+      // without a thread may be one being taken; seen twice with the same word (the
+      // generation changes with every claim), it is nobody's: without this, a client that
+      // writes Busy and dies would take the slot out of the ring for good.
+      unleased_seen_[i] = 0;
+      if (working(i)) {
+        orphan_seen_[i] = 0;
+      } else if (orphan_seen_[i] != word) {
+        orphan_seen_[i] = word;
+      } else if (c->word.compare_exchange_strong(
+                     word, SlotWord{SlotState::kFree, sw.generation, 0}.pack(),
+                     std::memory_order_acq_rel)) {
+        c->lease_deadline_ns.store(0, std::memory_order_relaxed);
+        orphan_seen_[i] = 0;
+        ++reclaimed;
+      }
+      continue;
+    }
+    orphan_seen_[i] = 0;
     if (sw.state == SlotState::kFree || sw.state == SlotState::kBusy) {
       unleased_seen_[i] = 0;
       continue;

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -55,8 +56,13 @@ class ServerRing {
 class SlotReaper {
  public:
   explicit SlotReaper(const SegmentView& view);
-  // Returns the number of slots reclaimed.
-  std::uint32_t sweep(std::uint64_t now_ns);
+  // Returns the number of slots reclaimed. `working(i)`, when given, says whether a
+  // dispatch thread of this daemon is handling slot i. A Busy or Abandoned slot that no
+  // thread handles, seen twice with the same word, is an orphan (a client wrote that state
+  // itself, or died after doing so) and is freed too; without `working`, such slots are
+  // left alone (Busy) or freed by owner liveness (Abandoned).
+  std::uint32_t sweep(std::uint64_t now_ns,
+                      const std::function<bool(std::uint32_t)>& working = {});
 
  private:
   SegmentView view_;
@@ -64,6 +70,7 @@ class SlotReaper {
   // A Claimed slot whose lease is still 0 is one whose owner died between the claim CAS
   // and writing the lease; seen twice in a row with the same word, it is reclaimed.
   std::vector<std::uint64_t> unleased_seen_;
+  std::vector<std::uint64_t> orphan_seen_;  // Busy/Abandoned words no thread handled
 };
 
 }  // namespace estimator::shm

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <sched.h>
-#include <semaphore.h>
 
 #include <cstdint>
 
@@ -42,12 +41,18 @@ bool spin_until(Ready&& ready, std::uint64_t spin_ns, PeerCpu&& peer_cpu) {
 
 inline constexpr std::uint32_t kUnknownCpu = 0xFFFFFFFFu;
 
+// The ShmSemaphore operations (shm/layout.h). Every futex error is returned or ignored,
+// never fatal: the count lives in memory any client can scribble on.
+void sem_init_shared(ShmSemaphore* sem);
+// Adds one to the count and wakes one waiter.
+void sem_post_shared(ShmSemaphore* sem);
+
 // Blocks until the semaphore is posted (true) or CLOCK_MONOTONIC reaches deadline_ns
 // (false). EINTR is retried.
-bool sem_wait_until(sem_t* sem, std::uint64_t deadline_ns);
+bool sem_wait_until(ShmSemaphore* sem, std::uint64_t deadline_ns);
 
 // Consumes posts left over from an earlier use (a post that raced with a successful
 // re-check), so the next wait does not return early.
-void sem_drain(sem_t* sem);
+void sem_drain(ShmSemaphore* sem);
 
 }  // namespace estimator::shm

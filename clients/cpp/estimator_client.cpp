@@ -88,6 +88,7 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
   spec.trainer = request.selector.trainer;
   spec.output_type = request.selector.output_type;
   spec.source = request.selector.source;
+  spec.filter = request.selector.filter;
   spec.feature_names = request.features;
   spec.matrix = request.matrix;
   spec.rows = request.rows;

@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "common/views.h"
@@ -39,6 +40,7 @@ struct Selector {
   std::string_view trainer = {};
   std::string_view output_type = {};  // AbsPower or DynPower
   std::string_view source = {};       // rapl-sysfs (intel_rapl), acpi, ...
+  std::string_view filter = {};       // Kepler's "mae:0.5;mape:10"
 };
 
 struct Request {
@@ -113,6 +115,30 @@ class Client {
 
   // Ok when a daemon answers within the timeout.
   Status ping(std::chrono::nanoseconds timeout);
+
+  // Kepler's 2022 GetPower (clients/cpp/get_power.cpp): one total power in watts per row
+  // of `values` (rows x feature_names.size(), row-major), the total being
+  // estimator::total_power of the row's components. An empty model name selects the
+  // smallest-error model that fits. The measured powers (one value per CPU package, empty
+  // when not measured) become the request's node power for components core, dram, gpu
+  // and other, which the ratio model splits among the rows. Returns a new vector rather
+  // than filling the caller's: the row count is the only size the caller must know, and
+  // the one allocation is small next to the round trip.
+  Result<std::vector<double>> get_power(std::string_view model_name,
+                                        std::span<const std::string_view> feature_names,
+                                        std::span<const float> values,
+                                        std::span<const float> core_power = {},
+                                        std::span<const float> dram_power = {},
+                                        std::span<const float> gpu_power = {},
+                                        std::span<const float> other_power = {});
+  Result<std::vector<double>> get_power(std::string_view model_name,
+                                        std::span<const std::string_view> feature_names,
+                                        std::span<const float> values,
+                                        std::span<const float> core_power,
+                                        std::span<const float> dram_power,
+                                        std::span<const float> gpu_power,
+                                        std::span<const float> other_power,
+                                        std::chrono::nanoseconds timeout);
 
   const std::string& shm_name() const { return options_.shm_name; }
 

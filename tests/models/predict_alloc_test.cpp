@@ -1,48 +1,11 @@
-// predict() must not allocate (DESIGN.md section 7): the global operator new is replaced
-// with one that counts while a window is open.
+// predict() must not allocate (DESIGN.md section 7), counted by
+// tests/support/allocation_counter.h (this binary's operator new).
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
 
 #include "models/embedded_defaults.h"
 #include "test_util.h"
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<long> g_allocations{0};
-
-void* counted_alloc(std::size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
-  void* p = std::malloc(n == 0 ? 1 : n);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return counted_alloc(n); }
-void* operator new[](std::size_t n) { return counted_alloc(n); }
-void* operator new(std::size_t n, const std::nothrow_t& /*unused*/) noexcept {
-  try {
-    return counted_alloc(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t& /*unused*/) noexcept {
-  try {
-    return counted_alloc(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t /*unused*/) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t /*unused*/) noexcept { std::free(p); }
+#include "tests/support/allocation_counter.h"
 
 namespace estimator::models {
 namespace {
@@ -66,23 +29,27 @@ long allocations_during_predict(const Model& model, std::vector<std::string_view
   // on one thread); every call after it must allocate nothing.
   bool all_ok = model.predict(**plan, in, view).ok();
 
-  g_allocations = 0;
-  g_counting = true;
-  for (int i = 0; i < repeat; ++i) all_ok = model.predict(**plan, in, view).ok() && all_ok;
-  g_counting = false;
-
+  long count = 0;
+  {
+    const estimator::testing::AllocationWindow window;
+    for (int i = 0; i < repeat; ++i) all_ok = model.predict(**plan, in, view).ok() && all_ok;
+    count = window.count();
+  }
   EXPECT_TRUE(all_ok);
-  return g_allocations.load();
+  return count;
 }
 
 TEST(PredictAllocations, CountingHookWorks) {
   // Guards the test itself: a hook that never counts would make the others pass vacuously.
-  g_allocations = 0;
-  g_counting = true;
-  auto* p = new std::vector<int>(100);
-  g_counting = false;
+  long count = 0;
+  std::vector<int>* p = nullptr;
+  {
+    const estimator::testing::AllocationWindow window;
+    p = new std::vector<int>(100);
+    count = window.count();
+  }
   delete p;
-  EXPECT_GE(g_allocations.load(), 2);
+  EXPECT_GE(count, 2);
 }
 
 TEST(PredictAllocations, WeightModelWithCategoricalAndManyRows) {

@@ -23,26 +23,7 @@
 
 #include "models/pickle.h"
 
-// Counts operator new while a test asks for it (the whole binary uses this one).
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<long> g_allocations{0};
-
-void* counted_alloc(std::size_t n) {
-  if (g_counting.load(std::memory_order_relaxed))
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  void* p = std::malloc(n == 0 ? 1 : n);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return counted_alloc(n); }
-void* operator new[](std::size_t n) { return counted_alloc(n); }
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t /*unused*/) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete[](void* p, std::size_t /*unused*/) noexcept { std::free(p); }
+#include "tests/support/allocation_counter.h"  // this binary's operator new
 
 namespace estimator::models {
 namespace {
@@ -185,11 +166,9 @@ TEST(SklearnFixtures, EvaluationDoesNotAllocate) {
       }
     };
     run();  // grows the scratch
-    g_allocations = 0;
-    g_counting = true;
+    const estimator::testing::AllocationWindow window;
     run();
-    g_counting = false;
-    EXPECT_EQ(g_allocations.load(), 0);
+    EXPECT_EQ(window.count(), 0);
   }
 }
 

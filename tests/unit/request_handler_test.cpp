@@ -5,6 +5,9 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "models/embedded_defaults.h"
 #include "service/request_handler.h"
@@ -140,6 +143,32 @@ TEST_F(RequestHandlerTest, FilterReachesSelectionAndKeysThePlanCache) {
   wire::RequestSpec bad = spec(names, m, 1);
   bad.filter = "mae=3";
   EXPECT_EQ(call(bad).status, Code::kInvalidArgument);
+}
+
+TEST_F(RequestHandlerTest, ShapeObserverHearsOfEachNewShapeWithTheChosenModel) {
+  struct Seen {
+    std::vector<std::string> features;
+    std::string model;  // "" = none fits
+  };
+  auto seen = std::make_shared<std::vector<Seen>>();
+  holder.set_shape_observer(std::make_shared<const ShapeObserver>(
+      [seen](const wire::ParsedRequest& r, const models::Model* m) {
+        seen->push_back({{r.feature_names.begin(), r.feature_names.end()},
+                         m != nullptr ? m->info().name : std::string()});
+      }));
+  const std::string_view names[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
+  const std::string_view unknown[] = {"cpu_cycles"};
+  const std::vector<float> m{1000, 2};
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(call(spec(names, m, 1)).status, Code::kOk);
+  ASSERT_EQ(seen->size(), 1U) << "a cached shape is not reported again";
+  EXPECT_EQ((*seen)[0].model, "SGDRegressorTrainer_0");
+  EXPECT_EQ((*seen)[0].features, (std::vector<std::string>{"bpf_cpu_time_ms", "bpf_page_cache_hit"}));
+  EXPECT_EQ(call(spec(unknown, m, 1)).status, Code::kNotFound);
+  ASSERT_EQ(seen->size(), 2U);
+  EXPECT_EQ((*seen)[1].model, "");
+  holder.set_shape_observer(nullptr);
+  EXPECT_EQ(call(spec(unknown, m, 1)).status, Code::kNotFound);
+  EXPECT_EQ(seen->size(), 2U);
 }
 
 TEST_F(RequestHandlerTest, NaNAndInfinityAreRefusedWithRowAndFeature) {

@@ -1,0 +1,44 @@
+// What a run prints and writes: the table, the CSV, the issue's targets with whether this
+// run meets them, and the one-line ratios (the last line, for scripts).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bench/stats.h"
+#include "bench/workload.h"
+#include "common/status.h"
+
+namespace estimator::bench {
+
+// Which lane measured a row: mode ("ring", "socket", ...), its variant ("spin", "block",
+// "persistent", ...) and the number of client threads.
+struct LaneLabel {
+  std::string mode;
+  std::string variant;
+  unsigned clients = 1;
+};
+
+struct Row {
+  LaneLabel lane;
+  const Case* c = nullptr;
+  Summary s;
+};
+
+void print_table(const std::vector<Row>& rows);
+
+// mode,variant,clients,model,rows,features,req_bytes,resp_bytes,n,p50_us,p90_us,p99_us,
+// p999_us,max_us,slow_pct,req_per_s,rows_per_s
+Status write_csv(const std::string& path, const std::vector<Row>& rows);
+
+// The targets of the measurement (issue #6), each "met", "NOT met" or "not measured",
+// with the figure that decides it.
+void print_targets(const std::vector<Row>& rows);
+
+// The last line: ring_vs_limit_p50_100 ring_vs_socket_p50 ring_vs_socket_p50_100
+// json_vs_socket_p50_100; "nan" for a ratio whose measurements are missing.
+void print_ratios(const std::vector<Row>& rows);
+
+}  // namespace estimator::bench

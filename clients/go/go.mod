@@ -1,0 +1,3 @@
+module estimator/clients/go
+
+go 1.19

@@ -1,0 +1,504 @@
+#include "service/kepler_endpoint.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <spdlog/spdlog.h>
+#include <string_view>
+#include <vector>
+
+#include "service/kepler_adapter.h"
+
+namespace estimator::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Read size per call; also the step by which a connection's buffer grows.
+constexpr std::size_t kChunk = 64 << 10;
+// How long accepting pauses when the process is out of file descriptors (level-triggered
+// epoll would otherwise spin on the pending connection).
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+bool fill_address(const std::string& path, sockaddr_un& addr) {
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) return false;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return true;
+}
+
+// Tells when a JSON document that starts at the first non-blank byte has ended, without
+// parsing it: the brackets open outside strings, kept as a stack of bits. Anything that
+// cannot start a request ends the document at once (the parser then says what is wrong),
+// and so does a closing bracket that does not match or nesting deeper than the stack, so
+// that a malformed request is answered at once instead of waiting for its deadline.
+class DocumentEnd {
+ public:
+  // Scans `bytes` (following those scanned before); returns how many of them belong to
+  // the document once it has ended, or 0 while it has not.
+  std::size_t feed(std::string_view bytes) {
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+      const char c = bytes[i];
+      if (in_string_) {
+        if (escape_) {
+          escape_ = false;
+        } else if (c == '\\') {
+          escape_ = true;
+        } else if (c == '"') {
+          in_string_ = false;
+        }
+        continue;
+      }
+      if (!started_) {
+        if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+        started_ = true;
+        if (c != '{' && c != '[') return i + 1;
+      }
+      if (c == '"') {
+        in_string_ = true;
+      } else if (c == '{' || c == '[') {
+        if (depth_ == 64) return i + 1;
+        objects_ = (objects_ << 1) | (c == '{' ? 1u : 0u);
+        ++depth_;
+      } else if (c == '}' || c == ']') {
+        if ((objects_ & 1u) != (c == '}' ? 1u : 0u)) return i + 1;
+        objects_ >>= 1;
+        if (--depth_ == 0) return i + 1;
+      }
+    }
+    return 0;
+  }
+
+ private:
+  std::uint64_t objects_ = 0;  // bit i: the bracket open at depth_-i is '{'
+  int depth_ = 0;
+  bool started_ = false;
+  bool in_string_ = false;
+  bool escape_ = false;
+};
+
+struct Connection {
+  UniqueFd fd;
+  Clock::time_point deadline;
+  std::string in;
+  DocumentEnd end;
+  std::string out;
+  std::size_t out_pos = 0;
+  bool writing = false;
+  std::list<Connection>::iterator self;
+};
+
+}  // namespace
+
+struct KeplerEndpoint::Loop {
+  Loop(const KeplerEndpointConfig& c, const RegistryHolder& registry, KeplerEndpointStats& s)
+      : config(c), stats(s), adapter(registry, c.json, c.metrics), chunk(kChunk) {}
+
+  void run();
+  void accept_all();
+  void on_event(Connection& c, std::uint32_t events);
+  void read_from(Connection& c);
+  void answer(Connection& c, std::string_view document);
+  void reply_error(Connection& c, std::string_view message);
+  void write_to(Connection& c);
+  void close(Connection& c);
+  void expire(Clock::time_point now);
+
+  const KeplerEndpointConfig& config;
+  KeplerEndpointStats& stats;
+  KeplerAdapter adapter;
+  std::vector<char> chunk;
+  std::string busy_reply;
+  UniqueFd listen_fd;
+  UniqueFd epoll_fd;
+  UniqueFd wake_fd;
+  dev_t socket_dev = 0;
+  ino_t socket_ino = 0;
+  // Accept order is deadline order (every connection gets the same time), so the front
+  // is always the next to expire.
+  std::list<Connection> connections;
+  bool accept_paused = false;
+  Clock::time_point accept_resume;
+};
+
+void KeplerEndpoint::Loop::run() {
+  epoll_event events[64];
+  for (;;) {
+    int timeout = -1;
+    const auto now = Clock::now();
+    if (!connections.empty()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          connections.front().deadline - now);
+      timeout = static_cast<int>(std::clamp<long long>(left.count(), 0, 60'000));
+    }
+    if (accept_paused) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(accept_resume - now);
+      const int t = static_cast<int>(std::clamp<long long>(left.count(), 0, 60'000));
+      timeout = timeout < 0 ? t : std::min(timeout, t);
+    }
+    const int n = epoll_wait(epoll_fd.get(), events, 64, timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("kepler socket: epoll_wait failed ({}); the endpoint stops serving",
+                    errno_text(errno));
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      void* tag = events[i].data.ptr;
+      if (tag == &wake_fd) return;
+      if (tag == &listen_fd) {
+        accept_all();
+      } else {
+        on_event(*static_cast<Connection*>(tag), events[i].events);
+      }
+    }
+    const auto after = Clock::now();
+    expire(after);
+    if (accept_paused && after >= accept_resume) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.ptr = &listen_fd;
+      epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, listen_fd.get(), &ev);
+      accept_paused = false;
+    }
+  }
+}
+
+void KeplerEndpoint::Loop::accept_all() {
+  for (;;) {
+    UniqueFd fd(accept4(listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) {
+      const int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        spdlog::warn("kepler socket: cannot accept ({}); pausing new connections for {} ms",
+                     errno_text(err), kAcceptPause.count());
+        epoll_event ev{};
+        ev.events = 0;
+        ev.data.ptr = &listen_fd;
+        epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, listen_fd.get(), &ev);
+        accept_paused = true;
+        accept_resume = Clock::now() + kAcceptPause;
+        return;
+      }
+      spdlog::error("kepler socket: accept failed: {}", errno_text(err));
+      return;
+    }
+    stats.connections.fetch_add(1, std::memory_order_relaxed);
+    if (connections.size() >= config.max_connections) {
+      const auto refused = stats.refused.fetch_add(1, std::memory_order_relaxed);
+      if (refused % 1000 == 0) {
+        spdlog::warn("kepler socket: {} connections open already (--socket-max-connections); "
+                     "closing new ones ({} so far)",
+                     connections.size(), refused + 1);
+      }
+      // One attempt, never blocking, to say why before closing.
+      kepler::write_error(kepler::Form::kV09,
+                          "too many connections (" + std::to_string(connections.size()) +
+                              " open); try again",
+                          busy_reply);
+      (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      continue;  // fd closes here
+    }
+    Connection& c = connections.emplace_back();
+    c.self = std::prev(connections.end());
+    c.fd = std::move(fd);
+    c.deadline = Clock::now() + config.deadline;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &c;
+    if (epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, c.fd.get(), &ev) != 0) {
+      spdlog::error("kepler socket: cannot watch a connection: {}", errno_text(errno));
+      connections.erase(c.self);
+    }
+  }
+}
+
+void KeplerEndpoint::Loop::on_event(Connection& c, std::uint32_t events) {
+  if (c.writing) {
+    if ((events & (EPOLLERR | EPOLLHUP)) != 0) {
+      close(c);  // the peer is gone; nobody reads the rest of the reply
+    } else if ((events & EPOLLOUT) != 0) {
+      write_to(c);
+    }
+    return;
+  }
+  read_from(c);
+}
+
+void KeplerEndpoint::Loop::read_from(Connection& c) {
+  for (;;) {
+    // One byte over the limit is enough to know the request is too large.
+    const std::size_t room = std::min(chunk.size(), config.max_request_bytes + 1 - c.in.size());
+    const ssize_t n = ::read(c.fd.get(), chunk.data(), room);
+    if (n > 0) {
+      const std::size_t before = c.in.size();
+      c.in.append(chunk.data(), static_cast<std::size_t>(n));
+      if (const std::size_t end = c.end.feed({chunk.data(), static_cast<std::size_t>(n)});
+          end != 0) {
+        answer(c, std::string_view(c.in).substr(0, before + end));
+        return;
+      }
+      if (c.in.size() > config.max_request_bytes) {
+        stats.oversized.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("kepler socket: request over {} bytes refused", config.max_request_bytes);
+        reply_error(c, "request exceeds " + std::to_string(config.max_request_bytes) +
+                           " bytes (estimatord --socket-max-bytes)");
+        return;
+      }
+      continue;
+    }
+    if (n == 0) {
+      // The peer half-closed: what it sent is all there is. Nothing at all is a probe
+      // (a check that the socket accepts), not a request: closed without a reply.
+      if (c.in.empty()) {
+        close(c);
+      } else {
+        answer(c, c.in);
+      }
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    spdlog::debug("kepler socket: read failed: {}", errno_text(errno));
+    close(c);
+    return;
+  }
+}
+
+void KeplerEndpoint::Loop::answer(Connection& c, std::string_view document) {
+  const std::string_view reply = adapter.answer(document);
+  stats.requests.fetch_add(1, std::memory_order_relaxed);
+  if (adapter.last_code() != Code::kOk) {
+    stats.errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("kepler socket: request refused: {}", adapter.last_error());
+  }
+  c.out.assign(reply);
+  c.in = std::string();  // a large request's buffer is not kept while the reply drains
+  c.writing = true;
+  write_to(c);
+}
+
+void KeplerEndpoint::Loop::reply_error(Connection& c, std::string_view message) {
+  stats.requests.fetch_add(1, std::memory_order_relaxed);
+  stats.errors.fetch_add(1, std::memory_order_relaxed);
+  kepler::write_error(kepler::Form::kV09, message, c.out);
+  c.in = std::string();
+  c.writing = true;
+  write_to(c);
+}
+
+void KeplerEndpoint::Loop::write_to(Connection& c) {
+  while (c.out_pos < c.out.size()) {
+    const ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.out_pos += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      epoll_event ev{};
+      ev.events = EPOLLOUT;
+      ev.data.ptr = &c;
+      epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+      return;
+    }
+    spdlog::debug("kepler socket: the client left before reading its reply ({})",
+                  errno_text(errno));
+    break;
+  }
+  close(c);
+}
+
+void KeplerEndpoint::Loop::close(Connection& c) {
+  epoll_ctl(epoll_fd.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+  connections.erase(c.self);  // closes the fd
+}
+
+void KeplerEndpoint::Loop::expire(Clock::time_point now) {
+  while (!connections.empty() && connections.front().deadline <= now) {
+    Connection& c = connections.front();
+    stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("kepler socket: connection closed at its {} ms deadline ({}; {} bytes {})",
+                 config.deadline.count(),
+                 c.writing ? "the client did not read its reply"
+                           : "no complete request",
+                 c.writing ? c.out.size() - c.out_pos : c.in.size(),
+                 c.writing ? "unsent" : "received");
+    if (!c.writing) {
+      // One attempt, never blocking, to tell a client that is still listening why.
+      std::string reply;
+      kepler::write_error(kepler::Form::kV09,
+                          "no complete JSON request within " +
+                              std::to_string(config.deadline.count()) + " ms",
+                          reply);
+      (void)::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    close(c);
+  }
+}
+
+// ---- KeplerEndpoint --------------------------------------------------------------------
+
+KeplerEndpoint::KeplerEndpoint(KeplerEndpointConfig config,
+                               std::shared_ptr<RegistryHolder> registry)
+    : config_(std::move(config)), registry_(std::move(registry)) {}
+
+Result<std::unique_ptr<KeplerEndpoint>> KeplerEndpoint::start(
+    const KeplerEndpointConfig& config, std::shared_ptr<RegistryHolder> registry) {
+  sockaddr_un addr{};
+  if (!fill_address(config.path, addr)) {
+    return Status(Code::kInvalidArgument,
+                  "socket path '" + config.path + "' is empty or longer than " +
+                      std::to_string(sizeof addr.sun_path - 1) + " bytes");
+  }
+  if (config.max_request_bytes == 0 || config.max_connections == 0 ||
+      config.deadline.count() <= 0) {
+    return Status(Code::kInvalidArgument,
+                  "socket limits must be positive (max bytes, max connections, deadline)");
+  }
+
+  // An existing file: a live server keeps it, a stale socket is replaced, anything else
+  // is the user's and stays.
+  struct stat st {};
+  if (lstat(config.path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status(Code::kInvalidArgument,
+                    config.path + " exists and is not a socket; not replacing it");
+    }
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe.valid()) {
+      return Status(Code::kResourceExhausted, "socket(): " + errno_text(errno));
+    }
+    if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      return Status(Code::kResourceExhausted,
+                    "another server answers on " + config.path +
+                        "; stop it or choose another path");
+    }
+    const int err = errno;
+    if (err != ECONNREFUSED) {
+      return Status(err == EACCES ? Code::kPermissionDenied : Code::kInternal,
+                    "cannot tell whether " + config.path + " is in use: " + errno_text(err));
+    }
+    if (unlink(config.path.c_str()) != 0 && errno != ENOENT) {
+      return Status(errno == EACCES || errno == EPERM ? Code::kPermissionDenied : Code::kInternal,
+                    "cannot remove the stale socket " + config.path + ": " + errno_text(errno));
+    }
+    spdlog::info("kepler socket: replaced the stale socket file {}", config.path);
+  }
+
+  auto ep = std::unique_ptr<KeplerEndpoint>(new KeplerEndpoint(config, std::move(registry)));
+  ep->stopped_ = true;  // nothing for the destructor to stop until the thread runs
+  ep->loop_ = std::make_unique<Loop>(ep->config_, *ep->registry_, ep->stats_);
+  Loop& loop = *ep->loop_;
+
+  loop.listen_fd = UniqueFd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!loop.listen_fd.valid()) {
+    return Status(Code::kResourceExhausted, "socket(): " + errno_text(errno));
+  }
+  if (bind(loop.listen_fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    const int err = errno;
+    return Status(err == EACCES ? Code::kPermissionDenied : Code::kResourceExhausted,
+                  "cannot bind " + config.path + ": " + errno_text(err));
+  }
+  // From here the file is ours: remove it on any failure.
+  auto undo = [&](Status s) {
+    unlink(config.path.c_str());
+    return s;
+  };
+  // chmod before listen(): until listen() no client can connect, so the file's mode
+  // from the umask is never usable.
+  if (chmod(config.path.c_str(), config.mode) != 0) {
+    return undo(Status(Code::kPermissionDenied,
+                       "cannot set mode of " + config.path + ": " + errno_text(errno)));
+  }
+  if (struct stat own {}; stat(config.path.c_str(), &own) == 0) {
+    loop.socket_dev = own.st_dev;
+    loop.socket_ino = own.st_ino;
+  }
+  if (listen(loop.listen_fd.get(), SOMAXCONN) != 0) {
+    return undo(Status(Code::kResourceExhausted, "listen(): " + errno_text(errno)));
+  }
+  loop.epoll_fd = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+  loop.wake_fd = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!loop.epoll_fd.valid() || !loop.wake_fd.valid()) {
+    return undo(Status(Code::kResourceExhausted, "epoll/eventfd: " + errno_text(errno)));
+  }
+  for (UniqueFd* fd : {&loop.listen_fd, &loop.wake_fd}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = fd;
+    if (epoll_ctl(loop.epoll_fd.get(), EPOLL_CTL_ADD, fd->get(), &ev) != 0) {
+      return undo(Status(Code::kResourceExhausted, "epoll_ctl: " + errno_text(errno)));
+    }
+  }
+  ep->stopped_ = false;
+  ep->thread_ = std::thread([&loop] { loop.run(); });
+  spdlog::info("kepler socket: serving on {} (mode {:04o}, max {} bytes, deadline {} ms)",
+               config.path, static_cast<unsigned>(config.mode), config.max_request_bytes,
+               config.deadline.count());
+  return ep;
+}
+
+void KeplerEndpoint::stop() {
+  if (stopped_.exchange(true)) return;
+  if (loop_ == nullptr) return;
+  const std::uint64_t one = 1;
+  if (write(loop_->wake_fd.get(), &one, sizeof one) < 0) {
+    spdlog::error("kepler socket: cannot wake the event loop: {}", errno_text(errno));
+  }
+  if (thread_.joinable()) thread_.join();
+  loop_->connections.clear();
+  loop_->listen_fd.reset();
+  // Remove the file only if it is still ours: a newer server may have replaced it.
+  struct stat st {};
+  if (lstat(config_.path.c_str(), &st) == 0 && st.st_dev == loop_->socket_dev &&
+      st.st_ino == loop_->socket_ino) {
+    unlink(config_.path.c_str());
+  }
+  spdlog::info("kepler socket: stopped after {} requests ({} errors, {} timeouts)",
+               stats_.requests.load(), stats_.errors.load(), stats_.timeouts.load());
+}
+
+KeplerEndpoint::~KeplerEndpoint() { stop(); }
+
+}  // namespace estimator::service

@@ -1,0 +1,284 @@
+#include "service/metrics.h"
+
+#include <charconv>
+#include <chrono>
+#include <cmath>
+
+#include "models/model.h"
+#include "models/registry.h"
+
+namespace estimator::service {
+namespace {
+
+void append_number(std::string& out, double v) {
+  if (std::isnan(v)) {
+    out += "NaN";
+    return;
+  }
+  if (std::isinf(v)) {
+    out += v > 0 ? "+Inf" : "-Inf";
+    return;
+  }
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// HELP text escapes only backslash and newline (quotes are literal there).
+void append_help(std::string& out, std::string_view name, std::string_view help,
+                 std::string_view type) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  for (char c : help) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+struct Label {
+  std::string_view name;
+  std::string_view value;
+};
+
+void append_sample_start(std::string& out, std::string_view name,
+                         std::initializer_list<Label> labels) {
+  out += name;
+  if (labels.size() == 0) return;
+  out += '{';
+  bool first = true;
+  for (const Label& l : labels) {
+    if (!first) out += ',';
+    first = false;
+    out += l.name;
+    out += "=\"";
+    append_label_value(out, l.value);
+    out += '"';
+  }
+  out += '}';
+}
+
+// The label value of an error figure: empty when the model does not publish it.
+std::string error_label(double v) {
+  if (!std::isfinite(v)) return {};
+  std::string s;
+  append_number(s, v);
+  return s;
+}
+
+double now_unix_seconds() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+void append_label_value(std::string& out, std::string_view value) {
+  for (char c : value) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default: out += c;
+    }
+  }
+}
+
+bool valid_metric_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+    const bool digit = c >= '0' && c <= '9';
+    if (!alpha && !(digit && i > 0)) return false;
+  }
+  return true;
+}
+
+Metrics::Metrics() : start_time_seconds_(now_unix_seconds()) {
+  auto cell = std::make_unique<RequestCell>();
+  unattributed_ = cell.get();
+  cells_.emplace(Key{}, std::move(cell));
+}
+
+Metrics::~Metrics() = default;
+
+RequestCell* Metrics::cell(std::string_view model, std::string_view source,
+                           std::string_view output_type) {
+  Key key{std::string(model), std::string(source), std::string(output_type)};
+  std::lock_guard lock(mu_);
+  auto it = cells_.find(key);
+  if (it == cells_.end()) it = cells_.emplace(std::move(key), std::make_unique<RequestCell>()).first;
+  return it->second.get();
+}
+
+Status Metrics::add_counter(std::string name, std::string help, std::function<double()> read) {
+  return add_external(std::move(name), std::move(help), "counter", std::move(read));
+}
+
+Status Metrics::add_gauge(std::string name, std::string help, std::function<double()> read) {
+  return add_external(std::move(name), std::move(help), "gauge", std::move(read));
+}
+
+Status Metrics::add_external(std::string name, std::string help, std::string type,
+                             std::function<double()> read) {
+  if (!valid_metric_name(name)) {
+    return Status(Code::kInvalidArgument, "metric name '" + name + "' is not [a-zA-Z_:][a-zA-Z0-9_:]*");
+  }
+  if (!read) return Status(Code::kInvalidArgument, "metric '" + name + "' has no reader");
+  std::lock_guard lock(mu_);
+  for (const External& e : externals_) {
+    if (e.name == name) return Status(Code::kInvalidArgument, "metric '" + name + "' registered twice");
+  }
+  externals_.push_back({std::move(name), std::move(help), std::move(type), std::move(read)});
+  return Status::Ok();
+}
+
+std::string Metrics::render(const models::Registry* registry) const {
+  std::string out;
+  out.reserve(8192);
+  std::lock_guard lock(mu_);
+
+  append_help(out, "estimator_requests_total",
+              "Estimate requests answered, by model and status (pings excluded; model \"\" = "
+              "failed before a model was chosen).",
+              "counter");
+  for (const auto& [key, cell] : cells_) {
+    const auto& [model, source, output_type] = key;
+    for (std::size_t c = 0; c < kCodeCount; ++c) {
+      const std::uint64_t n = cell->by_code_[c].load(std::memory_order_relaxed);
+      // Zero series of every failure code would be noise; ok is always shown for models.
+      if (n == 0 && !(c == 0 && cell.get() != unattributed_)) continue;
+      append_sample_start(out, "estimator_requests_total",
+                          {{"model", model}, {"source", source}, {"output_type", output_type},
+                           {"status", code_name(static_cast<Code>(c))}});
+      out += ' ';
+      append_number(out, n);
+      out += '\n';
+    }
+  }
+
+  append_help(out, "estimator_request_errors_total",
+              "Estimate requests answered with a status other than ok, by model.", "counter");
+  for (const auto& [key, cell] : cells_) {
+    const auto& [model, source, output_type] = key;
+    std::uint64_t errors = 0;
+    for (std::size_t c = 1; c < kCodeCount; ++c) {
+      errors += cell->by_code_[c].load(std::memory_order_relaxed);
+    }
+    append_sample_start(out, "estimator_request_errors_total",
+                        {{"model", model}, {"source", source}, {"output_type", output_type}});
+    out += ' ';
+    append_number(out, errors);
+    out += '\n';
+  }
+
+  append_help(out, "estimator_request_duration_seconds",
+              "Time from reading a request to its response being built, by model.", "histogram");
+  for (const auto& [key, cell] : cells_) {
+    const auto& [model, source, output_type] = key;
+    // _count is the sum of the buckets read here, so +Inf equals _count in every scrape
+    // even while requests are being recorded.
+    std::uint64_t cumulative = 0;
+    for (std::size_t b = 0; b < kLatencyBuckets; ++b) {
+      cumulative += cell->buckets_[b].load(std::memory_order_relaxed);
+      std::string le;
+      if (b < kLatencyBoundsNs.size()) {
+        // %g style, as Prometheus' own clients write bounds: 0.0001 rather than 1e-04.
+        char buf[32];
+        const auto r = std::to_chars(buf, buf + sizeof buf,
+                                     static_cast<double>(kLatencyBoundsNs[b]) / 1e9,
+                                     std::chars_format::general);
+        le.assign(buf, r.ptr);
+      } else {
+        le = "+Inf";
+      }
+      append_sample_start(out, "estimator_request_duration_seconds_bucket",
+                          {{"model", model}, {"source", source}, {"output_type", output_type},
+                           {"le", le}});
+      out += ' ';
+      append_number(out, cumulative);
+      out += '\n';
+    }
+    const std::initializer_list<Label> labels = {
+        {"model", model}, {"source", source}, {"output_type", output_type}};
+    append_sample_start(out, "estimator_request_duration_seconds_sum", labels);
+    out += ' ';
+    append_number(out, static_cast<double>(cell->sum_ns_.load(std::memory_order_relaxed)) / 1e9);
+    out += '\n';
+    append_sample_start(out, "estimator_request_duration_seconds_count", labels);
+    out += ' ';
+    append_number(out, cumulative);
+    out += '\n';
+  }
+
+  append_help(out, "estimator_pings_total", "Ping requests answered (liveness probes).",
+              "counter");
+  out += "estimator_pings_total ";
+  append_number(out, pings_.load(std::memory_order_relaxed));
+  out += '\n';
+
+  if (registry != nullptr) {
+    append_help(out, "estimator_model_info",
+                "A loaded model (value 1) and what it publishes about itself; mae and mape "
+                "are empty when not published.",
+                "gauge");
+    for (const auto& m : registry->models()) {
+      const models::ModelInfo& i = m->info();
+      const std::string mae = error_label(i.mae);
+      const std::string mape = error_label(i.mape);
+      append_sample_start(out, "estimator_model_info",
+                          {{"name", i.name},
+                           {"trainer", i.trainer},
+                           {"model_class", i.model_class},
+                           {"output_type", i.output_type},
+                           {"source", i.source},
+                           {"mae", mae},
+                           {"mape", mape},
+                           {"origin", i.origin}});
+      out += " 1\n";
+    }
+    append_help(out, "estimator_models_loaded", "Models being served.", "gauge");
+    out += "estimator_models_loaded ";
+    append_number(out, static_cast<std::uint64_t>(registry->models().size()));
+    out += '\n';
+    append_help(out, "estimator_models_refused",
+                "Model files found but not served (see the daemon's log for why).", "gauge");
+    out += "estimator_models_refused ";
+    append_number(out, static_cast<std::uint64_t>(registry->refused().size()));
+    out += '\n';
+  }
+
+  append_help(out, "estimator_start_time_seconds",
+              "When the metrics of this daemon started, seconds since the Unix epoch.", "gauge");
+  out += "estimator_start_time_seconds ";
+  append_number(out, start_time_seconds_);
+  out += '\n';
+
+  for (const External& e : externals_) {
+    append_help(out, e.name, e.help, e.type);
+    out += e.name;
+    out += ' ';
+    append_number(out, e.read());
+    out += '\n';
+  }
+  return out;
+}
+
+}  // namespace estimator::service

@@ -1,0 +1,277 @@
+// The real estimatord with --metrics-address: requests made with the C++ client over
+// shared memory show up in a scrape over plain TCP, counted by model and status, and
+// the info gauge lists the embedded default models with their error figures.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "clients/cpp/estimator_client.h"
+
+extern char** environ;
+
+namespace estimator {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Kills the test binary if a test hangs (a deadlock must fail, not stall CI).
+class Watchdog {
+ public:
+  explicit Watchdog(unsigned seconds) { alarm(seconds); }
+  ~Watchdog() { alarm(0); }
+};
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// estimatord with its log in a file, so the test can read the bound metrics address.
+class Daemon {
+ public:
+  explicit Daemon(std::string shm_name) : shm_name_(std::move(shm_name)) {
+    log_ = std::filesystem::temp_directory_path() / (shm_name_ + ".log");
+  }
+  ~Daemon() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+    std::filesystem::remove(log_);
+  }
+
+  // Starts it and returns the metrics port from its log line "metrics: http://H:P/metrics"
+  // (0 when it did not come up).
+  std::uint16_t start(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm_name_, "--slots", "8",
+                                     "--slot-bytes", "65536", "--log-level", "info",
+                                     "--metrics-address", "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) return 0;
+    for (int i = 0; i < 500; ++i) {
+      const std::string log = read_file(log_);
+      const std::size_t p = log.find("metrics: http://");
+      if (p != std::string::npos && log.find("ready:") != std::string::npos) {
+        const std::size_t end = log.find("/metrics", p + 16);
+        const std::string address = log.substr(p + 16, end - p - 16);
+        return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ADD_FAILURE() << "estimatord exited: " << log;
+        return 0;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    ADD_FAILURE() << "no metrics address in the log: " << read_file(log_);
+    return 0;
+  }
+
+  std::string log() const { return read_file(log_); }
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string shm_name_;
+  std::filesystem::path log_;
+  pid_t pid_ = -1;
+};
+
+// GET `path` over a plain socket; the whole response (the server closes after it).
+std::string http_get(std::uint16_t port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// The value of the sample whose line starts with `series` (name and exact label set, as
+// the daemon renders them), or -1 when absent.
+double sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return -1;
+}
+
+TEST(MetricsScrapeTest, CountsClientRequestsErrorsAndListsTheDefaultModels) {
+  Watchdog dog(60);
+  const std::string shm = "estimator-it-metrics-" + std::to_string(getpid());
+  Daemon daemon(shm);
+  const std::uint16_t port = daemon.start();
+  ASSERT_NE(port, 0);
+
+  client::Client c({.shm_name = shm});
+  ASSERT_TRUE(c.ping(2s).ok());
+  constexpr int kRequests = 37;
+  const std::string_view features[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
+  const float rows[] = {1200.f, 3.f, 80.f, 0.f, 5.f, 1.f};
+  for (int i = 0; i < kRequests; ++i) {
+    auto reply = c.estimate({.selector = {.output_type = "AbsPower", .source = "rapl-sysfs"},
+                             .features = features, .matrix = rows, .rows = 3, .cols = 2});
+    ASSERT_TRUE(reply.ok()) << reply.status().to_string();
+    ASSERT_EQ(reply->model().name, "SGDRegressorTrainer_0");
+  }
+  // Errors: an unknown model (before a model is chosen) twice, and a chosen model that
+  // lacks its features once.
+  for (int i = 0; i < 2; ++i) {
+    auto r = c.estimate({.selector = {.name = "no-such-model"}, .features = features,
+                         .matrix = rows, .rows = 3, .cols = 2});
+    ASSERT_FALSE(r.ok());
+    ASSERT_EQ(r.status().code(), Code::kNotFound);
+  }
+  const std::string_view other[] = {"cpu_cycles"};
+  auto missing = c.estimate({.selector = {.name = "SGDRegressorTrainer_0", .output_type = "AbsPower",
+                                          .source = "rapl-sysfs"},
+                             .features = other, .matrix = rows, .rows = 1, .cols = 1});
+  ASSERT_FALSE(missing.ok());
+  ASSERT_EQ(missing.status().code(), Code::kMissingFeatures);
+
+  const std::string response = http_get(port, "/metrics");
+  ASSERT_TRUE(response.starts_with("HTTP/1.1 200 OK\r\n")) << response;
+  ASSERT_NE(response.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
+  const std::string text = response.substr(response.find("\r\n\r\n") + 4);
+
+  const std::string rapl = R"(model="SGDRegressorTrainer_0",source="rapl-sysfs",output_type="AbsPower")";
+  EXPECT_EQ(sample(text, "estimator_requests_total{" + rapl + R"(,status="ok"})"), kRequests) << text;
+  EXPECT_EQ(sample(text, "estimator_request_duration_seconds_count{" + rapl + "}"), kRequests);
+  EXPECT_EQ(sample(text, "estimator_request_duration_seconds_bucket{" + rapl + R"(,le="+Inf"})"),
+            kRequests);
+  EXPECT_GT(sample(text, "estimator_request_duration_seconds_sum{" + rapl + "}"), 0);
+  EXPECT_EQ(sample(text, "estimator_request_errors_total{" + rapl + "}"), 0);
+  EXPECT_EQ(sample(text, R"(estimator_requests_total{model="",source="",output_type="",status="not_found"})"), 2);
+  EXPECT_EQ(sample(text, R"(estimator_requests_total{model="",source="",output_type="",status="missing_features"})"), 1);
+  EXPECT_EQ(sample(text, R"(estimator_request_errors_total{model="",source="",output_type=""})"), 3);
+  EXPECT_GE(sample(text, "estimator_pings_total"), 1);  // the client's ping is no request
+  EXPECT_EQ(sample(text, "estimator_models_loaded"), 5);
+  EXPECT_EQ(sample(text, "estimator_slots_reclaimed_total"), 0);
+
+  // The embedded defaults (data/model/README.md): four SGD weight models and the ratio
+  // model; only rapl-sysfs AbsPower publishes its error figures.
+  EXPECT_EQ(sample(text, R"(estimator_model_info{name="SGDRegressorTrainer_0",trainer="SGDRegressorTrainer",model_class="weight",output_type="AbsPower",source="rapl-sysfs",mae="60.78",mape="17.77",origin="embedded:rapl-sysfs/AbsPower/SGDRegressorTrainer_0"})"), 1) << text;
+  for (const char* where : {"acpi/AbsPower", "acpi/DynPower", "rapl-sysfs/DynPower"}) {
+    EXPECT_NE(text.find(std::string(R"(mae="",mape="",origin="embedded:)") + where +
+                        "/SGDRegressorTrainer_0\"} 1\n"),
+              std::string::npos) << where;
+  }
+  EXPECT_NE(text.find(R"(estimator_model_info{name="Ratio",trainer="Ratio",model_class="ratio",output_type="DynPower",source="rapl-sysfs")"),
+            std::string::npos);
+
+  // A later scrape sees later requests.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(c.estimate({.selector = {.output_type = "AbsPower", .source = "rapl-sysfs"},
+                            .features = features, .matrix = rows, .rows = 3, .cols = 2}).ok());
+  }
+  const std::string again = http_get(port, "/metrics");
+  EXPECT_EQ(sample(again.substr(again.find("\r\n\r\n") + 4),
+                   "estimator_requests_total{" + rapl + R"(,status="ok"})"),
+            kRequests + 3);
+  EXPECT_TRUE(http_get(port, "/healthz").starts_with("HTTP/1.1 200 OK"));
+  EXPECT_TRUE(http_get(port, "/nope").starts_with("HTTP/1.1 404"));
+}
+
+// One Kepler JSON request over the unix socket: one connect, one write, read to EOF.
+std::string kepler_call(const std::string& path, const std::string& body) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, body.data(), body.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(body.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST(MetricsScrapeTest, KeplerSocketRequestsAreCountedByModelToo) {
+  Watchdog dog(60);
+  const std::string shm = "estimator-it-metrics-sock-" + std::to_string(getpid());
+  const std::string socket_path = "/tmp/" + shm + ".sock";
+  Daemon daemon(shm);
+  const std::uint16_t port = daemon.start({"--socket", socket_path});
+  ASSERT_NE(port, 0);
+  const std::string reply = kepler_call(
+      socket_path, R"({"metrics":["bpf_cpu_time_ms","bpf_page_cache_hit"],"values":[[10,1],[20,2]],)"
+                   R"("output_type":"AbsPower","source":"acpi"})");
+  ASSERT_NE(reply.find(R"("platform":[)"), std::string::npos) << reply;
+  const std::string bad = kepler_call(socket_path, R"({"metrics":["cpu_cycles"],"values":[[1]],"output_type":"AbsPower"})");
+  ASSERT_NE(bad.find("no model fits"), std::string::npos) << bad;
+
+  const std::string response = http_get(port, "/metrics");
+  const std::string text = response.substr(response.find("\r\n\r\n") + 4);
+  const std::string acpi = R"(model="SGDRegressorTrainer_0",source="acpi",output_type="AbsPower")";
+  EXPECT_EQ(sample(text, "estimator_requests_total{" + acpi + R"(,status="ok"})"), 1) << text;
+  EXPECT_EQ(sample(text, R"(estimator_requests_total{model="",source="",output_type="",status="not_found"})"), 1);
+  EXPECT_EQ(sample(text, "estimator_kepler_socket_requests_total"), 2);
+  EXPECT_EQ(sample(text, "estimator_kepler_socket_errors_total"), 1);
+}
+
+TEST(MetricsScrapeTest, AnUnusableAddressStopsTheDaemonWithAClearError) {
+  Watchdog dog(30);
+  const std::string shm = "estimator-it-metrics-bad-" + std::to_string(getpid());
+  const std::string log = (std::filesystem::temp_directory_path() / (shm + ".log")).string();
+  const std::string cmd = std::string(ESTIMATORD_PATH) + " --shm-name " + shm +
+                          " --metrics-address 127.0.0.1:notaport > " + log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  const std::string text = read_file(log);
+  EXPECT_NE(text.find("--metrics-address"), std::string::npos) << text;
+  EXPECT_NE(text.find("notaport"), std::string::npos) << text;
+  std::filesystem::remove(log);
+}
+
+}  // namespace
+}  // namespace estimator

@@ -1,0 +1,686 @@
+// Crashes and hostile peers, with the real estimatord as a child process
+// (docs/reliability.md lists the promises these tests check):
+//   - clients SIGKILLed at every point of the slot protocol and at random times: their
+//     slots come back within a second, honest clients notice nothing, the daemon's file
+//     descriptors and memory stay flat;
+//   - the daemon SIGKILLed mid-request, 100 times: callers get "estimator unavailable"
+//     within their deadline, never a wrong answer, and resume on the next daemon;
+//   - a hostile process writing random bytes into the segment: the daemon survives and
+//     keeps answering, honest clients get correct answers or errors, never wrong numbers;
+//   - access control (mode 0600 keeps other users out, --shm-mode 0660 admits the group)
+//     and a /dev/shm too small for the segment.
+// Sizes shrink with ESTIMATOR_RELIABILITY_SCALE (a fraction, e.g. 0.2 in sanitizer runs).
+#include <gtest/gtest.h>
+#include <dirent.h>
+#include <grp.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+#include "daemon_process.h"
+#include "models/embedded_defaults.h"
+#include "models/registry.h"
+#include "shm/client_ring.h"
+#include "shm/segment.h"
+#include "shm/server_ring.h"
+#include "shm/wait.h"
+
+namespace estimator::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+const std::string_view kFeatures[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit", "cpu_cycles"};
+constexpr client::Selector kSelector{.output_type = "AbsPower", .source = "rapl-sysfs"};
+
+// Built with -fsanitize: the daemon's memory is the sanitizer's (quarantine, shadow), so
+// RSS says nothing about leaks; ASan's own leak check covers them at exit.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+int scaled(int n) {
+  const char* s = std::getenv("ESTIMATOR_RELIABILITY_SCALE");
+  if (s == nullptr) return n;
+  const double f = std::strtod(s, nullptr);
+  return f > 0 ? std::max(1, static_cast<int>(n * f)) : n;
+}
+
+// The expected answer: the same embedded model evaluated in this process. One per thread
+// (a plan holds scratch memory).
+class Reference {
+ public:
+  Reference() : registry_(models::Registry::build(models::embedded_model_folders())) {
+    auto m = registry_->select({.output_type = "AbsPower", .source = "rapl-sysfs"}, kFeatures, false);
+    EXPECT_TRUE(m.ok()) << m.status().to_string();
+    model_ = m.value();
+    plan_ = std::move(model_->plan(kFeatures)).value();
+  }
+  std::vector<float> predict(const std::vector<float>& x, std::uint32_t rows) const {
+    const std::size_t k = model_->info().components.size();
+    std::vector<float> out(rows * k);
+    const models::ModelInput in{models::ConstMatrixView(x.data(), rows, 3), {}, {}};
+    EXPECT_TRUE(model_->predict(*plan_, in, models::MatrixView(out.data(), rows, k)).ok());
+    return out;
+  }
+
+ private:
+  std::shared_ptr<const models::Registry> registry_;
+  const models::Model* model_ = nullptr;
+  std::unique_ptr<const models::Plan> plan_;
+};
+
+// A matrix whose first column encodes (caller, sequence, row): an answer computed from
+// any other request cannot equal the expected one.
+std::vector<float> encoded_matrix(int caller, std::uint64_t seq, std::uint32_t rows) {
+  std::vector<float> m(rows * 3);
+  for (std::uint32_t r = 0; r < rows; ++r) {
+    m[3 * r] = static_cast<float>(caller * 100000 + static_cast<int>(seq % 1000) * 32 + static_cast<int>(r));
+    m[3 * r + 1] = static_cast<float>((seq + r) % 97);
+    m[3 * r + 2] = static_cast<float>(seq % 7919);
+  }
+  return m;
+}
+
+// Honest clients: threads of this process that call in a loop and check every answer.
+class HonestCallers {
+ public:
+  struct Counts {
+    std::atomic<std::uint64_t> ok{0};
+    std::atomic<std::uint64_t> wrong{0};  // an answer with the wrong numbers: never allowed
+    std::atomic<std::uint64_t> errors{0};
+    std::atomic<std::uint64_t> slow{0};   // a call that overran its deadline by > 250 ms
+  };
+
+  HonestCallers(std::string shm, int threads, std::chrono::milliseconds timeout)
+      : client_({.shm_name = std::move(shm)}), timeout_(timeout) {
+    for (int t = 0; t < threads; ++t) {
+      ok_since_mark_.push_back(std::make_unique<std::atomic<bool>>(false));
+    }
+    for (int t = 0; t < threads; ++t) threads_.emplace_back([this, t] { run(t); });
+  }
+  ~HonestCallers() { stop(); }
+
+  void stop() {
+    stop_ = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  // Forget which callers got an answer; every_caller_answered() then waits for a new one.
+  void mark() {
+    for (auto& f : ok_since_mark_) *f = false;
+  }
+  bool every_caller_answered() const {
+    return std::all_of(ok_since_mark_.begin(), ok_since_mark_.end(), [](const auto& f) { return f->load(); });
+  }
+
+  const Counts& counts() const { return counts_; }
+  std::map<std::string, int> error_samples() const {
+    std::lock_guard lock(mu_);
+    return errors_;
+  }
+
+ private:
+  void run(int t) {
+    Reference ref;
+    std::mt19937 rng(static_cast<unsigned>(t));
+    for (std::uint64_t seq = 0; !stop_; ++seq) {
+      const std::uint32_t rows = 1 + rng() % 16;
+      const std::vector<float> m = encoded_matrix(t + 1, seq, rows);
+      const auto t0 = Clock::now();
+      auto r = client_.estimate({.selector = kSelector, .features = kFeatures, .matrix = m.data(),
+                                 .rows = rows, .cols = 3},
+                                timeout_);
+      if (Clock::now() - t0 > timeout_ + 250ms) ++counts_.slow;
+      if (!r.ok()) {
+        ++counts_.errors;
+        std::lock_guard lock(mu_);
+        // Numbers (request ids, sizes) stripped so that alike errors count together.
+        std::string what = std::string(code_name(r.status().code())) + ": " + r.status().message();
+        const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+        what.erase(std::unique(what.begin(), what.end(), [&](char x, char y) { return digit(x) && digit(y); }), what.end());
+        std::replace_if(what.begin(), what.end(), digit, '#');
+        if (errors_.size() < 20 || errors_.count(what) != 0) ++errors_[what];
+        continue;
+      }
+      const std::vector<float> want = ref.predict(m, rows);
+      if (!std::equal(want.begin(), want.end(), r->powers().begin(), r->powers().end())) {
+        ++counts_.wrong;
+        continue;
+      }
+      ++counts_.ok;
+      *ok_since_mark_[static_cast<std::size_t>(t)] = true;
+    }
+  }
+
+  client::Client client_;
+  std::chrono::milliseconds timeout_;
+  std::atomic<bool> stop_{false};
+  Counts counts_;
+  mutable std::mutex mu_;
+  std::map<std::string, int> errors_;
+  std::vector<std::unique_ptr<std::atomic<bool>>> ok_since_mark_;
+  std::vector<std::thread> threads_;
+};
+
+std::string describe(const std::map<std::string, int>& errors) {
+  std::string s;
+  for (const auto& [what, n] : errors) s += "\n  " + std::to_string(n) + " x " + what;
+  return s;
+}
+
+pid_t spawn(const std::vector<std::string>& args, int stderr_fd = -1) {
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stderr_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, stderr_fd, STDERR_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, stderr_fd, STDOUT_FILENO);
+  }
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+// What /proc says about the daemon.
+int open_fds(pid_t pid) {
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n - 2;  // . and ..
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+// A view of the slot states, through a mapping of our own (as any client has).
+class SlotObserver {
+ public:
+  explicit SlotObserver(const std::string& shm) {
+    auto seg = shm::ClientSegment::attach(shm);
+    EXPECT_TRUE(seg.ok()) << seg.status().to_string();
+    if (seg.ok()) seg_ = std::move(seg).value();
+  }
+  bool ok() const { return seg_ != nullptr; }
+  shm::SlotWord word(std::uint32_t i) const {
+    return shm::SlotWord::unpack(seg_->view().slot(i).control->word.load());
+  }
+  std::uint32_t slots() const { return seg_->view().slot_count(); }
+  // Slots whose state word names one of `pids` as owner.
+  int held_by(const std::set<pid_t>& pids) const {
+    int n = 0;
+    for (std::uint32_t i = 0; i < slots(); ++i) n += pids.count(word(i).pid) != 0 ? 1 : 0;
+    return n;
+  }
+  std::string states() const {
+    std::string out;
+    for (std::uint32_t i = 0; i < slots(); ++i) {
+      const shm::SlotWord w = word(i);
+      out += " " + std::to_string(i) + ":" + std::to_string(int(w.state)) + "/pid " + std::to_string(w.pid);
+    }
+    return out;
+  }
+  int not_free() const {
+    int n = 0;
+    for (std::uint32_t i = 0; i < slots(); ++i) n += word(i).state != shm::SlotState::kFree ? 1 : 0;
+    return n;
+  }
+  const shm::ClientSegment& segment() const { return *seg_; }
+
+ private:
+  std::unique_ptr<shm::ClientSegment> seg_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Client death
+
+// Where a victim stopped, and which slot states are possible there.
+struct Step {
+  const char* name;
+  std::set<shm::SlotState> states;
+};
+const Step kSteps[] = {
+    {"bare-claim", {shm::SlotState::kClaimed}},
+    {"claim", {shm::SlotState::kClaimed}},
+    {"write", {shm::SlotState::kClaimed}},
+    {"publish", {shm::SlotState::kReady, shm::SlotState::kBusy, shm::SlotState::kAnswered}},
+    {"wait", {shm::SlotState::kReady, shm::SlotState::kBusy, shm::SlotState::kAnswered}},
+    {"read", {shm::SlotState::kAnswered}},
+};
+
+// Kills `pids` (stopped or running), reaps them, and returns how long until no slot names
+// any of them as owner (or 10 s if that never happens).
+std::chrono::milliseconds kill_and_time_reclaim(const SlotObserver& slots, const std::set<pid_t>& pids) {
+  for (pid_t p : pids) kill(p, SIGKILL);
+  for (pid_t p : pids) {
+    int status = 0;
+    waitpid(p, &status, 0);
+  }
+  const auto t0 = Clock::now();
+  while (slots.held_by(pids) != 0 && Clock::now() - t0 < 10s) std::this_thread::sleep_for(2ms);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+}
+
+TEST(ClientDeath, SlotsOfClientsKilledAtEveryProtocolStepAreReclaimedWithinASecond) {
+  Watchdog dog(600);
+  const std::string shm = unique_shm_name("victims");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  SlotObserver slots(shm);
+  ASSERT_TRUE(slots.ok());
+  HonestCallers honest(shm, 2, 2000ms);
+
+  constexpr int kBatch = 8;  // victims alive at once (the daemon has 16 slots)
+  const int step_kills = std::max(scaled(1000), kBatch * 6);
+  const int random_kills = std::max(scaled(240), kBatch);
+  std::mt19937 rng(5);
+  std::map<std::string, int> seen_states;
+  std::chrono::milliseconds worst{0};
+  long rss_warm = 0;
+  int fds_warm = 0;
+  int killed = 0;
+
+  for (int batch = 0; killed < step_kills; ++batch) {
+    std::map<pid_t, const Step*> victims;
+    for (int k = 0; k < kBatch; ++k) {
+      const Step& s = kSteps[(batch * kBatch + k + rng() % 6) % 6];
+      const pid_t pid = spawn({VICTIM_CLIENT_PATH, shm, s.name});
+      ASSERT_GT(pid, 0);
+      victims[pid] = &s;
+    }
+    std::set<pid_t> pids;
+    for (const auto& [pid, s] : victims) {
+      int status = 0;
+      ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
+      ASSERT_TRUE(WIFSTOPPED(status)) << "victim at step " << s->name << " ended before its step, status " << status;
+      pids.insert(pid);
+      for (std::uint32_t i = 0; i < slots.slots(); ++i) {
+        // Stopped, the victim may still see its answer arrive (publish, wait).
+        const shm::SlotWord w = slots.word(i);
+        if (w.pid != pid) continue;
+        EXPECT_TRUE(s->states.count(w.state) != 0)
+            << "victim at " << s->name << " holds slot " << i << " in state " << int(w.state);
+        ++seen_states[std::string(s->name) + "/" + std::to_string(int(w.state))];
+      }
+    }
+    const auto took = kill_and_time_reclaim(slots, pids);
+    worst = std::max(worst, took);
+    EXPECT_LT(took, 1000ms) << "slots of killed victims reclaimed too slowly";
+    killed += kBatch;
+    if (batch == 2) {  // warm: every path ran at least once
+      rss_warm = rss_kib(daemon.pid());
+      fds_warm = open_fds(daemon.pid());
+    }
+  }
+
+  // Ordinary clients killed at random times, whatever they were doing.
+  for (int done = 0; done < random_kills; done += kBatch) {
+    std::set<pid_t> pids;
+    for (int k = 0; k < kBatch; ++k) {
+      const pid_t pid = spawn({VICTIM_CLIENT_PATH, shm, "loop"});
+      ASSERT_GT(pid, 0);
+      pids.insert(pid);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 30000));
+    const auto took = kill_and_time_reclaim(slots, pids);
+    worst = std::max(worst, took);
+    EXPECT_LT(took, 1000ms) << "slots of clients killed at random reclaimed too slowly";
+  }
+
+  // Leaving the honest callers running a moment proves the ring is whole again.
+  std::this_thread::sleep_for(200ms);
+  honest.stop();
+  const long rss_end = rss_kib(daemon.pid());
+  const int fds_end = open_fds(daemon.pid());
+  EXPECT_EQ(slots.not_free(), 0) << "every slot is free once all clients are gone";
+  EXPECT_EQ(honest.counts().errors.load(), 0u) << describe(honest.error_samples());
+  EXPECT_EQ(honest.counts().wrong.load(), 0u);
+  EXPECT_EQ(honest.counts().slow.load(), 0u);
+  EXPECT_GT(honest.counts().ok.load(), 100u);
+  EXPECT_EQ(fds_end, fds_warm) << "the daemon's file descriptors must not grow";
+  if (!kSanitized) {
+    EXPECT_LT(rss_end - rss_warm, 2048) << "daemon RSS grew from " << rss_warm << " to " << rss_end << " KiB";
+  }
+  std::string states;
+  for (const auto& [k, n] : seen_states) states += " " + k + "=" + std::to_string(n);
+  std::printf("killed %d victims at protocol steps and %d at random; slowest reclaim %lld ms; "
+              "honest answers %llu; daemon RSS %ld -> %ld KiB, fds %d -> %d\n  step/state seen:%s\n",
+              killed, random_kills, static_cast<long long>(worst.count()),
+              static_cast<unsigned long long>(honest.counts().ok.load()), rss_warm, rss_end,
+              fds_warm, fds_end, states.c_str());
+  const int status = daemon.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "daemon status " << status;
+}
+
+// ---------------------------------------------------------------------------------------
+// Daemon death
+
+TEST(DaemonDeath, KilledMidRequestAHundredTimesCallersSeeUnavailableThenResume) {
+  Watchdog dog(600);
+  const std::string shm = unique_shm_name("daemonkill");
+  const int cycles = std::max(scaled(100), 5);
+  std::mt19937 rng(7);
+  std::uint64_t last_epoch = 0;
+  std::chrono::milliseconds slowest_resume{0};
+
+  auto daemon = std::make_unique<DaemonProcess>(shm);
+  ASSERT_TRUE(daemon->start());
+  HonestCallers callers(shm, 3, 300ms);
+  for (int cycle = 0; cycle < cycles; ++cycle) {
+    {
+      SlotObserver seg(shm);
+      ASSERT_TRUE(seg.ok());
+      EXPECT_GT(seg.segment().epoch(), last_epoch) << "every daemon start is a new epoch";
+      last_epoch = seg.segment().epoch();
+    }
+    // Every caller is answered by this daemon, on its own (no re-creation of clients).
+    callers.mark();
+    const auto t0 = Clock::now();
+    while (!callers.every_caller_answered() && Clock::now() - t0 < 10s) std::this_thread::sleep_for(1ms);
+    ASSERT_TRUE(callers.every_caller_answered()) << "callers did not resume in cycle " << cycle;
+    slowest_resume = std::max(slowest_resume, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));
+    daemon->stop(SIGKILL);  // the callers are mid-request: they call without pause
+    // A SIGKILLed daemon leaves its segment behind, still marked serving.
+    EXPECT_EQ(access(("/dev/shm/" + shm).c_str(), F_OK), 0) << "stale segment expected";
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 50));
+    daemon = std::make_unique<DaemonProcess>(shm);
+    ASSERT_TRUE(daemon->start()) << "a new daemon replaces the stale segment (cycle " << cycle << ")";
+  }
+  callers.stop();
+  const auto& n = callers.counts();
+  EXPECT_EQ(n.wrong.load(), 0u);
+  EXPECT_EQ(n.slow.load(), 0u) << "a call overran its deadline";
+  EXPECT_GT(n.errors.load(), 0u) << "calls while no daemon ran must have failed";
+  for (const auto& [what, count] : callers.error_samples()) {
+    EXPECT_EQ(what.rfind("unavailable: estimator unavailable", 0), 0u) << count << " x " << what;
+  }
+  std::printf("%d daemon kills: %llu answers, %llu 'unavailable', slowest resume %lld ms\n",
+              cycles, static_cast<unsigned long long>(n.ok.load()),
+              static_cast<unsigned long long>(n.errors.load()),
+              static_cast<long long>(slowest_resume.count()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile client
+
+pid_t spawn_hostile(const std::string& shm, double seconds, const char* mode, int seed) {
+  return spawn({HOSTILE_CLIENT_PATH, shm, std::to_string(seconds), mode, std::to_string(seed)});
+}
+
+bool exited_cleanly(pid_t pid, std::chrono::seconds within) {
+  const auto end = Clock::now() + within;
+  while (Clock::now() < end) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    std::this_thread::sleep_for(10ms);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return false;
+}
+
+// Honest clients must get correct answers or errors, never wrong numbers, while a
+// hostile process does everything a client can do short of forging the slots other
+// clients hold; afterwards the ring is whole and every call succeeds.
+TEST(HostileClient, DaemonKeepsAnsweringHonestClientsCorrectlyOrWithAnError) {
+  Watchdog dog(300);
+  const std::string shm = unique_shm_name("hostile");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  SlotObserver slots(shm);
+  ASSERT_TRUE(slots.ok());
+  const double seconds = std::max(1.0, 8.0 * scaled(100) / 100.0);
+  {
+    HonestCallers honest(shm, 3, 500ms);
+    const pid_t hostile = spawn_hostile(shm, seconds, "protocol", 11);
+    ASSERT_GT(hostile, 0);
+    EXPECT_TRUE(exited_cleanly(hostile, std::chrono::seconds(static_cast<int>(seconds) + 30)));
+    honest.stop();
+    const auto& n = honest.counts();
+    EXPECT_EQ(n.wrong.load(), 0u) << "an honest client got a wrong number";
+    EXPECT_EQ(n.slow.load(), 0u) << "a call overran its deadline";
+    EXPECT_GT(n.ok.load(), 100u) << "the daemon stopped serving honest clients" << describe(honest.error_samples());
+    std::printf("under a hostile writer: %llu correct answers, %llu errors:%s\n",
+                static_cast<unsigned long long>(n.ok.load()),
+                static_cast<unsigned long long>(n.errors.load()), describe(honest.error_samples()).c_str());
+  }
+  ASSERT_EQ(kill(daemon.pid(), 0), 0) << "the daemon died";
+  // The hostile process is gone: whatever states it left its slots in, they come back.
+  const auto t0 = Clock::now();
+  while (slots.not_free() != 0 && Clock::now() - t0 < 3s) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(slots.not_free(), 0) << "slots left by the hostile client were not reclaimed:" << slots.states();
+  {
+    HonestCallers after(shm, 2, 1000ms);
+    std::this_thread::sleep_for(500ms);
+    after.stop();
+    EXPECT_EQ(after.counts().errors.load(), 0u) << describe(after.error_samples());
+    EXPECT_EQ(after.counts().wrong.load(), 0u);
+    EXPECT_GT(after.counts().ok.load(), 10u);
+  }
+  const int status = daemon.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "daemon status " << status << " (a sanitizer report makes it non-zero)";
+}
+
+// Random bytes anywhere in the segment, header included: honest clients get errors (a
+// writer with that much access can forge anything), the daemon must neither crash nor
+// touch memory outside the segment (under ASan/UBSan in the sanitizer build), and must
+// still stop cleanly.
+TEST(HostileClient, DaemonSurvivesRandomBytesAnywhereInTheSegment) {
+  Watchdog dog(300);
+  const std::string shm = unique_shm_name("chaos");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  const double seconds = std::max(1.0, 5.0 * scaled(100) / 100.0);
+  {
+    HonestCallers honest(shm, 2, 200ms);
+    const pid_t hostile = spawn_hostile(shm, seconds, "chaos", 13);
+    ASSERT_GT(hostile, 0);
+    EXPECT_TRUE(exited_cleanly(hostile, std::chrono::seconds(static_cast<int>(seconds) + 30)));
+    honest.stop();
+    EXPECT_EQ(honest.counts().slow.load(), 0u) << "a call overran its deadline";
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(daemon.pid(), &status, WNOHANG), 0) << "the daemon died, status " << status;
+  status = daemon.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "daemon status " << status << " (a sanitizer report makes it non-zero)";
+}
+
+// ---------------------------------------------------------------------------------------
+// Access control and /dev/shm size
+
+// Runs `body` in a child that dropped to uid 65534 with group `gid`; returns what it wrote.
+std::string as_other_user(gid_t gid, const std::function<std::string()>& body) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe failed";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    std::string out;
+    if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(65534) != 0) {
+      out = "cannot drop privileges";
+    } else {
+      out = body();
+    }
+    (void)!write(fds[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  close(fds[0]);
+  waitpid(pid, nullptr, 0);
+  return out;
+}
+
+std::string attach_and_ping(const std::string& shm) {
+  auto seg = shm::ClientSegment::attach(shm);
+  if (!seg.ok()) return "attach " + seg.status().to_string();
+  client::Client c({.shm_name = shm});
+  return "ping " + c.ping(2s).to_string();
+}
+
+TEST(AccessControl, AnotherUserCannotAttachTheDefault0600Segment) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user (uid 65534)";
+  Watchdog dog(60);
+  const std::string shm = unique_shm_name("mode0600");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  const std::string got = as_other_user(65534, [&] { return attach_and_ping(shm); });
+  EXPECT_EQ(got.rfind("attach permission_denied: ", 0), 0u) << got;
+  EXPECT_NE(got.find("'" + shm + "'"), std::string::npos) << "the message names the segment: " << got;
+  const std::string ping = as_other_user(65534, [&] {
+    client::Client c({.shm_name = shm});
+    return std::string(code_name(c.ping(1s).code()));
+  });
+  EXPECT_EQ(ping, "permission_denied");
+}
+
+TEST(AccessControl, ShmMode0660AdmitsAClientOfTheGroup) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user (uid 65534)";
+  Watchdog dog(60);
+  const std::string shm = unique_shm_name("mode0660");
+  DaemonProcess daemon(shm, {"--shm-mode", "0660"});
+  ASSERT_TRUE(daemon.start());
+  struct stat st {};
+  ASSERT_EQ(stat(("/dev/shm/" + shm).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  // Same group as the segment (the daemon's), another user: admitted.
+  EXPECT_EQ(as_other_user(st.st_gid, [&] { return attach_and_ping(shm); }), "ping ok");
+  // Another group: still refused.
+  const std::string other = as_other_user(65534, [&] { return attach_and_ping(shm); });
+  EXPECT_EQ(other.rfind("attach permission_denied: ", 0), 0u) << other;
+}
+
+TEST(DevShm, TooSmallForTheSegmentTheDaemonRefusesToStartNamingBothSizes) {
+  Watchdog dog(60);
+  struct statvfs vfs {};
+  ASSERT_EQ(statvfs("/dev/shm", &vfs), 0);
+  const std::uint64_t total = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+  // The largest segment the options allow: 512 slots of 1 GiB requests + 512 MiB replies.
+  const std::uint64_t need = shm::segment_bytes(512, 1U << 30, 1U << 29);
+  if (need <= total) GTEST_SKIP() << "/dev/shm holds " << total << " bytes: cannot make it too small";
+  const std::string shm = unique_shm_name("toosmall");
+  char path[] = "/tmp/reliability-stderr-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  const pid_t pid = spawn({ESTIMATORD_PATH, "--shm-name", shm, "--slots", "512", "--slot-bytes",
+                           std::to_string(1U << 30), "--no-fetch"},
+                          fd);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  std::string out(8192, '\0');
+  out.resize(static_cast<std::size_t>(std::max<ssize_t>(0, pread(fd, out.data(), out.size(), 0))));
+  close(fd);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(out.find("needs " + std::to_string(need / (1024 * 1024)) + " MiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("/dev/shm has "), std::string::npos) << out;
+  EXPECT_NE(out.find(" free"), std::string::npos) << out;
+  EXPECT_NE(access(("/dev/shm/" + shm).c_str(), F_OK), 0) << "no segment left behind";
+}
+
+// ---------------------------------------------------------------------------------------
+// Regressions found by the tests above, reproduced in one process.
+
+class ShmRegression : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    shm::SegmentConfig cfg;
+    cfg.name = unique_shm_name("regression");
+    cfg.slots = 2;
+    cfg.request_capacity = cfg.response_capacity = 4096;
+    auto s = shm::ServerSegment::create(cfg);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    server_ = std::move(s).value();
+    server_->mark_serving();
+    auto c = shm::ClientSegment::attach(cfg.name);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    client_ = std::move(c).value();
+  }
+  std::unique_ptr<shm::ServerSegment> server_;
+  std::unique_ptr<shm::ClientSegment> client_;
+};
+
+// The semaphores were glibc sem_t: a client writing garbage over one made the daemon's next
+// sem_post or sem_clockwait abort the process ("The futex facility returned an unexpected
+// error code"). Every byte of a semaphore may now be garbage.
+TEST_F(ShmRegression, ScribbledSemaphoreNeitherAbortsNorOverrunsItsDeadline) {
+  shm::ShmSemaphore* sem = &server_->view().header().doorbell;
+  std::memset(static_cast<void*>(sem), 0xA5, sizeof *sem);
+  shm::sem_post_shared(sem);
+  EXPECT_TRUE(shm::sem_wait_until(sem, shm::monotonic_ns() + 1'000'000)) << "a huge count is posts";
+  std::memset(static_cast<void*>(sem), 0xFF, sizeof *sem);
+  sem->count.store(0);
+  const auto t0 = Clock::now();
+  EXPECT_FALSE(shm::sem_wait_until(sem, shm::monotonic_ns() + 20'000'000));
+  EXPECT_LT(Clock::now() - t0, 500ms);
+  shm::sem_post_shared(sem);
+  EXPECT_TRUE(shm::sem_wait_until(sem, shm::monotonic_ns() + 20'000'000));
+}
+
+// A client that wrote Busy into its slot's state word and died took the slot out of the ring
+// for good: the reaper skipped every Busy slot. It now frees a Busy slot no dispatch thread
+// handles, and never one a thread does.
+TEST_F(ShmRegression, ReaperFreesABusySlotNoThreadHandlesButNeverOneInHand) {
+  shm::ClientRing ring(*client_);
+  const std::uint64_t now = shm::monotonic_ns();
+  const std::uint32_t slot = ring.claim(now + 1'000'000'000, now + 60'000'000'000, 0).value();
+  ASSERT_TRUE(ring.publish(slot, 0, 16).ok());
+  shm::ServerRing server_ring(server_->view());
+  ASSERT_TRUE(server_ring.take().has_value());  // Busy, and "handled" below
+  shm::SlotReaper reaper(server_->view());
+  auto in_hand = [slot](std::uint32_t i) { return i == slot; };
+  auto nobody = [](std::uint32_t) { return false; };
+  EXPECT_EQ(reaper.sweep(shm::monotonic_ns(), in_hand), 0u);
+  EXPECT_EQ(reaper.sweep(shm::monotonic_ns(), in_hand), 0u) << "a slot in hand stays Busy";
+  EXPECT_EQ(reaper.sweep(shm::monotonic_ns(), nobody), 0u) << "seen once: may be being taken";
+  EXPECT_EQ(reaper.sweep(shm::monotonic_ns(), nobody), 1u);
+  EXPECT_EQ(shm::SlotWord::unpack(server_->view().slot(slot).control->word.load()).state,
+            shm::SlotState::kFree);
+  // Without the daemon's answer, the legacy call leaves Busy slots alone.
+  shm::SlotControl* c = server_->view().slot(1 - slot).control;
+  c->word.store(shm::SlotWord{shm::SlotState::kBusy, 9, 0x3FFFFFF0}.pack());
+  EXPECT_EQ(reaper.sweep(shm::monotonic_ns()), 0u);
+  EXPECT_EQ(reaper.sweep(shm::monotonic_ns()), 0u);
+}
+
+}  // namespace
+}  // namespace estimator::testing

@@ -1,0 +1,497 @@
+// Kepler's JSON messages: both request generations, every error the reader names, hostile
+// input, and replies read back with an independent JSON library (nlohmann::json).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "common/power_total.h"
+#include "models/embedded_defaults.h"
+#include "service/kepler_adapter.h"
+#include "service/kepler_json.h"
+
+namespace estimator::service::kepler {
+namespace {
+
+using nlohmann::json;
+
+struct Parsed {
+  Status status;
+  KeplerRequest req;
+};
+
+class KeplerJsonTest : public ::testing::Test {
+ protected:
+  Status parse(std::string_view doc) { return sut.parse(doc, req); }
+  // The failure message of `doc` (empty when it parses).
+  std::string error_of(std::string_view doc) {
+    const Status s = parse(doc);
+    return s.ok() ? std::string() : s.message();
+  }
+
+  KeplerJsonReader sut;
+  KeplerRequest req;
+};
+
+constexpr std::string_view kV09 = R"({
+  "metrics": ["bpf_cpu_time_ms", "bpf_page_cache_hit", "cpu_instructions"],
+  "values": [[1200.5, 3, 1e6], [0, -0.25, 12345678]],
+  "output_type": "DynPower",
+  "source": "intel_rapl",
+  "system_features": ["cpu_architecture"],
+  "system_values": ["Sky Lake"],
+  "trainer_name": "SGDRegressorTrainer",
+  "filter": "mae:0.5;mape:10"
+})";
+
+constexpr std::string_view k2022 =
+    R"({"model_name":"","metrics":["cpu_instructions","cache_miss"],"values":[[10,1],[30,3]],)"
+    R"("core_power":[20,22.5],"dram_power":[4],"gpu_power":[],"other_power":null})";
+
+TEST_F(KeplerJsonTest, ReadsTheV09Form) {
+  ASSERT_TRUE(parse(kV09).ok()) << parse(kV09).message();
+  EXPECT_EQ(req.form, Form::kV09);
+  ASSERT_EQ(req.metrics.size(), 3u);
+  EXPECT_EQ(req.metrics[0], "bpf_cpu_time_ms");
+  EXPECT_EQ(req.metrics[2], "cpu_instructions");
+  EXPECT_EQ(req.rows, 2u);
+  EXPECT_EQ(req.cols, 3u);
+  const std::vector<float> want = {1200.5f, 3.f, 1e6f, 0.f, -0.25f, 12345678.f};
+  EXPECT_EQ(std::vector<float>(req.values.begin(), req.values.end()), want);
+  EXPECT_EQ(req.output_type, "DynPower");
+  EXPECT_EQ(req.source, "intel_rapl");
+  ASSERT_EQ(req.system_features.size(), 1u);
+  EXPECT_EQ(req.system_features[0], "cpu_architecture");
+  EXPECT_EQ(req.system_values[0], "Sky Lake");
+  EXPECT_EQ(req.trainer_name, "SGDRegressorTrainer");
+  EXPECT_EQ(req.filter, "mae:0.5;mape:10");
+  EXPECT_TRUE(req.model_name.empty());
+  EXPECT_TRUE(req.core_power.empty());
+}
+
+TEST_F(KeplerJsonTest, Reads2022Form) {
+  ASSERT_TRUE(parse(k2022).ok()) << parse(k2022).message();
+  EXPECT_EQ(req.form, Form::k2022);
+  EXPECT_EQ(req.rows, 2u);
+  EXPECT_EQ(req.cols, 2u);
+  EXPECT_EQ(std::vector<float>(req.core_power.begin(), req.core_power.end()),
+            (std::vector<float>{20.f, 22.5f}));
+  EXPECT_EQ(std::vector<float>(req.dram_power.begin(), req.dram_power.end()),
+            (std::vector<float>{4.f}));
+  EXPECT_TRUE(req.gpu_power.empty());
+  EXPECT_TRUE(req.other_power.empty());  // null = not measured
+}
+
+TEST_F(KeplerJsonTest, TellsTheFormsApartByTheirKeys) {
+  auto form = [&](std::string_view doc) {
+    EXPECT_TRUE(parse(doc).ok()) << doc << ": " << parse(doc).message();
+    return req.form;
+  };
+  // Only the common keys: the form every released Kepler reads.
+  EXPECT_EQ(form(R"({"metrics":[],"values":[]})"), Form::kV09);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"model_name":"m"})"), Form::k2022);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"dram_power":[1]})"), Form::k2022);
+  // Any v0.6+ key wins, even beside 2022 keys.
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"model_name":"m","output_type":"AbsPower"})"),
+            Form::kV09);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"core_power":[1],"filter":""})"), Form::kV09);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"system_features":null,"system_values":null})"),
+            Form::kV09);
+}
+
+TEST_F(KeplerJsonTest, FormIsKnownEvenWhenTheRequestIsBad) {
+  EXPECT_FALSE(parse(R"({"model_name":"x","metrics":["a"],"values":[[1,2]]})").ok());
+  EXPECT_EQ(req.form, Form::k2022);
+  EXPECT_FALSE(parse(R"({"output_type":"AbsPower","values":[[1]]})").ok());
+  EXPECT_EQ(req.form, Form::kV09);
+}
+
+TEST_F(KeplerJsonTest, NullReadsAsEmptyAndUnknownKeysAreSkipped) {
+  const std::string doc = R"({"unknown":{"a":[1,{"b":null}],"c":"\u00e9"},"metrics":["x"],)"
+                          R"("n":-1.5e3,"t":true,"f":false,"z":null,"values":[[7]],)"
+                          R"("output_type":null,"system_features":null,"system_values":null,)"
+                          R"("trainer_name":null,"filter":null,"source":null,"arr":[[],{}]})";
+  ASSERT_TRUE(parse(doc).ok()) << parse(doc).message();
+  EXPECT_EQ(req.rows, 1u);
+  EXPECT_EQ(req.values[0], 7.f);
+  EXPECT_TRUE(req.output_type.empty());
+  EXPECT_TRUE(req.system_features.empty());
+  // values null is an empty matrix
+  ASSERT_TRUE(parse(R"({"metrics":["a"],"values":null})").ok());
+  EXPECT_EQ(req.rows, 0u);
+}
+
+TEST_F(KeplerJsonTest, ValuesBeforeMetricsAreCheckedAtTheEnd) {
+  ASSERT_TRUE(parse(R"({"values":[[1,2]],"metrics":["a","b"]})").ok());
+  EXPECT_EQ(req.cols, 2u);
+  EXPECT_EQ(error_of(R"({"values":[[1,2]],"metrics":["a","b","c"]})"),
+            "values[0] has 2 numbers but metrics names 3");
+  EXPECT_EQ(error_of(R"({"values":[[1,2],[3]],"metrics":["a","b"]})"),
+            "values[1] has 1 numbers but values[0] has 2");
+}
+
+TEST_F(KeplerJsonTest, NamesWhatIsWrong) {
+  EXPECT_EQ(error_of(R"({"values":[]})"), "missing metrics");
+  EXPECT_EQ(error_of(R"({"metrics":[]})"), "missing values");
+  EXPECT_EQ(error_of(R"({"metrics":["a","b","c","d","e"],"values":[[1,2,3,4,5],[1,2,3,4,5],)"
+                     R"([1,2,3,4,5],[1,2,3,4]]})"),
+            "values[3] has 4 numbers but metrics names 5");
+  EXPECT_EQ(error_of(R"({"metrics":["a","b"],"values":[[1,2],[1,2,3]]})"),
+            "values[1] has 3 numbers but metrics names 2");
+  EXPECT_EQ(error_of(R"({"metrics":["a"],"values":[[1],[]]})"),
+            "values[1] has 0 numbers but metrics names 1");
+  EXPECT_EQ(error_of(R"({"system_features":["a","b"],"system_values":["x"],"metrics":[],"values":[]})"),
+            "system_values has 1 strings but system_features names 2");
+  EXPECT_EQ(error_of(R"({"metrics":["a"],"metrics":["b"],"values":[]})"), "duplicate key 'metrics'");
+
+  auto starts = [&](std::string_view doc, std::string_view prefix) {
+    const std::string e = error_of(doc);
+    EXPECT_EQ(e.substr(0, prefix.size()), prefix) << doc << " -> " << e;
+  };
+  starts(R"({"metrics":["a","b","c"],"values":[[1,2,"x"]]})", "values[0][2] is not a number");
+  starts(R"({"metrics":["a","b","c"],"values":[[1,2,null]]})", "values[0][2] is not a number");
+  starts(R"({"metrics":["a"],"values":[[true]]})", "values[0][0] is not a number");
+  starts(R"({"metrics":["a"],"values":[[NaN]]})", "values[0][0] is not a number: 'NaN' (byte");
+  starts(R"({"metrics":["a","b"],"values":[[1, nan ,2]]})", "values[0][1] is not a number: 'nan' (byte");
+  starts(R"({"metrics":["a"],"values":[[Infinity]]})", "values[0][0] is not a number");
+  starts(R"({"metrics":["a"],"values":[[-Infinity]]})", "values[0][0] is not a number");
+  starts(R"({"metrics":["a"],"values":[["1"]]})", "values[0][0] is not a number");
+  starts(R"({"metrics":["a"],"values":[[+1]]})", "values[0][0] is not a number");
+  starts(R"({"metrics":["a"],"values":[[.5]]})", "values[0][0] is not a number");
+  starts(R"({"metrics":["a"],"values":[[1.]]})", "values[0][0] has no digit after the decimal point");
+  starts(R"({"metrics":["a"],"values":[[1e]]})", "values[0][0] has no digit in its exponent");
+  starts(R"({"metrics":["a"],"values":[[01]]})", "expected ',' or ']' in values[0]");
+  starts(R"({"metrics":["a"],"values":[[0x10]]})", "expected ',' or ']' in values[0]");
+  starts(R"({"metrics":["a"],"values":[1]})", "values[0] is not a list of numbers");
+  starts(R"({"metrics":["a"],"values":{"a":1}})", "values must be a list of rows");
+  starts(R"({"metrics":"a","values":[]})", "metrics must be a list of strings");
+  starts(R"({"metrics":[1],"values":[]})", "metrics[0] is not a string");
+  starts(R"({"metrics":["a",2],"values":[]})", "metrics[1] is not a string");
+  starts(R"({"metrics":[],"values":[],"output_type":1})", "output_type is not a string");
+  starts(R"({"metrics":[],"values":[],"source":["rapl"]})", "source is not a string");
+  starts(R"({"metrics":[],"values":[],"system_values":[1]})", "system_values[0] is not a string");
+  starts(R"({"metrics":[],"values":[],"core_power":["1"]})", "core_power[0] is not a number");
+  starts(R"({"metrics":[],"values":[],"dram_power":1})", "dram_power must be a list of numbers");
+  starts(R"({"metrics":[],"values":[],})", "a key of the request object is not a string");
+  starts(R"({"metrics":[],"values":[1,]})", "values[0] is not a list of numbers");
+  starts(R"({"metrics":["a",],"values":[]})", "metrics[1] is not a string");
+  starts(R"({"metrics" ["a"],"values":[]})", "expected ':' after key 'metrics'");
+  starts(R"({"metrics":[] "values":[]})", "expected ',' or '}' after the value of 'metrics'");
+  starts(R"({"metrics":[],"values":[]} x)", "unexpected data after the JSON document");
+  starts(R"({"metrics":[],"values":[]}{})", "unexpected data after the JSON document");
+  starts(R"(// comment
+{"metrics":[],"values":[]})", "a request must be a JSON object");
+  starts(R"([1,2])", "a request must be a JSON object");
+  starts("", "empty request");
+  starts("   \n", "empty request");
+  starts(R"({"metrics":[],"values":[],"x":nul})", "the value of unknown key 'x' is not JSON");
+  starts(R"({"metrics":[],"values":[],"x":[1 2]})", "expected ',' or ']' inside the value of unknown key 'x'");
+}
+
+TEST_F(KeplerJsonTest, EveryTruncationIsAnError) {
+  for (const std::string_view doc : {kV09, k2022}) {
+    ASSERT_EQ(doc.back(), '}');
+    for (std::size_t n = 0; n < doc.size(); ++n) {
+      const Status s = parse(doc.substr(0, n));
+      EXPECT_FALSE(s.ok()) << "prefix of " << n << " bytes parsed";
+      EXPECT_FALSE(s.message().empty());
+    }
+  }
+  EXPECT_EQ(error_of(R"({"metrics":["a"],"values":[[1)"), "the JSON document ends early, inside values[0]");
+  EXPECT_EQ(error_of(R"({"metrics":["ab)"), "the JSON document ends early, inside metrics[0]");
+}
+
+TEST_F(KeplerJsonTest, HostileNestingIsBounded) {
+  // Deep nesting in an unknown key: refused by depth, not by a stack overflow.
+  std::string deep = R"({"metrics":[],"values":[],"x":)";
+  deep += std::string(100000, '[');
+  deep += std::string(100000, ']');
+  deep += "}";
+  const Status s = parse(deep);
+  EXPECT_EQ(s.code(), Code::kTooLarge);
+  EXPECT_NE(s.message().find("nests deeper than 32 levels"), std::string::npos) << s.message();
+  // Within the limit it is fine.
+  std::string ok = R"({"metrics":[],"values":[],"x":)";
+  ok += std::string(30, '[') + std::string(30, ']') + "}";
+  EXPECT_TRUE(parse(ok).ok()) << parse(ok).message();
+  // Nesting inside values is a type error at once.
+  EXPECT_EQ(error_of(R"({"metrics":["a"],"values":[[[1]]]})").substr(0, 28),
+            "values[0][0] is not a number");
+}
+
+TEST_F(KeplerJsonTest, NumbersOfAnySizeAreSafe) {
+  auto one = [&](const std::string& number) {
+    return parse(R"({"metrics":["a"],"values":[[)" + number + "]]}");
+  };
+  EXPECT_EQ(one("1e400").code(), Code::kInvalidValue);
+  EXPECT_NE(one("1e400").message().find("outside the float32 range"), std::string::npos);
+  EXPECT_EQ(one("-1e39").code(), Code::kInvalidValue);
+  EXPECT_EQ(one("3.5e38").code(), Code::kInvalidValue);
+  ASSERT_TRUE(one("3.4028234e38").ok());
+  EXPECT_EQ(req.values[0], std::numeric_limits<float>::max());
+  ASSERT_TRUE(one("1e-400").ok());  // below a double's range: 0
+  EXPECT_EQ(req.values[0], 0.f);
+  ASSERT_TRUE(one("-0.000000000000000000000000000000000000000000000001e-400").ok());
+  EXPECT_EQ(req.values[0], 0.f);
+  EXPECT_TRUE(std::signbit(req.values[0]));
+  ASSERT_TRUE(one("1e-50").ok());  // representable as double, flushes to float 0
+  EXPECT_EQ(req.values[0], 0.f);
+  ASSERT_TRUE(one("123456789012345678901234567890").ok());
+  EXPECT_FLOAT_EQ(req.values[0], 1.2345679e29f);
+  EXPECT_EQ(one("1" + std::string(600, '0')).code(), Code::kTooLarge);
+  EXPECT_EQ(one("1" + std::string(300, '0')).code(), Code::kInvalidValue);
+  EXPECT_EQ(one("1e99999999999999999999").code(), Code::kInvalidValue);
+  ASSERT_TRUE(one("1e-99999999999999999999").ok());
+  ASSERT_TRUE(one("-0").ok());
+  EXPECT_TRUE(std::signbit(req.values[0]));
+}
+
+TEST_F(KeplerJsonTest, FloatsAreAsAccurateAsAFloatCast) {
+  // Go's encoding/json writes float64 with strconv 'g'-like shortest forms: the reader
+  // must give exactly static_cast<float>(the double), for every spelling.
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<double> mantissa(-1.0, 1.0);
+  std::uniform_int_distribution<int> exponent(-30, 30);
+  std::string doc = R"({"metrics":["a"],"values":[)";
+  std::vector<float> want;
+  char buf[64];
+  for (int i = 0; i < 20000; ++i) {
+    const double d = mantissa(rng) * std::pow(10.0, exponent(rng));
+    // Short and long mantissas, with and without exponents: both the one-pass path (up
+    // to 19 digits, 53-bit mantissa, |exponent| <= 22) and std::from_chars are covered.
+    static constexpr const char* kFormats[] = {"%.17g", "%.6e", "%.3f", "%.15g", "%.16g",
+                                               "%.12e", "%.0f", "%.19g", "%.9g"};
+    const char* fmt = kFormats[static_cast<std::size_t>(i) % std::size(kFormats)];
+    std::snprintf(buf, sizeof buf, fmt, d);
+    if (i != 0) doc += ',';
+    doc += '[';
+    doc += buf;
+    doc += ']';
+    want.push_back(static_cast<float>(std::strtod(buf, nullptr)));
+  }
+  doc += "]}";
+  ASSERT_TRUE(parse(doc).ok()) << parse(doc).message();
+  ASSERT_EQ(req.values.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) EXPECT_EQ(req.values[i], want[i]) << i;
+}
+
+TEST_F(KeplerJsonTest, StringsDecodeEscapesAndRefuseBadOnes) {
+  ASSERT_TRUE(parse(R"({"metrics":["a\"b\\c\/d\b\f\n\r\t","\u00e9\u4e2d\ud83d\ude00"],"values":[]})").ok());
+  EXPECT_EQ(req.metrics[0], "a\"b\\c/d\b\f\n\r\t");
+  EXPECT_EQ(req.metrics[1], "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80");
+  ASSERT_TRUE(parse("{\"metrics\":[\"caf\xc3\xa9\"],\"values\":[]}").ok());
+  EXPECT_EQ(req.metrics[0], "caf\xc3\xa9");
+
+  auto starts = [&](std::string_view doc, std::string_view prefix) {
+    const std::string e = error_of(doc);
+    EXPECT_EQ(e.substr(0, prefix.size()), prefix) << doc << " -> " << e;
+  };
+  starts(R"({"metrics":["\x"],"values":[]})", "metrics[0] has an invalid escape \\x");
+  starts(R"({"metrics":["\u12G4"],"values":[]})", "metrics[0] has a bad \\u escape");
+  starts(R"({"metrics":["\u12"],"values":[]})", "metrics[0] has a bad \\u escape");
+  starts(R"({"metrics":["\udc00"],"values":[]})", "metrics[0] has a lone low surrogate");
+  starts(R"({"metrics":["\ud800"],"values":[]})", "metrics[0] has a high surrogate");
+  starts(R"({"metrics":["\ud800\u0041"],"values":[]})", "metrics[0] has a high surrogate");
+  starts("{\"metrics\":[\"a\nb\"],\"values\":[]}", "metrics[0] holds an unescaped control character");
+  starts("{\"metrics\":[\"\xff\"],\"values\":[]}", "metrics[0] is not valid UTF-8");
+  starts("{\"metrics\":[\"\xc0\xaf\"],\"values\":[]}", "metrics[0] is not valid UTF-8");      // overlong
+  starts("{\"metrics\":[\"\xed\xa0\x80\"],\"values\":[]}", "metrics[0] is not valid UTF-8");  // surrogate
+  starts("{\"metrics\":[\"\xe4\xb8\"],\"values\":[]}", "metrics[0] is not valid UTF-8");      // cut
+  const std::string long_name(5000, 'a');
+  EXPECT_EQ(parse(R"({"metrics":[")" + long_name + R"("],"values":[]})").code(), Code::kTooLarge);
+}
+
+TEST_F(KeplerJsonTest, ListsAreBounded) {
+  std::string doc = R"({"metrics":[)";
+  for (int i = 0; i < 1025; ++i) doc += (i ? ",\"f" : "\"f") + std::to_string(i) + "\"";
+  doc += R"(],"values":[]})";
+  EXPECT_EQ(parse(doc).code(), Code::kTooLarge);
+  KeplerJsonReader small({.max_rows = 2});
+  KeplerRequest r;
+  const Status s = small.parse(R"({"metrics":["a"],"values":[[1],[2],[3]]})", r);
+  EXPECT_EQ(s.code(), Code::kTooLarge);
+  EXPECT_EQ(s.message(), "values has more than 2 rows");
+  std::string power = R"({"metrics":[],"values":[],"core_power":[)";
+  for (int i = 0; i < 65; ++i) power += i ? ",1" : "1";
+  power += "]}";
+  EXPECT_EQ(parse(power).code(), Code::kTooLarge);
+}
+
+TEST_F(KeplerJsonTest, ViewsStayValidUntilTheNextParse) {
+  ASSERT_TRUE(parse(kV09).ok());
+  const std::string first_metric(req.metrics[0]);
+  ASSERT_TRUE(parse(k2022).ok());
+  EXPECT_EQ(req.metrics[0], "cpu_instructions");
+  EXPECT_EQ(req.metrics[1], "cache_miss");
+  ASSERT_TRUE(parse(kV09).ok());
+  EXPECT_EQ(req.metrics[0], first_metric);
+  EXPECT_EQ(req.system_values[0], "Sky Lake");
+}
+
+// ---- replies ---------------------------------------------------------------------------
+
+TEST(KeplerReplyTest, V09ReplyIsAMapOfComponents) {
+  const std::string_view comps[] = {"package", "core", "uncore", "dram"};
+  const std::vector<float> powers = {143.81206f, 0.f, 0.f, 18.616285f,  // row 0
+                                     1e-7f, 1e20f, -0.f, 3.4028235e38f};  // row 1
+  std::string out;
+  ASSERT_TRUE(write_reply(Form::kV09, comps, powers, 2, 1.0, out).ok());
+  const json j = json::parse(out);
+  EXPECT_EQ(j["msg"], "");
+  EXPECT_EQ(j["core_ratio"].get<double>(), 1.0);
+  ASSERT_TRUE(j["powers"].is_object());
+  ASSERT_EQ(j["powers"].size(), 4u);
+  for (std::size_t c = 0; c < 4; ++c) {
+    const auto& list = j["powers"][std::string(comps[c])];
+    ASSERT_EQ(list.size(), 2u);
+    for (std::size_t r = 0; r < 2; ++r) {
+      // Shortest round-trip text: read as a double, it is the same float.
+      EXPECT_EQ(static_cast<float>(list[r].get<double>()), powers[r * 4 + c]) << out;
+    }
+  }
+  EXPECT_EQ(out.find(' '), std::string::npos) << "replies are compact: " << out;
+  EXPECT_NE(out.find("143.81206"), std::string::npos) << out;
+
+  ASSERT_TRUE(write_reply(Form::kV09, comps, {}, 0, 0.5, out).ok());
+  EXPECT_EQ(out, R"({"powers":{"package":[],"core":[],"uncore":[],"dram":[]},"msg":"","core_ratio":0.5})");
+}
+
+TEST(KeplerReplyTest, Reply2022IsOneTotalPerRow) {
+  const std::string_view comps[] = {"package", "core", "uncore", "dram", "gpu", "other"};
+  const std::vector<float> powers = {10, 6, 2, 3, 0.5f, 0.25f, 1, 1, 0, 0, 0, 0};
+  std::string out;
+  ASSERT_TRUE(write_reply(Form::k2022, comps, powers, 2, 1.0, out).ok());
+  const json j = json::parse(out);
+  EXPECT_EQ(j["msg"], "");
+  ASSERT_TRUE(j["powers"].is_array());
+  ASSERT_EQ(j["powers"].size(), 2u);
+  for (std::size_t r = 0; r < 2; ++r) {
+    const double want = total_power<float>(comps, std::span<const float>(powers).subspan(r * 6, 6));
+    EXPECT_EQ(static_cast<float>(j["powers"][r].get<double>()), static_cast<float>(want));
+  }
+  EXPECT_EQ(j["powers"][0].get<double>(), 13.75);  // package + dram + gpu + other
+  EXPECT_FALSE(j.contains("core_ratio"));
+}
+
+TEST(KeplerReplyTest, ErrorsKeepTheShapeOfTheirForm) {
+  std::string out;
+  write_error(Form::kV09, "missing metrics", out);
+  EXPECT_EQ(out, R"({"powers":{},"msg":"missing metrics","core_ratio":1})");
+  write_error(Form::k2022, "missing metrics", out);
+  EXPECT_EQ(out, R"({"powers":[],"msg":"missing metrics"})");
+  write_error(Form::kV09, "", out);
+  EXPECT_NE(json::parse(out)["msg"], "");  // an empty msg would read as success
+}
+
+TEST(KeplerReplyTest, NonFinitePowersBecomeAnError) {
+  const std::string_view comps[] = {"package", "dram"};
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    const std::vector<float> powers = {1, 2, 3, bad};
+    std::string out;
+    const Status s = write_reply(Form::kV09, comps, powers, 2, 1.0, out);
+    EXPECT_EQ(s.code(), Code::kInvalidValue);
+    const json j = json::parse(out);
+    EXPECT_TRUE(j["powers"].is_object());
+    EXPECT_TRUE(j["powers"].empty());
+    EXPECT_EQ(j["msg"], "the model gave a non-finite power for row 1, component dram");
+    EXPECT_FALSE(write_reply(Form::k2022, comps, powers, 2, 1.0, out).ok());
+    EXPECT_TRUE(json::parse(out)["powers"].is_array());
+  }
+  // Finite components whose total overflows a float.
+  const std::vector<float> big = {3e38f, 3e38f};
+  std::string out;
+  EXPECT_FALSE(write_reply(Form::k2022, comps, big, 1, 1.0, out).ok());
+  EXPECT_TRUE(json::parse(out)["powers"].is_array());
+  // A core ratio that cannot be JSON is written as 1.
+  EXPECT_TRUE(write_reply(Form::kV09, comps, big, 1, std::nan(""), out).ok());
+  EXPECT_EQ(json::parse(out)["core_ratio"], 1);
+}
+
+TEST(KeplerReplyTest, MessagesAreAlwaysValidJsonAndShort) {
+  std::string hostile = "quote \" backslash \\ newline \n nul ";
+  hostile += '\0';
+  hostile += " bell \x07 bad utf8 \xff\xfe cut \xe4\xb8 ok \xc3\xa9";
+  std::string out;
+  write_error(Form::kV09, hostile, out);
+  const json j = json::parse(out);
+  const std::string msg = j["msg"];
+  EXPECT_NE(msg.find("quote \" backslash \\ newline \n nul "), std::string::npos);
+  EXPECT_NE(msg.find("\xef\xbf\xbd"), std::string::npos);  // U+FFFD for the bad bytes
+  EXPECT_NE(msg.find("\xc3\xa9"), std::string::npos);
+
+  std::string huge;
+  for (int i = 0; i < 2000; ++i) huge += "\xc3\xa9";  // 4000 bytes of two-byte characters
+  write_error(Form::kV09, huge, out);
+  EXPECT_LT(out.size(), 4096u);
+  const std::string cut = json::parse(out)["msg"];
+  EXPECT_LE(cut.size(), kMaxMessageBytes);
+  EXPECT_EQ(cut.substr(cut.size() - 3), "...");
+}
+
+// ---- the adapter, on the embedded default models ----------------------------------------
+
+class KeplerAdapterTest : public ::testing::Test {
+ protected:
+  KeplerAdapterTest()
+      : holder(models::Registry::build(models::embedded_model_folders())), sut(holder) {}
+  RegistryHolder holder;
+  KeplerAdapter sut;
+};
+
+TEST_F(KeplerAdapterTest, AnswersV09WithTheDefaultModel) {
+  const std::string reply(sut.answer(
+      R"({"metrics":["bpf_cpu_time_ms","bpf_page_cache_hit"],"values":[[0,0],[95877,5]],)"
+      R"("output_type":"AbsPower","source":"intel_rapl","system_features":[],"system_values":[],)"
+      R"("trainer_name":"","filter":""})"));
+  EXPECT_EQ(sut.last_code(), Code::kOk) << reply;
+  const json j = json::parse(reply);
+  EXPECT_EQ(j["msg"], "");
+  const auto& pkg = j["powers"]["package"];
+  ASSERT_EQ(pkg.size(), 2u);
+  // Kepler v0.9's default: bias 143.812 + 305.148 * cpu_ms / 95877.
+  EXPECT_NEAR(pkg[0].get<double>(), 143.81206324506658, 1e-4);
+  EXPECT_NEAR(pkg[1].get<double>(), 143.81206324506658 + 305.148172889668, 1e-3);
+  EXPECT_NEAR(j["powers"]["dram"][1].get<double>(), 18.616285480502686 + 8.434209551249596, 1e-4);
+  EXPECT_EQ(j["core_ratio"], 1);
+}
+
+TEST_F(KeplerAdapterTest, ErrorsNameTheProblemInTheRequestsShape) {
+  json j = json::parse(sut.answer(
+      R"({"metrics":["cpu_cycles"],"values":[[1]],"output_type":"AbsPower","source":"acpi"})"));
+  EXPECT_TRUE(j["powers"].is_object());
+  EXPECT_NE(j["msg"].get<std::string>().find("bpf_cpu_time_ms"), std::string::npos) << j;
+  EXPECT_NE(sut.last_code(), Code::kOk);
+
+  j = json::parse(sut.answer(R"({"model_name":"nope","metrics":["a"],"values":[[1]]})"));
+  EXPECT_TRUE(j["powers"].is_array());
+  EXPECT_NE(j["msg"].get<std::string>().find("nope"), std::string::npos) << j;
+
+  j = json::parse(sut.answer("{\"metrics\":"));
+  EXPECT_TRUE(j["powers"].is_object());
+  EXPECT_EQ(sut.last_code(), Code::kInvalidArgument);
+}
+
+TEST_F(KeplerAdapterTest, LargeRequestsGrowTheBuffers) {
+  // 20000 rows need more than the initial 64 KiB buffers; the answer must still be exact.
+  std::string doc = R"({"metrics":["bpf_cpu_time_ms","bpf_page_cache_hit"],"output_type":"AbsPower",)"
+                    R"("source":"rapl-sysfs","values":[)";
+  for (int r = 0; r < 20000; ++r) doc += (r ? ",[" : "[") + std::to_string(r) + ",0]";
+  doc += "]}";
+  const json j = json::parse(sut.answer(doc));
+  ASSERT_EQ(j["msg"], "") << j["msg"];
+  ASSERT_EQ(j["powers"]["package"].size(), 20000u);
+  EXPECT_NEAR(j["powers"]["package"][19999].get<double>(),
+              143.81206324506658 + 305.148172889668 * 19999 / 95877.00000000001, 1e-3);
+  // And a small one after it still works (the plan cache was rebuilt).
+  const json k = json::parse(sut.answer(
+      R"({"metrics":["bpf_cpu_time_ms","bpf_page_cache_hit"],"values":[[0,0]],"source":"acpi"})"));
+  EXPECT_EQ(k["msg"], "");
+  EXPECT_TRUE(k["powers"].contains("platform"));
+}
+
+}  // namespace
+}  // namespace estimator::service::kepler
