@@ -29,6 +29,7 @@
 
 #include "bench/child.h"
 #include "bench/modes.h"
+#include "bench/spin.h"
 #include "shm/wait.h"
 
 namespace estimator::bench {
@@ -68,30 +69,6 @@ struct Mapping {
   std::size_t request_cap = 0;
   std::size_t reply_cap = 0;
 };
-
-// As shm::spin_until (a pause per poll, the clock every 64 polls), but yields instead of
-// pausing while the peer was last seen on this CPU (see the top of the file).
-template <typename Ready>
-bool spin_or_yield(Ready&& ready, std::uint64_t spin_ns, std::atomic<std::int32_t>& mine,
-                   const std::atomic<std::int32_t>& peer) {
-  if (ready()) return true;
-  const std::uint64_t end = shm::monotonic_ns() + spin_ns;
-  bool shared_cpu = false;
-  for (unsigned n = 1;; ++n) {
-    if (shared_cpu) {
-      sched_yield();
-    } else {
-      shm::cpu_relax();
-    }
-    if (ready()) return true;
-    if ((n & 63) == 0) {
-      if (shm::monotonic_ns() >= end) return false;
-      const int cpu = sched_getcpu();
-      mine.store(cpu, std::memory_order_relaxed);
-      shared_cpu = peer.load(std::memory_order_relaxed) == cpu;
-    }
-  }
-}
 
 std::uint64_t last_word(const std::uint8_t* p, std::size_t len) {
   std::uint64_t w = 0;

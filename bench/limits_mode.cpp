@@ -30,6 +30,7 @@
 
 #include "bench/child.h"
 #include "bench/modes.h"
+#include "bench/spin.h"
 #include "shm/wait.h"
 
 namespace estimator::bench {
@@ -52,31 +53,6 @@ constexpr long kFirstNapNs = 100'000;  // an idle spinning server naps, as the f
 constexpr long kLastNapNs = 16'000'000;
 
 std::uint64_t to_ns(std::chrono::nanoseconds d) { return static_cast<std::uint64_t>(d.count()); }
-
-// Spins with a pause per poll, the clock every 64 polls; while the peer was last seen on
-// this CPU (a loaded machine: nothing is pinned) it yields instead, since spinning there
-// only keeps the peer off the CPU until the scheduler preempts us (as the floor does).
-template <typename Ready>
-bool spin(Ready&& ready, std::uint64_t spin_ns, std::atomic<std::int32_t>& mine,
-          const std::atomic<std::int32_t>& peer) {
-  if (ready()) return true;
-  const std::uint64_t end = shm::monotonic_ns() + spin_ns;
-  bool shared_cpu = false;
-  for (unsigned n = 1;; ++n) {
-    if (shared_cpu) {
-      sched_yield();
-    } else {
-      shm::cpu_relax();
-    }
-    if (ready()) return true;
-    if ((n & 63) == 0) {
-      if (shm::monotonic_ns() >= end) return false;
-      const int cpu = sched_getcpu();
-      mine.store(cpu, std::memory_order_relaxed);
-      shared_cpu = peer.load(std::memory_order_relaxed) == cpu;
-    }
-  }
-}
 
 // Shared-memory futexes (no FUTEX_PRIVATE_FLAG: the two processes map the word at
 // different addresses of different address spaces).
@@ -103,7 +79,7 @@ int serve_cacheline(PingPong& pp, std::uint64_t spin_ns, const Child::Ready& rea
       v = pp.flag.load(std::memory_order_acquire);
       return (v & 1) != 0;
     };
-    bool got = spin(asked, spin_ns, pp.server_cpu, pp.client_cpu);
+    bool got = spin_or_yield(asked, spin_ns, pp.server_cpu, pp.client_cpu);
     for (long nap_ns = kFirstNapNs; !got; nap_ns = std::min(2 * nap_ns, kLastNapNs)) {
       if (getppid() != parent) return 0;
       const timespec nap{0, nap_ns};
@@ -179,7 +155,7 @@ class CachelineMode final : public PingPongMode {
       const auto t0 = Clock::now();
       pp.flag.store(answered - 1, std::memory_order_release);
       const bool ok =
-          spin([&] { return pp.flag.load(std::memory_order_acquire) == answered; },
+          spin_or_yield([&] { return pp.flag.load(std::memory_order_acquire) == answered; },
                timeout_ns_, pp.client_cpu, pp.server_cpu);
       const auto t1 = Clock::now();
       if (!ok) return lost("cacheline");

@@ -20,6 +20,14 @@ struct Split {
   std::string usage;  // empty: even split
 };
 
+// kMissingFeatures naming what `m` lacks in `have`, or Ok.
+Status require_features(const Model& m, std::span<const std::string_view> have) {
+  const std::string missing = m.missing_from(have);
+  if (missing.empty()) return Status::Ok();
+  return Status(Code::kMissingFeatures,
+                "model " + m.info().name + " needs features missing from the request: " + missing);
+}
+
 // Sums the request's measured power of `component` over CPU packages.
 Status node_power_of(std::span<const NodePower> powers, const std::string& component,
                      double& node, double& idle, bool& measured) {
@@ -69,12 +77,7 @@ class RatioModel final : public Model {
 
   Result<std::unique_ptr<const Plan>> plan(
       std::span<const std::string_view> have) const override {
-    std::string missing = missing_from(have);
-    if (!missing.empty()) {
-      return Status(Code::kMissingFeatures, "model " + info().name +
-                                                " needs features missing from the request: " +
-                                                missing);
-    }
+    if (Status s = require_features(*this, have); !s.ok()) return s;
     std::vector<Eigen::Index> columns;
     columns.reserve(splits_.size());
     for (const Split& s : splits_) {
@@ -176,12 +179,7 @@ class CorrRatioModel final : public Model {
 
   Result<std::unique_ptr<const Plan>> plan(
       std::span<const std::string_view> have) const override {
-    std::string missing = missing_from(have);
-    if (!missing.empty()) {
-      return Status(Code::kMissingFeatures, "model " + info().name +
-                                                " needs features missing from the request: " +
-                                                missing);
-    }
+    if (Status s = require_features(*this, have); !s.ok()) return s;
     auto p = std::make_unique<CorrRatioPlan>();
     for (const std::string& f : info().features) p->columns.push_back(find_column(have, f));
     p->request_columns = static_cast<Eigen::Index>(have.size());

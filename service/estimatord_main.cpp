@@ -23,6 +23,9 @@
 using namespace estimator;
 
 int main(int argc, char** argv) {
+  // A closed log pipe or a peer gone mid-reply must cost an error, not the daemon (whose
+  // death would leave its segment behind).
+  signal(SIGPIPE, SIG_IGN);
   const auto t0 = std::chrono::steady_clock::now();
   CLI::App app{"estimatord: shared-memory power estimation daemon (Kepler-compatible models)"};
   std::string model_dir;

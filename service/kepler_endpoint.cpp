@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "service/kepler_adapter.h"
 
 namespace estimator::service {
@@ -30,31 +31,6 @@ constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 
 std::string errno_text(int err) { return std::strerror(err); }
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
 
 bool fill_address(const std::string& path, sockaddr_un& addr) {
   std::memset(&addr, 0, sizeof addr);

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "service/metrics.h"
 
 namespace estimator::service {
@@ -26,36 +27,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_ = -1;
-};
 
 std::string errno_text(int err) { return std::strerror(err); }
 
 struct Connection {
   enum class State { kReading, kWriting, kDraining };
-  Fd fd;
+  UniqueFd fd;
   State state = State::kReading;
   std::string in;
   std::string out;
@@ -172,8 +149,8 @@ Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view a
 struct MetricsServer::Impl {
   MetricsServerOptions options;
   Renderer render;
-  Fd listener;
-  Fd wake;
+  UniqueFd listener;
+  UniqueFd wake;
   std::thread thread;
 
   void run();
@@ -193,7 +170,7 @@ void MetricsServer::Impl::accept_all(std::vector<Connection>& conns) const {
       return;
     }
     Connection c;
-    c.fd = Fd(fd);
+    c.fd = UniqueFd(fd);
     c.deadline = Clock::now() + options.deadline;
     conns.push_back(std::move(c));
   }
@@ -343,7 +320,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsServerO
   std::string last_error = "no address";
   int last_errno = 0;
   for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
-    Fd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
     if (fd.get() < 0) {
       last_errno = errno;
       last_error = "socket: " + errno_text(last_errno);
@@ -374,7 +351,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsServerO
   if (::getsockname(impl->listener.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     return Status(Code::kInternal, "metrics: getsockname: " + errno_text(errno));
   }
-  impl->wake = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  impl->wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (impl->wake.get() < 0) return Status(Code::kResourceExhausted, "metrics: eventfd: " + errno_text(errno));
   impl->options = options;
   impl->render = std::move(render);

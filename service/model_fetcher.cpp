@@ -14,6 +14,7 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "common/unique_fd.h"
 #include "models/model.h"
 #include "models/registry.h"
 
@@ -93,22 +94,6 @@ struct CurlSlistDeleter {
 };
 using CurlSlist = std::unique_ptr<curl_slist, CurlSlistDeleter>;
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int reset() {
-    const int rc = fd_ >= 0 ? ::close(fd_) : 0;
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
 
 // A private directory removed with its contents when it goes out of scope.
 class ScratchDir {
@@ -134,7 +119,7 @@ Status errno_status(std::string_view doing, const fs::path& p) {
 }
 
 Status write_all(const fs::path& p, std::string_view bytes) {
-  Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) return errno_status("cannot create", p);
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd.get(), bytes.data(), bytes.size());
@@ -151,7 +136,7 @@ Status write_all(const fs::path& p, std::string_view bytes) {
 }
 
 void fsync_dir(const fs::path& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() >= 0) ::fsync(fd.get());
 }
 

@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "common/unique_fd.h"
 #include "clients/cpp/estimator_client.h"
 
 extern char** environ;
@@ -90,21 +91,6 @@ std::string describe_exit(int status) {
   return "changed state " + std::to_string(status);
 }
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
 
 // Runs in the forked child: only async-signal-safe calls until execve.
 [[noreturn]] void exec_child(const char* path, char* const* argv, int devnull, int err_fd,
@@ -248,7 +234,7 @@ Result<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::start(SpawnOptions options
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  Fd devnull(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  UniqueFd devnull(open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (devnull.get() < 0) return Status(Code::kInternal, "open /dev/null: " + errno_text(errno));
 
   // The forking thread starts with every signal blocked (so does the child until it has

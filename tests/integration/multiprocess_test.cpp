@@ -3,7 +3,10 @@
 // daemon at all, and a daemon that dies or restarts under a client that keeps calling.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+
 #include <atomic>
+#include <filesystem>
 #include <cmath>
 #include <random>
 
@@ -184,6 +187,45 @@ TEST(MultiProcess, SecondDaemonOnTheSameSegmentRefusesToStart) {
       << "a second daemon must exit with an error";
   client::Client c({.shm_name = shm});
   EXPECT_TRUE(c.ping(1s).ok()) << "the first daemon still serves";
+}
+
+// A daemon whose log pipe was closed (a log collector restarted) keeps serving and still
+// stops cleanly: writing its log must not kill it with SIGPIPE and leave its segment.
+TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
+  Watchdog dog(30);
+  const std::string shm = unique_shm_name("pipe");
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm, "--slots", "4",
+                                   "--slot-bytes", "65536", "--log-level", "debug"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  close(fds[0]);  // nobody reads the log any more
+
+  client::Client c({.shm_name = shm});
+  bool up = false;
+  for (int i = 0; i < 200 && !up; ++i) {
+    up = c.ping(100ms).ok();
+    if (!up) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(up) << "the daemon did not come up (killed by its first log line?)";
+  const std::string_view features[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
+  const float row[] = {10, 1};
+  EXPECT_TRUE(c.estimate({.features = features, .matrix = row, .rows = 1, .cols = 2}).ok());
+  kill(pid, SIGTERM);  // logs "signal received" into the closed pipe
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + shm)) << "the segment was left behind";
 }
 
 }  // namespace
