@@ -105,7 +105,8 @@ TEST_F(RequestHandlerTest, ColumnsAreMatchedByNameInAnyOrder) {
 
 TEST_F(RequestHandlerTest, UnknownModelIsNotFound) {
   const std::string_view names[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
-  auto s = spec(names, {1, 2}, 1);
+  const std::vector<float> m{1, 2};  // outlives s, which points at it
+  auto s = spec(names, m, 1);
   s.model_name = "NoSuchTrainer_7";
   const Answer a = call(s);
   EXPECT_EQ(a.status, Code::kNotFound);
@@ -114,7 +115,8 @@ TEST_F(RequestHandlerTest, UnknownModelIsNotFound) {
 
 TEST_F(RequestHandlerTest, NamedModelWithMissingFeaturesNamesThem) {
   const std::string_view names[] = {"cpu_cycles"};
-  auto s = spec(names, {1}, 1);
+  const std::vector<float> m{1};  // outlives s, which points at it
+  auto s = spec(names, m, 1);
   s.model_name = "SGDRegressorTrainer_0";
   const Answer a = call(s);
   EXPECT_EQ(a.status, Code::kMissingFeatures);
