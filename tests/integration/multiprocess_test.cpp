@@ -210,6 +210,15 @@ TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
   posix_spawn_file_actions_destroy(&fa);
   close(fds[1]);
   close(fds[0]);  // nobody reads the log any more
+  struct Reap {  // a failed assertion below must not leave the daemon running
+    pid_t& pid;
+    ~Reap() {
+      if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  } reap{pid};
 
   client::Client c({.shm_name = shm});
   bool up = false;
@@ -224,6 +233,7 @@ TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
   kill(pid, SIGTERM);  // logs "signal received" into the closed pipe
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  pid = -1;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + shm)) << "the segment was left behind";
 }
