@@ -10,10 +10,13 @@
 namespace estimator::service {
 namespace {
 
-// Idle dispatch threads wake this often to rescan the slots (recovering a lost mask bit).
-constexpr std::uint64_t kIdleWakeNs = 100'000'000ULL;
-// Heartbeat period; clients call a daemon gone after shm::kHeartbeatStaleNs.
-constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
+// Idle dispatch threads wake this often to rescan the slots (recovering a mask bit or a
+// doorbell lost to a hostile writer). Every wake-up costs CPU on an idle node, where the
+// daemon should cost nothing: once a second.
+constexpr std::uint64_t kIdleWakeNs = 1'000'000'000ULL;
+// Heartbeat and reaper period; clients call a daemon gone after shm::kHeartbeatStaleNs,
+// and a dead client's slot, seen twice, is free within two periods.
+constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(250);
 
 }  // namespace
 

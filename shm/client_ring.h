@@ -59,7 +59,7 @@ class ClientRing {
   bool same_pidns_as_server_;
 };
 
-// A heartbeat older than this means the daemon is gone (it beats every 100 ms).
+// A heartbeat older than this means the daemon is gone (it beats every 250 ms).
 inline constexpr std::uint64_t kHeartbeatStaleNs = 2'000'000'000ULL;
 
 }  // namespace estimator::shm
