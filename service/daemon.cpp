@@ -17,6 +17,9 @@ constexpr std::uint64_t kIdleWakeNs = 1'000'000'000ULL;
 // Heartbeat and reaper period; clients call a daemon gone after shm::kHeartbeatStaleNs,
 // and a dead client's slot, seen twice, is free within two periods.
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(250);
+// A busy dispatch thread rescans the slot states after this many loop turns (see
+// dispatch_loop); a scan reads one word per slot.
+constexpr std::uint32_t kScanEvery = 256;
 
 }  // namespace
 
@@ -59,7 +62,16 @@ void Daemon::dispatch_loop(unsigned index) {
   shm::ServerRing ring(view);
   RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity(),
                          config_.metrics);
+  std::uint32_t since_scan = 0;
   while (!stopping_.load(std::memory_order_relaxed)) {
+    // A peer that clears ready-mask bits (a hostile writer) hides requests from take();
+    // a scan of the slot states finds them. Idle threads scan on each timeout; a thread
+    // kept busy scans every kScanEvery requests, so a hidden request waits for at most
+    // that many others instead of until its deadline.
+    if (++since_scan == kScanEvery) {
+      since_scan = 0;
+      ring.scan();
+    }
     const auto taken = ring.take();
     if (!taken) {
       if (!ring.wait_for_work(config_.spin_ns, kIdleWakeNs)) ring.scan();
