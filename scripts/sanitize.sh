@@ -19,7 +19,7 @@ targets=(unit_test kepler_json_test reliability_test estimatord victim_client ho
 
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp"
 export ESTIMATOR_RELIABILITY_SCALE="${ESTIMATOR_RELIABILITY_SCALE:-0.2}"
 
 status=0
