@@ -39,6 +39,14 @@ std::optional<std::string> read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// A file name as a GoogleTest parameter name: letters and digits, '_' for the rest.
+std::string test_name(std::string n) {
+  std::replace_if(
+      n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) == 0; },
+      '_');
+  return n;
+}
+
 bool is_zip_name(std::string_view name) { return name.ends_with(".keras"); }
 
 Result<std::unique_ptr<Regressor>> load(std::string_view bytes, std::string_view name) {
@@ -255,14 +263,7 @@ TEST_P(KerasRealFile, MatchesNumpyReferenceRunNow) {
 
 INSTANTIATE_TEST_SUITE_P(Samples, KerasRealFile, ::testing::ValuesIn(kRealFiles),
                          [](const ::testing::TestParamInfo<RealFile>& param_info) {
-                           std::string n = param_info.param.name;
-                           std::replace_if(
-                               n.begin(), n.end(),
-                               [](char c) {
-                                 return std::isalnum(static_cast<unsigned char>(c)) == 0;
-                               },
-                               '_');
-                           return n;
+                           return test_name(param_info.param.name);
                          });
 
 TEST(KerasRealFiles, WeightsOnlyLstmFileIsRefused) {
@@ -476,14 +477,7 @@ TEST_P(KerasRefusal, IsRefusedWithAClearMessage) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, KerasRefusal, ::testing::ValuesIn(kRefusals),
                          [](const ::testing::TestParamInfo<Refusal>& param_info) {
-                           std::string n = param_info.param.fixture;
-                           std::replace_if(
-                               n.begin(), n.end(),
-                               [](char c) {
-                                 return std::isalnum(static_cast<unsigned char>(c)) == 0;
-                               },
-                               '_');
-                           return n;
+                           return test_name(param_info.param.fixture);
                          });
 
 // The bytes of fixture `name` with the first occurrence of `from` replaced by `to` (same
