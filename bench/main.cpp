@@ -3,7 +3,8 @@
 //               hot and sleeping, by 1 client or several client threads at once,
 //   socket    - through a unix socket carrying the same FlatBuffers bytes (the baseline),
 //   json      - as Kepler v0.9 JSON through the daemon's Kepler endpoint, a connection
-//               per request (what Kepler pays today),
+//               per request: the endpoint alone, and with Kepler's own encoding and
+//               decoding (what Kepler pays in all),
 // beside the machine's own limits measured in the same run:
 //   floor     - a raw shared-memory ping-pong of same-sized bytes,
 //   cacheline - a spinning ping-pong of one flag on one cache line (no payload),
@@ -131,7 +132,7 @@ Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
     } else if (m == "socket") {
       mode = start_socket(cases, registry, options);
     } else if (m == "json") {
-      mode = start_json(cases, registry, options);
+      mode = start_json(cases, registry, options, l->label.variant == "kepler");
     } else if (m == "floor") {
       mode = start_floor(cases, options);
     } else if (m == "cacheline") {
@@ -382,7 +383,8 @@ int main(int argc, char** argv) {
     for (const unsigned n : client_counts) lane("ring", "block", n, parallel, 5);
   }
   lane("socket", "persistent", 1, join({&primary, &features, &xgboost}), 9);
-  lane("json", "per-request", 1, primary, 4);
+  lane("json", "endpoint", 1, primary, 4);
+  lane("json", "kepler", 1, primary, 4);
   // The sleeping target adds the floor to a futex ping-pong at the sleeping ring's sizes.
   const std::vector<std::size_t> sleeping_cases =
       has(sets, "sleeping") ? parallel : std::vector<std::size_t>{};
@@ -432,7 +434,8 @@ int main(int argc, char** argv) {
               plan.warmup, plan.warmup_large, plan.budget_s, spin_us);
   std::printf("ring: daemon core + client::Client (spin: both sides spin; block: neither "
               "does; cl: client threads); socket: unix stream, length-prefixed FlatBuffers, "
-              "same handler; json: Kepler v0.9 JSON, a connection per request; floor: raw "
+              "same handler; json: Kepler v0.9 JSON, a connection per request (endpoint: text "
+              "ready, reply read; kepler: encoding and decoding timed too); floor: raw "
               "shm ping-pong of the same bytes; cacheline/futex: bare ping-pongs; memcpy: "
               "the request copied once in-process\n");
   const std::string load_start = load_average();

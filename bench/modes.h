@@ -67,9 +67,11 @@ Result<std::unique_ptr<Mode>> ring_clients(std::shared_ptr<RingDaemon> daemon,
 Result<std::unique_ptr<Mode>> start_socket(const std::vector<Case>& cases,
                                            std::shared_ptr<const models::Registry> registry,
                                            const ModeOptions& options);
+// `codec_timed`: Kepler's encoding of the request and decoding of the reply are timed too
+// (variant "kepler"); otherwise only the connection and the endpoint are ("endpoint").
 Result<std::unique_ptr<Mode>> start_json(const std::vector<Case>& cases,
                                          std::shared_ptr<const models::Registry> registry,
-                                         const ModeOptions& options);
+                                         const ModeOptions& options, bool codec_timed);
 Result<std::unique_ptr<Mode>> start_floor(const std::vector<Case>& cases,
                                           const ModeOptions& options);
 Result<std::unique_ptr<Mode>> start_cacheline(const ModeOptions& options);

@@ -1,9 +1,15 @@
 #include "service/kepler_json.h"
 
+#include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
 #include <system_error>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/power_total.h"
 
@@ -61,6 +67,32 @@ constexpr KeyName kKeys[] = {
 
 bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// The digits that start the eight bytes at `p`: how many (0 to 8) and their value, from
+// one load. ASCII digits xor '0' are the bytes below 10; adding 0x76 to each byte's low
+// seven bits sets bit 7 of every other byte without carrying into the next. The digits
+// are then shifted to the top (leading zeros below them) and combined in pairs, fours
+// and eights by three multiplications.
+struct DigitRun {
+  std::uint32_t count;
+  std::uint32_t value;
+};
+DigitRun digit_run(const char* p) {
+  std::uint64_t chunk;
+  std::memcpy(&chunk, p, sizeof chunk);
+  if constexpr (std::endian::native == std::endian::big) chunk = __builtin_bswap64(chunk);
+  const std::uint64_t x = chunk ^ 0x3030303030303030ULL;
+  const std::uint64_t other =
+      (((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7676767676767676ULL) | x) & 0x8080808080808080ULL;
+  const auto count = static_cast<std::uint32_t>(other == 0 ? 8 : std::countr_zero(other) / 8);
+  if (count == 0) return {0, 0};
+  std::uint64_t d = x << (8 * (8 - count));       // byte 0 is the most significant digit
+  d = d * 10 + (d >> 8);                          // pairs, in bytes 0, 2, 4 and 6
+  d = (((d & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+       (((d >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
+      32;
+  return {count, static_cast<std::uint32_t>(d)};
+}
 
 // Length of the valid UTF-8 sequence starting at `p` (before `end`), 0 when invalid
 // (overlong forms, surrogates and code points above U+10FFFF are invalid).
@@ -182,6 +214,7 @@ class KeplerJsonParser {
   bool number_token(const char*& start, const Where& what);
   bool number(float& v, const Where& what);
   bool fast_number(float& v);
+  bool take_digits(const char*& q, std::uint64_t& w, int& digits) const;
   bool skip_value(std::size_t depth);
   bool string_list(std::vector<Slice>& out, std::size_t limit, std::string_view what);
   bool string_field(Slice& s, std::string_view what);
@@ -328,42 +361,58 @@ bool KeplerJsonParser::number_token(const char*& start, const Where& what) {
   return true;
 }
 
-// Decimal numbers of at most 19 significant digits whose mantissa fits 53 bits and whose
-// power of ten is within 10^22 are read in one pass without std::from_chars (most of
-// Kepler's rates): mantissa and power of ten are then both exact doubles, so one
-// multiplication or division rounds correctly (Clinger's fast path) and gives the same
-// double from_chars would. Anything else, and every malformed number, takes the strict
-// path below.
+// Appends the run of digits at q to w, eight bytes at a time while eight remain (a byte
+// loop's exit, at a length the branch predictor cannot guess, cost more than the digits).
+// False when w would pass 19 digits.
+inline bool KeplerJsonParser::take_digits(const char*& q, std::uint64_t& w, int& digits) const {
+  static constexpr std::uint64_t kScale[] = {1,      10,      100,      1000,     10000,
+                                             100000, 1000000, 10000000, 100000000};
+  while (end_ - q >= 8) {
+    const DigitRun run = digit_run(q);
+    if (digits + static_cast<int>(run.count) > 19) return false;
+    w = w * kScale[run.count] + run.value;
+    digits += static_cast<int>(run.count);
+    q += run.count;
+    if (run.count < 8) return true;
+  }
+  for (; q < end_ && is_digit(*q); ++q) {
+    if (++digits > 19) return false;
+    w = w * 10 + static_cast<std::uint64_t>(*q - '0');
+  }
+  return true;
+}
+
+// Decimal numbers of at most 19 digits whose mantissa fits 53 bits and whose power of ten
+// is within 10^22 are read in one pass without std::from_chars (most of Kepler's rates):
+// mantissa and power of ten are then both exact doubles, so one multiplication or division
+// rounds correctly (Clinger's fast path) and gives the same double from_chars would, and
+// so the same float. Anything else, and every malformed number, takes the strict path
+// below.
 bool KeplerJsonParser::fast_number(float& v) {
   static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  static constexpr double kInvPow10[] = {1e0,   1e-1,  1e-2,  1e-3,  1e-4,  1e-5,
+                                         1e-6,  1e-7,  1e-8,  1e-9,  1e-10, 1e-11,
+                                         1e-12, 1e-13, 1e-14, 1e-15, 1e-16, 1e-17,
+                                         1e-18, 1e-19, 1e-20, 1e-21, 1e-22};
   const char* q = p_;
   const bool negative = q < end_ && *q == '-';
   if (negative) ++q;
+  if (q >= end_ || !is_digit(*q)) return false;
   std::uint64_t w = 0;
-  int digits = 0;  // significant digits in w
+  int digits = 0;  // digits taken into w
   int exp10 = 0;
-  if (q >= end_) return false;
   if (*q == '0') {
-    ++q;
-  } else if (*q >= '1' && *q <= '9') {
-    for (; q < end_ && is_digit(*q); ++q) {
-      if (++digits > 19) return false;
-      w = w * 10 + static_cast<std::uint64_t>(*q - '0');
-    }
-  } else {
+    ++q;  // a leading zero stands alone ("01" is not JSON: the caller sees the '1')
+  } else if (!take_digits(q, w, digits)) {
     return false;
   }
   if (q < end_ && *q == '.') {
     ++q;
-    if (q >= end_ || !is_digit(*q)) return false;
-    for (; q < end_ && is_digit(*q); ++q) {
-      if (w != 0 || *q != '0') ++digits;
-      if (digits > 19 || exp10 < -400) return false;
-      w = w * 10 + static_cast<std::uint64_t>(*q - '0');
-      --exp10;
-    }
+    const int before = digits;
+    if (!take_digits(q, w, digits) || digits == before) return false;
+    exp10 = before - digits;
   }
   if (q < end_ && (*q == 'e' || *q == 'E')) {
     ++q;
@@ -382,12 +431,23 @@ bool KeplerJsonParser::fast_number(float& v) {
   if (w != 0) {
     if (w > (std::uint64_t{1} << 53) || exp10 < -22 || exp10 > 22) return false;
     d = static_cast<double>(w);
-    d = exp10 < 0 ? d / kPow10[-exp10] : d * kPow10[exp10];
+    if (exp10 >= 0) {
+      d *= kPow10[exp10];
+    } else {
+      // A multiplication by the nearest double of 10^-k is within 3 units of the last
+      // place of the quotient, and the cast to float drops the last 29 bits: it rounds
+      // as the exact quotient would unless those bits are within a few units of half-way
+      // (then divide). A division costs several times a multiplication here.
+      const double approx = d * kInvPow10[-exp10];
+      const std::uint64_t dropped = std::bit_cast<std::uint64_t>(approx) & 0x1FFFFFFFU;
+      d = dropped - (0x10000000U - 8) < 16 ? d / kPow10[-exp10] : approx;
+    }
   }
   v = static_cast<float>(negative ? -d : d);
   p_ = q;
   return true;
 }
+
 
 bool KeplerJsonParser::number(float& v, const Where& what) {
   if (fast_number(v)) return true;
@@ -820,6 +880,101 @@ std::string_view bounded(std::string_view message, bool& cut) {
 }
 
 }  // namespace
+
+namespace {
+
+// Bytes that can change DocumentEnd's state: quotes, the escape and the brackets.
+constexpr std::array<bool, 256> kStructural = [] {
+  std::array<bool, 256> t{};
+  for (const char c : {'"', '\\', '{', '}', '[', ']'}) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+// The first byte at or after p that can change DocumentEnd's state (end if none): sixteen
+// bytes per step where SSE2 is there (every x86-64), a table lookup per byte elsewhere.
+// Brackets are found by setting bit 5 ('[' becomes '{', ']' becomes '}').
+const char* skip_plain(const char* p, const char* end) {
+#if defined(__SSE2__)
+  const __m128i open = _mm_set1_epi8('{');
+  const __m128i close = _mm_set1_epi8('}');
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i bit5 = _mm_set1_epi8(0x20);
+  for (; end - p >= 16; p += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i folded = _mm_or_si128(v, bit5);
+    const __m128i hit = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(folded, open), _mm_cmpeq_epi8(folded, close)),
+        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+    if (const int mask = _mm_movemask_epi8(hit); mask != 0) {
+      return p + std::countr_zero(static_cast<unsigned>(mask));
+    }
+  }
+#endif
+  while (p < end && !kStructural[static_cast<unsigned char>(*p)]) ++p;
+  return p;
+}
+
+}  // namespace
+
+std::size_t DocumentEnd::feed(std::string_view bytes) {
+  // The state lives in locals for the scan (members would be reloaded after every byte
+  // store the compiler cannot prove unrelated) and is saved on the way out.
+  std::uint64_t objects = objects_;
+  int depth = depth_;
+  bool in_string = in_string_;
+  bool escape = escape_;
+  const char* const begin = bytes.data();
+  const char* const end = begin + bytes.size();
+  const char* p = begin;
+  const auto done = [&](const char* last) {
+    objects_ = objects;
+    depth_ = depth;
+    in_string_ = in_string;
+    escape_ = escape;
+    return static_cast<std::size_t>(last + 1 - begin);
+  };
+  if (!started_) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
+    if (p == end) return 0;
+    started_ = true;
+    if (*p != '{' && *p != '[') return done(p);
+  }
+  for (; p < end; ++p) {
+    if (escape) {  // the byte after a backslash, whatever it is
+      escape = false;
+      continue;
+    }
+    p = skip_plain(p, end);
+    if (p == end) break;
+    const char c = *p;
+    if (in_string) {
+      if (c == '\\') {
+        escape = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (depth == 64) return done(p);
+      objects = (objects << 1) | (c == '{' ? 1U : 0U);
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if ((objects & 1U) != (c == '}' ? 1U : 0U)) return done(p);
+      objects >>= 1;
+      if (--depth == 0) return done(p);
+    }
+    // a backslash outside a string is invalid JSON; the parser reports it
+  }
+  objects_ = objects;
+  depth_ = depth;
+  in_string_ = in_string;
+  escape_ = escape;
+  return 0;
+}
 
 void write_error(Form form, std::string_view message, std::string& out) {
   if (message.empty()) message = "unknown error";

@@ -95,6 +95,27 @@ class KeplerJsonReader {
   std::vector<float> powers_[4];  // core, dram, gpu, other
 };
 
+// Tells when a JSON document that starts at the first non-blank byte has ended, without
+// parsing it, as bytes arrive: the brackets open outside strings, kept as a stack of bits.
+// Anything that cannot start a request ends the document at once (the parser then says
+// what is wrong), and so does a closing bracket that does not match or nesting deeper
+// than the stack, so that a malformed request is answered at once instead of waiting for
+// its deadline. Bytes that cannot change the state (digits, most of a request) are
+// skipped sixteen at a time.
+class DocumentEnd {
+ public:
+  // Scans `bytes` (following those scanned before); returns how many of them belong to
+  // the document once it has ended, or 0 while it has not.
+  std::size_t feed(std::string_view bytes);
+
+ private:
+  std::uint64_t objects_ = 0;  // bit i: the bracket open at depth_-i is '{'
+  int depth_ = 0;
+  bool started_ = false;
+  bool in_string_ = false;
+  bool escape_ = false;
+};
+
 // ---- replies ---------------------------------------------------------------------------
 
 // Longest msg a reply carries: a longer message is cut (at a UTF-8 boundary, marked with

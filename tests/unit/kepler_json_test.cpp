@@ -279,6 +279,38 @@ TEST_F(KeplerJsonTest, FloatsAreAsAccurateAsAFloatCast) {
   for (std::size_t i = 0; i < want.size(); ++i) EXPECT_EQ(req.values[i], want[i]) << i;
 }
 
+TEST_F(KeplerJsonTest, DigitRunsOfEveryLengthReadExactly) {
+  // Digits are read eight bytes at a time while eight remain: runs of 1 to 20 digits, on
+  // either side of the point, both far from the document's end and right before it.
+  const std::string digits = "98765432109876543210";
+  for (std::size_t a = 1; a <= digits.size(); ++a) {
+    for (std::size_t b = 0; b <= digits.size(); b += 3) {
+      std::string number = digits.substr(0, a);
+      if (b != 0) number += "." + digits.substr(digits.size() - b);
+      const float want = static_cast<float>(std::strtod(number.c_str(), nullptr));
+      for (const std::string& doc :
+           {R"({"metrics":["a"],"values":[[)" + number + R"(]],"source":"padding padding"})",
+            R"({"metrics":["a"],"values":[[)" + number}) {
+        const Status s = parse(doc);
+        if (doc.back() == '}') {
+          ASSERT_TRUE(s.ok()) << number << ": " << s.message();
+          EXPECT_EQ(req.values[0], want) << number;
+        } else {
+          EXPECT_NE(s.message().find("ends early"), std::string::npos) << number;
+        }
+      }
+    }
+  }
+  // Halfway between two floats: a decimal fraction must still round half to even.
+  for (const char* number : {"16777217.0", "33554438.000", "-16777221.0", "711627.78125",
+                             "5693022.25000", "-91088356.00000", "0.50000002980232238"}) {
+    ASSERT_TRUE(parse(R"({"metrics":["a"],"values":[[)" + std::string(number) + "]]}").ok());
+    EXPECT_EQ(req.values[0], static_cast<float>(std::strtod(number, nullptr))) << number;
+  }
+  EXPECT_FALSE(parse(R"({"metrics":["a"],"values":[[12345678.]],"source":"padding"})").ok());
+  EXPECT_FALSE(parse(R"({"metrics":["a"],"values":[[0123]],"source":"padding padding"})").ok());
+}
+
 TEST_F(KeplerJsonTest, StringsDecodeEscapesAndRefuseBadOnes) {
   ASSERT_TRUE(parse(R"({"metrics":["a\"b\\c\/d\b\f\n\r\t","\u00e9\u4e2d\ud83d\ude00"],"values":[]})").ok());
   EXPECT_EQ(req.metrics[0], "a\"b\\c/d\b\f\n\r\t");
@@ -330,6 +362,42 @@ TEST_F(KeplerJsonTest, ViewsStayValidUntilTheNextParse) {
   ASSERT_TRUE(parse(kV09).ok());
   EXPECT_EQ(req.metrics[0], first_metric);
   EXPECT_EQ(req.system_values[0], "Sky Lake");
+}
+
+// ---- where a document ends ---------------------------------------------------------
+
+// Feeds `doc` in pieces of `piece` bytes; returns the document's length as DocumentEnd
+// reports it (counted from the first byte), or 0 when it never ends.
+std::size_t end_of(std::string_view doc, std::size_t piece) {
+  DocumentEnd end;
+  for (std::size_t at = 0; at < doc.size(); at += piece) {
+    const std::string_view chunk = doc.substr(at, piece);
+    if (const std::size_t n = end.feed(chunk); n != 0) return at + n;
+  }
+  return 0;
+}
+
+TEST(DocumentEndTest, EndsAtTheOutermostCloseInPiecesOfAnySize) {
+  // Brackets, quotes and backslashes inside strings change nothing; an escaped quote does
+  // not end a string; bytes after the document are not part of it.
+  const std::string doc =
+      R"(  {"metrics":["a]}\"[{","b\\"],"values":[[1,2.5e3],[-0,7]],"msg":"\\\"}"})";
+  for (std::size_t piece = 1; piece <= doc.size(); ++piece) {
+    EXPECT_EQ(end_of(doc + R"( {"next":1})", piece), doc.size()) << "pieces of " << piece;
+  }
+  EXPECT_EQ(end_of(std::string(kV09), 7), kV09.size());
+  EXPECT_EQ(end_of(R"({"open": [1, 2)", 3), 0U);
+  EXPECT_EQ(end_of(R"({"s": "unterminated ] }")", 2), 0U);
+}
+
+TEST(DocumentEndTest, WhatCannotBeARequestEndsAtOnce) {
+  EXPECT_EQ(end_of("  x{}", 1), 3U);                // not an object or array
+  EXPECT_EQ(end_of(R"({"a": [1}, "b": 2})", 4), 9U);  // a mismatched close
+  EXPECT_EQ(end_of("\n\t[[]]]", 2), 6U);
+  const std::string deep(65, '[');  // deeper than the 64-bit stack
+  EXPECT_EQ(end_of(deep, 5), 65U);
+  EXPECT_EQ(end_of(std::string(64, '[') + std::string(64, ']'), 9), 128U);
+  EXPECT_EQ(end_of("   \n ", 1), 0U);  // nothing yet: keep reading
 }
 
 // ---- replies ---------------------------------------------------------------------------
