@@ -1,5 +1,6 @@
 #include "schema/wire.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -90,8 +91,13 @@ Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
   }
   flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> names;
   {
-    flatbuffers::Offset<flatbuffers::String> tmp[kMaxFeatures];
+    // Offsets are zeroed on construction: kMaxFeatures of them would cost more than the
+    // strings of a usual request, so those beyond 32 go to the heap (the client's).
+    std::array<flatbuffers::Offset<flatbuffers::String>, 32> few;
+    std::vector<flatbuffers::Offset<flatbuffers::String>> many;
     const std::size_t nf = std::min(spec.feature_names.size(), kMaxFeatures);
+    if (nf > few.size()) many.resize(nf);
+    flatbuffers::Offset<flatbuffers::String>* tmp = nf > few.size() ? many.data() : few.data();
     for (std::size_t i = 0; i < nf; ++i) {
       tmp[i] = b.CreateString(spec.feature_names[i].data(), spec.feature_names[i].size());
     }
@@ -152,10 +158,13 @@ Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& 
                                               " outside 8.." + std::to_string(copy_.size()) +
                                               " or misaligned");
   }
-  // Pass 1, in place: only to locate the matrix values.
+  // A small request is copied whole and verified once: copying it costs less than a
+  // second verification. A larger one is verified in place only to locate the matrix
+  // values; everything but them is copied and verified again.
+  const bool whole = len <= kCopyWholeBytes;
   std::size_t m_off = 0;
   std::size_t m_len = 0;
-  {
+  if (!whole) {
     flatbuffers::Verifier v(base, len);
     if (!fb::VerifyRequestBuffer(v)) {
       return Status(Code::kInvalidArgument, "request is not a valid estimator.fb.Request");
@@ -171,13 +180,13 @@ Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& 
       m_len = bytes;
     }
   }
-  // Pass 2: private copy of everything but the matrix values, verified again.
   std::uint8_t* copy = copy_.data();
   std::memcpy(copy, base, m_off);
   std::memcpy(copy + m_off + m_len, base + m_off + m_len, len - m_off - m_len);
   flatbuffers::Verifier v(copy, len);
   if (!fb::VerifyRequestBuffer(v)) {
-    return Status(Code::kInvalidArgument, "request changed while being read");
+    return Status(Code::kInvalidArgument, whole ? "request is not a valid estimator.fb.Request"
+                                                : "request changed while being read");
   }
   const fb::Request* r = fb::GetRequest(copy);
   out.request_id = r->request_id();
@@ -200,10 +209,15 @@ Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& 
   out.cols = r->cols();
   if (const auto* m = r->matrix(); m != nullptr) {
     const auto* data = reinterpret_cast<const std::uint8_t*>(m->data());
-    if (data != copy + m_off || std::size_t{m->size()} * sizeof(float) != m_len) {
-      return Status(Code::kInvalidArgument, "request changed while being read");
+    if (whole) {
+      m_len = std::size_t{m->size()} * sizeof(float);
+      out.matrix = reinterpret_cast<const float*>(data);
+    } else {
+      if (data != copy + m_off || std::size_t{m->size()} * sizeof(float) != m_len) {
+        return Status(Code::kInvalidArgument, "request changed while being read");
+      }
+      out.matrix = reinterpret_cast<const float*>(base + m_off);
     }
-    out.matrix = reinterpret_cast<const float*>(base + m_off);
   }
   if (std::uint64_t{out.rows} * out.cols != m_len / sizeof(float)) {
     return Status(Code::kInvalidArgument,

@@ -51,8 +51,8 @@ std::size_t request_size_bound(const RequestSpec& spec);
 Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec, std::span<std::uint8_t> area);
 
 // A decoded request. Strings and lists point into the RequestReader's private copy; the
-// matrix points into the shared bytes (zero copy; its values may change under a hostile
-// peer, which can only spoil that peer's own answer).
+// matrix of a large request points into the shared bytes (zero copy; its values may change
+// under a hostile peer, which can only spoil that peer's own answer).
 struct ParsedRequest {
   std::uint16_t schema_version = 0;
   std::uint64_t request_id = 0;
@@ -73,9 +73,11 @@ struct ParsedRequest {
 // Decodes requests from hostile shared memory without allocating per request.
 //
 // Verifying in place is not enough: a peer could rewrite an offset between verification
-// and use. So the reader verifies in place only to find the matrix, copies every byte
-// except the matrix values into a private buffer, verifies that copy, and decodes from it.
-// The matrix (most of the bytes) is read in place, at the offset the private copy gives.
+// and use. So the reader decodes from a private copy it has verified. A request of up to
+// kCopyWholeBytes is copied whole. A larger one is verified in place only to find the
+// matrix, everything except the matrix values is copied, and the matrix (most of the
+// bytes) is read in place, at the offset the private copy gives.
+inline constexpr std::size_t kCopyWholeBytes = 8192;
 class RequestReader {
  public:
   explicit RequestReader(std::size_t capacity);

@@ -17,24 +17,39 @@ namespace {
 // Plans cached per handler; a feature list or selector beyond this evicts the oldest.
 constexpr std::size_t kPlanCacheSize = 64;
 
-std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
+// The plan cache's hash: eight bytes per multiplication (a byte at a time was most of the
+// lookup's cost). A collision costs only a comparison: CachedPlan::matches decides.
+std::uint64_t mix(std::uint64_t h, std::uint64_t v) {
+  h = (h ^ v) * 0x9E3779B97F4A7C15ULL;
+  return h ^ (h >> 32);
+}
+
+std::uint64_t hash_text(std::uint64_t h, std::string_view s) {
+  const char* p = s.data();
+  std::size_t n = s.size();
+  h = mix(h, n);  // the length separates ("ab","c") from ("a","bc")
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = mix(h, w);
   }
-  h ^= 0xFF;  // separator, so ("ab","c") and ("a","bc") differ
-  return h * 0x100000001b3ULL;
+  if (n != 0) {
+    std::uint64_t w = 0;
+    for (std::size_t i = 0; i < n; ++i) w |= std::uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+    h = mix(h, w);
+  }
+  return h;
 }
 
 std::uint64_t key_hash(const wire::ParsedRequest& r) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  h = fnv1a(h, r.model_name);
-  h = fnv1a(h, r.trainer);
-  h = fnv1a(h, r.output_type);
-  h = fnv1a(h, r.source);
-  h = fnv1a(h, r.filter);
-  for (std::string_view f : r.feature_names) h = fnv1a(h, f);
-  return h ^ (r.node_power.empty() ? 0 : 1);
+  std::uint64_t h = r.node_power.empty() ? 0 : 1;
+  h = hash_text(h, r.model_name);
+  h = hash_text(h, r.trainer);
+  h = hash_text(h, r.output_type);
+  h = hash_text(h, r.source);
+  h = hash_text(h, r.filter);
+  for (std::string_view f : r.feature_names) h = hash_text(h, f);
+  return h;
 }
 
 // True when no value is NaN or infinite. Adding one exponent step to the exponent bits
@@ -90,11 +105,14 @@ RequestHandler::~RequestHandler() = default;
 
 const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRequest& req,
                                                             Status& error) {
-  // One atomic shared_ptr load per request; the cache is dropped when the registry swaps.
-  auto reg = registry_.get();
-  if (reg != current_) {
-    cache_.clear();
-    current_ = std::move(reg);
+  // The cache is dropped when the registry swaps.
+  if (const std::uint64_t generation = registry_.generation(); generation != generation_) {
+    auto reg = registry_.get();
+    generation_ = generation;
+    if (reg != current_) {
+      cache_.clear();
+      current_ = std::move(reg);
+    }
   }
   const std::uint64_t h = key_hash(req);
   for (const auto& c : cache_) {

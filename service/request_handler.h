@@ -34,7 +34,13 @@ class RegistryHolder {
                           models::SelectionPolicy policy = {})
       : current_(std::move(r)), policy_(std::move(policy)) {}
   std::shared_ptr<const models::Registry> get() const { return current_.load(); }
-  void set(std::shared_ptr<const models::Registry> r) { current_.store(std::move(r)); }
+  void set(std::shared_ptr<const models::Registry> r) {
+    current_.store(std::move(r));
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  // Changes after every set(): a handler compares it (one plain load) instead of loading
+  // the shared_ptr (a lock and two reference-count updates in libstdc++ 12) per request.
+  std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   const models::SelectionPolicy& policy() const { return policy_; }
 
   // May be set or cleared while handlers run (loaded once per plan-cache miss).
@@ -43,6 +49,7 @@ class RegistryHolder {
 
  private:
   std::atomic<std::shared_ptr<const models::Registry>> current_;
+  std::atomic<std::uint64_t> generation_{0};
   const models::SelectionPolicy policy_;
   std::atomic<std::shared_ptr<const ShapeObserver>> observer_;
 };
@@ -72,6 +79,7 @@ class RequestHandler {
 
   const RegistryHolder& registry_;
   std::shared_ptr<const models::Registry> current_;  // pinned while the cache refers to it
+  std::uint64_t generation_ = ~std::uint64_t{0};      // of current_ (none yet)
   wire::RequestReader reader_;
   wire::ResponseBuilder builder_;
   std::vector<std::unique_ptr<CachedPlan>> cache_;

@@ -41,7 +41,12 @@ std::optional<ServerRing::Taken> ServerRing::take() {
       }
       last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
       idle_ = false;
-      h.server_cpu.store(static_cast<std::uint32_t>(sched_getcpu()), std::memory_order_relaxed);
+      // Stored only when it changes: the line is read by spinning clients, and a store on
+      // every request would pull it away from them each time.
+      if (const auto cpu = static_cast<std::uint32_t>(sched_getcpu());
+          h.server_cpu.load(std::memory_order_relaxed) != cpu) {
+        h.server_cpu.store(cpu, std::memory_order_relaxed);
+      }
       return Taken{i, c->request_offset, c->request_len};
     }
   }
