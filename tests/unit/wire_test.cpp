@@ -79,10 +79,33 @@ TEST_F(WireTest, RequestRoundTripKeepsEveryField) {
   EXPECT_EQ(r.system_values[0].value, "Sky Lake");
 }
 
-TEST_F(WireTest, MatrixIsReadInPlaceNotCopied) {
+TEST_F(WireTest, SmallRequestsAreReadFromAPrivateCopy) {
   auto built = build_request(spec(), area.span(4096));
   ASSERT_TRUE(built.ok());
+  ASSERT_LE(built->size(), kCopyWholeBytes);
   RequestReader sut(4096);
+  ParsedRequest r;
+  ASSERT_TRUE(sut.read(*built, r).ok());
+  // Nothing points into the shared bytes: rewriting them cannot change the request.
+  for (const void* p : {static_cast<const void*>(r.matrix),
+                        static_cast<const void*>(r.model_name.data())}) {
+    const auto* b = static_cast<const std::uint8_t*>(p);
+    EXPECT_FALSE(b >= built->data() && b < built->data() + built->size());
+  }
+  std::memset(built->data(), 0, built->size());
+  EXPECT_EQ(r.matrix[5], 6.0f);
+  EXPECT_EQ(r.model_name, "SGDRegressorTrainer_0");
+}
+
+TEST_F(WireTest, LargeRequestsReadTheMatrixInPlace) {
+  std::vector<float> big(1000 * 3, 1.0f);
+  RequestSpec s = spec();
+  s.matrix = big.data();
+  s.rows = 1000;
+  auto built = build_request(s, area.span(1 << 15));
+  ASSERT_TRUE(built.ok());
+  ASSERT_GT(built->size(), kCopyWholeBytes);
+  RequestReader sut(1 << 15);
   ParsedRequest r;
   ASSERT_TRUE(sut.read(*built, r).ok());
   const auto* p = reinterpret_cast<const std::uint8_t*>(r.matrix);
