@@ -143,6 +143,83 @@ Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
   return std::span<std::uint8_t>(b.GetBufferPointer(), b.GetSize());
 }
 
+namespace {
+
+std::uintptr_t end_alignment(std::span<const std::uint8_t> area) {
+  return reinterpret_cast<std::uintptr_t>(area.data() + area.size()) % 64;
+}
+
+}  // namespace
+
+Result<std::span<std::uint8_t>> RequestEncoder::encode(const RequestSpec& spec,
+                                                       std::span<std::uint8_t> area) {
+  if (!same_shape(spec, area)) {
+    auto built = build_request(spec, area);
+    if (built.ok()) {
+      remember(spec, area, built.value());
+    } else {
+      valid_ = false;
+    }
+    return built;
+  }
+  std::uint8_t* out = area.data() + area.size() - bytes_.size();
+  std::memcpy(out, bytes_.data(), matrix_offset_);
+  const std::size_t matrix_bytes = sizeof(float) * spec.rows * spec.cols;
+  if (matrix_bytes != 0) std::memcpy(out + matrix_offset_, spec.matrix, matrix_bytes);
+  const std::size_t tail = matrix_offset_ + matrix_bytes;
+  std::memcpy(out + tail, bytes_.data() + tail, bytes_.size() - tail);
+  flatbuffers::WriteScalar(out + id_offset_, spec.request_id);
+  return std::span<std::uint8_t>(out, bytes_.size());
+}
+
+bool RequestEncoder::same_shape(const RequestSpec& spec,
+                                std::span<const std::uint8_t> area) const {
+  // An id of 0 would be left out of a fresh build: build it (and forget the last one).
+  if (!valid_ || spec.request_id == 0 || spec.kind != kind_ || spec.rows != rows_ ||
+      spec.cols != cols_ ||
+      !spec.node_power.empty() || !spec.system_values.empty() ||
+      spec.feature_names.size() != features_.size() || area.size() < bytes_.size() ||
+      end_alignment(area) != end_alignment_ || spec.model_name != selector_[0] ||
+      spec.trainer != selector_[1] || spec.output_type != selector_[2] ||
+      spec.source != selector_[3] || spec.filter != selector_[4]) {
+    return false;
+  }
+  for (std::size_t i = 0; i < features_.size(); ++i) {
+    if (spec.feature_names[i] != features_[i]) return false;
+  }
+  return true;
+}
+
+void RequestEncoder::remember(const RequestSpec& spec, std::span<const std::uint8_t> area,
+                              std::span<const std::uint8_t> built) {
+  valid_ = false;
+  if (!spec.node_power.empty() || !spec.system_values.empty()) return;
+  // Offsets are found in our own bytes, never in the shared area (a peer may rewrite it).
+  const fb::Request* r = fb::GetRequest(built.data());
+  // The generated table derives privately from flatbuffers::Table, which finds fields.
+  // A request id of 0 is a default FlatBuffers leaves out: no field to write over.
+  const std::uint8_t* id = reinterpret_cast<const flatbuffers::Table*>(r)->GetAddressOf(
+      fb::Request::VT_REQUEST_ID);
+  if (id == nullptr) return;
+  id_offset_ = static_cast<std::size_t>(id - built.data());
+  if (id_offset_ + sizeof(std::uint64_t) > built.size()) return;
+  matrix_offset_ = built.size();
+  if (r->matrix() != nullptr) {
+    matrix_offset_ = static_cast<std::size_t>(
+        reinterpret_cast<const std::uint8_t*>(r->matrix()->data()) - built.data());
+  }
+  bytes_.assign(built.begin(), built.end());
+  end_alignment_ = end_alignment(area);
+  kind_ = spec.kind;
+  rows_ = spec.rows;
+  cols_ = spec.cols;
+  const std::string_view selector[5] = {spec.model_name, spec.trainer, spec.output_type,
+                                        spec.source, spec.filter};
+  for (std::size_t i = 0; i < 5; ++i) selector_[i].assign(selector[i]);
+  features_.assign(spec.feature_names.begin(), spec.feature_names.end());
+  valid_ = true;
+}
+
 RequestReader::RequestReader(std::size_t capacity) : copy_(capacity) {
   features_.reserve(kMaxFeatures);
   node_power_.reserve(kMaxNodePower);

@@ -102,7 +102,10 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
                                               " feature names for " +
                                               std::to_string(request.cols) + " columns");
   }
-  auto built = wire::build_request(spec, {ref.request, ring.view().request_capacity()});
+  // One encoder per thread (calls may run at once): a thread sending the same shape again
+  // copies its last request instead of rebuilding it.
+  static thread_local wire::RequestEncoder encoder;
+  auto built = encoder.encode(spec, {ref.request, ring.view().request_capacity()});
   if (!built.ok()) {
     ring.abandon(slot);
     return built.status();

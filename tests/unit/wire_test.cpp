@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "schema/schema_version.h"
@@ -77,6 +78,77 @@ TEST_F(WireTest, RequestRoundTripKeepsEveryField) {
   EXPECT_TRUE(r.node_power[1].idle_watts.empty());
   ASSERT_EQ(r.system_values.size(), 1u);
   EXPECT_EQ(r.system_values[0].value, "Sky Lake");
+}
+
+// ---- RequestEncoder ------------------------------------------------------------------
+
+// What the encoder must produce for `s`: build_request's bytes, built afresh.
+std::vector<std::uint8_t> fresh(const RequestSpec& s, std::size_t area_size) {
+  AlignedArea other(area_size);
+  auto built = build_request(s, other.span(area_size));
+  EXPECT_TRUE(built.ok());
+  return built.ok() ? std::vector<std::uint8_t>(built->begin(), built->end())
+                    : std::vector<std::uint8_t>{};
+}
+
+TEST_F(WireTest, EncoderGivesTheBytesOfAFreshBuildWhateverChanges) {
+  RequestEncoder sut;
+  RequestSpec s = spec();
+  s.node_power = {};
+  s.system_values = {};
+  std::vector<float> other_matrix{9, 8, 7, 6, 5, 4};
+  std::vector<std::string_view> other_names{"cpu_instructions", "cache_miss", "cpu_cycles"};
+  // Each step changes one thing (or nothing) from the step before; every encoding must
+  // equal a fresh build, whether it was copied or rebuilt.
+  const std::function<void(RequestSpec&)> steps[] = {
+      [](RequestSpec&) {},                                       // first: built
+      [](RequestSpec& x) { x.request_id = 7; },                  // copied, new id
+      [&](RequestSpec& x) { x.matrix = other_matrix.data(); },   // copied, new values
+      [&](RequestSpec& x) { x.feature_names = other_names; },    // a name differs
+      [](RequestSpec& x) { x.filter = "mae:0.4"; },              // the selector differs
+      [](RequestSpec& x) { x.rows = 1; },                        // the size differs
+      [](RequestSpec& x) { x.kind = fb::RequestKind::Ping; },    // the kind differs
+      [](RequestSpec& x) { x.request_id = 0; },                  // id left out: no copy
+      [](RequestSpec& x) { x.request_id = 1ULL << 60; },         // built again
+      [](RequestSpec& x) { x.request_id = 3; },                  // copied again
+  };
+  for (std::size_t i = 0; i < std::size(steps); ++i) {
+    steps[i](s);
+    auto got = sut.encode(s, area.span(4096));
+    ASSERT_TRUE(got.ok()) << i;
+    EXPECT_EQ(std::vector<std::uint8_t>(got->begin(), got->end()), fresh(s, 4096)) << "step " << i;
+    RequestReader reader(4096);
+    ParsedRequest r;
+    ASSERT_TRUE(reader.read(*got, r).ok()) << i;
+    EXPECT_EQ(r.request_id, s.request_id) << i;
+  }
+}
+
+TEST_F(WireTest, EncoderRebuildsForAnotherAreaOrNodePower) {
+  RequestEncoder sut;
+  RequestSpec s = spec();
+  s.system_values = {};
+  // With node power: built every time (not remembered), and still right.
+  for (int i = 0; i < 2; ++i) {
+    s.request_id = 100 + i;
+    auto got = sut.encode(s, area.span(4096));
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(std::vector<std::uint8_t>(got->begin(), got->end()), fresh(s, 4096));
+  }
+  s.node_power = {};
+  ASSERT_TRUE(sut.encode(s, area.span(4096)).ok());
+  // An area ending at another alignment, or too small for the remembered bytes.
+  AlignedArea shifted(8192);
+  const auto odd = shifted.span(4096 + 8).subspan(8);
+  s.request_id = 5;
+  auto got = sut.encode(s, odd);
+  ASSERT_TRUE(got.ok());
+  RequestReader reader(8192);
+  ParsedRequest r;
+  ASSERT_TRUE(reader.read(*got, r).ok());
+  EXPECT_EQ(r.request_id, 5U);
+  EXPECT_EQ(r.matrix[4], 5.0f);
+  EXPECT_FALSE(sut.encode(s, area.span(64)).ok());
 }
 
 TEST_F(WireTest, SmallRequestsAreReadFromAPrivateCopy) {
