@@ -83,6 +83,7 @@ class RequestHandler {
   wire::RequestReader reader_;
   wire::ResponseBuilder builder_;
   std::vector<std::unique_ptr<CachedPlan>> cache_;
+  const CachedPlan* last_ = nullptr;  // the plan found last (in cache_)
   double node_cores_;
   wire::ResponseTail ping_tail_;
   Code last_code_ = Code::kOk;

@@ -87,8 +87,11 @@ WaitOutcome ClientRing::wait_answer(std::uint32_t slot, std::uint64_t deadline_n
   };
   const SegmentHeader& h = view_.header();
   auto server_cpu = [&h] { return h.server_cpu.load(std::memory_order_relaxed); };
-  const std::uint64_t left = deadline_ns - std::min(deadline_ns, monotonic_ns());
-  if (spin_until(answered, std::min(spin_ns, left), server_cpu)) return WaitOutcome::kAnswered;
+  if (answered()) return WaitOutcome::kAnswered;
+  if (spin_ns != 0 &&
+      spin_until_time(answered, std::min(monotonic_ns() + spin_ns, deadline_ns), server_cpu)) {
+    return WaitOutcome::kAnswered;
+  }
   for (;;) {
     c->client_sleeping.store(1, std::memory_order_seq_cst);
     if (answered()) break;

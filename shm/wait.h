@@ -20,23 +20,28 @@ inline void cpu_relax() {
 #endif
 }
 
-// Calls ready() until it returns true, spin_ns have passed, or the peer turns out to run
-// on this very CPU (peer_cpu() == the CPU we run on): spinning then only keeps the peer
-// off the CPU it needs, so the caller should block at once. The clock and the CPU are
-// read only every 64 polls: the poll is a cache-line load, they are vDSO calls.
+// Calls ready() until it returns true, CLOCK_MONOTONIC reaches end_ns, or the peer turns
+// out to run on this very CPU (peer_cpu() == the CPU we run on): spinning then only keeps
+// the peer off the CPU it needs, so the caller should block at once. The clock and the
+// CPU are read only every 64 polls: the poll is a cache-line load, they are vDSO calls.
 template <typename Ready, typename PeerCpu>
-bool spin_until(Ready&& ready, std::uint64_t spin_ns, PeerCpu&& peer_cpu) {
-  if (ready()) return true;
-  if (spin_ns == 0) return false;
-  const std::uint64_t end = monotonic_ns() + spin_ns;
+bool spin_until_time(Ready&& ready, std::uint64_t end_ns, PeerCpu&& peer_cpu) {
   for (unsigned n = 1;; ++n) {
     cpu_relax();
     if (ready()) return true;
     if ((n & 63) == 0 &&
-        (monotonic_ns() >= end || peer_cpu() == static_cast<std::uint32_t>(sched_getcpu()))) {
+        (monotonic_ns() >= end_ns || peer_cpu() == static_cast<std::uint32_t>(sched_getcpu()))) {
       return false;
     }
   }
+}
+
+// The same for at most spin_ns from now (0: only one look).
+template <typename Ready, typename PeerCpu>
+bool spin_until(Ready&& ready, std::uint64_t spin_ns, PeerCpu&& peer_cpu) {
+  if (ready()) return true;
+  if (spin_ns == 0) return false;
+  return spin_until_time(ready, monotonic_ns() + spin_ns, peer_cpu);
 }
 
 inline constexpr std::uint32_t kUnknownCpu = 0xFFFFFFFFu;

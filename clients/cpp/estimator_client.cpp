@@ -127,7 +127,9 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
       forget(a);
       return Status(Code::kUnavailable, "estimator unavailable: the daemon stopped or died");
   }
-  ring.extend_lease(slot, shm::monotonic_ns() + kReplyLeaseNs);
+  // Counted from the deadline, not from now (no clock read): the answer came before it,
+  // give or take a spin, so the lease is at least as long.
+  ring.extend_lease(slot, deadline + kReplyLeaseNs);
 
   Reply reply;
   reply.attachment_ = a;
