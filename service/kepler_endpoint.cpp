@@ -48,6 +48,7 @@ struct Connection {
   std::string out;
   std::size_t out_pos = 0;
   bool writing = false;
+  bool watched = false;  // registered with epoll (only once it had to wait)
   std::list<Connection>::iterator self;
 };
 
@@ -58,7 +59,8 @@ struct KeplerEndpoint::Loop {
       : config(c), stats(s), adapter(registry, c.json, c.metrics), chunk(kChunk) {}
 
   void run();
-  void accept_all();
+  void accept_one();
+  bool watch(Connection& c, std::uint32_t events);
   void on_event(Connection& c, std::uint32_t events);
   void read_from(Connection& c);
   void answer(Connection& c, std::string_view document);
@@ -110,7 +112,7 @@ void KeplerEndpoint::Loop::run() {
       void* tag = events[i].data.ptr;
       if (tag == &wake_fd) return;
       if (tag == &listen_fd) {
-        accept_all();
+        accept_one();
       } else {
         on_event(*static_cast<Connection*>(tag), events[i].events);
       }
@@ -127,59 +129,68 @@ void KeplerEndpoint::Loop::run() {
   }
 }
 
-void KeplerEndpoint::Loop::accept_all() {
+// One connection per wake: level-triggered epoll reports the listener again at once while
+// more wait, and a loop until EAGAIN would cost a failed accept4 per connection.
+void KeplerEndpoint::Loop::accept_one() {
+  UniqueFd fd;
   for (;;) {
-    UniqueFd fd(accept4(listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) {
-      const int err = errno;
-      if (err == EAGAIN || err == EWOULDBLOCK) return;
-      if (err == EINTR || err == ECONNABORTED) continue;
-      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        spdlog::warn("kepler socket: cannot accept ({}); pausing new connections for {} ms",
-                     errno_text(err), kAcceptPause.count());
-        epoll_event ev{};
-        ev.events = 0;
-        ev.data.ptr = &listen_fd;
-        epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, listen_fd.get(), &ev);
-        accept_paused = true;
-        accept_resume = Clock::now() + kAcceptPause;
-        return;
-      }
-      spdlog::error("kepler socket: accept failed: {}", errno_text(err));
+    fd = UniqueFd(accept4(listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (fd.valid()) break;
+    const int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err == EINTR || err == ECONNABORTED) continue;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      spdlog::warn("kepler socket: cannot accept ({}); pausing new connections for {} ms",
+                   errno_text(err), kAcceptPause.count());
+      epoll_event ev{};
+      ev.events = 0;
+      ev.data.ptr = &listen_fd;
+      epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, listen_fd.get(), &ev);
+      accept_paused = true;
+      accept_resume = Clock::now() + kAcceptPause;
       return;
     }
-    stats.connections.fetch_add(1, std::memory_order_relaxed);
-    if (connections.size() >= config.max_connections) {
-      const auto refused = stats.refused.fetch_add(1, std::memory_order_relaxed);
-      if (refused % 1000 == 0) {
-        spdlog::warn("kepler socket: {} connections open already (--socket-max-connections); "
-                     "closing new ones ({} so far)",
-                     connections.size(), refused + 1);
-      }
-      // One attempt, never blocking, to say why before closing.
-      kepler::write_error(kepler::Form::kV09,
-                          "too many connections (" + std::to_string(connections.size()) +
-                              " open); try again",
-                          busy_reply);
-      (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      continue;  // fd closes here
-    }
-    Connection& c = connections.emplace_back();
-    c.self = std::prev(connections.end());
-    c.fd = std::move(fd);
-    c.deadline = Clock::now() + config.deadline;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.ptr = &c;
-    if (epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, c.fd.get(), &ev) != 0) {
-      spdlog::error("kepler socket: cannot watch a connection: {}", errno_text(errno));
-      connections.erase(c.self);
-      continue;
-    }
-    // A client writes its request right after connecting, so it has usually arrived by
-    // now: reading at once saves a trip through epoll_wait (one read if it has not).
-    read_from(c);
+    spdlog::error("kepler socket: accept failed: {}", errno_text(err));
+    return;
   }
+  stats.connections.fetch_add(1, std::memory_order_relaxed);
+  if (connections.size() >= config.max_connections) {
+    const auto refused = stats.refused.fetch_add(1, std::memory_order_relaxed);
+    if (refused % 1000 == 0) {
+      spdlog::warn("kepler socket: {} connections open already (--socket-max-connections); "
+                   "closing new ones ({} so far)",
+                   connections.size(), refused + 1);
+    }
+    // One attempt, never blocking, to say why before closing.
+    kepler::write_error(kepler::Form::kV09,
+                        "too many connections (" + std::to_string(connections.size()) +
+                            " open); try again",
+                        busy_reply);
+    (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    return;  // fd closes here
+  }
+  Connection& c = connections.emplace_back();
+  c.self = std::prev(connections.end());
+  c.fd = std::move(fd);
+  c.deadline = Clock::now() + config.deadline;
+  // A client writes its request right after connecting, so it has usually arrived by
+  // now: read at once, and register with epoll only if the request or the reply has to
+  // wait (most connections then cost no epoll_ctl at all).
+  read_from(c);
+}
+
+// Registers `c` for `events` (or changes them); closes it when epoll refuses.
+bool KeplerEndpoint::Loop::watch(Connection& c, std::uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = &c;
+  if (epoll_ctl(epoll_fd.get(), c.watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd.get(), &ev) != 0) {
+    spdlog::error("kepler socket: cannot watch a connection: {}", errno_text(errno));
+    close(c);
+    return false;
+  }
+  c.watched = true;
+  return true;
 }
 
 void KeplerEndpoint::Loop::on_event(Connection& c, std::uint32_t events) {
@@ -227,7 +238,10 @@ void KeplerEndpoint::Loop::read_from(Connection& c) {
       return;
     }
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!c.watched) watch(c, EPOLLIN);
+      return;
+    }
     spdlog::debug("kepler socket: read failed: {}", errno_text(errno));
     close(c);
     return;
@@ -266,10 +280,7 @@ void KeplerEndpoint::Loop::write_to(Connection& c) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      epoll_event ev{};
-      ev.events = EPOLLOUT;
-      ev.data.ptr = &c;
-      epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+      watch(c, EPOLLOUT);
       return;
     }
     spdlog::debug("kepler socket: the client left before reading its reply ({})",
@@ -280,7 +291,9 @@ void KeplerEndpoint::Loop::write_to(Connection& c) {
 }
 
 void KeplerEndpoint::Loop::close(Connection& c) {
-  epoll_ctl(epoll_fd.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+  // Removed before the close: a forked child (isolated model loading) may still hold the
+  // descriptor, and epoll would go on reporting it for this freed Connection.
+  if (c.watched) epoll_ctl(epoll_fd.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
   connections.erase(c.self);  // closes the fd
 }
 
