@@ -139,6 +139,7 @@ void print_targets(const std::vector<Row>& rows) {
 
   double tail = kNan;
   std::uint32_t tail_rows = 0, tail_cols = 0;
+  double tail_us = kNan;
   for (const Row& r : rows) {
     if (r.lane.mode != "ring" || r.lane.variant != "spin" || r.lane.clients != 1 ||
         r.c->model != ModelKind::kLinear || r.s.count == 0 || r.s.p50_us <= 0) {
@@ -149,10 +150,17 @@ void print_targets(const std::vector<Row>& rows) {
       tail = ratio;
       tail_rows = r.c->rows;
       tail_cols = r.c->cols;
+      tail_us = r.s.p999_us;
     }
   }
+  // The floor's own p99.9 at that size says how much of the tail is the machine's.
+  Key floor_key = kFloor;
+  floor_key.cols = tail_cols;
+  const Summary* floor_tail = find(rows, floor_key, tail_rows);
   verdict("hot ring p99.9 <= 5x its p50 at every size", tail, tail <= 5,
-          format_figure("worst %.2fx at %.0f rows x %.0f features", tail, tail_rows, tail_cols));
+          format_figure("worst %.2fx at %.0f rows x %.0f features", tail, tail_rows, tail_cols) +
+              format_figure(" (p99.9 %.1f us; the floor's %.1f us)", tail_us,
+                            floor_tail != nullptr ? floor_tail->p999_us : kNan));
 
   // Sleeping ring against a futex ping-pong plus the floor, at each size it ran; the
   // futex ping-pong carries no payload, so any of its rows serves when sizes differ.
