@@ -57,8 +57,12 @@ def main(argv):
                             (right, ring, "ring: hot (spin) and sleeping (block), client threads")):
         for (mode, variant, clients), points in sorted(data.items()):
             xs = [p[0] for p in points]
-            label = mode if ax is left else "%s, %d client%s" % (variant, clients,
-                                                                  "" if clients == 1 else "s")
+            if ax is right:
+                label = "%s, %d client%s" % (variant, clients, "" if clients == 1 else "s")
+            elif mode == "json":  # its two variants: the endpoint alone, and with Kepler's codec
+                label = "json " + variant
+            else:
+                label = mode
             line, = ax.plot(xs, [p[1] for p in points], marker="o", label=label + " p50")
             ax.plot(xs, [p[2] for p in points], linestyle="--", color=line.get_color(),
                     alpha=0.6, label=label + " p99")

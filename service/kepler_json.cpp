@@ -388,7 +388,7 @@ inline bool KeplerJsonParser::take_digits(const char*& q, std::uint64_t& w, int&
 // rounds correctly (Clinger's fast path) and gives the same double from_chars would, and
 // so the same float. Anything else, and every malformed number, takes the strict path
 // below.
-bool KeplerJsonParser::fast_number(float& v) {
+inline bool KeplerJsonParser::fast_number(float& v) {
   static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -651,8 +651,9 @@ bool KeplerJsonParser::matrix() {
       for (;;) {
         skip_ws();
         float v = 0;
-        if (!number(v, Where{"values", static_cast<long>(rows_),
-                             static_cast<long>(vals.size() - row_start)})) {
+        // The one-pass reader inline first; number() retries it and explains a failure.
+        if (!fast_number(v) && !number(v, Where{"values", static_cast<long>(rows_),
+                                                static_cast<long>(vals.size() - row_start)})) {
           return false;
         }
         vals.push_back(v);
