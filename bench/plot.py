@@ -59,8 +59,8 @@ def main(argv):
             xs = [p[0] for p in points]
             if ax is right:
                 label = "%s, %d client%s" % (variant, clients, "" if clients == 1 else "s")
-            elif mode == "json":  # its two variants: the endpoint alone, and with Kepler's codec
-                label = "json " + variant
+            elif sum(1 for k in data if k[0] == mode) > 1:  # ring spin/block, json variants
+                label = "%s %s" % (mode, variant)
             else:
                 label = mode
             line, = ax.plot(xs, [p[1] for p in points], marker="o", label=label + " p50")

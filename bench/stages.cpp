@@ -3,8 +3,8 @@
 // trips between processes; this says where inside them the time goes, so that an
 // optimisation aims at the step that dominates and a regression names its step.
 //
-// Requests are estimator-bench's (bench/workload.h: the linear model, 10 features) at 1
-// and 100 rows. Ring steps: the client builds a request (its first of a shape) or encodes
+// Requests are estimator-bench's (bench/workload.h: the linear model, and for the model
+// step also the 100-tree XGBoost model; 10 features) at 1 and 100 rows. Ring steps: the client builds a request (its first of a shape) or encodes
 // one (the same shape again, as every later request), the daemon's handler
 // reads and answers (verify, private copy, plan lookup, model, reply), the client reads
 // the reply. JSON steps: Kepler's client encodes, the endpoint finds the document's end,
@@ -19,6 +19,7 @@
 
 #include "bench/kepler_codec.h"
 #include "bench/workload.h"
+#include "bench/xgboost_workload.h"
 #include "models/embedded_defaults.h"
 #include "service/kepler_adapter.h"
 #include "service/kepler_json.h"
@@ -31,15 +32,19 @@ namespace {
 struct Fixture {
   std::shared_ptr<const models::Registry> registry;
   std::unique_ptr<service::RegistryHolder> holder;
-  std::vector<Case> cases;  // one per row count of kRows
+  std::vector<Case> cases;  // linear at 1 and 100 rows, then XGBoost at 1 and 100 rows
 
   static const Fixture& get() {
     static const Fixture f = [] {
       Fixture x;
-      x.registry = models::Registry::build(models::embedded_model_folders());
+      std::vector<models::ModelFolder> folders = models::embedded_model_folders();
+      folders.push_back(xgboost_folder(kPrimaryFeatures));
+      x.registry = models::Registry::build(folders);
       x.holder = std::make_unique<service::RegistryHolder>(x.registry);
       const CaseSpec specs[] = {{1, kPrimaryFeatures, ModelKind::kLinear},
-                                {100, kPrimaryFeatures, ModelKind::kLinear}};
+                                {100, kPrimaryFeatures, ModelKind::kLinear},
+                                {1, kPrimaryFeatures, ModelKind::kXGBoost},
+                                {100, kPrimaryFeatures, ModelKind::kXGBoost}};
       auto cases = make_cases(x.registry, specs);
       if (!cases.ok()) {
         std::fprintf(stderr, "estimator-stages: %s\n", cases.status().to_string().c_str());
@@ -50,8 +55,8 @@ struct Fixture {
     }();
     return f;
   }
-  const Case& of(const benchmark::State& state) const {
-    return cases[state.range(0) == 1 ? 0 : 1];
+  const Case& of(const benchmark::State& state, ModelKind model = ModelKind::kLinear) const {
+    return cases[(model == ModelKind::kXGBoost ? 2 : 0) + (state.range(0) == 1 ? 0 : 1)];
   }
 };
 
@@ -108,6 +113,21 @@ void RingDaemonRead(benchmark::State& state) {
 void RingDaemonHandle(benchmark::State& state) {
   const Fixture& f = Fixture::get();
   const Case& c = f.of(state);
+  service::RequestHandler handler(*f.holder, request_capacity(), response_capacity());
+  for (auto _ : state) {
+    const auto reply = handler.handle(c.request);
+    if (handler.last_code() != Code::kOk) {
+      state.SkipWithError("the handler refused the request");
+      break;
+    }
+    benchmark::DoNotOptimize(reply.data());
+  }
+}
+
+// The same with the 100-tree XGBoost model: its cost is the trees.
+void RingDaemonHandleXGBoost(benchmark::State& state) {
+  const Fixture& f = Fixture::get();
+  const Case& c = f.of(state, ModelKind::kXGBoost);
   service::RequestHandler handler(*f.holder, request_capacity(), response_capacity());
   for (auto _ : state) {
     const auto reply = handler.handle(c.request);
@@ -229,6 +249,7 @@ BENCHMARK(RingClientBuild)->Apply(rows_arg);
 BENCHMARK(RingClientEncode)->Apply(rows_arg);
 BENCHMARK(RingDaemonRead)->Apply(rows_arg);
 BENCHMARK(RingDaemonHandle)->Apply(rows_arg);
+BENCHMARK(RingDaemonHandleXGBoost)->Apply(rows_arg);
 BENCHMARK(RingClientDecode)->Apply(rows_arg);
 BENCHMARK(JsonClientEncode)->Apply(rows_arg);
 BENCHMARK(JsonDocumentEnd)->Apply(rows_arg);
