@@ -1,5 +1,6 @@
 #include "models/sklearn_model.h"
 #include "models/shape_text.h"
+#include "models/tree_walk.h"
 
 #include <algorithm>
 #include <cmath>
@@ -530,14 +531,29 @@ class GradientBoostingRegressor final : public Regressor {
   Eigen::Index inputs() const override { return inputs_; }
   void predict(const ConstRowsD& in, RowsD out, Scratch&) const override {
     out.col(0).setConstant(init_);
-    // Tree after tree, as sklearn's predict_stages accumulates: out += lr * leaf.
-    for (std::int32_t root : roots_) {
-      for (Eigen::Index r = 0; r < in.rows(); ++r) {
-        const TreeNode* n = &nodes_[static_cast<std::size_t>(root)];
-        while (n->left >= 0) {
-          n = &nodes_[static_cast<std::size_t>(
-              goes_left(in(r, n->feature), n->threshold) ? n->left : n->right)];
+    const TreeNode* const nodes = nodes_.data();
+    const auto child = [nodes](const TreeNode& n, const double* x) {
+      return nodes + (goes_left(x[n.feature], n.threshold) ? n.left : n.right);
+    };
+    const auto row = [&in](Eigen::Index r) { return in.data() + r * in.outerStride(); };
+    constexpr auto kWidth = static_cast<Eigen::Index>(kTreeLanes);
+    // Tree after tree, as sklearn's predict_stages accumulates: out += lr * leaf; rows walk
+    // kTreeLanes at a time (models/tree_walk.h), the rest one at a time.
+    for (std::int32_t root_index : roots_) {
+      const TreeNode* const root = nodes + root_index;
+      Eigen::Index r = 0;
+      for (; r + kWidth <= in.rows(); r += kWidth) {
+        TreeLanes<const double*> rows;
+        for (std::size_t k = 0; k < kTreeLanes; ++k) rows[k] = row(r + static_cast<Eigen::Index>(k));
+        const TreeLanes<const TreeNode*> leaves = leaves_of(root, rows, child);
+        for (std::size_t k = 0; k < kTreeLanes; ++k) {
+          out(r + static_cast<Eigen::Index>(k), 0) += leaves[k]->threshold;
         }
+      }
+      for (; r < in.rows(); ++r) {
+        const double* x = row(r);
+        const TreeNode* n = root;
+        while (n->left >= 0) n = child(*n, x);
         out(r, 0) += n->threshold;
       }
     }

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "models/tree_walk.h"
+
 namespace estimator::models {
 
 namespace {
@@ -73,36 +75,39 @@ class XGBoostRegressor final : public Regressor {
   Eigen::Index inputs() const override { return features_; }
 
   // Blocks of rows x all trees: a block's margins stay in registers/L1 while each tree's
-  // nodes, hot after the first row, serve the rest of the block. Within a tree, kLanes
-  // rows descend side by side: one row's walk is a chain of dependent loads (node, then
-  // its feature, then the child), so walking several at once overlaps their latencies
-  // instead of paying each in turn. Each row still adds the trees in order: the same
-  // sums as one row at a time.
+  // nodes, hot after the first row, serve the rest of the block; within a tree, rows walk
+  // kTreeLanes at a time (models/tree_walk.h). Each row still adds the trees in order: the
+  // same sums as one row at a time.
   void predict(const ConstRowsD& in, RowsD out, Scratch& /*scratch*/) const override {
     constexpr Eigen::Index kBlock = 64;
+    constexpr auto kWidth = static_cast<Eigen::Index>(kTreeLanes);
     std::array<double, kBlock> margin{};
     const Node* const nodes = nodes_.data();
+    const auto child = [nodes](const Node& node, const double* x) {
+      return nodes + next_node(node, feature_value(x[node.feature]));
+    };
     for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlock) {
       const Eigen::Index n = std::min(kBlock, in.rows() - r0);
       std::fill(margin.begin(), margin.end(), base_margin_);
       for (std::size_t t = 0; t < roots_.size(); ++t) {
         const double weight = tree_weights_[t];
         const Node* const root = nodes + roots_[t];
-        constexpr auto kWidth = static_cast<Eigen::Index>(kLanes);
         Eigen::Index i = 0;
         for (; i + kWidth <= n; i += kWidth) {
-          Lanes<const double*> rows;
-          for (std::size_t k = 0; k < kLanes; ++k) {
+          TreeLanes<const double*> rows;
+          for (std::size_t k = 0; k < kTreeLanes; ++k) {
             rows[k] = row(in, r0 + i + static_cast<Eigen::Index>(k));
           }
-          const Lanes<const Node*> leaves = leaves_of(nodes, root, rows);
-          for (std::size_t k = 0; k < kLanes; ++k) {
+          const TreeLanes<const Node*> leaves = leaves_of(root, rows, child);
+          for (std::size_t k = 0; k < kTreeLanes; ++k) {
             margin[static_cast<std::size_t>(i) + k] += weight * static_cast<double>(leaves[k]->value);
           }
         }
-        for (; i < n; ++i) {
-          margin[static_cast<std::size_t>(i)] +=
-              weight * static_cast<double>(leaf_of(nodes, root, row(in, r0 + i))->value);
+        for (; i < n; ++i) {  // the rows left over: one at a time
+          const double* x = row(in, r0 + i);
+          const Node* node = root;
+          while (node->left >= 0) node = child(*node, x);
+          margin[static_cast<std::size_t>(i)] += weight * static_cast<double>(node->value);
         }
       }
       for (Eigen::Index i = 0; i < n; ++i) {
@@ -115,34 +120,8 @@ class XGBoostRegressor final : public Regressor {
   std::string describe() const override { return description_; }
 
  private:
-  static constexpr std::size_t kLanes = 8;
-  template <typename T>
-  using Lanes = std::array<T, kLanes>;
-
   static const double* row(const ConstRowsD& in, Eigen::Index r) {
     return in.data() + r * in.outerStride();
-  }
-
-  // The leaf one row reaches.
-  static const Node* leaf_of(const Node* nodes, const Node* node, const double* x) {
-    while (node->left >= 0) node = nodes + next_node(*node, feature_value(x[node->feature]));
-    return node;
-  }
-
-  // The leaves kLanes rows reach, walked a level at a time for all of them.
-  static Lanes<const Node*> leaves_of(const Node* nodes, const Node* root,
-                                      const Lanes<const double*>& rows) {
-    Lanes<const Node*> at;
-    at.fill(root);
-    for (bool moved = true; moved;) {
-      moved = false;
-      for (std::size_t k = 0; k < kLanes; ++k) {
-        if (at[k]->left < 0) continue;  // at its leaf
-        at[k] = nodes + next_node(*at[k], feature_value(rows[k][at[k]->feature]));
-        moved = true;
-      }
-    }
-    return at;
   }
 
   std::vector<Node> nodes_;
