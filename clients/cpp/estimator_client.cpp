@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 
 #include "schema/wire.h"
@@ -23,7 +25,6 @@ namespace {
 // A reply read after the deadline is still read; this bounds how long the daemon keeps
 // a slot of a client in another pid namespace that died while holding it.
 constexpr std::uint64_t kLeaseGraceNs = 1'000'000'000ULL;
-constexpr std::uint64_t kReplyLeaseNs = 60'000'000'000ULL;
 
 std::atomic<std::uint64_t> g_next_id{
     (static_cast<std::uint64_t>(getpid()) << 40) ^
@@ -127,22 +128,20 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
       forget(a);
       return Status(Code::kUnavailable, "estimator unavailable: the daemon stopped or died");
   }
-  // Counted from the deadline, not from now (no clock read): the answer came before it,
-  // give or take a spin, so the lease is at least as long.
-  ring.extend_lease(slot, deadline + kReplyLeaseNs);
-
-  Reply reply;
-  reply.attachment_ = a;
-  reply.slot_ = slot;
-  reply.holds_slot_ = true;  // from here on the Reply frees the slot, on every path
-  // Offsets written by the daemon: copy once, check against the area.
+  // Offsets written by the daemon: read once, checked against the area. The bytes are
+  // copied out, and only the copy is verified and read (see Reply).
   const std::uint32_t roff = ref.control->response_offset;
   const std::uint32_t rlen = ref.control->response_len;
   const std::uint32_t cap = ring.view().response_capacity();
   if (roff > cap || rlen > cap - roff) {
+    ring.release(slot);
     return Status(Code::kInternal, "daemon answered outside the response area");
   }
-  auto parsed = wire::read_response({ref.response + roff, rlen});
+  Reply reply;
+  reply.bytes_ = std::make_unique_for_overwrite<std::uint8_t[]>(rlen);
+  std::memcpy(reply.bytes_.get(), ref.response + roff, rlen);
+  ring.release(slot);
+  auto parsed = wire::read_response({reply.bytes_.get(), rlen});
   if (!parsed.ok()) return parsed.status();
   const wire::ParsedResponse& r = parsed.value();
   if (r.request_id != spec.request_id) {
@@ -174,31 +173,6 @@ Result<Reply> Client::estimate(const Request& request, std::chrono::nanoseconds 
 
 Status Client::ping(std::chrono::nanoseconds timeout) {
   return call(Request{}, true, timeout).status();
-}
-
-Reply::Reply(Reply&& other) noexcept { *this = std::move(other); }
-
-Reply& Reply::operator=(Reply&& other) noexcept {
-  if (this != &other) {
-    release();
-    attachment_ = std::move(other.attachment_);
-    slot_ = other.slot_;
-    holds_slot_ = std::exchange(other.holds_slot_, false);
-    request_id_ = other.request_id_;
-    rows_ = other.rows_;
-    cols_ = other.cols_;
-    powers_ = other.powers_;
-    components_ = other.components_;
-    model_ = other.model_;
-  }
-  return *this;
-}
-
-Reply::~Reply() { release(); }
-
-void Reply::release() {
-  if (holds_slot_ && attachment_ != nullptr) attachment_->ring->release(slot_);
-  holds_slot_ = false;
 }
 
 std::string_view Reply::component(std::uint32_t c) const {

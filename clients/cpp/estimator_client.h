@@ -68,14 +68,17 @@ struct ModelUsed {
 struct Attachment;
 class Client;
 
-// A successful answer, read in place from the slot; frees the slot when destroyed.
+// A successful answer: the client's own copy of the daemon's response, verified there.
+// Any client with access to the segment can write into any slot, so a response is copied
+// out before it is verified and read (one read of a verified offset in the slot could
+// already be another's); the slot is free again as soon as the bytes are copied.
 class Reply {
  public:
-  Reply(Reply&& other) noexcept;
-  Reply& operator=(Reply&& other) noexcept;
+  Reply(Reply&&) noexcept = default;
+  Reply& operator=(Reply&&) noexcept = default;
   Reply(const Reply&) = delete;
   Reply& operator=(const Reply&) = delete;
-  ~Reply();
+  ~Reply() = default;
 
   std::uint32_t rows() const { return rows_; }
   std::uint32_t cols() const { return cols_; }  // = number of components
@@ -88,16 +91,13 @@ class Reply {
  private:
   friend class Client;
   Reply() = default;
-  void release();
 
-  std::shared_ptr<Attachment> attachment_;
-  std::uint32_t slot_ = 0;
-  bool holds_slot_ = false;
+  std::unique_ptr<std::uint8_t[]> bytes_;  // the response; every view below points into it
   std::uint64_t request_id_ = 0;
   std::uint32_t rows_ = 0;
   std::uint32_t cols_ = 0;
   const float* powers_ = nullptr;
-  const void* components_ = nullptr;  // flatbuffers vector of strings, in the slot
+  const void* components_ = nullptr;  // flatbuffers vector of strings, in bytes_
   ModelUsed model_;
 };
 
