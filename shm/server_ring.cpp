@@ -85,12 +85,15 @@ bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) 
   }
   SegmentHeader& h = view_.header();
   h.server_sleeping.store(1, std::memory_order_seq_cst);
-  bool work = any_pending();  // re-check after announcing sleep (see ClientRing::publish)
-  if (!work) {
-    work = sem_wait_until(&h.doorbell, monotonic_ns() + timeout_ns);
-  }
+  bool woken = any_pending();  // re-check after announcing sleep (see ClientRing::publish)
+  if (!woken) woken = sem_wait_until(&h.doorbell, monotonic_ns() + timeout_ns);
   h.server_sleeping.store(0, std::memory_order_relaxed);
-  work = work || any_pending();
+  const bool work = any_pending();
+  // A doorbell with nothing behind it: a post another thread's take() already answered, or
+  // a count a peer wrote. Drained, and no spin after it, so that a forged count of
+  // billions cannot keep the daemon busy. A request it hid is found by the caller's scan
+  // (false means: scan).
+  if (woken && !work) sem_drain(&h.doorbell);
   idle_ = !work;
   return work;
 }

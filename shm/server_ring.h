@@ -36,7 +36,9 @@ class ServerRing {
   void answer(std::uint32_t slot, std::uint32_t offset, std::uint32_t len);
 
   // Spins up to spin_ns for a published slot, then sleeps on the doorbell until
-  // timeout_ns from now. Returns false on timeout (the caller then runs scan()).
+  // timeout_ns from now. Returns false when no slot is pending: on timeout, or after a
+  // wake-up with nothing behind it, which drains the doorbell (the caller then runs
+  // scan()).
   bool wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns);
 
   // Marks every slot found in state Ready as pending, whatever the mask says.

@@ -140,6 +140,20 @@ TEST_F(SlotRingTest, SleepingDaemonIsWokenByTheDoorbell) {
   EXPECT_TRUE(ring.take().has_value());
 }
 
+TEST_F(SlotRingTest, ForgedDoorbellCountIsDrainedNotSpunOn) {
+  // A peer writes a huge count: the daemon would otherwise wake, find nothing, spin and
+  // wake again, billions of times. One wake-up with nothing behind it drains the count.
+  ServerRing ring(server->view());
+  server->view().header().doorbell.count.store(1'000'000'000U);
+  EXPECT_FALSE(ring.wait_for_work(kSecond, 5 * kSecond));  // woken, nothing to do
+  EXPECT_EQ(server->view().header().doorbell.count.load(), 0U);
+  // Back to sleeping: the next wait lasts until its timeout, with no spin before it.
+  const std::uint64_t t0 = monotonic_ns();
+  EXPECT_FALSE(ring.wait_for_work(kSecond, 50'000'000));
+  EXPECT_GE(monotonic_ns() - t0, 50'000'000U);
+  EXPECT_LT(monotonic_ns() - t0, kSecond);  // no 1 s spin first: the daemon stayed idle
+}
+
 TEST_F(SlotRingTest, SleepingClientIsWokenByTheAnswer) {
   ServerRing ring(server->view());
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
