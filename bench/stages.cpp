@@ -110,10 +110,10 @@ void RingDaemonRead(benchmark::State& state) {
   }
 }
 
-void RingDaemonHandle(benchmark::State& state) {
-  const Fixture& f = Fixture::get();
-  const Case& c = f.of(state);
-  service::RequestHandler handler(*f.holder, request_capacity(), response_capacity());
+// The daemon's whole answer to `c`: read, plan lookup, model, reply.
+void handle(benchmark::State& state, const Case& c) {
+  service::RequestHandler handler(*Fixture::get().holder, request_capacity(),
+                                  response_capacity());
   for (auto _ : state) {
     const auto reply = handler.handle(c.request);
     if (handler.last_code() != Code::kOk) {
@@ -124,19 +124,11 @@ void RingDaemonHandle(benchmark::State& state) {
   }
 }
 
+void RingDaemonHandle(benchmark::State& state) { handle(state, Fixture::get().of(state)); }
+
 // The same with the 100-tree XGBoost model: its cost is the trees.
 void RingDaemonHandleXGBoost(benchmark::State& state) {
-  const Fixture& f = Fixture::get();
-  const Case& c = f.of(state, ModelKind::kXGBoost);
-  service::RequestHandler handler(*f.holder, request_capacity(), response_capacity());
-  for (auto _ : state) {
-    const auto reply = handler.handle(c.request);
-    if (handler.last_code() != Code::kOk) {
-      state.SkipWithError("the handler refused the request");
-      break;
-    }
-    benchmark::DoNotOptimize(reply.data());
-  }
+  handle(state, Fixture::get().of(state, ModelKind::kXGBoost));
 }
 
 void RingClientDecode(benchmark::State& state) {
