@@ -535,27 +535,10 @@ class GradientBoostingRegressor final : public Regressor {
     const auto child = [nodes](const TreeNode& n, const double* x) {
       return nodes + (goes_left(x[n.feature], n.threshold) ? n.left : n.right);
     };
-    const auto row = [&in](Eigen::Index r) { return in.data() + r * in.outerStride(); };
-    constexpr auto kWidth = static_cast<Eigen::Index>(kTreeLanes);
-    // Tree after tree, as sklearn's predict_stages accumulates: out += lr * leaf; rows walk
-    // kTreeLanes at a time (models/tree_walk.h), the rest one at a time.
-    for (std::int32_t root_index : roots_) {
-      const TreeNode* const root = nodes + root_index;
-      Eigen::Index r = 0;
-      for (; r + kWidth <= in.rows(); r += kWidth) {
-        TreeLanes<const double*> rows;
-        for (std::size_t k = 0; k < kTreeLanes; ++k) rows[k] = row(r + static_cast<Eigen::Index>(k));
-        const TreeLanes<const TreeNode*> leaves = leaves_of(root, rows, child);
-        for (std::size_t k = 0; k < kTreeLanes; ++k) {
-          out(r + static_cast<Eigen::Index>(k), 0) += leaves[k]->threshold;
-        }
-      }
-      for (; r < in.rows(); ++r) {
-        const double* x = row(r);
-        const TreeNode* n = root;
-        while (n->left >= 0) n = child(*n, x);
-        out(r, 0) += n->threshold;
-      }
+    // Tree after tree, as sklearn's predict_stages accumulates: out += lr * leaf.
+    for (std::int32_t root : roots_) {
+      for_each_leaf(nodes + root, in.data(), in.outerStride(), in.rows(), child,
+                    [&out](std::ptrdiff_t r, const TreeNode& leaf) { out(r, 0) += leaf.threshold; });
     }
   }
   std::string describe() const override {

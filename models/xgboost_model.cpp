@@ -80,7 +80,6 @@ class XGBoostRegressor final : public Regressor {
   // same sums as one row at a time.
   void predict(const ConstRowsD& in, RowsD out, Scratch& /*scratch*/) const override {
     constexpr Eigen::Index kBlock = 64;
-    constexpr auto kWidth = static_cast<Eigen::Index>(kTreeLanes);
     std::array<double, kBlock> margin{};
     const Node* const nodes = nodes_.data();
     const auto child = [nodes](const Node& node, const double* x) {
@@ -92,23 +91,11 @@ class XGBoostRegressor final : public Regressor {
       for (std::size_t t = 0; t < roots_.size(); ++t) {
         const double weight = tree_weights_[t];
         const Node* const root = nodes + roots_[t];
-        Eigen::Index i = 0;
-        for (; i + kWidth <= n; i += kWidth) {
-          TreeLanes<const double*> rows;
-          for (std::size_t k = 0; k < kTreeLanes; ++k) {
-            rows[k] = row(in, r0 + i + static_cast<Eigen::Index>(k));
-          }
-          const TreeLanes<const Node*> leaves = leaves_of(root, rows, child);
-          for (std::size_t k = 0; k < kTreeLanes; ++k) {
-            margin[static_cast<std::size_t>(i) + k] += weight * static_cast<double>(leaves[k]->value);
-          }
-        }
-        for (; i < n; ++i) {  // the rows left over: one at a time
-          const double* x = row(in, r0 + i);
-          const Node* node = root;
-          while (node->left >= 0) node = child(*node, x);
-          margin[static_cast<std::size_t>(i)] += weight * static_cast<double>(node->value);
-        }
+        for_each_leaf(root, in.data() + r0 * in.outerStride(), in.outerStride(), n, child,
+                      [&margin, weight](std::ptrdiff_t i, const Node& leaf) {
+                        margin[static_cast<std::size_t>(i)] +=
+                            weight * static_cast<double>(leaf.value);
+                      });
       }
       for (Eigen::Index i = 0; i < n; ++i) {
         const double m = margin[static_cast<std::size_t>(i)];
@@ -120,10 +107,6 @@ class XGBoostRegressor final : public Regressor {
   std::string describe() const override { return description_; }
 
  private:
-  static const double* row(const ConstRowsD& in, Eigen::Index r) {
-    return in.data() + r * in.outerStride();
-  }
-
   std::vector<Node> nodes_;
   std::vector<std::int32_t> roots_;   // index of each tree's root in nodes_
   std::vector<double> tree_weights_;  // 1 for gbtree; weight_drop for dart
