@@ -448,7 +448,6 @@ inline bool KeplerJsonParser::fast_number(float& v) {
   return true;
 }
 
-
 bool KeplerJsonParser::number(float& v, const Where& what) {
   if (fast_number(v)) return true;
   const char* start = nullptr;
@@ -880,10 +879,6 @@ std::string_view bounded(std::string_view message, bool& cut) {
   return message.substr(0, n);
 }
 
-}  // namespace
-
-namespace {
-
 // Bytes that can change DocumentEnd's state: quotes, the escape and the brackets.
 constexpr std::array<bool, 256> kStructural = [] {
   std::array<bool, 256> t{};
@@ -928,12 +923,13 @@ std::size_t DocumentEnd::feed(std::string_view bytes) {
   const char* const begin = bytes.data();
   const char* const end = begin + bytes.size();
   const char* p = begin;
+  // Saves the state; returns the bytes up to `last` (null: the document goes on).
   const auto done = [&](const char* last) {
     objects_ = objects;
     depth_ = depth;
     in_string_ = in_string;
     escape_ = escape;
-    return static_cast<std::size_t>(last + 1 - begin);
+    return last == nullptr ? 0 : static_cast<std::size_t>(last + 1 - begin);
   };
   if (!started_) {
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) ++p;
@@ -970,11 +966,7 @@ std::size_t DocumentEnd::feed(std::string_view bytes) {
     }
     // a backslash outside a string is invalid JSON; the parser reports it
   }
-  objects_ = objects;
-  depth_ = depth;
-  in_string_ = in_string;
-  escape_ = escape;
-  return 0;
+  return done(nullptr);
 }
 
 void write_error(Form form, std::string_view message, std::string& out) {
