@@ -18,7 +18,6 @@
 // Send and receive are bounded by the timeout (two setsockopt calls per connection, which
 // Kepler does not make; they cost well under a microsecond).
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -27,9 +26,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <charconv>
-#include <cmath>
 #include <cstring>
 #include <string>
 #include <string_view>
