@@ -28,6 +28,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The feature scaler a 2022-layout folder (metadata.json naming one model_file, no
+// component map) holds beside its model.
+constexpr const char* kImplicitScaler = "scaler.pkl";
+
 std::string lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(),
@@ -376,11 +380,19 @@ Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
   auto single_stage = [&]() -> Result<std::unique_ptr<Model>> {
     if (info.name.empty()) info.name = folder_name(folder.origin);
     if (info.trainer.empty()) info.trainer = trainer_from_name(info.name);
-    json::Json map = {{"power", {{"model_file", model_file}, {"features", info.features}}}};
-    if (const auto md_doc = json::parse(folder.files.at("metadata.json"), "metadata.json");
-        md_doc.ok()) {
-      if (const json::Json* fe = json::optional_member(*md_doc, "fe_files")) map["power"]["fe_files"] = *fe;
+    json::Json entry = {{"model_file", model_file}, {"features", info.features}};
+    // parse_metadata has already accepted this document.
+    const json::Json md_doc = *json::parse(folder.files.at("metadata.json"), "metadata.json");
+    json::Json fe = json::Json::array();
+    if (const json::Json* f = json::optional_member(md_doc, "fe_files")) fe = *f;
+    // The 2022 estimator applied the folder's scaler.pkl before anything else although no
+    // field names it (KEPLER.md section 5); without it the seed's models are off by 10^14.
+    if (folder.files.contains(kImplicitScaler) && fe.is_array() &&
+        std::find(fe.begin(), fe.end(), kImplicitScaler) == fe.end()) {
+      fe.insert(fe.begin(), kImplicitScaler);
     }
+    entry["fe_files"] = std::move(fe);
+    const json::Json map = {{"power", std::move(entry)}};
     return load_pipeline_model(std::move(info), map, label, folder, load_stage);
   };
 
