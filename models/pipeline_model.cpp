@@ -17,6 +17,7 @@ static_assert(kOutput < kRegressorSlots);
 
 struct ComponentPipeline {
   std::string component;
+  std::vector<std::string> outputs;  // one component name per regressor output
   std::vector<std::string> features;
   std::vector<std::shared_ptr<const Transform>> transforms;  // shared between components
   std::shared_ptr<const Regressor> regressor;
@@ -58,11 +59,12 @@ class PipelineModel final : public Model {
   Status predict(const Plan& plan, const ModelInput& in, MatrixView out) const override {
     const auto* p = dynamic_cast<const PipelinePlan*>(&plan);
     if (p == nullptr || p->request_columns != in.x.cols() || out.rows() != in.x.rows() ||
-        out.cols() != static_cast<Eigen::Index>(components_.size())) {
+        out.cols() != static_cast<Eigen::Index>(info().components.size())) {
       return Status(Code::kInternal, "model " + info().name + ": plan or output shape mismatch");
     }
     const Eigen::Index rows = in.x.rows();
     Scratch& s = p->scratch;
+    Eigen::Index first_column = 0;  // of this pipeline's outputs in `out`
     for (std::size_t c = 0; c < components_.size(); ++c) {
       const ComponentPipeline& comp = components_[c];
       const std::vector<Eigen::Index>& cols = p->columns[c];
@@ -84,17 +86,22 @@ class PipelineModel final : public Model {
         current = next;
         next = next == kTransformA ? kTransformB : kTransformA;
       }
-      RowsD y = s.matrix(kOutput, rows, 1);
+      const auto k = static_cast<Eigen::Index>(comp.outputs.size());
+      RowsD y = s.matrix(kOutput, rows, k);
       comp.regressor->predict(s.matrix(current, rows, width), y, s);
       for (Eigen::Index r = 0; r < rows; ++r) {
-        const double v = y(r, 0);
-        if (!std::isfinite(v)) {
-          return Status(Code::kInvalidValue, "model " + info().name + " component " + comp.component +
-                                                 ": row " + std::to_string(r) +
-                                                 " evaluates to a non-finite value");
+        for (Eigen::Index j = 0; j < k; ++j) {
+          const double v = y(r, j);
+          if (!std::isfinite(v)) {
+            return Status(Code::kInvalidValue, "model " + info().name + " component " +
+                                                   comp.outputs[static_cast<std::size_t>(j)] +
+                                                   ": row " + std::to_string(r) +
+                                                   " evaluates to a non-finite value");
+          }
+          out(r, first_column + j) = static_cast<float>(v > 0 ? v : 0.0);
         }
-        out(r, static_cast<Eigen::Index>(c)) = static_cast<float>(v > 0 ? v : 0.0);
       }
+      first_column += k;
     }
     return Status::Ok();
   }
@@ -177,8 +184,16 @@ Result<std::unique_ptr<Model>> load_pipeline_model(ModelInfo info, const json::J
       return refuse(folder.origin, *file, "is not a regressor (or is used twice)");
     }
     cp.regressor = std::move(*r);
+    if (const json::Json* names = json::optional_member(entry, "outputs")) {
+      auto outputs = json::string_array(*names, at / "outputs");
+      if (!outputs.ok()) return outputs.status();
+      if (outputs->empty()) return json::invalid(at / "outputs", "no names");
+      cp.outputs = std::move(outputs).value();
+    } else {
+      cp.outputs = {cp.component};
+    }
 
-    // Widths must chain: features -> transforms -> regressor, one output.
+    // Widths must chain: features -> transforms -> regressor, one output per name.
     Eigen::Index width = static_cast<Eigen::Index>(cp.features.size());
     for (const auto& t : cp.transforms) {
       if (t->inputs() != width) {
@@ -188,12 +203,14 @@ Result<std::unique_ptr<Model>> load_pipeline_model(ModelInfo info, const json::J
       }
       width = t->outputs();
     }
-    if (cp.regressor->inputs() != width || cp.regressor->outputs() != 1) {
-      return refuse(folder.origin, *file, "component " + cp.component + ": " +
-                                              cp.regressor->describe() + " takes " +
-                                              std::to_string(cp.regressor->inputs()) +
-                                              " inputs (receives " + std::to_string(width) +
-                                              ") and must give 1 output");
+    const auto named = static_cast<Eigen::Index>(cp.outputs.size());
+    if (cp.regressor->inputs() != width || cp.regressor->outputs() != named) {
+      return refuse(folder.origin, *file,
+                    "component " + cp.component + ": " + cp.regressor->describe() + " takes " +
+                        std::to_string(cp.regressor->inputs()) + " inputs (receives " +
+                        std::to_string(width) + ") and gives " +
+                        std::to_string(cp.regressor->outputs()) + " outputs for " +
+                        std::to_string(named) + " component name(s)");
     }
     for (const std::string& f : cp.features) {
       if (std::find(all_features.begin(), all_features.end(), f) == all_features.end()) {
@@ -205,7 +222,14 @@ Result<std::unique_ptr<Model>> load_pipeline_model(ModelInfo info, const json::J
   if (components.empty()) return json::invalid(where, "no component");
   info.features = std::move(all_features);
   info.components.clear();
-  for (const auto& c : components) info.components.push_back(c.component);
+  for (const auto& c : components) {
+    for (const std::string& name : c.outputs) {
+      if (std::find(info.components.begin(), info.components.end(), name) != info.components.end()) {
+        return json::invalid(where, "component " + name + " is named twice");
+      }
+      info.components.push_back(name);
+    }
+  }
   return std::unique_ptr<Model>(new PipelineModel(std::move(info), std::move(components)));
 }
 

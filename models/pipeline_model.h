@@ -6,6 +6,10 @@
 //
 // For each component: the request columns named by "features" -> each fe_file's
 // transform in order -> the model_file's regressor -> watts (negatives clamped to 0).
+// An entry may carry "outputs": [names] (ours, for one model file giving several
+// components, e.g. a Keras model with three output units): its regressor then gives one
+// output per name, in that order, and the names are the model's components in place of
+// the entry's key.
 // Files are turned into stages by a StageLoader (models/stage_loader.h picks the format by
 // file name), so this file knows nothing of pickles, XGBoost or Keras.
 #pragma once

@@ -376,7 +376,8 @@ Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
   const std::string label = file_label(folder, model_file);
 
   // One model file for the whole output (the 2022 layout's model.sav, a Keras .h5, a bare
-  // XGBoost JSON): a pipeline of one component over metadata's features and fe_files.
+  // XGBoost JSON): a pipeline over metadata's features and fe_files, giving one component
+  // ("power") or, when metadata.json lists "components", one per listed name.
   auto single_stage = [&]() -> Result<std::unique_ptr<Model>> {
     if (info.name.empty()) info.name = folder_name(folder.origin);
     if (info.trainer.empty()) info.trainer = trainer_from_name(info.name);
@@ -392,6 +393,7 @@ Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
       fe.insert(fe.begin(), kImplicitScaler);
     }
     entry["fe_files"] = std::move(fe);
+    if (const json::Json* names = json::optional_member(md_doc, "components")) entry["outputs"] = *names;
     const json::Json map = {{"power", std::move(entry)}};
     return load_pipeline_model(std::move(info), map, label, folder, load_stage);
   };

@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
       ->required();
   predict->add_option("--csv", predict_opts.csv_path, "input CSV ('-' = stdin)")->required();
   predict->add_option("--components", predict_opts.components,
-                      "output columns by name, or the name of a nameless model's output")
+                      "output columns by name, or the names of a nameless model's outputs, in order")
       ->delimiter(',');
 
   CLI11_PARSE(app, argc, argv);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "models/json_fields.h"
+#include "models/metadata.h"
 #include "models/registry.h"
 #include "models/weight_model.h"
 #include "models/zip_archive.h"
@@ -15,9 +16,6 @@ namespace estimator::service {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The component name a single-file model's one output gets (models/registry.cpp).
-constexpr const char* kNamelessOutput = "power";
 
 Result<std::string> slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -62,6 +60,20 @@ Result<models::ModelFolder> folder_of(const fs::path& path, const std::vector<st
   return f;
 }
 
+// `names` become the component names of a model whose metadata.json lists none (one
+// model file, whose outputs have no names of their own; models/registry.cpp), in output
+// order. For any other model they only select columns.
+Status name_outputs(models::ModelFolder& folder, const std::vector<std::string>& names) {
+  const auto it = folder.files.find("metadata.json");
+  if (it == folder.files.end()) return Status::Ok();  // load_model says what is missing
+  auto md = models::json::parse(it->second, models::file_label(folder, "metadata.json"));
+  if (!md.ok()) return md.status();
+  if (!md->is_object() || md->contains("components")) return Status::Ok();
+  (*md)["components"] = names;
+  it->second = md->dump();
+  return Status::Ok();
+}
+
 }  // namespace
 
 int run_predict(const PredictOptions& o) {
@@ -84,6 +96,12 @@ int run_predict(const PredictOptions& o) {
   if (!folder.ok()) {
     std::cerr << "estimator: " << folder.status().to_string() << "\n";
     return 2;
+  }
+  if (!o.components.empty()) {
+    if (Status s = name_outputs(*folder, o.components); !s.ok()) {
+      std::cerr << "estimator: " << s.to_string() << "\n";
+      return 2;
+    }
   }
   auto model = models::load_model(*folder);
   if (!model.ok()) {
@@ -110,25 +128,21 @@ int run_predict(const PredictOptions& o) {
     return 1;
   }
 
-  // Output columns: all components, a selection by name, or names for a nameless output.
+  // Output columns: all components, or a selection by name.
   std::vector<std::string> header = m.info().components;
   std::vector<Eigen::Index> cols;
   for (Eigen::Index c = 0; c < ncomp; ++c) cols.push_back(c);
   if (!o.components.empty()) {
-    if (header.size() == 1 && header[0] == kNamelessOutput && o.components.size() == 1) {
-      header = o.components;
-    } else {
-      cols.clear();
-      for (const std::string& want : o.components) {
-        const auto it = std::find(m.info().components.begin(), m.info().components.end(), want);
-        if (it == m.info().components.end()) {
-          std::cerr << "estimator: model " << m.info().name << " has no component " << want << "\n";
-          return 2;
-        }
-        cols.push_back(it - m.info().components.begin());
+    cols.clear();
+    for (const std::string& want : o.components) {
+      const auto it = std::find(m.info().components.begin(), m.info().components.end(), want);
+      if (it == m.info().components.end()) {
+        std::cerr << "estimator: model " << m.info().name << " has no component " << want << "\n";
+        return 2;
       }
-      header = o.components;
+      cols.push_back(it - m.info().components.begin());
     }
+    header = o.components;
   }
   std::vector<float> selected;
   selected.reserve(table->rows * cols.size());

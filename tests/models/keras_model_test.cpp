@@ -27,6 +27,9 @@
 #include <string_view>
 #include <vector>
 
+#include "models/registry.h"
+#include "test_util.h"
+
 namespace estimator::models {
 namespace {
 
@@ -294,6 +297,51 @@ TEST(KerasRealFiles, ZipAndH5AreNotConfused) {
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("not a valid zip archive"), std::string::npos)
       << b.status().message();
+}
+
+// A model folder whose one Keras file has three output units: metadata.json's components
+// name them, and the model serves all three (through the registry's loader, as the daemon
+// and `estimator predict` load it).
+TEST(KerasRealFiles, EveryOutputOfAMultiOutputModelIsAComponent) {
+  const std::string name = "keras2.2.2_seq_mlp_6-512-16-3_softmax_fixedlen_strings.h5";
+  const std::optional<std::string> bytes = read_bytes(kSharedDir + name);
+  if (!bytes) GTEST_SKIP() << "real Keras sample absent: " << kSharedDir + name;
+  const std::string features = R"("features": ["f0", "f1", "f2", "f3", "f4", "f5"])";
+  auto folder = [&](const std::string& extra) {
+    return testing::make_folder(
+        "mem/crypto", {{"metadata.json", R"({"model_name": "crypto", "model_class": "keras", )"
+                                         R"("model_file": "m.h5", )" + features + extra + "}"},
+                       {"m.h5", *bytes}});
+  };
+  Result<std::unique_ptr<Model>> unnamed = load_model(folder(""));
+  ASSERT_FALSE(unnamed.ok()) << "three outputs cannot all be 'power'";
+  EXPECT_NE(unnamed.status().message().find("gives 3 outputs for 1 component name(s)"), std::string::npos)
+      << unnamed.status().message();
+
+  std::unique_ptr<Model> sut = testing::must_load(folder(R"(, "components": ["y0", "y1", "y2"])"));
+  ASSERT_NE(sut, nullptr);
+  EXPECT_EQ(sut->info().components, (std::vector<std::string>{"y0", "y1", "y2"}));
+  if (!python_reference_available()) {
+    GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy not available";
+  }
+  // Requests carry float32: the reference gets the same values.
+  RowMatrixD x(24, 6);
+  x.topRows(16) = sine_rows(16, 6, 3.0);
+  x.bottomRows(8) = sine_rows(8, 6, 0.05);
+  const RowMatrixF xf = x.cast<float>();
+  x = xf.cast<double>();
+  const std::optional<RowMatrixD> expected = python_reference(kSharedDir + name, x, 3);
+  ASSERT_TRUE(expected.has_value());
+  // Columns in another order than the features, to show they are matched by name.
+  RowMatrixF shuffled(xf.rows(), 6);
+  const std::vector<std::string_view> columns = {"f5", "f4", "f3", "f2", "f1", "f0"};
+  for (Eigen::Index c = 0; c < 6; ++c) shuffled.col(c) = xf.col(5 - c);
+  const testing::Evaluation e = testing::evaluate(*sut, columns, shuffled);
+  ASSERT_TRUE(e.status.ok()) << e.status.to_string();
+  const RowMatrixD out = e.out.cast<double>();
+  const double worst = max_relative_error(*expected, out);
+  EXPECT_LE(worst, kTolerance);
+  std::printf("[ max rel ] %s, 3 components vs numpy, 24 rows: %.3g\n", name.c_str(), worst);
 }
 
 // ------------------------------------------------------------------ our fixtures

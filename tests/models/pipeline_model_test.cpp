@@ -57,6 +57,25 @@ class Sum final : public Regressor {
   double bias_;
 };
 
+// [sum of inputs, -sum of inputs, bias]: several outputs, as a Keras model with three
+// output units.
+class Fan final : public Regressor {
+ public:
+  Fan(Eigen::Index n, double bias) : n_(n), bias_(bias) {}
+  Eigen::Index inputs() const override { return n_; }
+  Eigen::Index outputs() const override { return 3; }
+  void predict(const ConstRowsD& in, RowsD out, Scratch&) const override {
+    out.col(0) = in.rowwise().sum();
+    out.col(1) = -in.rowwise().sum();
+    out.col(2).setConstant(bias_);
+  }
+  std::string describe() const override { return "Fan"; }
+
+ private:
+  Eigen::Index n_;
+  double bias_;
+};
+
 // Files are named "<kind>_<n>_<param>": scale_2_10 = Scale(2, 10), sum_4_-5 = Sum(4, -5).
 Result<Stage> fake_loader(std::string_view file, std::string_view) {
   const std::string f(file);
@@ -68,6 +87,7 @@ Result<Stage> fake_loader(std::string_view file, std::string_view) {
   if (kind == "scale") return Stage(std::make_unique<Scale>(n, p));
   if (kind == "square") return Stage(std::make_unique<Square>(n));
   if (kind == "sum") return Stage(std::make_unique<Sum>(n, p));
+  if (kind == "fan") return Stage(std::make_unique<Fan>(n, p));
   return Status(Code::kInvalidArgument, "unknown fake stage " + f);
 }
 
@@ -75,7 +95,8 @@ Result<std::unique_ptr<Model>> load(const std::string& map_text) {
   auto map = json::parse(map_text, "Trainer_1.json");
   if (!map.ok()) return map.status();
   ModelFolder folder = make_folder("test", {{"scale_2_10", ""}, {"square_2", ""}, {"sum_4_-5", ""},
-                                             {"sum_2_1", ""}, {"sum_1_0", ""}, {"scale_1_2", ""}});
+                                             {"sum_2_1", ""}, {"sum_1_0", ""}, {"scale_1_2", ""},
+                                             {"fan_2_7", ""}});
   ModelInfo info;
   info.name = "Trainer_1";
   return load_pipeline_model(info, *map, "Trainer_1.json", folder, fake_loader);
@@ -127,6 +148,42 @@ TEST(PipelineModel, MissingFileAndWrongStageKindsAreRefused) {
   EXPECT_NE(swapped.status().message().find("not a regressor"), std::string::npos);
   auto bad = load(R"({"package": {"model_file": "sum_1_0", "features": ["a"], "fe_files": ["sum_1_0"]}})");
   EXPECT_FALSE(bad.ok());
+}
+
+TEST(PipelineModel, ARegressorWithSeveralOutputsServesOneComponentPerName) {
+  auto m = load(R"({
+    "all":  {"model_file": "fan_2_7", "features": ["a", "b"], "fe_files": ["scale_2_10"],
+             "outputs": ["package", "dram", "gpu"]},
+    "core": {"model_file": "sum_1_0", "features": ["c"]}})");
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ((*m)->info().components, (std::vector<std::string>{"package", "dram", "gpu", "core"}));
+  auto e = evaluate(**m, {"a", "b", "c"}, rows({{0.1f, 0.2f, 4}, {0, 0, 0}}));
+  ASSERT_TRUE(e.status.ok()) << e.status.to_string();
+  // a, b x10 -> [1, 2]: package 3, dram -3 clamped to 0, gpu the constant 7; core = c.
+  EXPECT_NEAR(e.out(0, 0), 3.0f, 1e-5);
+  EXPECT_EQ(e.out(0, 1), 0.0f);
+  EXPECT_EQ(e.out(0, 2), 7.0f);
+  EXPECT_EQ(e.out(0, 3), 4.0f);
+  EXPECT_EQ(e.out(1, 0), 0.0f);
+  EXPECT_EQ(e.out(1, 2), 7.0f);
+}
+
+TEST(PipelineModel, OutputNamesMustMatchTheRegressorsOutputs) {
+  auto unnamed = load(R"({"power": {"model_file": "fan_2_7", "features": ["a", "b"]}})");
+  ASSERT_FALSE(unnamed.ok());
+  EXPECT_NE(unnamed.status().message().find("gives 3 outputs for 1 component name(s)"), std::string::npos)
+      << unnamed.status().message();
+  auto short_list = load(R"({"p": {"model_file": "fan_2_7", "features": ["a", "b"], "outputs": ["x", "y"]}})");
+  ASSERT_FALSE(short_list.ok());
+  EXPECT_NE(short_list.status().message().find("gives 3 outputs for 2"), std::string::npos)
+      << short_list.status().message();
+  auto twice = load(R"({"p": {"model_file": "fan_2_7", "features": ["a", "b"], "outputs": ["x", "y", "z"]},
+                        "z": {"model_file": "sum_1_0", "features": ["c"]}})");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("component z is named twice"), std::string::npos)
+      << twice.status().message();
+  auto not_names = load(R"({"p": {"model_file": "fan_2_7", "features": ["a", "b"], "outputs": "x"}})");
+  EXPECT_FALSE(not_names.ok());
 }
 
 TEST(PipelineModel, RecognisesComponentMaps) {
