@@ -4,8 +4,9 @@
 // canonical here so that selection compares like with like: old output types
 // (AbsModelWeight, DynComponentPower, ...) become AbsPower/DynPower, source aliases
 // resolve through canonical_source, and -1 error figures (the model server's
-// "undefined") become unknown. Components are not in metadata.json; the format loader
-// fills them from the model file.
+// "undefined") become unknown. Components are not read here: the format loader fills them
+// from the model file (for one model file with several outputs, from metadata.json's
+// "components", models/registry.cpp).
 #pragma once
 
 #include <string>
