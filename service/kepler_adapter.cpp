@@ -105,8 +105,8 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
   }
   auto response = wire::read_response(handler_->handle(bytes));
   if (!response.ok()) {
-    fail(Status(Code::kInternal, "unreadable response from the request handler: " +
-                                             response.status().message()));
+    fail(Status(Code::kInternal,
+                "unreadable response from the request handler: " + response.status().message()));
     return reply_;
   }
   const wire::ParsedResponse& r = response.value();
@@ -120,9 +120,9 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
   }
   if (components_.size() != r.cols || r.rows != k.rows) {
     fail(Status(Code::kInternal, "response of " + std::to_string(r.rows) + " x " +
-                                             std::to_string(r.cols) + " powers for " +
-                                             std::to_string(k.rows) + " rows and " +
-                                             std::to_string(components_.size()) + " components"));
+                                     std::to_string(r.cols) + " powers for " +
+                                     std::to_string(k.rows) + " rows and " +
+                                     std::to_string(components_.size()) + " components"));
     return reply_;
   }
   const double core_ratio = r.model != nullptr ? r.model->core_ratio() : 1.0;

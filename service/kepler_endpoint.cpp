@@ -166,9 +166,9 @@ void KeplerEndpoint::Loop::accept_one() {
                    connections.size(), refused + 1);
     }
     // One attempt, never blocking, to say why before closing.
-    kepler::write_error("too many connections (" + std::to_string(connections.size()) +
-                            " open); try again",
-                        busy_reply);
+    kepler::write_error(
+        "too many connections (" + std::to_string(connections.size()) + " open); try again",
+        busy_reply);
     if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kResourceExhausted);
     (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     return;  // fd closes here
@@ -332,9 +332,9 @@ void KeplerEndpoint::Loop::expire(Clock::time_point now) {
     if (!c.writing) {
       // One attempt, never blocking, to tell a client that is still listening why.
       std::string reply;
-      kepler::write_error("no complete JSON request within " +
-                              std::to_string(config.deadline.count()) + " ms",
-                          reply);
+      kepler::write_error(
+          "no complete JSON request within " + std::to_string(config.deadline.count()) + " ms",
+          reply);
       if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kDeadlineExceeded);
       (void)::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     }

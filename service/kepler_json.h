@@ -152,10 +152,11 @@ Status write_reply(Form form, std::span<const std::string_view> components,
                  std::string& out);
 
 // Writes the error reply, the same for every form: {"powers":false,"msg":"<message>"}.
-// `powers` is there but neither an object nor a list, the one kind of value both
-// generations' Go clients fail to decode (into map[string][]float64 for v0.6..v0.9, into
-// a slice for 2022): an empty map or list would decode without error and reach Kepler as
-// "no powers" (v0.9 then indexes the empty slice and panics, KEPLER.md section 4). One
+// `powers` is there but a scalar, which neither generation's Go client can decode (into
+// map[string][]float64 for v0.6..v0.9, into a slice for 2022): an empty map or list would
+// decode without error and reach Kepler as "no powers" (v0.9 then indexes the empty slice
+// and panics, KEPLER.md section 4). `false` rather than a string or a number, which a
+// client might mistake for powers. One
 // shape also serves errors sent before the form is known (an oversized request, a
 // deadline). The message is never empty.
 void write_error(std::string_view message, std::string& out);
