@@ -154,6 +154,7 @@ int serve_json(const std::string& path, std::shared_ptr<const models::Registry> 
   config.mode = 0600;
   config.deadline = timeout;
   config.max_request_bytes = 64U << 20U;
+  config.client_reads = {.v09 = 0, .form2022 = 0};  // the bench's client reads whole replies
   auto holder = std::make_shared<service::RegistryHolder>(std::move(registry));
   auto endpoint = service::KeplerEndpoint::start(config, holder);
   if (!endpoint.ok()) {

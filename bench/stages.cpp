@@ -200,7 +200,7 @@ void JsonServerWrite(benchmark::State& state) {
 void JsonServerAnswer(benchmark::State& state) {
   const Fixture& f = Fixture::get();
   const std::string doc = json_request(f.of(state));
-  service::KeplerAdapter adapter(*f.holder);
+  service::KeplerAdapter adapter(*f.holder, {}, nullptr, {.v09 = 0, .form2022 = 0});
   for (auto _ : state) {
     const std::string_view reply = adapter.answer(doc);
     if (adapter.last_code() != Code::kOk) {
@@ -214,7 +214,7 @@ void JsonServerAnswer(benchmark::State& state) {
 void JsonClientDecode(benchmark::State& state) {
   const Fixture& f = Fixture::get();
   const Case& c = f.of(state);
-  service::KeplerAdapter adapter(*f.holder);
+  service::KeplerAdapter adapter(*f.holder, {}, nullptr, {.v09 = 0, .form2022 = 0});
   const std::string reply(adapter.answer(json_request(c)));
   JsonReply decoded;
   for (auto _ : state) {

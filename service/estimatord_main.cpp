@@ -84,6 +84,13 @@ int main(int argc, char** argv) {
   app.add_option("--socket-max-connections", socket_config.max_connections,
                  "socket connections open at once; more are closed on accept")
       ->capture_default_str();
+  app.add_option("--socket-v09-read-bytes", socket_config.client_reads.v09,
+                 "reply bytes a Kepler v0.6-v0.9 client reads; a longer reply to it is an "
+                 "error reply instead (0: it reads whole replies)")
+      ->capture_default_str();
+  app.add_option("--socket-2022-read-bytes", socket_config.client_reads.form2022,
+                 "the same for a 2022 (Kepler v0.3) client")
+      ->capture_default_str();
   // Model fetching (service/model_fetcher.h): Kepler's <PREFIX>_INIT_URL and MODEL_SERVER_*
   // keys, from the environment and this file (the environment wins).
   std::string fetch_config_file;

@@ -25,8 +25,8 @@ std::size_t grown(std::size_t need) {
 }  // namespace
 
 KeplerAdapter::KeplerAdapter(const RegistryHolder& registry, kepler::JsonLimits limits,
-                             Metrics* metrics)
-    : registry_(registry), metrics_(metrics), reader_(limits) {
+                             Metrics* metrics, kepler::ClientReadLimits reads)
+    : registry_(registry), metrics_(metrics), reads_(reads), reader_(limits) {
   ensure_capacity(kInitialCapacity, kInitialCapacity);
   node_power_.reserve(4);
   system_values_.reserve(limits.max_system_values);
@@ -49,15 +49,15 @@ void KeplerAdapter::ensure_capacity(std::size_t request_bytes, std::size_t respo
   wire_.assign(request_capacity_ / sizeof(std::uint64_t), 0);
 }
 
-void KeplerAdapter::fail(kepler::Form form, const Status& status) {
+void KeplerAdapter::fail(const Status& status) {
   last_code_ = status.code();
   last_error_ = status.message();
-  kepler::write_error(form, status.message(), reply_);
+  kepler::write_error(status.message(), reply_);
 }
 
 std::string_view KeplerAdapter::answer(std::string_view request) {
   if (Status s = reader_.parse(request, request_); !s.ok()) {
-    fail(request_.form, s);
+    fail(s);
     return reply_;
   }
   const kepler::KeplerRequest& k = request_;
@@ -92,7 +92,7 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
   auto built = wire::build_request(
       spec, {reinterpret_cast<std::uint8_t*>(wire_.data()), wire_.size() * sizeof(std::uint64_t)});
   if (!built.ok()) {
-    fail(k.form, built.status());
+    fail(built.status());
     return reply_;
   }
   // The buffer ends where the area ends, so it starts wherever its size puts it; the
@@ -105,13 +105,13 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
   }
   auto response = wire::read_response(handler_->handle(bytes));
   if (!response.ok()) {
-    fail(k.form, Status(Code::kInternal, "unreadable response from the request handler: " +
-                                             response.status().message()));
+    fail(Status(Code::kInternal,
+                "unreadable response from the request handler: " + response.status().message()));
     return reply_;
   }
   const wire::ParsedResponse& r = response.value();
   if (r.status != Code::kOk) {
-    fail(k.form, Status(r.status, std::string(r.message)));
+    fail(Status(r.status, std::string(r.message)));
     return reply_;
   }
   components_.clear();
@@ -119,10 +119,10 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
     for (const auto* c : *r.components) components_.push_back(wire::view_of(c));
   }
   if (components_.size() != r.cols || r.rows != k.rows) {
-    fail(k.form, Status(Code::kInternal, "response of " + std::to_string(r.rows) + " x " +
-                                             std::to_string(r.cols) + " powers for " +
-                                             std::to_string(k.rows) + " rows and " +
-                                             std::to_string(components_.size()) + " components"));
+    fail(Status(Code::kInternal, "response of " + std::to_string(r.rows) + " x " +
+                                     std::to_string(r.cols) + " powers for " +
+                                     std::to_string(k.rows) + " rows and " +
+                                     std::to_string(components_.size()) + " components"));
     return reply_;
   }
   const double core_ratio = r.model != nullptr ? r.model->core_ratio() : 1.0;
@@ -132,6 +132,18 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
       !s.ok()) {
     last_code_ = s.code();
     last_error_ = s.message();
+    return reply_;
+  }
+  if (const std::size_t limit = reads_.of(k.form); limit != 0 && reply_.size() > limit) {
+    const bool v09 = k.form == kepler::Form::kV09;
+    fail(Status(Code::kTooLarge,
+                "the reply to " + std::to_string(k.rows) + " rows is " +
+                    std::to_string(reply_.size()) + " bytes, more than the " +
+                    std::to_string(limit) + " bytes a " +
+                    (v09 ? "Kepler v0.6..v0.9" : "2022 (Kepler v0.3)") +
+                    " client reads at once (estimatord " +
+                    (v09 ? "--socket-v09-read-bytes" : "--socket-2022-read-bytes") +
+                    "): send fewer rows per request"));
     return reply_;
   }
   last_code_ = Code::kOk;

@@ -29,15 +29,16 @@ namespace estimator::service {
 class KeplerAdapter {
  public:
   // `metrics` (optional) is handed to the RequestHandler: socket requests are counted and
-  // timed as the ring's are.
+  // timed as the ring's are. A reply longer than `reads` allows for the request's form is
+  // replaced by a kTooLarge error naming the limit: the client would get it cut.
   explicit KeplerAdapter(const RegistryHolder& registry, kepler::JsonLimits limits = {},
-                         Metrics* metrics = nullptr);
+                         Metrics* metrics = nullptr, kepler::ClientReadLimits reads = {});
   ~KeplerAdapter();
   KeplerAdapter(const KeplerAdapter&) = delete;
   KeplerAdapter& operator=(const KeplerAdapter&) = delete;
 
-  // The JSON reply to `request`; valid until the next call. Never fails: an error is a
-  // reply of the request's shape with the message in "msg".
+  // The JSON reply to `request`; valid until the next call. Never fails: an error is the
+  // error reply (kepler::write_error) with the message in "msg".
   std::string_view answer(std::string_view request);
 
   // Outcome of the last answer(), for logs and counters.
@@ -45,12 +46,13 @@ class KeplerAdapter {
   std::string_view last_error() const { return last_error_; }
 
  private:
-  void fail(kepler::Form form, const Status& status);
+  void fail(const Status& status);
   // (Re)creates the handler when a request needs larger buffers than it has.
   void ensure_capacity(std::size_t request_bytes, std::size_t response_bytes);
 
   const RegistryHolder& registry_;
   Metrics* metrics_;
+  kepler::ClientReadLimits reads_;
   kepler::KeplerJsonReader reader_;
   kepler::KeplerRequest request_;
   std::unique_ptr<RequestHandler> handler_;

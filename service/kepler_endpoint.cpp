@@ -17,6 +17,7 @@
 
 #include "common/unique_fd.h"
 #include "service/kepler_adapter.h"
+#include "service/metrics.h"
 
 namespace estimator::service {
 namespace {
@@ -56,7 +57,7 @@ struct Connection {
 
 struct KeplerEndpoint::Loop {
   Loop(const KeplerEndpointConfig& c, const RegistryHolder& registry, KeplerEndpointStats& s)
-      : config(c), stats(s), adapter(registry, c.json, c.metrics), chunk(kChunk) {}
+      : config(c), stats(s), adapter(registry, c.json, c.metrics, c.client_reads), chunk(kChunk) {}
 
   void run();
   void accept_one();
@@ -64,7 +65,8 @@ struct KeplerEndpoint::Loop {
   void on_event(Connection& c, std::uint32_t events);
   void read_from(Connection& c);
   void answer(Connection& c, std::string_view document);
-  void reply_error(Connection& c, std::string_view message);
+  void reply_error(Connection& c, Code code, std::string_view message);
+  void note_error(Code code, std::string_view message);
   void write_to(Connection& c);
   void close(Connection& c);
   void expire(Clock::time_point now);
@@ -84,6 +86,8 @@ struct KeplerEndpoint::Loop {
   std::list<Connection> connections;
   bool accept_paused = false;
   Clock::time_point accept_resume;
+  Clock::time_point next_error_log;  // error replies are logged once a second at most
+  std::uint64_t errors_not_logged = 0;
 };
 
 void KeplerEndpoint::Loop::run() {
@@ -162,10 +166,10 @@ void KeplerEndpoint::Loop::accept_one() {
                    connections.size(), refused + 1);
     }
     // One attempt, never blocking, to say why before closing.
-    kepler::write_error(kepler::Form::kV09,
-                        "too many connections (" + std::to_string(connections.size()) +
-                            " open); try again",
-                        busy_reply);
+    kepler::write_error(
+        "too many connections (" + std::to_string(connections.size()) + " open); try again",
+        busy_reply);
+    if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kResourceExhausted);
     (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     return;  // fd closes here
   }
@@ -220,9 +224,9 @@ void KeplerEndpoint::Loop::read_from(Connection& c) {
       }
       if (c.in.size() > config.max_request_bytes) {
         stats.oversized.fetch_add(1, std::memory_order_relaxed);
-        spdlog::warn("kepler socket: request over {} bytes refused", config.max_request_bytes);
-        reply_error(c, "request exceeds " + std::to_string(config.max_request_bytes) +
-                           " bytes (estimatord --socket-max-bytes)");
+        reply_error(c, Code::kTooLarge,
+                    "request exceeds " + std::to_string(config.max_request_bytes) +
+                        " bytes (estimatord --socket-max-bytes)");
         return;
       }
       continue;
@@ -251,20 +255,38 @@ void KeplerEndpoint::Loop::read_from(Connection& c) {
 void KeplerEndpoint::Loop::answer(Connection& c, std::string_view document) {
   const std::string_view reply = adapter.answer(document);
   stats.requests.fetch_add(1, std::memory_order_relaxed);
-  if (adapter.last_code() != Code::kOk) {
-    stats.errors.fetch_add(1, std::memory_order_relaxed);
-    spdlog::debug("kepler socket: request refused: {}", adapter.last_error());
-  }
+  if (adapter.last_code() != Code::kOk) note_error(adapter.last_code(), adapter.last_error());
   c.out.assign(reply);
   c.in = std::string();  // a large request's buffer is not kept while the reply drains
   c.writing = true;
   write_to(c);
 }
 
-void KeplerEndpoint::Loop::reply_error(Connection& c, std::string_view message) {
-  stats.requests.fetch_add(1, std::memory_order_relaxed);
+// Counts an error reply and logs it: an error reply is the only sign the client gives
+// (Kepler logs only at a verbose level), but a client repeating a bad request must not
+// flood the log, so one line a second at most, with the count of those not logged.
+void KeplerEndpoint::Loop::note_error(Code code, std::string_view message) {
   stats.errors.fetch_add(1, std::memory_order_relaxed);
-  kepler::write_error(kepler::Form::kV09, message, c.out);
+  if (config.metrics != nullptr) config.metrics->count_kepler_error(code);
+  const auto now = Clock::now();
+  if (now < next_error_log) {
+    ++errors_not_logged;
+    return;
+  }
+  next_error_log = now + std::chrono::seconds(1);
+  if (errors_not_logged == 0) {
+    spdlog::warn("kepler socket: error reply ({}): {}", code_name(code), message);
+  } else {
+    spdlog::warn("kepler socket: error reply ({}): {} ({} more error replies not logged)",
+                 code_name(code), message, errors_not_logged);
+    errors_not_logged = 0;
+  }
+}
+
+void KeplerEndpoint::Loop::reply_error(Connection& c, Code code, std::string_view message) {
+  stats.requests.fetch_add(1, std::memory_order_relaxed);
+  note_error(code, message);
+  kepler::write_error(message, c.out);
   c.in = std::string();
   c.writing = true;
   write_to(c);
@@ -310,10 +332,10 @@ void KeplerEndpoint::Loop::expire(Clock::time_point now) {
     if (!c.writing) {
       // One attempt, never blocking, to tell a client that is still listening why.
       std::string reply;
-      kepler::write_error(kepler::Form::kV09,
-                          "no complete JSON request within " +
-                              std::to_string(config.deadline.count()) + " ms",
-                          reply);
+      kepler::write_error(
+          "no complete JSON request within " + std::to_string(config.deadline.count()) + " ms",
+          reply);
+      if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kDeadlineExceeded);
       (void)::send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     close(c);

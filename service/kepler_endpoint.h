@@ -37,7 +37,10 @@ struct KeplerEndpointConfig {
   std::chrono::milliseconds deadline{5000};  // per connection, from accept to the last byte
   std::size_t max_connections = 256;         // more are accepted and closed at once
   kepler::JsonLimits json;
-  Metrics* metrics = nullptr;  // counts requests by model and status, as the ring's; outlives the endpoint
+  kepler::ClientReadLimits client_reads;  // Kepler's read sizes; 0 = the client reads it all
+  // Counts requests by model and status, as the ring's, and error replies by reason;
+  // outlives the endpoint.
+  Metrics* metrics = nullptr;
 };
 
 // Counters for logs and metrics; updated by the event-loop thread only.

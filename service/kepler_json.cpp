@@ -1,5 +1,6 @@
 #include "service/kepler_json.h"
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <charconv>
@@ -36,13 +37,15 @@ enum Key : unsigned {
   kGpuPower = 1u << 11,
   kOtherPower = 1u << 12,
 };
-constexpr unsigned kV09Only =
-    kOutputType | kSource | kSystemFeatures | kSystemValues | kTrainerName | kFilter;
-constexpr unsigned k2022Only = kModelName | kCorePower | kDramPower | kGpuPower | kOtherPower;
+// The keys that tell the generations apart (kepler_json.h): each is sent, always, by only
+// one generation's client.
+constexpr unsigned kV09Keys = kOutputType | kTrainerName;
+constexpr unsigned k2022Keys = kModelName;
 
 Form form_of(unsigned seen) {
-  if ((seen & kV09Only) == 0 && (seen & k2022Only) != 0) return Form::k2022;
-  return Form::kV09;
+  if ((seen & kV09Keys) != 0) return Form::kV09;
+  if ((seen & k2022Keys) != 0) return Form::k2022;
+  return Form::kGeneric;
 }
 
 struct KeyName {
@@ -870,15 +873,6 @@ void append_number(std::string& out, T v) {
   out.append(buf, r.ptr);
 }
 
-// Cuts `message` to kMaxMessageBytes at a UTF-8 boundary.
-std::string_view bounded(std::string_view message, bool& cut) {
-  cut = message.size() > kMaxMessageBytes;
-  if (!cut) return message;
-  std::size_t n = kMaxMessageBytes - 3;
-  while (n > 0 && (static_cast<unsigned char>(message[n]) & 0xC0) == 0x80) --n;
-  return message.substr(0, n);
-}
-
 // Bytes that can change DocumentEnd's state: quotes, the escape and the brackets.
 constexpr std::array<bool, 256> kStructural = [] {
   std::array<bool, 256> t{};
@@ -969,21 +963,31 @@ std::size_t DocumentEnd::feed(std::string_view bytes) {
   return done(nullptr);
 }
 
-void write_error(Form form, std::string_view message, std::string& out) {
+void write_error(std::string_view message, std::string& out) {
+  static constexpr std::string_view kHead = R"({"powers":false,"msg":)";
   if (message.empty()) message = "unknown error";
-  bool cut = false;
-  const std::string_view m = bounded(message, cut);
-  out.clear();
-  out += form == Form::kV09 ? R"({"powers":{},"msg":)" : R"({"powers":[],"msg":)";
-  if (cut) {
-    std::string tmp(m);
-    tmp += "...";
-    append_json_string(out, tmp);
-  } else {
-    append_json_string(out, m);
-  }
-  if (form == Form::kV09) out += R"(,"core_ratio":1)";
+  out.assign(kHead);
+  append_json_string(out, message);
   out += '}';
+  // Too long once escaped: cut the message (at a UTF-8 boundary) until it fits. An input
+  // byte takes one to six bytes escaped, so each step drops a sixth of the excess, at
+  // least one byte.
+  std::size_t keep = std::min(message.size(), kMaxErrorReplyBytes);
+  std::string cut;
+  while (out.size() > kMaxErrorReplyBytes) {  // ends: with keep = 0 it fits
+    while (keep > 0 && keep < message.size() &&
+           (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) {
+      --keep;
+    }
+    cut.assign(message.substr(0, keep));
+    cut += "...";
+    out.assign(kHead);
+    append_json_string(out, cut);
+    out += '}';
+    if (out.size() > kMaxErrorReplyBytes) {
+      keep -= std::min(keep, std::max<std::size_t>(1, (out.size() - kMaxErrorReplyBytes) / 6));
+    }
+  }
 }
 
 Status write_reply(Form form, std::span<const std::string_view> components,
@@ -994,7 +998,7 @@ Status write_reply(Form form, std::span<const std::string_view> components,
     Status s(Code::kInternal, std::to_string(powers.size()) + " powers for " +
                                   std::to_string(rows) + " rows x " + std::to_string(cols) +
                                   " components");
-    write_error(form, s.message(), out);
+    write_error(s.message(), out);
     return s;
   }
   for (std::size_t i = 0; i < powers.size(); ++i) {
@@ -1002,12 +1006,12 @@ Status write_reply(Form form, std::span<const std::string_view> components,
       Status s(Code::kInvalidValue, "the model gave a non-finite power for row " +
                                         std::to_string(i / cols) + ", component " +
                                         std::string(components[i % cols]));
-      write_error(form, s.message(), out);
+      write_error(s.message(), out);
       return s;
     }
   }
   out.clear();
-  if (form == Form::kV09) {
+  if (form != Form::k2022) {
     out += R"({"powers":{)";
     for (std::size_t c = 0; c < cols; ++c) {
       if (c != 0) out += ',';
@@ -1032,7 +1036,7 @@ Status write_reply(Form form, std::span<const std::string_view> components,
     if (!std::isfinite(t)) {
       Status s(Code::kInvalidValue, "the total power of row " + std::to_string(r) +
                                         " is not finite");
-      write_error(form, s.message(), out);
+      write_error(s.message(), out);
       return s;
     }
     append_number(out, t);

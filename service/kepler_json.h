@@ -8,12 +8,14 @@
 // lengths are bounded, the syntax is strict RFC 8259 (no comments, no trailing commas, no
 // NaN or Infinity, valid UTF-8 only) and every error names the field that was wrong.
 //
-// Which generation a request is (it decides the shape of the reply):
-// - a request carrying any key that only Kepler v0.6..v0.9 sends (output_type, source,
-//   system_features, system_values, trainer_name, filter) is kV09;
-// - otherwise one carrying any key of the 2022 prototype (model_name, core_power,
-//   dram_power, gpu_power, other_power) is k2022;
-// - otherwise (only metrics and values) it is kV09, the form every released Kepler reads.
+// Which generation a request is (it decides the shape of the reply and the reply size the
+// client reads) is told by the keys only one generation's client always sends, never by
+// `filter` (Kepler v0.3, a 2022 client, sends "filter" too):
+// - `output_type` or `trainer_name` (Kepler v0.6..v0.9 send both, always): kV09, also
+//   when `model_name` is there as well (a v0.6+ client naming a model);
+// - otherwise `model_name` (the 2022 prototype and Kepler v0.3 send it, always): k2022;
+// - neither: kGeneric, a client that is neither of Kepler's (the v0.9 reply shape, no
+//   known read size).
 // Every key is honoured whatever the form (a v0.9 request may name a model_name, a 2022
 // one a source).
 //
@@ -37,8 +39,24 @@
 namespace estimator::service::kepler {
 
 enum class Form : std::uint8_t {
-  kV09,   // reply {"powers": {component: [...]}, "msg": "", "core_ratio": r}
-  k2022,  // reply {"powers": [total per row], "msg": ""}
+  kV09,      // reply {"powers": {component: [...]}, "msg": "", "core_ratio": r}
+  k2022,     // reply {"powers": [total per row], "msg": ""}
+  kGeneric,  // the kV09 reply
+};
+
+// How many reply bytes a client of each form reads: Kepler v0.6..v0.9's Go client reads
+// once into 4096 bytes, the 2022 client (PR #104) and Kepler v0.3 once into 1024
+// (KEPLER.md section 4), so a longer reply reaches them cut. 0 = no limit, for clients
+// known to read the whole reply (the Python estimator's peers, our benchmarks). A
+// kGeneric client has no known limit.
+struct ClientReadLimits {
+  std::size_t v09 = 4096;
+  std::size_t form2022 = 1024;
+
+  // The limit for a client of `form`; 0 when none.
+  std::size_t of(Form form) const {
+    return form == Form::kV09 ? v09 : form == Form::k2022 ? form2022 : 0;
+  }
 };
 
 struct JsonLimits {
@@ -77,9 +95,9 @@ class KeplerJsonReader {
  public:
   explicit KeplerJsonReader(JsonLimits limits = {}) : limits_(limits) {}
 
-  // Parses one request document. On failure `out.form` is still the form the keys read
-  // so far suggest (so that the error reply has the shape the client expects) and the
-  // Status says what was wrong and where (kInvalidArgument, kTooLarge or kInvalidValue).
+  // Parses one request document. On failure `out.form` is the form the keys read so far
+  // suggest and the Status says what was wrong and where (kInvalidArgument, kTooLarge or
+  // kInvalidValue).
   Status parse(std::string_view json, KeplerRequest& out);
 
  private:
@@ -118,22 +136,30 @@ class DocumentEnd {
 
 // ---- replies ---------------------------------------------------------------------------
 
-// Longest msg a reply carries: a longer message is cut (at a UTF-8 boundary, marked with
-// "...") so that an error reply always fits Kepler's 4096-byte read.
-inline constexpr std::size_t kMaxMessageBytes = 1024;
+// Longest error reply: the smallest read of Kepler's clients (the 2022 one's 1024 bytes),
+// so that an error always reaches every client whole. A longer message is cut (at a
+// UTF-8 boundary, marked with "...").
+inline constexpr std::size_t kMaxErrorReplyBytes = 1024;
 
 // Writes the successful reply of `form` into `out` (replacing its contents): `powers` is
 // rows x components, row-major, as the daemon answers. The v0.9 reply lists one array per
 // component in the model's order; the 2022 reply one total per row
-// (estimator::total_power). A non-finite power cannot be written as JSON: the reply is
-// then the error reply naming the row and component, and that error is returned.
+// (estimator::total_power); kGeneric is written as kV09. A non-finite power cannot be
+// written as JSON: the reply is then the error reply naming the row and component, and
+// that error is returned.
 Status write_reply(Form form, std::span<const std::string_view> components,
                  std::span<const float> powers, std::uint32_t rows, double core_ratio,
                  std::string& out);
 
-// Writes the error reply of `form`: the same shape as a success with no powers, and the
-// message in "msg" (never empty: an empty message would read as success).
-void write_error(Form form, std::string_view message, std::string& out);
+// Writes the error reply, the same for every form: {"powers":false,"msg":"<message>"}.
+// `powers` is there but a scalar, which neither generation's Go client can decode (into
+// map[string][]float64 for v0.6..v0.9, into a slice for 2022): an empty map or list would
+// decode without error and reach Kepler as "no powers" (v0.9 then indexes the empty slice
+// and panics, KEPLER.md section 4). `false` rather than a string or a number, which a
+// client might mistake for powers. One
+// shape also serves errors sent before the form is known (an oversized request, a
+// deadline). The message is never empty.
+void write_error(std::string_view message, std::string& out);
 
 // Appends `s` as a JSON string literal (quotes included). Control characters are escaped
 // and invalid UTF-8 bytes become U+FFFD, so the result is always valid JSON.

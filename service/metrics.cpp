@@ -234,6 +234,19 @@ std::string Metrics::render(const models::Registry* registry) const {
   append_number(out, pings_.load(std::memory_order_relaxed));
   out += '\n';
 
+  append_help(out, "estimator_kepler_socket_error_replies_total",
+              "Error replies of the Kepler JSON socket, by reason (the status code).",
+              "counter");
+  for (std::size_t c = 1; c < kCodeCount; ++c) {
+    const std::uint64_t n = kepler_errors_[c].load(std::memory_order_relaxed);
+    if (n == 0) continue;  // as for estimator_requests_total: only reasons that occurred
+    append_sample_start(out, "estimator_kepler_socket_error_replies_total",
+                        {{"reason", code_name(static_cast<Code>(c))}});
+    out += ' ';
+    append_number(out, n);
+    out += '\n';
+  }
+
   if (registry != nullptr) {
     append_help(out, "estimator_model_info",
                 "A loaded model (value 1) and what it publishes about itself; mae and mape "

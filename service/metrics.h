@@ -88,6 +88,18 @@ class Metrics {
   // the request counts.
   void count_ping() noexcept { pings_.fetch_add(1, std::memory_order_relaxed); }
 
+  // Error replies of the Kepler JSON socket, by reason: the status code (its name is the
+  // `reason` label), a bounded set, unlike the messages, which name fields and models.
+  void count_kepler_error(Code code) noexcept {
+    auto c = static_cast<std::size_t>(code);
+    if (c >= kCodeCount) c = static_cast<std::size_t>(Code::kInternal);
+    kepler_errors_[c].fetch_add(1, std::memory_order_relaxed);
+  }
+  std::uint64_t kepler_errors(Code code) const {
+    const auto c = static_cast<std::size_t>(code);
+    return c < kCodeCount ? kepler_errors_[c].load(std::memory_order_relaxed) : 0;
+  }
+
   // A value owned elsewhere (slot reclaims, registry reloads, socket endpoint counts),
   // read at scrape time. `name` must be a valid metric name (checked: refused otherwise
   // with kInvalidArgument); `read` must stay callable for the life of this object or
@@ -116,6 +128,7 @@ class Metrics {
   std::vector<External> externals_;
   RequestCell* unattributed_;
   std::atomic<std::uint64_t> pings_{0};
+  std::array<std::atomic<std::uint64_t>, kCodeCount> kepler_errors_{};
   double start_time_seconds_;
 };
 

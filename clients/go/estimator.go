@@ -1,8 +1,8 @@
 // Package estimator is the Go client of estimatord, the shared-memory power estimation
-// daemon, over its C library (libestimator_client.so, cgo). Its types mirror Kepler's
-// estimator sidecar client (PowerRequest, PowerResponse with Kepler's field and JSON
-// names) and the 2022 prototype's GetPower, so Kepler can swap it in for the unix-socket
-// client.
+// daemon, over its C library (libestimator_client.so, cgo). Its types are Kepler's
+// estimator sidecar types (PowerRequest and ComponentPowerResponse, with Kepler v0.9's
+// field names and JSON tags) and its GetPower has the 2022 prototype's signature, so code
+// written against Kepler's client compiles against this package.
 //
 // Build flags: the source names only the header and the library (-lestimator_client).
 // Installed under a standard prefix (/usr, /usr/local) that is enough. Elsewhere, or from
@@ -25,7 +25,9 @@ import "C"
 
 import (
 	"fmt"
+	"log"
 	"math"
+	"sync"
 	"time"
 	"unsafe"
 )
@@ -70,26 +72,27 @@ func invalid(format string, args ...interface{}) error {
 	return &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf(format, args...)}
 }
 
-// PowerRequest is Kepler's request (v0.6 to v0.9 sidecar), field for field.
+// PowerRequest is Kepler's request (v0.6 to v0.9 sidecar, estimate.go): the same fields,
+// types and JSON tags, plus ModelName (not Kepler's; selects a model by name).
 type PowerRequest struct {
-	ModelName      string      `json:"model_name,omitempty"`
-	Metrics        []string    `json:"metrics"`
-	Values         [][]float64 `json:"values"`
-	OutputType     string      `json:"output_type"` // AbsPower or DynPower
-	Source         string      `json:"source"`      // rapl-sysfs (intel_rapl), acpi, ...
-	SystemFeatures []string    `json:"system_features"`
-	SystemValues   []string    `json:"system_values"`
-	TrainerName    string      `json:"trainer_name,omitempty"`
-	Filter         string      `json:"filter,omitempty"` // "mae:0.5;mape:10"
+	FloatFeatureNames           []string    `json:"metrics"`
+	UsageValues                 [][]float64 `json:"values"`
+	OutputType                  string      `json:"output_type"` // AbsPower or DynPower
+	EnergySource                string      `json:"source"`      // rapl-sysfs (intel_rapl), acpi, ...
+	SystemMetaDataFeatureNames  []string    `json:"system_features"`
+	SystemMetaDataFeatureValues []string    `json:"system_values"`
+	TrainerName                 string      `json:"trainer_name"`
+	SelectFilter                string      `json:"filter"` // "mae:0.5;mape:10"
+	ModelName                   string      `json:"model_name,omitempty"`
 }
 
-// PowerResponse is Kepler's reply: one value per request row for each component.
-type PowerResponse struct {
+// ComponentPowerResponse is Kepler's reply: one value per request row for each
+// component. Model is not Kepler's (Kepler's decoder ignores the key).
+type ComponentPowerResponse struct {
 	Powers    map[string][]float64 `json:"powers"`
-	Msg       string               `json:"msg"`
-	CoreRatio float64              `json:"core_ratio"`
-	// The model that answered (not in Kepler's reply; Kepler ignores unknown fields).
-	Model ModelInfo `json:"model"`
+	Message   string               `json:"msg"`
+	CoreRatio float64              `json:"core_ratio,omitempty"`
+	Model     ModelInfo            `json:"model"`
 }
 
 // ModelInfo describes the model that answered; MAE and MAPE are NaN when not published.
@@ -152,11 +155,11 @@ func (c *Client) Ping(timeout time.Duration) error {
 }
 
 // Estimate answers a Kepler request. On failure the error is returned and also set in
-// the response's Msg (with Powers an empty map, never nil), the shape Kepler expects.
-func (c *Client) Estimate(req *PowerRequest) (*PowerResponse, error) {
-	resp := &PowerResponse{Powers: map[string][]float64{}, CoreRatio: 1}
-	fail := func(err error) (*PowerResponse, error) {
-		resp.Msg = err.Error()
+// the response's Message (with Powers an empty map, never nil).
+func (c *Client) Estimate(req *PowerRequest) (*ComponentPowerResponse, error) {
+	resp := &ComponentPowerResponse{Powers: map[string][]float64{}, CoreRatio: 1}
+	fail := func(err error) (*ComponentPowerResponse, error) {
+		resp.Message = err.Error()
 		return resp, err
 	}
 	if c == nil || c.c == nil {
@@ -165,9 +168,9 @@ func (c *Client) Estimate(req *PowerRequest) (*PowerResponse, error) {
 	if req == nil {
 		return fail(invalid("nil request"))
 	}
-	if len(req.SystemFeatures) != len(req.SystemValues) {
+	if len(req.SystemMetaDataFeatureNames) != len(req.SystemMetaDataFeatureValues) {
 		return fail(invalid("%d system_features but %d system_values",
-			len(req.SystemFeatures), len(req.SystemValues)))
+			len(req.SystemMetaDataFeatureNames), len(req.SystemMetaDataFeatureValues)))
 	}
 	var a arena
 	defer a.free()
@@ -175,22 +178,22 @@ func (c *Client) Estimate(req *PowerRequest) (*PowerResponse, error) {
 	r.model_name = a.str(req.ModelName)
 	r.trainer = a.str(req.TrainerName)
 	r.output_type = a.str(req.OutputType)
-	r.source = a.str(req.Source)
-	r.filter = a.str(req.Filter)
-	r.features = a.strs(req.Metrics)
-	r.cols = C.size_t(len(req.Metrics))
-	m, err := a.matrix(req.Values, len(req.Metrics))
+	r.source = a.str(req.EnergySource)
+	r.filter = a.str(req.SelectFilter)
+	r.features = a.strs(req.FloatFeatureNames)
+	r.cols = C.size_t(len(req.FloatFeatureNames))
+	m, err := matrixOf(&a, req.UsageValues, len(req.FloatFeatureNames))
 	if err != nil {
 		return fail(err)
 	}
 	r.matrix = m
-	r.rows = C.size_t(len(req.Values))
-	if n := len(req.SystemFeatures); n > 0 {
+	r.rows = C.size_t(len(req.UsageValues))
+	if n := len(req.SystemMetaDataFeatureNames); n > 0 {
 		sv := (*C.estimator_system_value)(a.alloc(uintptr(n) * unsafe.Sizeof(C.estimator_system_value{})))
 		view := unsafe.Slice(sv, n)
 		for i := range view {
-			view[i].name = a.cstr(req.SystemFeatures[i])
-			view[i].value = a.cstr(req.SystemValues[i])
+			view[i].name = a.cstr(req.SystemMetaDataFeatureNames[i])
+			view[i].value = a.cstr(req.SystemMetaDataFeatureValues[i])
 		}
 		r.system_values = sv
 		r.system_value_count = C.size_t(n)
@@ -225,41 +228,84 @@ func (c *Client) Estimate(req *PowerRequest) (*PowerResponse, error) {
 	return resp, nil
 }
 
-// GetPower is the 2022 prototype's call: one total power in watts per row of values
-// (rows of len(featureNames) numbers). The measured powers, one value per CPU package
+// GetPower is the 2022 prototype's call on this client: one total power in watts per row
+// of xValues (rows of len(xCols) numbers). The measured powers, one value per CPU package
 // (nil when not measured), become the request's node power for components core, dram,
 // gpu and other, which the ratio model splits among the rows. An empty modelName selects
 // the smallest-error model that fits. A row's total is platform when the model gives it,
 // else package (or core + uncore) + dram + gpu + other.
-func (c *Client) GetPower(modelName string, featureNames []string, values [][]float64,
-	corePower, dramPower, gpuPower, otherPower []float64) ([]float64, error) {
+func (c *Client) GetPower(modelName string, xCols []string, xValues [][]float32,
+	corePower, dramPower, gpuPower, otherPower []float32) ([]float32, error) {
 	if c == nil || c.c == nil {
 		return nil, invalid("the client is closed")
 	}
 	var a arena
 	defer a.free()
-	m, err := a.matrix(values, len(featureNames))
+	m, err := matrixOf(&a, xValues, len(xCols))
 	if err != nil {
 		return nil, err
 	}
 	var measured C.estimator_measured_power
-	measured.core, measured.core_count = a.floats(corePower)
-	measured.dram, measured.dram_count = a.floats(dramPower)
-	measured.gpu, measured.gpu_count = a.floats(gpuPower)
-	measured.other, measured.other_count = a.floats(otherPower)
-	out := make([]float64, len(values))
+	measured.core, measured.core_count = floatsOf(&a, corePower)
+	measured.dram, measured.dram_count = floatsOf(&a, dramPower)
+	measured.gpu, measured.gpu_count = floatsOf(&a, gpuPower)
+	measured.other, measured.other_count = floatsOf(&a, otherPower)
+	totals := make([]float64, len(xValues))
 	var outp *C.double
-	if len(out) > 0 {
+	if len(totals) > 0 {
 		// Go memory holding no Go pointers may be passed to C for the call's duration.
-		outp = (*C.double)(unsafe.Pointer(&out[0]))
+		outp = (*C.double)(unsafe.Pointer(&totals[0]))
 	}
 	var e C.estimator_error
-	code := C.estimator_get_power(c.c, a.str(modelName), a.strs(featureNames),
-		C.size_t(len(featureNames)), m, C.size_t(len(values)), &measured, outp, &e)
+	code := C.estimator_get_power(c.c, a.str(modelName), a.strs(xCols),
+		C.size_t(len(xCols)), m, C.size_t(len(xValues)), &measured, outp, &e)
 	if err := fromC(code, &e); err != nil {
 		return nil, err
 	}
+	out := make([]float32, len(totals))
+	for i, t := range totals {
+		out[i] = float32(t)
+	}
 	return out, nil
+}
+
+var (
+	defaultMu     sync.Mutex
+	defaultClient *Client
+)
+
+// SetDefaultClient makes c the client of the package-level GetPower (nil: back to a
+// client of the daemon's default segment, created on the next call).
+func SetDefaultClient(c *Client) {
+	defaultMu.Lock()
+	defaultClient = c
+	defaultMu.Unlock()
+}
+
+// GetPower is Kepler's 2022 GetPower, with its signature, through the default client
+// (SetDefaultClient; otherwise a client of the daemon's default segment, created on
+// first use). As Kepler's, it has no error result: a failure is logged (package log) and
+// returns an empty slice; Client.GetPower returns the error instead.
+func GetPower(modelName string, xCols []string, xValues [][]float32,
+	corePower, dramPower, gpuPower, otherPower []float32) []float32 {
+	defaultMu.Lock()
+	if defaultClient == nil {
+		c, err := NewClient(Options{})
+		if err != nil {
+			defaultMu.Unlock()
+			log.Printf("estimator: %v", err)
+			return []float32{}
+		}
+		defaultClient = c
+	}
+	c := defaultClient
+	defaultMu.Unlock()
+	powers, err := c.GetPower(modelName, xCols, xValues, corePower, dramPower, gpuPower, otherPower)
+	if err != nil {
+		log.Printf("estimator: %v", err)
+		return []float32{}
+	}
+	return powers
 }
 
 func millis(d time.Duration) C.uint32_t {
@@ -326,7 +372,11 @@ func (a *arena) strs(ss []string) **C.char {
 	return arr
 }
 
-func (a *arena) floats(v []float64) (*C.float, C.size_t) {
+// number is what a matrix or a measured-power list may hold: Kepler's v0.9 rows are
+// float64, its 2022 ones float32.
+type number interface{ ~float32 | ~float64 }
+
+func floatsOf[T number](a *arena, v []T) (*C.float, C.size_t) {
 	if len(v) == 0 {
 		return nil, 0
 	}
@@ -338,8 +388,8 @@ func (a *arena) floats(v []float64) (*C.float, C.size_t) {
 	return p, C.size_t(len(v))
 }
 
-// matrix flattens rows of cols numbers into float32, row-major (the daemon's format).
-func (a *arena) matrix(values [][]float64, cols int) (*C.float, error) {
+// matrixOf flattens rows of cols numbers into float32, row-major (the daemon's format).
+func matrixOf[T number](a *arena, values [][]T, cols int) (*C.float, error) {
 	for i, row := range values {
 		if len(row) != cols {
 			return nil, invalid("values[%d] has %d numbers but metrics names %d", i, len(row), cols)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The Go client (clients/go) against a real estimatord: `go vet` and `go test`, with the
-# cgo paths pointing at the source header and the built library, and Go's caches under
-# the build directory. Exit 77 (ctest: skipped) when Go is not installed.
+# cgo paths pointing at the source header and the built library, Go's caches under the
+# build directory and ESTIMATORD naming the daemon (without it `go test` fails: it never
+# passes untested). Exit 77 (ctest: skipped) when Go is not installed.
 # usage: go_client_test.sh <clients/go> <dir of estimator_client.h> <dir of libestimator_client.so> <estimatord> <work dir>
 set -eu
 if ! command -v go >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
 // The Kepler-compatible unix socket of the real estimatord: answers identical to the
-// shared-memory client's, both request generations, errors always in the reply's shape,
+// shared-memory client's, both request generations, errors that no Kepler client decodes as powers,
 // framing (slow, half-open and many concurrent connections), the socket file's life, and
 // clients that speak exactly as Kepler's Go client and the Python estimator's peers do.
 #include <gtest/gtest.h>
@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <tuple>
 #include <thread>
 
 #include "common/power_total.h"
@@ -172,14 +173,23 @@ std::vector<float> totals(const client::Reply& reply) {
   return out;
 }
 
+// An error reply: "powers" false (neither Kepler client decodes it), the reason in "msg",
+// short enough for every client's read.
 void expect_error_shape(const std::string& raw, std::string_view needle) {
   json j;
   ASSERT_NO_THROW(j = json::parse(raw)) << raw;
-  EXPECT_TRUE(j["powers"].is_object()) << raw;
-  EXPECT_TRUE(j["powers"].empty()) << raw;
-  EXPECT_EQ(j["core_ratio"], 1) << raw;
+  EXPECT_EQ(j["powers"], false) << raw;
+  EXPECT_LE(raw.size(), 1024u);
   const std::string msg = j["msg"];
   EXPECT_NE(msg.find(needle), std::string::npos) << "msg: " << msg;
+}
+
+// A request of neither Kepler generation (no output_type, trainer_name or model_name): a
+// client with no known read size, whose replies are never cut to one.
+std::string generic_request(std::span<const std::string_view> features, const std::vector<float>& m,
+                            std::string_view source) {
+  return R"({"metrics":)" + json_list(features) + R"(,"values":)" +
+         json_matrix(m, features.size()) + R"(,"source":")" + std::string(source) + R"("})";
 }
 
 class KeplerSocketTest : public ::testing::Test {
@@ -277,13 +287,10 @@ TEST_F(KeplerSocketTest, Form2022SplitsMeasuredPowerWithTheRatioModel) {
     }
     EXPECT_NEAR(sum, 20 + 22.5 + 5, 1e-3);  // the rows share exactly the measured power
   }
-  // A 2022 error keeps the 2022 shape.
-  const json e = json::parse(call(*socket_, R"({"model_name":"nope","metrics":[],"values":[]})"));
-  EXPECT_TRUE(e["powers"].is_array());
-  EXPECT_NE(e["msg"].get<std::string>().find("nope"), std::string::npos) << e.dump();
+  expect_error_shape(call(*socket_, R"({"model_name":"nope","metrics":[],"values":[]})"), "nope");
 }
 
-TEST_F(KeplerSocketTest, ErrorsAlwaysComeAsAMapWithAMessage) {
+TEST_F(KeplerSocketTest, ErrorsHavePowersFalseAndAMessage) {
   Watchdog dog(60);
   expect_error_shape(call(*socket_, R"({"metrics":["cpu_cycles"],"values":[[1]],)"
                                     R"("output_type":"AbsPower","source":"rapl-sysfs"})"),
@@ -427,7 +434,7 @@ TEST_F(KeplerSocketTest, ALargeReplyIsWrittenInPiecesToASlowReader) {
   const std::vector<float> m = random_matrix(kRows, 2, 77);
   Conn c(*socket_);
   ASSERT_TRUE(c.ok());
-  ASSERT_TRUE(c.send_all(v09_request(kBpf, m, "AbsPower", "rapl-sysfs")));
+  ASSERT_TRUE(c.send_all(generic_request(kBpf, m, "rapl-sysfs")));
   std::this_thread::sleep_for(300ms);
   const std::string raw = c.read_all(10s);
   json j;
@@ -435,7 +442,7 @@ TEST_F(KeplerSocketTest, ALargeReplyIsWrittenInPiecesToASlowReader) {
   ASSERT_EQ(j["msg"], "");
   // The shared-memory client's answers, 1000 rows at a time (its slots are small here).
   for (std::uint32_t start = 0; start < kRows; start += 1000) {
-    auto want = client_->estimate({.selector = {.output_type = "AbsPower", .source = "rapl-sysfs"},
+    auto want = client_->estimate({.selector = {.source = "rapl-sysfs"},
                                    .features = kBpf,
                                    .matrix = m.data() + std::size_t{start} * 2,
                                    .rows = 1000,
@@ -560,7 +567,45 @@ std::string run_with_input(const std::string& command, const std::string& input,
 
 bool have_go() { return std::system("command -v go >/dev/null 2>&1") == 0; }
 
-TEST_F(KeplerSocketTest, KeplersGoClientDecodesEveryReply) {
+// A weight model whose output overflows a float for any cpu time above 1e-10 ms: the
+// prediction failure of the error paths (no embedded model can fail so).
+std::string overflow_model_dir(const std::string& root) {
+  const std::string dir = root + "/acpi/AbsPower/OverflowTrainer_0";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/metadata.json")
+      << R"({"model_name":"OverflowTrainer_0","trainer":"OverflowTrainer","model_class":"weight",)"
+         R"("model_file":"weights.json","features":["bpf_cpu_time_ms","bpf_page_cache_hit"],)"
+         R"("output_type":"AbsPower","source":"acpi"})";
+  std::ofstream(dir + "/weights.json")
+      << R"({"model_name":"OverflowTrainer_0","platform":{"All_Weights":{"Bias_Weight":0,)"
+         R"("Categorical_Variables":{},"Numerical_Variables":{)"
+         R"("bpf_cpu_time_ms":{"weight":1e30,"scale":1e-30},)"
+         R"("bpf_page_cache_hit":{"weight":0,"scale":1}}}}})";
+  return root;
+}
+
+std::string rows_of_ones(std::uint32_t rows) {
+  std::string s = "[";
+  for (std::uint32_t r = 0; r < rows; ++r) s += r ? ",[1000,1]" : "[1000,1]";
+  return s + "]";
+}
+
+// What Kepler's clients send: v0.9 always every key (no model_name); v0.3 the 2022 keys
+// and "filter".
+std::string kepler_v09(std::string_view metrics, const std::string& values,
+                       std::string_view source, std::string_view trainer = "") {
+  return R"({"metrics":)" + std::string(metrics) + R"(,"values":)" + values +
+         R"(,"output_type":"AbsPower","source":")" + std::string(source) +
+         R"(","system_features":["cpu_architecture"],"system_values":["Sky Lake"],)"
+         R"("trainer_name":")" + std::string(trainer) + R"(","filter":""})";
+}
+std::string kepler_2022(std::string_view model, std::string_view metrics, const std::string& values) {
+  return R"({"model_name":")" + std::string(model) + R"(","metrics":)" + std::string(metrics) +
+         R"(,"values":)" + values +
+         R"(,"core_power":[],"dram_power":[],"gpu_power":[],"other_power":[],"filter":""})";
+}
+
+TEST(KeplerClientConformanceTest, KeplersGoClientsDecodeSuccessesAndFailOnEveryError) {
   Watchdog dog(300);
   if (!have_go()) GTEST_SKIP() << "go is not installed (Debian: golang-go); Kepler's Go client not tested";
   const std::string out_dir = KEPLER_TEST_BUILD_DIR;
@@ -571,62 +616,126 @@ TEST_F(KeplerSocketTest, KeplersGoClientDecodesEveryReply) {
                             "go build -o '" + bin + "' . 2>&1";
   ASSERT_EQ(std::system(build.c_str()), 0) << "go build failed: " << build;
 
+  char tmpl[] = "/tmp/kepler-conformance-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/estimator.sock";
+  DaemonProcess daemon(unique_shm_name("kepler-conformance"),
+                       {"--socket", path, "--model-dir", overflow_model_dir(dir + "/models")});
+  ASSERT_TRUE(daemon.start());
+  ASSERT_TRUE(wait_for_socket(path));
+
   auto go = [&](const std::string& request, std::string_view shape) {
     const std::string raw = run_with_input(
-        "'" + bin + "' -socket '" + *socket_ + "' -shape " + std::string(shape), request, out_dir);
+        "'" + bin + "' -socket '" + path + "' -shape " + std::string(shape), request, out_dir);
     json j;
     EXPECT_NO_THROW(j = json::parse(raw)) << raw;
     return j;
   };
+  const std::string bpf = R"(["bpf_cpu_time_ms","bpf_page_cache_hit"])";
 
-  // v0.9: the reply decodes into Kepler's struct and equals the shared-memory answer.
-  const std::vector<float> m = random_matrix(20, 2, 21);
-  auto want = client_->estimate({.selector = {.output_type = "DynPower", .source = "rapl-sysfs"},
-                                 .features = kBpf,
-                                 .matrix = m.data(),
-                                 .rows = 20,
-                                 .cols = 2},
-                                5s);
-  ASSERT_TRUE(want.ok());
-  json j = go(v09_request(kBpf, m, "DynPower", "rapl-sysfs"), "v09");
-  ASSERT_EQ(j["error"], "") << j.dump();
-  expect_same_v09(j["reply"], want.value());
-
-  // An error reply is still a map: Kepler's decoder accepts it and reads the message.
-  j = go(R"({"metrics":["cpu_cycles"],"values":[[1]],"output_type":"AbsPower","source":"acpi"})",
-         "v09");
-  ASSERT_EQ(j["error"], "") << j.dump();
-  EXPECT_NE(j["reply"]["msg"].get<std::string>().find("bpf_cpu_time_ms"), std::string::npos);
-  EXPECT_TRUE(j["reply"]["powers"].empty());
-
-  // 2022: one total per row.
-  const std::vector<float> u = random_matrix(8, 3, 5, 1e6f);
-  const float core[] = {30.f};
-  const NodePower np[] = {{"package", core, {}}, {"core", core, {}}};
-  auto ratio = client_->estimate({.selector = {.name = "Ratio"},
-                                  .features = kUsage,
-                                  .matrix = u.data(),
-                                  .rows = 8,
-                                  .cols = 3,
-                                  .node_power = np},
-                                 5s);
-  ASSERT_TRUE(ratio.ok());
-  j = go(R"({"model_name":"Ratio","metrics":)" + json_list(kUsage) + R"(,"values":)" +
-             json_matrix(u, 3) + R"(,"core_power":[30],"dram_power":[],"gpu_power":[],"other_power":[]})",
-         "2022");
-  ASSERT_EQ(j["error"], "") << j.dump();
-  const std::vector<float> t = totals(ratio.value());
-  ASSERT_EQ(j["reply"]["powers"].size(), t.size());
-  for (std::size_t r = 0; r < t.size(); ++r) {
-    EXPECT_EQ(static_cast<float>(j["reply"]["powers"][r].get<double>()), t[r]);
+  // Successes decode to one value per row: v0.9's four rapl components and acpi's
+  // platform, and the 2022 totals.
+  for (std::uint32_t rows : {1u, 7u, 60u}) {
+    SCOPED_TRACE(std::to_string(rows) + " rows");
+    json j = go(kepler_v09(bpf, rows_of_ones(rows), "intel_rapl"), "v09");
+    EXPECT_EQ(j["error"], "") << j.dump();
+    EXPECT_EQ(j["rows"], rows);
+    EXPECT_EQ(j["components"], 4);
+    j = go(kepler_v09(bpf, rows_of_ones(rows), "acpi", "SGDRegressorTrainer"), "v09");
+    EXPECT_EQ(j["error"], "") << j.dump();
+    EXPECT_EQ(j["rows"], rows);
+    EXPECT_EQ(j["components"], 1);
+    j = go(kepler_2022("", bpf, rows_of_ones(rows)), "2022");
+    EXPECT_EQ(j["error"], "") << j.dump();
+    EXPECT_EQ(j["rows"], rows);
   }
 
-  // Kepler's single 4096-byte read: a reply longer than that arrives cut and cannot be
-  // decoded, which is the client's limit (docs/protocol.md says how many rows fit).
-  const std::vector<float> many = random_matrix(300, 2, 9);
-  j = go(v09_request(kBpf, many, "AbsPower", "rapl-sysfs"), "v09");
-  EXPECT_EQ(j["bytes"], 4096);
-  EXPECT_NE(j["error"].get<std::string>().find("unmarshal"), std::string::npos) << j.dump();
+  // Every error path fails the decode of both generations' clients, within one read.
+  struct Error {
+    const char* what;
+    std::string v09, form2022;
+  };
+  const Error errors[] = {
+      {"no model", kepler_v09(bpf, rows_of_ones(1), "nvml"),
+       kepler_2022("NoSuchModel", bpf, rows_of_ones(1))},
+      {"missing features", kepler_v09(R"(["cpu_cycles"])", "[[1]]", "intel_rapl"),
+       kepler_2022("SGDRegressorTrainer_0", R"(["cpu_cycles"])", "[[1]]")},
+      {"bad request", kepler_v09(bpf, "[[1,2],[3]]", "intel_rapl"),
+       kepler_2022("", bpf, "[[1,2],[3]]")},
+      {"reply too large", kepler_v09(bpf, rows_of_ones(400), "intel_rapl"),
+       kepler_2022("", bpf, rows_of_ones(400))},
+      {"prediction failure", kepler_v09(bpf, rows_of_ones(2), "acpi", "OverflowTrainer"),
+       kepler_2022("OverflowTrainer_0", bpf, rows_of_ones(2))},
+  };
+  for (const Error& e : errors) {
+    SCOPED_TRACE(e.what);
+    for (const auto& [request, shape, read] :
+         {std::tuple{e.v09, "v09", 4096}, std::tuple{e.form2022, "2022", 1024}}) {
+      SCOPED_TRACE(shape);
+      const json j = go(request, shape);
+      EXPECT_NE(j["error"].get<std::string>().find("unmarshal: json: cannot unmarshal bool"),
+                std::string::npos)
+          << "the decode did not fail: " << j.dump();
+      EXPECT_LT(j["bytes"].get<int>(), read) << "the error reply may have been cut";
+      // The raw reply, which Kepler logs with the decode error, carries the reason.
+      const json raw = json::parse(call(path, request));
+      EXPECT_EQ(raw["powers"], false);
+      EXPECT_FALSE(raw["msg"].get<std::string>().empty());
+    }
+  }
+  // Replies longer than a client reads name its limit.
+  EXPECT_NE(json::parse(call(path, errors[3].v09))["msg"].get<std::string>().find("4096 bytes"),
+            std::string::npos);
+  EXPECT_NE(json::parse(call(path, errors[3].form2022))["msg"].get<std::string>().find("1024 bytes"),
+            std::string::npos);
+  EXPECT_NE(json::parse(call(path, errors[4].v09))["msg"].get<std::string>().find("non-finite"),
+            std::string::npos);
+
+  // The Python equivalent of the 2022 client (one 1024-byte read, Go's decode rules).
+  if (access("/usr/bin/python3", X_OK) == 0) {
+    auto py = [&](const std::string& request) {
+      const std::string raw = run_with_input(
+          "/usr/bin/python3 '" KEPLER_PYTHON_CLIENT "' --2022 '" + path + "'", request, out_dir);
+      json j;
+      EXPECT_NO_THROW(j = json::parse(raw)) << raw;
+      return j;
+    };
+    json j = py(kepler_2022("", bpf, rows_of_ones(60)));
+    ASSERT_TRUE(j.contains("reply")) << j.dump();
+    EXPECT_EQ(j["reply"]["powers"].size(), 60u);
+    for (const Error& e : errors) {
+      j = py(e.form2022);
+      EXPECT_TRUE(j.contains("error")) << e.what << ": " << j.dump();
+      EXPECT_LE(j["bytes"].get<int>(), 1024);
+    }
+  }
+  daemon.stop(SIGTERM);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KeplerSocketFileTest, ClientReadSizesAreOptions) {
+  Watchdog dog(60);
+  char tmpl[] = "/tmp/kepler-reads-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/estimator.sock";
+  {
+    // Clients that read whole replies though they send Kepler's keys.
+    DaemonProcess d(unique_shm_name("kepler-reads"),
+                    {"--socket", path, "--socket-v09-read-bytes", "0", "--socket-2022-read-bytes",
+                     "0"});
+    ASSERT_TRUE(d.start());
+    ASSERT_TRUE(wait_for_socket(path));
+    const std::string bpf = R"(["bpf_cpu_time_ms","bpf_page_cache_hit"])";
+    json j = json::parse(call(path, kepler_v09(bpf, rows_of_ones(400), "intel_rapl")));
+    EXPECT_EQ(j["msg"], "");
+    EXPECT_EQ(j["powers"]["package"].size(), 400u);
+    j = json::parse(call(path, kepler_2022("", bpf, rows_of_ones(400))));
+    EXPECT_EQ(j["msg"], "");
+    EXPECT_EQ(j["powers"].size(), 400u);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(KeplerSocketTest, PythonClientReadsUntilTheReplyParses) {
@@ -641,22 +750,23 @@ TEST_F(KeplerSocketTest, PythonClientReadsUntilTheReplyParses) {
     EXPECT_NO_THROW(j = json::parse(raw)) << raw;
     return j;
   };
-  // 300 rows: a reply far over 4096 bytes, read whole in 1024-byte chunks.
+  // 300 rows: a reply far over 4096 bytes, read whole in 1024-byte chunks (a request
+  // of neither Kepler generation, so no client read size applies).
   const std::vector<float> m = random_matrix(300, 2, 33);
-  auto want = client_->estimate({.selector = {.output_type = "AbsPower", .source = "rapl-sysfs"},
+  auto want = client_->estimate({.selector = {.source = "rapl-sysfs"},
                                  .features = kBpf,
                                  .matrix = m.data(),
                                  .rows = 300,
                                  .cols = 2},
                                 5s);
   ASSERT_TRUE(want.ok());
-  json j = py(v09_request(kBpf, m, "AbsPower", "rapl-sysfs"));
+  json j = py(generic_request(kBpf, m, "rapl-sysfs"));
   ASSERT_TRUE(j.contains("reply")) << j.dump();
   expect_same_v09(j["reply"], want.value());
 
   j = py(R"({"metrics":["a"],"values":[[1],[2,3]]})");
   ASSERT_TRUE(j.contains("reply")) << j.dump();
-  EXPECT_TRUE(j["reply"]["powers"].is_object());
+  EXPECT_EQ(j["reply"]["powers"], false);
   EXPECT_EQ(j["reply"]["msg"], "values[1] has 2 numbers but metrics names 1");
 }
 

@@ -1,9 +1,15 @@
 // Kepler's JSON messages: both request generations, every error the reader names, hostile
 // input, and replies read back with an independent JSON library (nlohmann::json).
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,7 +17,10 @@
 
 #include "common/power_total.h"
 #include "models/embedded_defaults.h"
+#include "common/unique_fd.h"
 #include "service/kepler_adapter.h"
+#include "service/kepler_endpoint.h"
+#include "service/metrics.h"
 #include "service/kepler_json.h"
 
 namespace estimator::service::kepler {
@@ -91,16 +100,24 @@ TEST_F(KeplerJsonTest, TellsTheFormsApartByTheirKeys) {
     EXPECT_TRUE(parse(doc).ok()) << doc << ": " << parse(doc).message();
     return req.form;
   };
-  // Only the common keys: the form every released Kepler reads.
-  EXPECT_EQ(form(R"({"metrics":[],"values":[]})"), Form::kV09);
+  // What Kepler v0.9 sends (always both keys) and what Kepler v0.3 sends: the 2022 keys
+  // plus "filter", which both generations send and so decides nothing.
+  EXPECT_EQ(form(kV09), Form::kV09);
+  EXPECT_EQ(form(R"({"model_name":"","metrics":[],"values":[],"core_power":[],"dram_power":[],)"
+                 R"("gpu_power":[],"other_power":[],"filter":""})"),
+            Form::k2022);
   EXPECT_EQ(form(R"({"metrics":[],"values":[],"model_name":"m"})"), Form::k2022);
-  EXPECT_EQ(form(R"({"metrics":[],"values":[],"dram_power":[1]})"), Form::k2022);
-  // Any v0.6+ key wins, even beside 2022 keys.
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"trainer_name":""})"), Form::kV09);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"output_type":"AbsPower"})"), Form::kV09);
+  // Both: a v0.6+ client naming a model.
   EXPECT_EQ(form(R"({"metrics":[],"values":[],"model_name":"m","output_type":"AbsPower"})"),
             Form::kV09);
-  EXPECT_EQ(form(R"({"metrics":[],"values":[],"core_power":[1],"filter":""})"), Form::kV09);
-  EXPECT_EQ(form(R"({"metrics":[],"values":[],"system_features":null,"system_values":null})"),
-            Form::kV09);
+  // Neither: no known client, whatever else it carries.
+  EXPECT_EQ(form(R"({"metrics":[],"values":[]})"), Form::kGeneric);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"core_power":[1],"filter":""})"), Form::kGeneric);
+  EXPECT_EQ(form(R"({"metrics":[],"values":[],"source":"acpi","system_features":null,)"
+                 R"("system_values":null})"),
+            Form::kGeneric);
 }
 
 TEST_F(KeplerJsonTest, FormIsKnownEvenWhenTheRequestIsBad) {
@@ -445,13 +462,11 @@ TEST(KeplerReplyTest, Reply2022IsOneTotalPerRow) {
   EXPECT_FALSE(j.contains("core_ratio"));
 }
 
-TEST(KeplerReplyTest, ErrorsKeepTheShapeOfTheirForm) {
+TEST(KeplerReplyTest, ErrorsHaveOneShapeThatNeitherGenerationDecodes) {
   std::string out;
-  write_error(Form::kV09, "missing metrics", out);
-  EXPECT_EQ(out, R"({"powers":{},"msg":"missing metrics","core_ratio":1})");
-  write_error(Form::k2022, "missing metrics", out);
-  EXPECT_EQ(out, R"({"powers":[],"msg":"missing metrics"})");
-  write_error(Form::kV09, "", out);
+  write_error("missing metrics", out);
+  EXPECT_EQ(out, R"({"powers":false,"msg":"missing metrics"})");
+  write_error("", out);
   EXPECT_NE(json::parse(out)["msg"], "");  // an empty msg would read as success
 }
 
@@ -460,44 +475,109 @@ TEST(KeplerReplyTest, NonFinitePowersBecomeAnError) {
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     const std::vector<float> powers = {1, 2, 3, bad};
     std::string out;
-    const Status s = write_reply(Form::kV09, comps, powers, 2, 1.0, out);
-    EXPECT_EQ(s.code(), Code::kInvalidValue);
-    const json j = json::parse(out);
-    EXPECT_TRUE(j["powers"].is_object());
-    EXPECT_TRUE(j["powers"].empty());
-    EXPECT_EQ(j["msg"], "the model gave a non-finite power for row 1, component dram");
-    EXPECT_FALSE(write_reply(Form::k2022, comps, powers, 2, 1.0, out).ok());
-    EXPECT_TRUE(json::parse(out)["powers"].is_array());
+    for (Form form : {Form::kV09, Form::k2022, Form::kGeneric}) {
+      const Status s = write_reply(form, comps, powers, 2, 1.0, out);
+      EXPECT_EQ(s.code(), Code::kInvalidValue);
+      const json j = json::parse(out);
+      EXPECT_EQ(j["powers"], false) << out;
+      EXPECT_EQ(j["msg"], "the model gave a non-finite power for row 1, component dram");
+    }
   }
   // Finite components whose total overflows a float.
   const std::vector<float> big = {3e38f, 3e38f};
   std::string out;
   EXPECT_FALSE(write_reply(Form::k2022, comps, big, 1, 1.0, out).ok());
-  EXPECT_TRUE(json::parse(out)["powers"].is_array());
+  EXPECT_EQ(json::parse(out)["powers"], false);
   // A core ratio that cannot be JSON is written as 1.
   EXPECT_TRUE(write_reply(Form::kV09, comps, big, 1, std::nan(""), out).ok());
   EXPECT_EQ(json::parse(out)["core_ratio"], 1);
 }
 
-TEST(KeplerReplyTest, MessagesAreAlwaysValidJsonAndShort) {
+TEST(KeplerReplyTest, ErrorRepliesAreValidJsonAndFitEveryClientsRead) {
   std::string hostile = "quote \" backslash \\ newline \n nul ";
   hostile += '\0';
   hostile += " bell \x07 bad utf8 \xff\xfe cut \xe4\xb8 ok \xc3\xa9";
   std::string out;
-  write_error(Form::kV09, hostile, out);
+  write_error(hostile, out);
   const json j = json::parse(out);
   const std::string msg = j["msg"];
   EXPECT_NE(msg.find("quote \" backslash \\ newline \n nul "), std::string::npos);
   EXPECT_NE(msg.find("\xef\xbf\xbd"), std::string::npos);  // U+FFFD for the bad bytes
   EXPECT_NE(msg.find("\xc3\xa9"), std::string::npos);
 
-  std::string huge;
-  for (int i = 0; i < 2000; ++i) huge += "\xc3\xa9";  // 4000 bytes of two-byte characters
-  write_error(Form::kV09, huge, out);
-  EXPECT_LT(out.size(), 4096u);
-  const std::string cut = json::parse(out)["msg"];
-  EXPECT_LE(cut.size(), kMaxMessageBytes);
-  EXPECT_EQ(cut.substr(cut.size() - 3), "...");
+  // Long messages of one-byte, two-byte and six-bytes-escaped characters: cut at a
+  // character, marked, and the whole reply within the 2022 client's 1024-byte read.
+  for (const std::string& unit : {std::string("a"), std::string("\xc3\xa9"), std::string(1, '\x01')}) {
+    std::string huge;
+    while (huge.size() < 5000) huge += unit;
+    write_error(huge, out);
+    EXPECT_LE(out.size(), kMaxErrorReplyBytes);
+    EXPECT_GT(out.size(), kMaxErrorReplyBytes - 8) << "cut more than needed";
+    const std::string cut = json::parse(out)["msg"];
+    ASSERT_GT(cut.size(), 3u);
+    EXPECT_EQ(cut.substr(cut.size() - 3), "...");
+    EXPECT_EQ(huge.compare(0, cut.size() - 3, cut, 0, cut.size() - 3), 0);
+    EXPECT_EQ((cut.size() - 3) % unit.size(), 0u) << "cut inside a character";
+  }
+}
+
+// The measurement behind docs/protocol.md's table "How many rows fit": the most rows
+// whose reply fits each client's read, for each reply kind and value length. Run
+//   build/tests/kepler_json_test --gtest_filter='*RowsThatFit*'
+// to print it.
+std::uint32_t rows_that_fit(Form form, std::span<const std::string_view> comps, float value,
+                            double core_ratio, std::size_t limit) {
+  std::string out;
+  std::vector<float> powers;
+  for (std::uint32_t rows = 1;; ++rows) {
+    powers.assign(std::size_t{rows} * comps.size(), value);
+    EXPECT_TRUE(write_reply(form, comps, powers, rows, core_ratio, out).ok());
+    if (out.size() > limit) return rows - 1;
+  }
+}
+
+std::size_t text_length(float v) {
+  char buf[32];
+  return static_cast<std::size_t>(std::to_chars(buf, buf + sizeof buf, v).ptr - buf);
+}
+
+TEST(KeplerReplyTest, RowsThatFitEachClientsRead) {
+  // The longest shortest-round-trip text of a float: a sign, nine digits and a two-digit
+  // negative exponent ("-1.23456789e-10": 15 bytes).
+  float worst = -1.0000001e-10f;
+  while (text_length(worst) < 15) worst = std::nextafter(worst, -1.f);
+  ASSERT_EQ(text_length(worst), 15u);
+  ASSERT_EQ(text_length(12.345678f), 9u);
+
+  const std::string_view rapl[] = {"package", "core", "uncore", "dram"};
+  const std::string_view acpi[] = {"platform"};
+  const ClientReadLimits reads;
+  struct Kind {
+    const char* name;
+    Form form;
+    std::span<const std::string_view> comps;
+  };
+  const Kind kinds[] = {{"v0.6-v0.9, rapl (package, core, uncore, dram)", Form::kV09, rapl},
+                        {"v0.6-v0.9, acpi (platform)", Form::kV09, acpi},
+                        {"2022 / v0.3 (one total a row)", Form::k2022, acpi}};
+  std::printf("| reply | client reads | `0` | `12.345678` | worst (`%s`, core_ratio 1/3) |\n",
+              [&] {
+                static char b[32];
+                *std::to_chars(b, b + sizeof b - 1, worst).ptr = '\0';
+                return b;
+              }());
+  std::printf("|---|---|---|---|---|\n");
+  for (const Kind& k : kinds) {
+    const std::size_t limit = reads.of(k.form);
+    const std::uint32_t zero = rows_that_fit(k.form, k.comps, 0.f, 1.0, limit);
+    const std::uint32_t typical = rows_that_fit(k.form, k.comps, 12.345678f, 1.0, limit);
+    const std::uint32_t least = rows_that_fit(k.form, k.comps, worst, 1.0 / 3, limit);
+    std::printf("| %s | %zu | %u | %u | %u |\n", k.name, limit, zero, typical, least);
+    // Longer numbers, fewer rows; and every kind fits a useful number of rows.
+    EXPECT_GT(zero, typical);
+    EXPECT_GT(typical, least);
+    EXPECT_GT(least, 10u);
+  }
 }
 
 // ---- the adapter, on the embedded default models ----------------------------------------
@@ -527,20 +607,73 @@ TEST_F(KeplerAdapterTest, AnswersV09WithTheDefaultModel) {
   EXPECT_EQ(j["core_ratio"], 1);
 }
 
-TEST_F(KeplerAdapterTest, ErrorsNameTheProblemInTheRequestsShape) {
+TEST_F(KeplerAdapterTest, ErrorsNameTheProblem) {
   json j = json::parse(sut.answer(
       R"({"metrics":["cpu_cycles"],"values":[[1]],"output_type":"AbsPower","source":"acpi"})"));
-  EXPECT_TRUE(j["powers"].is_object());
+  EXPECT_EQ(j["powers"], false);
   EXPECT_NE(j["msg"].get<std::string>().find("bpf_cpu_time_ms"), std::string::npos) << j;
-  EXPECT_NE(sut.last_code(), Code::kOk);
+  EXPECT_EQ(sut.last_code(), Code::kNotFound);  // no acpi model fits: it says what they need
 
   j = json::parse(sut.answer(R"({"model_name":"nope","metrics":["a"],"values":[[1]]})"));
-  EXPECT_TRUE(j["powers"].is_array());
+  EXPECT_EQ(j["powers"], false);
   EXPECT_NE(j["msg"].get<std::string>().find("nope"), std::string::npos) << j;
+  EXPECT_EQ(sut.last_code(), Code::kNotFound);
 
   j = json::parse(sut.answer("{\"metrics\":"));
-  EXPECT_TRUE(j["powers"].is_object());
+  EXPECT_EQ(j["powers"], false);
   EXPECT_EQ(sut.last_code(), Code::kInvalidArgument);
+}
+
+// `rows` rows of [cpu_ms, 0] under the given keys.
+std::string bpf_request(std::string_view keys, std::uint32_t rows) {
+  std::string doc = R"({"metrics":["bpf_cpu_time_ms","bpf_page_cache_hit"],)" + std::string(keys) +
+                    R"("values":[)";
+  for (std::uint32_t r = 0; r < rows; ++r) doc += r ? ",[1000,0]" : "[1000,0]";
+  return doc + "]}";
+}
+
+TEST_F(KeplerAdapterTest, AReplyLongerThanTheClientReadsIsATooLargeError) {
+  struct Client {
+    std::string_view keys;  // what the generation's client always sends
+    std::size_t limit;
+  };
+  for (const Client& c :
+       {Client{R"("output_type":"AbsPower","source":"intel_rapl","system_features":[],)"
+               R"("system_values":[],"trainer_name":"","filter":"",)",
+               4096},
+        Client{R"("model_name":"","core_power":[],"dram_power":[],"gpu_power":[],)"
+               R"("other_power":[],"filter":"",)",
+               1024}}) {
+    SCOPED_TRACE(std::string(c.keys));
+    // The first row count the client could not read whole.
+    std::size_t last_fitting = 0;
+    std::uint32_t rows = 1;
+    for (;; ++rows) {
+      const std::string_view reply = sut.answer(bpf_request(c.keys, rows));
+      if (sut.last_code() != Code::kOk) break;
+      ASSERT_LE(reply.size(), c.limit);
+      last_fitting = reply.size();
+    }
+    ASSERT_GT(rows, 10u) << "not even ten rows fit";
+    EXPECT_EQ(sut.last_code(), Code::kTooLarge) << sut.last_error();
+    const std::string error(sut.answer(bpf_request(c.keys, rows)));
+    EXPECT_LE(error.size(), kMaxErrorReplyBytes);
+    const json j = json::parse(error);
+    EXPECT_EQ(j["powers"], false);
+    EXPECT_NE(j["msg"].get<std::string>().find(std::to_string(c.limit) + " bytes"),
+              std::string::npos)
+        << j;
+
+    // The whole reply is one row longer than the last that fitted: the limit is exact.
+    KeplerAdapter whole(holder, {}, nullptr, {.v09 = 0, .form2022 = 0});
+    const std::string_view full = whole.answer(bpf_request(c.keys, rows));
+    ASSERT_EQ(whole.last_code(), Code::kOk) << whole.last_error();
+    EXPECT_GT(full.size(), c.limit);
+    EXPECT_GT(full.size(), last_fitting);
+  }
+  // A client that is neither generation has no known read size.
+  sut.answer(bpf_request(R"("source":"intel_rapl",)", 1000));
+  EXPECT_EQ(sut.last_code(), Code::kOk) << sut.last_error();
 }
 
 TEST_F(KeplerAdapterTest, LargeRequestsGrowTheBuffers) {
@@ -549,16 +682,92 @@ TEST_F(KeplerAdapterTest, LargeRequestsGrowTheBuffers) {
                     R"("source":"rapl-sysfs","values":[)";
   for (int r = 0; r < 20000; ++r) doc += (r ? ",[" : "[") + std::to_string(r) + ",0]";
   doc += "]}";
-  const json j = json::parse(sut.answer(doc));
+  KeplerAdapter whole(holder, {}, nullptr, {.v09 = 0, .form2022 = 0});  // reads it all
+  const json j = json::parse(whole.answer(doc));
   ASSERT_EQ(j["msg"], "") << j["msg"];
   ASSERT_EQ(j["powers"]["package"].size(), 20000u);
   EXPECT_NEAR(j["powers"]["package"][19999].get<double>(),
               143.81206324506658 + 305.148172889668 * 19999 / 95877.00000000001, 1e-3);
   // And a small one after it still works (the plan cache was rebuilt).
-  const json k = json::parse(sut.answer(
+  const json k = json::parse(whole.answer(
       R"({"metrics":["bpf_cpu_time_ms","bpf_page_cache_hit"],"values":[[0,0]],"source":"acpi"})"));
   EXPECT_EQ(k["msg"], "");
   EXPECT_TRUE(k["powers"].contains("platform"));
+}
+
+// ---- the endpoint: error replies logged and counted -------------------------------------
+
+// One request on a fresh connection; the reply up to the server's close.
+std::string call(const std::string& path, std::string_view request) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) return {};
+  if (send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    return {};
+  }
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd.get(), buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  return out;
+}
+
+TEST(KeplerEndpointTest, ErrorRepliesAreCountedByReasonAndLoggedAtMostOnceASecond) {
+  char dir[] = "/tmp/kepler-endpoint-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  Metrics metrics;
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000);
+  auto logger = std::make_shared<spdlog::logger>("test", sink);
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+  {
+    KeplerEndpointConfig config;
+    config.path = std::string(dir) + "/estimator.sock";
+    config.metrics = &metrics;
+    auto sut = KeplerEndpoint::start(
+        config, std::make_shared<RegistryHolder>(models::Registry::build(models::embedded_model_folders())));
+    ASSERT_TRUE(sut.ok()) << sut.status().to_string();
+
+    const auto t0 = std::chrono::steady_clock::now();
+    constexpr int kBad = 20;
+    for (int i = 0; i < kBad; ++i) {
+      EXPECT_EQ(json::parse(call(config.path, R"({"metrics":["a"],"values":[[1,2]]})"))["powers"],
+                false);
+    }
+    EXPECT_EQ(json::parse(call(config.path, R"({"model_name":"nope","metrics":[],"values":[]})"))["powers"],
+              false);
+    const std::string ok = call(config.path, bpf_request("", 1));
+    EXPECT_EQ(json::parse(ok)["msg"], "") << ok;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sut.value()->stop();
+
+    EXPECT_EQ(metrics.kepler_errors(Code::kInvalidArgument), std::uint64_t{kBad});
+    EXPECT_EQ(metrics.kepler_errors(Code::kNotFound), 1u);
+    EXPECT_EQ(metrics.kepler_errors(Code::kOk), 0u);
+    const std::string page = metrics.render(nullptr);
+    EXPECT_NE(page.find("estimator_kepler_socket_error_replies_total{reason=\"invalid_argument\"} " +
+                        std::to_string(kBad) + "\n"),
+              std::string::npos)
+        << page;
+    EXPECT_NE(page.find("estimator_kepler_socket_error_replies_total{reason=\"not_found\"} 1\n"),
+              std::string::npos);
+
+    std::vector<std::string> warnings;
+    for (const std::string& line : sink->last_formatted()) {
+      if (line.find("[warning]") != std::string::npos && line.find("error reply") != std::string::npos) {
+        warnings.push_back(line);
+      }
+    }
+    ASSERT_FALSE(warnings.empty());
+    EXPECT_NE(warnings[0].find("(invalid_argument): values[0] has 2 numbers"), std::string::npos)
+        << warnings[0];
+    EXPECT_LE(warnings.size(), static_cast<std::size_t>(seconds) + 1) << "not rate-limited";
+  }
+  spdlog::set_default_logger(previous);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
