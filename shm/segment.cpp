@@ -225,7 +225,9 @@ Result<std::unique_ptr<ServerSegment>> ServerSegment::create(const SegmentConfig
   // can take means any existing segment of that name is stale.
   auto lock = lock_name(config.name);
   if (!lock.ok()) return lock.status();
-  return lay_out(config, lock.value(), 0);
+  auto seg = lay_out(config, lock.value(), 0);
+  if (!seg.ok()) unlink((kShmDir + config.name + ".lock").c_str());  // held: it is ours
+  return seg;
 }
 
 Result<std::unique_ptr<ServerSegment>> ServerSegment::lay_out(const SegmentConfig& config,
