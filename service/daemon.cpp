@@ -71,7 +71,6 @@ void Daemon::switch_segment(std::unique_ptr<shm::ServerSegment> fresh) {
   segment_ = std::move(fresh);  // the old one marks itself stopping and unmaps
   start_dispatch();
   segment_->mark_serving();
-  stats_.segments_recreated.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Daemon::dispatch_loop(unsigned index) {

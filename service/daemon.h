@@ -27,7 +27,6 @@ struct DaemonStats {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> reclaimed_slots{0};
-  std::atomic<std::uint64_t> segments_recreated{0};
 };
 
 class Daemon {
