@@ -35,27 +35,42 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
   if (!seg.ok()) return seg.status();
   d->segment_ = std::move(seg).value();
   d->working_ = std::make_unique<std::atomic<std::uint32_t>[]>(config.threads);
-  for (unsigned i = 0; i < config.threads; ++i) {
-    d->threads_.emplace_back([p = d.get(), i] { p->dispatch_loop(i); });
-  }
-  d->threads_.emplace_back([p = d.get()] { p->housekeeping_loop(); });
+  d->start_dispatch();
+  d->housekeeping_ = std::thread([p = d.get()] { p->housekeeping_loop(); });
   d->segment_->mark_serving();
   return d;
 }
 
 Daemon::~Daemon() { stop(); }
 
+void Daemon::start_dispatch() {
+  for (unsigned i = 0; i < config_.threads; ++i) {
+    dispatch_.emplace_back([this, i] { dispatch_loop(i); });
+  }
+}
+
 void Daemon::stop() {
   if (stopping_.exchange(true)) return;
+  // Housekeeping first: it may be switching segments, which restarts dispatch threads.
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (segment_ == nullptr) return;  // start() failed before creating it
   // Wake sleeping dispatch threads; each sees stopping_ after its wait.
-  for (std::size_t i = 0; i < threads_.size(); ++i) {
-    shm::sem_post_shared(&segment_->view().header().doorbell);
-  }
-  for (auto& t : threads_) {
-    if (t.joinable()) t.join();
-  }
-  threads_.clear();
+  segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
+  for (auto& t : dispatch_) t.join();
+  dispatch_.clear();
   segment_.reset();  // marks stopping, unlinks
+}
+
+void Daemon::switch_segment(std::unique_ptr<shm::ServerSegment> fresh) {
+  switching_.store(true);
+  segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
+  for (auto& t : dispatch_) t.join();
+  dispatch_.clear();
+  switching_.store(false);
+  for (unsigned t = 0; t < config_.threads; ++t) working_[t].store(0);
+  segment_ = std::move(fresh);  // the old one marks itself stopping and unmaps
+  start_dispatch();
+  segment_->mark_serving();
 }
 
 void Daemon::dispatch_loop(unsigned index) {
@@ -65,7 +80,8 @@ void Daemon::dispatch_loop(unsigned index) {
   RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity(),
                          config_.metrics);
   std::uint32_t since_scan = 0;
-  while (!stopping_.load(std::memory_order_relaxed)) {
+  while (!stopping_.load(std::memory_order_relaxed) &&
+         !switching_.load(std::memory_order_relaxed)) {
     // A peer that clears ready-mask bits (a hostile writer) hides requests from take();
     // a scan of the slot states finds them. Idle threads scan on each timeout; a thread
     // kept busy scans every kScanEvery requests, so a hidden request waits for at most
@@ -104,18 +120,34 @@ void Daemon::dispatch_loop(unsigned index) {
 }
 
 void Daemon::housekeeping_loop() {
-  const shm::SegmentView& view = segment_->view();
-  shm::SlotReaper reaper(view);
+  auto reaper = std::make_unique<shm::SlotReaper>(segment_->view());
   const auto working = [this](std::uint32_t slot) {
     for (unsigned t = 0; t < config_.threads; ++t) {
       if (working_[t].load(std::memory_order_seq_cst) == slot + 1) return true;
     }
     return false;
   };
+  std::string failed_recreate;  // logged once per reason, retried every tick
   while (!stopping_.load(std::memory_order_relaxed)) {
+    // Anyone who may open the segment can truncate, delete or replace it; clients would
+    // then never reach us again. Lay out a new one (a new epoch) for them to re-attach to.
+    if (const std::string why = segment_->lost(); !why.empty()) {
+      auto fresh = segment_->recreate();
+      if (fresh.ok()) {
+        spdlog::warn("segment '{}' {}: serving a new one, epoch {}", segment_->name(), why,
+                     fresh.value()->epoch());
+        switch_segment(std::move(fresh).value());
+        reaper = std::make_unique<shm::SlotReaper>(segment_->view());
+        failed_recreate.clear();
+      } else if (failed_recreate != fresh.status().message()) {
+        failed_recreate = fresh.status().message();
+        spdlog::error("segment '{}' {}, and a new one cannot be created: {}",
+                      segment_->name(), why, failed_recreate);
+      }
+    }
     const std::uint64_t now = shm::monotonic_ns();
-    view.header().heartbeat_ns.store(now, std::memory_order_relaxed);
-    if (const std::uint32_t n = reaper.sweep(now, working); n != 0) {
+    segment_->view().header().heartbeat_ns.store(now, std::memory_order_relaxed);
+    if (const std::uint32_t n = reaper->sweep(now, working); n != 0) {
       stats_.reclaimed_slots.fetch_add(n, std::memory_order_relaxed);
       spdlog::info("reclaimed {} slot(s) of dead clients", n);
     }

@@ -1,6 +1,7 @@
 // The estimator daemon's serving core: the segment, the dispatch thread(s) that answer
-// slots, and the housekeeping thread that beats the heartbeat and reclaims the slots of
-// dead clients. estimatord's main() only parses options and waits for a signal.
+// slots, and the housekeeping thread that beats the heartbeat, reclaims the slots of
+// dead clients and lays out a new segment when the old one was truncated, deleted or
+// replaced. estimatord's main() only parses options and waits for a signal.
 #pragma once
 
 #include <atomic>
@@ -44,6 +45,8 @@ class Daemon {
   Daemon& operator=(const Daemon&) = delete;
 
   void stop();  // async-signal-unsafe; call from a normal thread
+  // The segment being served. Replaced by the housekeeping thread when lost: read it
+  // only before other threads could see a loss (start-up logs) or after stop().
   const shm::ServerSegment& segment() const { return *segment_; }
   const DaemonStats& stats() const { return stats_; }
   RegistryHolder& registry() { return *registry_; }
@@ -51,15 +54,21 @@ class Daemon {
  private:
   Daemon(const DaemonConfig& config, std::shared_ptr<RegistryHolder> registry)
       : config_(config), registry_(std::move(registry)) {}
+  void start_dispatch();
   void dispatch_loop(unsigned index);
   void housekeeping_loop();
+  // Serves `fresh` instead of the current segment: stops the dispatch threads, swaps,
+  // starts them again (the old mapping is unmapped only once nobody reads it).
+  void switch_segment(std::unique_ptr<shm::ServerSegment> fresh);
 
   DaemonConfig config_;
   std::shared_ptr<RegistryHolder> registry_;  // shared with a ModelWatcher, if any
   std::unique_ptr<shm::ServerSegment> segment_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> switching_{false};  // dispatch threads return to be restarted
   DaemonStats stats_;
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> dispatch_;
+  std::thread housekeeping_;
   // Per dispatch thread: 1 + the slot it is handling, 0 when none; tells the reaper which
   // Busy slots are really being worked on (shm::SlotReaper::sweep).
   std::unique_ptr<std::atomic<std::uint32_t>[]> working_;

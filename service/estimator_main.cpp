@@ -1,6 +1,7 @@
 // estimator: the operator's command line. Subcommands talk to a running daemon
 // (estimate, ping) or run the whole thing for a first look (demo).
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 
@@ -15,7 +16,7 @@ using namespace estimator;
 
 namespace {
 
-int run_estimate(const std::string& shm_name, const std::string& csv_path,
+int run_estimate(const client::ClientOptions& options, const std::string& csv_path,
                  const client::Selector& selector, int timeout_ms) {
   std::ifstream file;
   std::istream* in = &std::cin;
@@ -35,7 +36,7 @@ int run_estimate(const std::string& shm_name, const std::string& csv_path,
   std::vector<std::string_view> names(table->features.begin(), table->features.end());
   std::vector<SystemValue> system;
   for (const auto& [k, v] : table->system_values) system.push_back({k, v});
-  client::Client c({.shm_name = shm_name});
+  client::Client c(options);
   auto reply = c.estimate({.selector = selector,
                            .features = names,
                            .matrix = table->values.data(),
@@ -60,13 +61,25 @@ int run_estimate(const std::string& shm_name, const std::string& csv_path,
 int main(int argc, char** argv) {
   CLI::App app{"estimator: command line of the shared-memory power estimator"};
   app.require_subcommand(1);
-  std::string shm_name = shm::default_segment_name();
+  client::ClientOptions options{.shm_name = shm::default_segment_name()};
+  std::string shm_mode;
   int timeout_ms = 1000;
+  // Who must own the segment and its widest mode (estimator_client.h): a segment of
+  // another user is refused rather than believed.
+  const auto add_segment_options = [&](CLI::App* cmd) {
+    cmd->add_option("--shm-name", options.shm_name, "daemon segment name")->capture_default_str();
+    cmd->add_option("--daemon-uid", options.daemon_uid,
+                    "uid that must own the segment (default: $ESTIMATOR_DAEMON_UID, else ours)")
+        ->check(CLI::Range(0, 0x7FFFFFFF));
+    cmd->add_option("--shm-mode", shm_mode,
+                    "widest mode the segment may have, octal (default: $ESTIMATOR_SHM_MODE, "
+                    "else 0660)");
+  };
 
   auto* est = app.add_subcommand("estimate", "estimate the power of each CSV row (CSV on stdout)");
   std::string csv = "-";
   std::string model, trainer, output_type, source, filter;
-  est->add_option("--shm-name", shm_name, "daemon segment name")->capture_default_str();
+  add_segment_options(est);
   est->add_option("--csv", csv, "input CSV: header of feature names, one row per workload "
                                 "('-' = stdin)")->required();
   est->add_option("--model", model, "model name (default: smallest error that fits)");
@@ -77,7 +90,7 @@ int main(int argc, char** argv) {
   est->add_option("--timeout-ms", timeout_ms, "deadline")->capture_default_str();
 
   auto* ping = app.add_subcommand("ping", "exit 0 when a daemon answers");
-  ping->add_option("--shm-name", shm_name, "daemon segment name")->capture_default_str();
+  add_segment_options(ping);
   ping->add_option("--timeout-ms", timeout_ms, "deadline")->capture_default_str();
 
   auto* demo = app.add_subcommand("demo", "start a daemon on the default models, drive it "
@@ -118,11 +131,20 @@ int main(int argc, char** argv) {
   if (list->parsed()) return service::run_models(models_opts);
   if (predict->parsed()) return service::run_predict(predict_opts);
 
+  if (!shm_mode.empty()) {
+    char* end = nullptr;
+    const long mode = std::strtol(shm_mode.c_str(), &end, 8);
+    if (*end != '\0' || mode < 0 || mode > 07777) {
+      std::cerr << "estimator: --shm-mode " << shm_mode << " is not an octal mode\n";
+      return 2;
+    }
+    options.shm_mode = static_cast<std::int32_t>(mode);
+  }
   if (est->parsed()) {
-    return run_estimate(shm_name, csv, {model, trainer, output_type, source, filter}, timeout_ms);
+    return run_estimate(options, csv, {model, trainer, output_type, source, filter}, timeout_ms);
   }
   if (ping->parsed()) {
-    client::Client c({.shm_name = shm_name});
+    client::Client c(options);
     const Status s = c.ping(std::chrono::milliseconds(timeout_ms));
     if (!s.ok()) {
       std::cerr << "estimator: " << s.to_string() << "\n";

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -36,23 +38,55 @@ std::uint32_t thread_hint() {
   return hint;
 }
 
+// Reads a number from the environment; false (and `out` untouched) when unset.
+Result<bool> env_number(const char* var, int base, std::int64_t max, std::int64_t& out) {
+  const char* text = std::getenv(var);
+  if (text == nullptr || *text == '\0') return false;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text, &end, base);
+  if (errno != 0 || *end != '\0' || v < 0 || v > max) {
+    return Status(Code::kInvalidArgument, std::string(var) + "='" + text + "' is not valid");
+  }
+  out = v;
+  return true;
+}
+
 }  // namespace
 
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   if (options_.shm_name.empty()) options_.shm_name = shm::default_segment_name();
+  std::int64_t v = 0;
+  if (options_.daemon_uid < 0) {
+    auto set = env_number("ESTIMATOR_DAEMON_UID", 10, UINT32_MAX - 1, v);
+    if (!set.ok()) policy_error_ = set.status();
+    options_.daemon_uid = set.ok() && set.value() ? v : geteuid();
+  }
+  if (options_.shm_mode < 0) {
+    auto set = env_number("ESTIMATOR_SHM_MODE", 8, 07777, v);
+    if (!set.ok()) policy_error_ = set.status();
+    options_.shm_mode = set.ok() && set.value() ? static_cast<std::int32_t>(v) : 0660;
+  }
 }
 
 Client::~Client() = default;
 
 Result<std::shared_ptr<Attachment>> Client::attachment() {
+  if (!policy_error_.ok()) return policy_error_;
   std::lock_guard lock(mu_);
   if (attachment_ != nullptr) {
-    // A clean stop or a restart marks the old segment; re-attach without failing a call.
+    // A clean stop or a restart marks the old segment, a truncation zeroes it; re-attach
+    // without failing a call.
     const auto state = attachment_->segment->view().header().state.load(std::memory_order_acquire);
-    if (state == static_cast<std::uint32_t>(shm::ServerState::kServing)) return attachment_;
+    if (state == static_cast<std::uint32_t>(shm::ServerState::kServing) &&
+        !attachment_->segment->tripped()) {
+      return attachment_;
+    }
     attachment_.reset();
   }
-  auto seg = shm::ClientSegment::attach(options_.shm_name);
+  auto seg = shm::ClientSegment::attach(
+      options_.shm_name, {static_cast<uid_t>(options_.daemon_uid),
+                          static_cast<mode_t>(options_.shm_mode)});
   if (!seg.ok()) return seg.status();
   auto a = std::make_shared<Attachment>();
   a->segment = std::move(seg).value();

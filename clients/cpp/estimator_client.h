@@ -30,6 +30,12 @@ namespace estimator::client {
 
 struct ClientOptions {
   std::string shm_name = {};  // empty: the daemon's default, "estimator-<user>"
+  // Who must own the segment: a segment of another user is a squatter's, whose answers
+  // would be its numbers. -1: $ESTIMATOR_DAEMON_UID, else this process's uid.
+  std::int64_t daemon_uid = -1;
+  // The widest mode the segment may have (the daemon's --shm-mode). -1: $ESTIMATOR_SHM_MODE
+  // (octal), else 0660: the owner and its group, never every user.
+  std::int32_t shm_mode = -1;
   std::chrono::microseconds spin{50};            // spin this long before sleeping
   std::chrono::milliseconds timeout{1000};       // deadline of calls that give none
 };
@@ -148,6 +154,7 @@ class Client {
   Result<Reply> call(const Request& request, bool ping, std::chrono::nanoseconds timeout);
 
   ClientOptions options_;
+  Status policy_error_;  // an unreadable ESTIMATOR_DAEMON_UID / ESTIMATOR_SHM_MODE
   std::mutex mu_;                        // guards attachment_ (not the calls)
   std::shared_ptr<Attachment> attachment_;
 };

@@ -36,7 +36,7 @@ class DaemonProcess {
   // Starts estimatord and waits until it answers a ping (false if it exits first).
   bool start() {
     if (!spawn()) return false;
-    client::Client probe({.shm_name = shm_name_});
+    client::Client probe({.shm_name = shm_name_, .shm_mode = shm_mode()});
     for (int i = 0; i < 200; ++i) {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -84,6 +84,15 @@ class DaemonProcess {
   }
 
   pid_t pid() const { return pid_; }
+
+  // The segment's mode the daemon was started with (its --shm-mode; -1: the client's
+  // default): the widest a client of this daemon should accept.
+  std::int32_t shm_mode() const {
+    for (std::size_t i = 0; i + 1 < extra_.size(); ++i) {
+      if (extra_[i] == "--shm-mode") return static_cast<std::int32_t>(std::stol(extra_[i + 1], nullptr, 8));
+    }
+    return -1;
+  }
 
  private:
   std::string shm_name_;

@@ -1,10 +1,11 @@
 // The slot protocol, one transition at a time, on a real segment in this process: the
 // client side (ClientRing), the daemon side (ServerRing) and the reaper (SlotReaper).
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/interprocess/shared_memory_object.hpp>
 #include <thread>
 
 #include "schema/schema_version.h"
@@ -254,9 +255,10 @@ TEST(Segment, StaleSegmentOfADeadDaemonIsReplacedWithANewerEpoch) {
   }
   // Leave a segment behind as a SIGKILLed daemon would (no lock held, object present).
   {
-    namespace bip = boost::interprocess;
-    bip::shared_memory_object junk(bip::create_only, cfg.name.c_str(), bip::read_write);
-    junk.truncate(4096);
+    const int junk = shm_open(cfg.name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(junk, 0);
+    ASSERT_EQ(ftruncate(junk, 4096), 0);
+    close(junk);
   }
   auto next = ServerSegment::create(cfg);
   ASSERT_TRUE(next.ok()) << next.status().to_string();
