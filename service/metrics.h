@@ -1,6 +1,6 @@
 // Prometheus metrics of the daemon: request counts by model and status, a latency
-// histogram, answers from a fallback model, pings, and the loaded models with their error figures, rendered in the text
-// exposition format 0.0.4.
+// histogram, answers from a fallback model, pings, and the loaded models with their error
+// figures, rendered in the text exposition format 0.0.4.
 //
 // Recording is on the request path, so it takes no lock, allocates nothing and touches
 // no string: a caller resolves a RequestCell once per model (cell() may lock and
@@ -119,7 +119,8 @@ class Metrics {
                       std::function<double()> read);
 
   using Key = std::tuple<std::string, std::string, std::string>;  // model, source, output type
-  mutable std::mutex mu_;  // guards cells_, fallbacks_ and externals_ (not the counters inside cells)
+  // Guards cells_, fallbacks_ and externals_ (not the counters inside cells).
+  mutable std::mutex mu_;
   std::map<Key, std::unique_ptr<RequestCell>> cells_;
   using FallbackKey = std::tuple<std::string, std::string, std::string, std::string>;  // + skipped
   std::map<FallbackKey, std::unique_ptr<std::atomic<std::uint64_t>>> fallbacks_;

@@ -70,7 +70,8 @@ std::string figure(double v) {
   return std::isnan(v) ? std::string("unknown") : fmt::format("{:g}", v);
 }
 
-// "model W_0 (mae 60) answers ...: better-ranked B_0 (mae 1, from ...) needs ...; ...".
+// Names everything an operator needs to act: the model answering, and what each better
+// one lacked (so the exporter's feature set or the model directory can be fixed).
 void log_fallback(const wire::ParsedRequest& req, const models::Model& chosen,
                   std::span<const models::PassedOver> passed_over, const std::string& error_key) {
   std::string features;
