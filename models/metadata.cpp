@@ -69,6 +69,21 @@ Result<double> machine_cores(const Json& doc, const Where& where) {
 
 }  // namespace
 
+ModelKind kind_from_weight_file_name(std::string_view file_name) {
+  std::string_view stem = file_name;
+  if (!stem.ends_with(".json")) return {};
+  stem.remove_suffix(5);
+  if (!stem.ends_with("Model")) return {};
+  stem.remove_suffix(5);
+  // The output type never holds an underscore, so the last one ends the source.
+  const std::size_t us = stem.rfind('_');
+  if (us == std::string_view::npos) return {};
+  const std::string_view source = stem.substr(0, us);
+  const std::string_view output_type = stem.substr(us + 1);
+  if (!one_of(kKnownSources, source) || !one_of(kKnownOutputTypes, output_type)) return {};
+  return {canonical_source(source), canonical_output_type(output_type)};
+}
+
 std::string trainer_from_name(std::string_view model_name) {
   const std::size_t us = model_name.rfind('_');
   if (us == std::string_view::npos || us + 1 == model_name.size()) {

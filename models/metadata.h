@@ -28,6 +28,15 @@ struct Metadata {
 // can carry it); the trainer is derived from the name when metadata.json has none.
 Result<Metadata> parse_metadata(const ModelFolder& folder);
 
+// What Kepler's data/model_weight file names say, "<source>_<OutputType>Model.json"
+// (intel_rapl_DynPowerModel.json; the source may hold underscores): both canonical, or
+// both empty when the name is not of that form or names an unknown source or output type.
+struct ModelKind {
+  std::string source;
+  std::string output_type;
+};
+ModelKind kind_from_weight_file_name(std::string_view file_name);
+
 // "SGDRegressorTrainer_0" -> "SGDRegressorTrainer": Kepler names models
 // <trainer>_<node type>.
 std::string trainer_from_name(std::string_view model_name);

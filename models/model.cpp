@@ -14,6 +14,8 @@ std::string canonical_source(std::string_view source) {
   if (s == "intel_rapl" || s == "rapl" || s == "rapl-msr" || s == "rapl-sysfs") {
     return "rapl-sysfs";
   }
+  // Likewise the platform readers (KEPLER.md section 3): one domain, platform.
+  if (s == "acpi" || s == "redfish" || s == "hmc") return "acpi";
   return s;
 }
 

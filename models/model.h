@@ -111,7 +111,8 @@ class Model {
   ModelInfo info_;
 };
 
-// Resolves energy-source aliases: intel_rapl, rapl, rapl-msr -> rapl-sysfs.
+// Resolves energy-source aliases: intel_rapl, rapl, rapl-msr -> rapl-sysfs; redfish,
+// hmc -> acpi.
 std::string canonical_source(std::string_view source);
 
 // Resolves output-type names of older model servers: a name containing "Abs"

@@ -80,11 +80,15 @@ bool ranks_before(const Model& a, const Model& b, const SelectionPolicy& policy)
   return a.info().origin < b.info().origin;
 }
 
-bool matches_kind(const ModelInfo& m, std::string_view output_type, std::string_view source) {
-  const bool type_ok =
-      output_type.empty() || m.output_type.empty() || m.output_type == output_type;
-  const bool source_ok = source.empty() || m.source.empty() || m.source == source;
-  return type_ok && source_ok;
+// A model that does not state its source or output type may be of any: only an explicit
+// name or trainer can pick it for a request that names them (Kepler's flat weight files
+// all answered rapl DynPower requests with acpi AbsPower weights when it could).
+bool matches_kind(const ModelInfo& m, std::string_view output_type, std::string_view source,
+                  bool by_id) {
+  auto fits = [by_id](const std::string& have, std::string_view want) {
+    return want.empty() || have == want || (by_id && have.empty());
+  };
+  return fits(m.output_type, output_type) && fits(m.source, source);
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -106,8 +110,8 @@ std::string join_views(std::span<const std::string_view> v) {
 }
 
 std::string kind_of(const ModelInfo& m) {
-  return (m.source.empty() ? std::string("any source") : m.source) + "/" +
-         (m.output_type.empty() ? std::string("any output type") : m.output_type);
+  return (m.source.empty() ? std::string("unknown source") : m.source) + "/" +
+         (m.output_type.empty() ? std::string("unknown output type") : m.output_type);
 }
 
 std::string wanted_kind(std::string_view output_type, std::string_view source) {
@@ -179,17 +183,25 @@ const Verdict* closest(const std::vector<Verdict>& rejected, const SelectionPoli
 }
 
 std::string refusal_reason(const Verdict& v) {
-  std::string out = "model " + v.model->info().name;
-  if (!v.missing.empty()) {
-    out += " needs features missing from the request: " + v.missing;
-    if (v.lacks_node_power) out += ", and measured node power";
-  } else if (v.lacks_node_power) {
-    out += " needs measured node power, which the request does not carry";
+  std::string out = "model " + v.model->info().name + " ";
+  if (!v.missing.empty() || v.lacks_node_power) {
+    out += describe_needs(PassedOver{v.model, v.missing, v.lacks_node_power});
   } else {
-    out += " fails the filter: " + describe(*v.filtered_by, v.model->info());
+    out += "fails the filter: " + describe(*v.filtered_by, v.model->info());
   }
   return out;
 }
+
+}  // namespace
+
+std::string describe_needs(const PassedOver& p) {
+  if (p.missing.empty()) return "needs measured node power, which the request does not carry";
+  std::string out = "needs features missing from the request: " + p.missing;
+  if (p.lacks_node_power) out += ", and measured node power";
+  return out;
+}
+
+namespace {
 
 // ---- reading directories ------------------------------------------------------------
 
@@ -337,6 +349,13 @@ std::optional<ModelFolder> weight_file_folder(const fs::path& p, const fs::path&
   mf.path_hints = hints_for(p.parent_path(), root);
   json::Json md = {{"model_name", p.stem().string()}, {"model_class", "weight"},
                    {"model_file", p.filename().string()}};
+  // Kepler's own files carry nothing but weights: their name is all that says which
+  // energy source and output type they serve, and it outranks the folder they sit in.
+  if (const ModelKind kind = kind_from_weight_file_name(p.filename().string());
+      !kind.source.empty()) {
+    md["source"] = kind.source;
+    md["output_type"] = kind.output_type;
+  }
   if (const json::Json* n = json::optional_member(*doc, "model_name"); n != nullptr && n->is_string()) {
     md["model_name"] = *n;
   }
@@ -444,6 +463,14 @@ std::shared_ptr<const Registry> Registry::build(std::span<const ModelFolder> fol
     const ModelInfo& info = (*m)->info();
     spdlog::debug("model {} loaded from {}: {} {}, mae {}", info.name, folder.origin,
                   info.source, info.output_type, info.mae);
+    if (info.source.empty() || info.output_type.empty()) {
+      spdlog::info("model {} from {} states no {}: it serves requests that name one only "
+                   "when asked for by name or trainer",
+                   info.name, folder.origin,
+                   info.source.empty() ? (info.output_type.empty() ? "energy source or output type"
+                                                                   : "energy source")
+                                       : "output type");
+    }
     reg->models_.push_back(std::move(*m));
   }
   return reg;
@@ -542,7 +569,9 @@ Result<std::vector<FilterTerm>> parse_filter(std::string_view filter) {
 
 Result<const Model*> Registry::select(const Selector& selector,
                                       std::span<const std::string_view> features,
-                                      bool has_node_power, const SelectionPolicy& policy) const {
+                                      bool has_node_power, const SelectionPolicy& policy,
+                                      std::vector<PassedOver>* passed_over) const {
+  if (passed_over != nullptr) passed_over->clear();
   Result<std::vector<FilterTerm>> filter = parse_filter(selector.filter);
   if (!filter.ok()) return filter.status();
   const std::string output_type =
@@ -559,7 +588,7 @@ Result<const Model*> Registry::select(const Selector& selector,
     if (!selector.name.empty() && info.name != selector.name) continue;
     if (!selector.trainer.empty() && info.trainer != selector.trainer) continue;
     of_id.push_back(m.get());
-    if (!matches_kind(info, output_type, source)) continue;
+    if (!matches_kind(info, output_type, source, by_id)) continue;
     Verdict v = judge(*m, features, has_node_power, *filter);
     if (!v.servable()) {
       rejected.push_back(std::move(v));
@@ -567,7 +596,21 @@ Result<const Model*> Registry::select(const Selector& selector,
     }
     if (best == nullptr || ranks_before(*m, *best, policy)) best = m.get();
   }
-  if (best != nullptr) return best;
+  if (best != nullptr) {
+    if (passed_over != nullptr) {
+      // The filter's drops are what the client asked for; the rest are lost accuracy.
+      for (Verdict& v : rejected) {
+        if (v.filtered_by == nullptr && ranks_before(*v.model, *best, policy)) {
+          passed_over->push_back(PassedOver{v.model, std::move(v.missing), v.lacks_node_power});
+        }
+      }
+      std::sort(passed_over->begin(), passed_over->end(),
+                [&](const PassedOver& a, const PassedOver& b) {
+                  return ranks_before(*a.model, *b.model, policy);
+                });
+    }
+    return best;
+  }
 
   if (by_id && of_id.empty()) {
     std::set<std::string> loaded;

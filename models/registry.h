@@ -59,6 +59,18 @@ struct FilterTerm {
 // filter gives no terms. kInvalidArgument names the bad term.
 Result<std::vector<FilterTerm>> parse_filter(std::string_view filter);
 
+// A model that ranks before the one select() chose, of the requested kind and not dropped
+// by the request's filter, that could not serve the request: the answer comes from a
+// worse model because the request lacks what this one needs.
+struct PassedOver {
+  const Model* model;
+  std::string missing;            // features the request lacks, joined by ", "; may be empty
+  bool lacks_node_power = false;  // needs measured node power the request does not carry
+};
+
+// "needs features missing from the request: a, b" (and/or measured node power).
+std::string describe_needs(const PassedOver& p);
+
 // A model that could not be loaded and why (listed by `estimator models`, logged).
 struct Refusal {
   std::string origin;
@@ -101,11 +113,16 @@ class Registry {
   //   ranks last; ties broken by name for determinism). The filter applies to named
   //   models too.
   // Output type and source compare in canonical form (canonical_output_type,
-  // canonical_source); a model that does not state one matches any. Remaining ties (the
-  // same name from two folders) go to the smaller origin.
+  // canonical_source). A model that does not state one is chosen for a request that names
+  // it only by name or trainer, never by ranking. Remaining ties (the same name from two
+  // folders) go to the smaller origin.
+  // `passed_over` (optional) receives the better-ranked models that could not serve (see
+  // PassedOver), best first; empty when the best model answers. Allocates either way:
+  // callers select once per request shape.
   Result<const Model*> select(const Selector& selector,
                               std::span<const std::string_view> features,
-                              bool has_node_power, const SelectionPolicy& policy) const;
+                              bool has_node_power, const SelectionPolicy& policy,
+                              std::vector<PassedOver>* passed_over = nullptr) const;
   Result<const Model*> select(const Selector& selector,
                               std::span<const std::string_view> features,
                               bool has_node_power) const {

@@ -128,6 +128,18 @@ RequestCell* Metrics::cell(std::string_view model, std::string_view source,
   return it->second.get();
 }
 
+std::atomic<std::uint64_t>* Metrics::fallback_counter(std::string_view model,
+                                                      std::string_view source,
+                                                      std::string_view output_type,
+                                                      std::string_view skipped) {
+  FallbackKey key{std::string(model), std::string(source), std::string(output_type),
+                  std::string(skipped)};
+  std::lock_guard lock(mu_);
+  auto& counter = fallbacks_[std::move(key)];
+  if (counter == nullptr) counter = std::make_unique<std::atomic<std::uint64_t>>(0);
+  return counter.get();
+}
+
 Status Metrics::add_counter(std::string name, std::string help, std::function<double()> read) {
   return add_external(std::move(name), std::move(help), "counter", std::move(read));
 }
@@ -225,6 +237,20 @@ std::string Metrics::render(const models::Registry* registry) const {
     append_sample_start(out, "estimator_request_duration_seconds_count", labels);
     out += ' ';
     append_number(out, cumulative);
+    out += '\n';
+  }
+
+  append_help(out, "estimator_model_fallbacks_total",
+              "Requests answered by a model although a better-ranked one of the requested "
+              "kind (skipped) lacked features or node power the request did not carry.",
+              "counter");
+  for (const auto& [key, counter] : fallbacks_) {
+    const auto& [model, source, output_type, skipped] = key;
+    append_sample_start(out, "estimator_model_fallbacks_total",
+                        {{"model", model}, {"source", source}, {"output_type", output_type},
+                         {"skipped", skipped}});
+    out += ' ';
+    append_number(out, counter->load(std::memory_order_relaxed));
     out += '\n';
   }
 

@@ -1,6 +1,6 @@
 // Prometheus metrics of the daemon: request counts by model and status, a latency
-// histogram, pings, and the loaded models with their error figures, rendered in the text
-// exposition format 0.0.4.
+// histogram, answers from a fallback model, pings, and the loaded models with their error
+// figures, rendered in the text exposition format 0.0.4.
 //
 // Recording is on the request path, so it takes no lock, allocates nothing and touches
 // no string: a caller resolves a RequestCell once per model (cell() may lock and
@@ -84,6 +84,14 @@ class Metrics {
   // Requests that fail before a model is chosen (unreadable, no model fits): model "".
   RequestCell* unattributed() { return unattributed_; }
 
+  // The count of requests `model` answered although `skipped`, ranked better, was of the
+  // requested kind but lacked what the request offers (estimator_model_fallbacks_total).
+  // Locks and allocates the first time a key is seen; the pointer stays valid for the
+  // life of this object, and counting through it is one relaxed atomic add.
+  std::atomic<std::uint64_t>* fallback_counter(std::string_view model, std::string_view source,
+                                               std::string_view output_type,
+                                               std::string_view skipped);
+
   // Pings are liveness probes, not estimates: counted apart so probes do not inflate
   // the request counts.
   void count_ping() noexcept { pings_.fetch_add(1, std::memory_order_relaxed); }
@@ -123,8 +131,11 @@ class Metrics {
                       std::function<double()> read);
 
   using Key = std::tuple<std::string, std::string, std::string>;  // model, source, output type
-  mutable std::mutex mu_;  // guards cells_ and externals_ (not the counters inside cells)
+  // Guards cells_, fallbacks_ and externals_ (not the counters inside cells).
+  mutable std::mutex mu_;
   std::map<Key, std::unique_ptr<RequestCell>> cells_;
+  using FallbackKey = std::tuple<std::string, std::string, std::string, std::string>;  // + skipped
+  std::map<FallbackKey, std::unique_ptr<std::atomic<std::uint64_t>>> fallbacks_;
   std::vector<External> externals_;
   RequestCell* unattributed_;
   std::atomic<std::uint64_t> pings_{0};

@@ -1,5 +1,6 @@
 #include "service/request_handler.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,7 +66,41 @@ bool all_finite(const float* values, std::size_t n) {
   return (carry & 0x80000000u) == 0;
 }
 
+std::string figure(double v) {
+  return std::isnan(v) ? std::string("unknown") : fmt::format("{:g}", v);
+}
+
+// Names everything an operator needs to act: the model answering, and what each better
+// one lacked (so the exporter's feature set or the model directory can be fixed).
+void log_fallback(const wire::ParsedRequest& req, const models::Model& chosen,
+                  std::span<const models::PassedOver> passed_over, const std::string& error_key) {
+  std::string features;
+  for (std::string_view f : req.feature_names) {
+    if (!features.empty()) features += ", ";
+    features += f;
+  }
+  std::string skipped;
+  for (const models::PassedOver& p : passed_over) {
+    const models::ModelInfo& i = p.model->info();
+    if (!skipped.empty()) skipped += "; ";
+    skipped += fmt::format("{} ({} {}, from {}) {}", i.name, error_key, figure(i.figure(error_key)),
+                           i.origin, models::describe_needs(p));
+  }
+  const models::ModelInfo& c = chosen.info();
+  spdlog::info("fallback: model {} ({} {}, from {}) answers requests for output_type '{}', "
+               "source '{}' with features [{}]; better-ranked models passed over: {}",
+               c.name, error_key, figure(c.figure(error_key)), c.origin, req.output_type,
+               req.source, features, skipped);
+}
+
 }  // namespace
+
+bool RegistryHolder::first_report(std::uint64_t shape) const {
+  std::lock_guard lock(reported_mu_);
+  // Bounded: a client inventing shapes would at worst see some reported twice.
+  if (reported_.size() >= 4096) reported_.clear();
+  return reported_.insert(shape).second;
+}
 
 struct RequestHandler::CachedPlan {
   std::uint64_t hash;
@@ -76,6 +111,8 @@ struct RequestHandler::CachedPlan {
   std::unique_ptr<const models::Plan> plan;
   wire::ResponseTail tail;  // model description and components, encoded once
   RequestCell* cell = nullptr;  // the model's metrics, resolved once (null: no metrics)
+  // Counts answers when a better-ranked model was passed over (null: none was, or no metrics).
+  std::atomic<std::uint64_t>* fallbacks = nullptr;
 
   bool matches(const wire::ParsedRequest& r) const {
     if (model_name != r.model_name || trainer != r.trainer || output_type != r.output_type ||
@@ -124,8 +161,9 @@ const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRe
   // Miss: select and plan (allocates; once per distinct request shape).
   const models::Selector sel{req.model_name, req.trainer, req.output_type, req.source,
                              req.filter};
-  Result<const models::Model*> chosen =
-      current_->select(sel, req.feature_names, !req.node_power.empty(), registry_.policy());
+  std::vector<models::PassedOver> passed_over;
+  Result<const models::Model*> chosen = current_->select(
+      sel, req.feature_names, !req.node_power.empty(), registry_.policy(), &passed_over);
   if (const auto observer = registry_.shape_observer(); observer != nullptr) {
     (*observer)(req, chosen.ok() ? chosen.value() : nullptr);
   }
@@ -152,6 +190,13 @@ const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRe
   entry->plan = std::move(plan).value();
   const models::ModelInfo& info = model->info();
   if (metrics_ != nullptr) entry->cell = metrics_->cell(info.name, info.source, info.output_type);
+  if (!passed_over.empty()) {
+    if (registry_.first_report(h)) log_fallback(req, *model, passed_over, registry_.policy().error_key);
+    if (metrics_ != nullptr) {
+      entry->fallbacks = metrics_->fallback_counter(info.name, info.source, info.output_type,
+                                                    passed_over.front().model->info().name);
+    }
+  }
   const double trained = info.machine_cores;
   const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
                                     info.output_type, info.source,  info.mae,
@@ -198,6 +243,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
     last_code_ = s.code();
     return builder_.error(req.request_id, s);
   }
+  if (cp->fallbacks != nullptr) cp->fallbacks->fetch_add(1, std::memory_order_relaxed);
   last_code_ = Code::kOk;
   return builder_.finish(req.request_id);
 }

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "models/registry.h"
@@ -37,6 +39,8 @@ class RegistryHolder {
   void set(std::shared_ptr<const models::Registry> r) {
     current_.store(std::move(r));
     generation_.fetch_add(1, std::memory_order_release);
+    std::lock_guard lock(reported_mu_);
+    reported_.clear();  // the new models may choose differently: report again
   }
   // Changes after every set(): a handler compares it (one plain load) instead of loading
   // the shared_ptr (a lock and two reference-count updates in libstdc++ 12) per request.
@@ -47,17 +51,26 @@ class RegistryHolder {
   void set_shape_observer(std::shared_ptr<const ShapeObserver> o) { observer_.store(std::move(o)); }
   std::shared_ptr<const ShapeObserver> shape_observer() const { return observer_.load(); }
 
+  // True the first time a request shape (the plan cache's hash of it) is reported since
+  // the last set(): each dispatch thread plans every shape itself, and a fallback to a
+  // worse model is logged once. Locks; for plan-cache misses only.
+  bool first_report(std::uint64_t shape) const;
+
  private:
   std::atomic<std::shared_ptr<const models::Registry>> current_;
   std::atomic<std::uint64_t> generation_{0};
   const models::SelectionPolicy policy_;
   std::atomic<std::shared_ptr<const ShapeObserver>> observer_;
+  mutable std::mutex reported_mu_;
+  mutable std::unordered_set<std::uint64_t> reported_;
 };
 
 class RequestHandler {
  public:
   // `metrics` (optional, must outlive the handler) counts every request by model and
-  // status and times it; null = no clock reads, no counting.
+  // status, and answers from a fallback model, and times them; null = no clock reads, no
+  // counting. A shape answered by a worse model than the best of its kind because the
+  // request lacks that one's features is logged at info, once (RegistryHolder::first_report).
   RequestHandler(const RegistryHolder& registry, std::size_t request_capacity,
                  std::size_t response_capacity, Metrics* metrics = nullptr);
   ~RequestHandler();

@@ -16,14 +16,15 @@ Result<Metadata> parse(const std::string& metadata, std::vector<std::string> hin
   return parse_metadata(make_folder("dir/M", {{"metadata.json", metadata}}, std::move(hints)));
 }
 
-TEST(CanonicalSource, ResolvesRaplAliases) {
+TEST(CanonicalSource, ResolvesRaplAndPlatformAliases) {
   EXPECT_EQ(canonical_source("intel_rapl"), "rapl-sysfs");
   EXPECT_EQ(canonical_source("rapl"), "rapl-sysfs");
   EXPECT_EQ(canonical_source("rapl-msr"), "rapl-sysfs");
   EXPECT_EQ(canonical_source("rapl-sysfs"), "rapl-sysfs");
   EXPECT_EQ(canonical_source("Intel_RAPL"), "rapl-sysfs");
   EXPECT_EQ(canonical_source("ACPI"), "acpi");
-  EXPECT_EQ(canonical_source("redfish"), "redfish");
+  EXPECT_EQ(canonical_source("redfish"), "acpi");  // the same platform power as ACPI
+  EXPECT_EQ(canonical_source("hmc"), "acpi");
   EXPECT_EQ(canonical_source(""), "");
 }
 

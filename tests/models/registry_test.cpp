@@ -7,10 +7,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <unistd.h>
 
+#include "models/metadata.h"
 #include "test_util.h"
 
 namespace estimator::models {
@@ -24,12 +26,12 @@ using testing::weight_folder;
 ModelFolder linear(const std::string& origin, const std::string& name, const std::string& source,
                    const std::string& output_type, double mae,
                    const std::vector<std::string>& features,
-                   const std::string& component = "package") {
+                   const std::string& component = "package", const std::string& extra_meta = "") {
   std::string meta = R"({"model_name": ")" + name + R"(", "model_class": "weight",
       "model_file": "weights.json", "source": ")" + source + R"(", "output_type": ")" +
                      output_type + R"(")";
   if (!std::isnan(mae)) meta += R"(, "mae": )" + std::to_string(mae);
-  meta += "}";
+  meta += extra_meta + "}";
   std::string numerical;
   for (const std::string& f : features) {
     if (!numerical.empty()) numerical += ", ";
@@ -169,10 +171,11 @@ TEST_F(RegistrySelect, NothingEligibleExplainsWhy) {
             std::string::npos)
       << m;
 
-  auto none = select({.source = "redfish"}, {"bpf_cpu_time_ms"});
+  auto none = select({.output_type = "DynPower", .source = "redfish"}, {"bpf_cpu_time_ms"});
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), Code::kNotFound);
-  EXPECT_NE(none.status().message().find("no model for source redfish"), std::string::npos)
+  EXPECT_NE(none.status().message().find("no model for output_type DynPower and source acpi"),
+            std::string::npos)
       << none.status().message();
 }
 
@@ -190,14 +193,41 @@ TEST(Registry, TiesAreBrokenByNameThenOriginWhateverTheLoadOrder) {
   EXPECT_EQ(origin_of(backward->select({}, features, false)), "a/1");
 }
 
-TEST(Registry, ModelWithoutStatedKindMatchesAnyFilter) {
+TEST(Registry, ModelWithoutStatedKindIsChosenOnlyByNameOrTrainer) {
   const std::vector<ModelFolder> folders{weight_folder(
-      "plain", R"({"model_name": "P", "model_file": "weights.json"})",
+      "plain", R"({"model_name": "P_0", "model_file": "weights.json"})",
       R"({"All_Weights": {"Bias_Weight": 1, "Numerical_Variables": {"x": {"scale": 1, "weight": 1}}}})")};
   auto reg = Registry::build(folders);
+  ASSERT_EQ(reg->models().size(), 1U);
   const std::vector<std::string_view> features{"x"};
-  EXPECT_EQ(origin_of(reg->select({.output_type = "AbsPower", .source = "acpi"}, features, false)),
+  // A request that names a kind is never answered by a model that may be of another.
+  for (const Selector& s : {Selector{.output_type = "AbsPower", .source = "acpi"},
+                            Selector{.output_type = "DynPower"}, Selector{.source = "intel_rapl"}}) {
+    auto r = reg->select(s, features, false);
+    ASSERT_FALSE(r.ok()) << s.output_type << " " << s.source;
+    EXPECT_EQ(r.status().code(), Code::kNotFound);
+    EXPECT_NE(r.status().message().find("P_0 (unknown source/unknown output type)"),
+              std::string::npos)
+        << r.status().message();
+  }
+  // Asked for by name or trainer, or by a request that names no kind, it serves.
+  EXPECT_EQ(origin_of(reg->select({.name = "P_0", .output_type = "AbsPower", .source = "acpi"},
+                                  features, false)),
             "plain");
+  EXPECT_EQ(origin_of(reg->select({.trainer = "P", .source = "rapl-sysfs"}, features, false)),
+            "plain");
+  EXPECT_EQ(origin_of(reg->select({}, features, false)), "plain");
+}
+
+TEST(Registry, StatedOutputTypeWithUnknownSourceIsNotChosenForANamedSource) {
+  const std::vector<ModelFolder> folders{
+      linear("half", "H_0", "", "AbsPower", 1.0, kCpuTime),
+      linear("full", "F_0", "acpi", "AbsPower", 50.0, kCpuTime, "platform")};
+  auto reg = Registry::build(folders);
+  const std::vector<std::string_view> features{"bpf_cpu_time_ms"};
+  EXPECT_EQ(origin_of(reg->select({.output_type = "AbsPower", .source = "acpi"}, features, false)),
+            "full");
+  EXPECT_EQ(origin_of(reg->select({.output_type = "AbsPower"}, features, false)), "half");
 }
 
 TEST(Registry, NodePowerNeedsAreMet) {
@@ -270,6 +300,76 @@ TEST(LoadModel, NameAndModelFileFallbacks) {
   auto none = load_model(make_folder("d/Z", {{"metadata.json", R"({"model_name": "Z"})"}}));
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("model_file: missing"), std::string::npos);
+}
+
+// ---- better models passed over ------------------------------------------------------
+
+TEST_F(RegistrySelect, ReportsTheBetterModelsItPassedOverBestFirst) {
+  std::vector<PassedOver> passed;
+  // lin-abs (mae 3) needs bpf_page_cache_hit: sgd-abs (60) answers.
+  auto r = sut->select({.output_type = "AbsPower", .source = "rapl-sysfs"},
+                       std::vector<std::string_view>{"bpf_cpu_time_ms"}, false, {}, &passed);
+  ASSERT_EQ(origin_of(r), "f/sgd-abs");
+  ASSERT_EQ(passed.size(), 1U);
+  EXPECT_EQ(passed[0].model->info().origin, "f/lin-abs");
+  EXPECT_EQ(passed[0].missing, "bpf_page_cache_hit");
+  EXPECT_FALSE(passed[0].lacks_node_power);
+  EXPECT_EQ(describe_needs(passed[0]),
+            "needs features missing from the request: bpf_page_cache_hit");
+
+  // The best model answers: nothing passed over, and earlier contents are cleared. poly-abs
+  // (unknown mae) is rejected too, but ranks after the answer.
+  r = sut->select({.output_type = "AbsPower", .source = "rapl-sysfs"}, bpf_views(), false, {},
+                  &passed);
+  ASSERT_EQ(origin_of(r), "f/lin-abs");
+  EXPECT_TRUE(passed.empty());
+}
+
+TEST(Registry, PassedOverIsRankedAndLeavesOutTheFilterAndOtherKinds) {
+  const std::vector<ModelFolder> folders{
+      linear("m/worst", "W_0", "rapl-sysfs", "AbsPower", 60.0, kCpuTime, "package",
+             R"(, "mape": 5)"),
+      linear("m/best", "B_0", "rapl-sysfs", "AbsPower", 1.0, {"bpf_cpu_time_ms", "cpu_cycles"},
+             "package", R"(, "mape": 50)"),
+      linear("m/second", "S_0", "rapl-sysfs", "AbsPower", 2.0, {"bpf_cpu_time_ms", "cache_miss"}),
+      linear("m/other-kind", "O_0", "acpi", "AbsPower", 0.1, kCpuTime, "platform"),
+  };
+  auto reg = Registry::build(folders);
+  ASSERT_EQ(reg->models().size(), folders.size());
+  std::vector<PassedOver> passed;
+  auto r = reg->select({.output_type = "AbsPower", .source = "rapl"},
+                       std::vector<std::string_view>{"bpf_cpu_time_ms"}, false, {}, &passed);
+  ASSERT_EQ(origin_of(r), "m/worst");
+  ASSERT_EQ(passed.size(), 2U);  // not the acpi model, better still but of another kind
+  EXPECT_EQ(passed[0].model->info().origin, "m/best");
+  EXPECT_EQ(passed[0].missing, "cpu_cycles");
+  EXPECT_EQ(passed[1].model->info().origin, "m/second");
+  EXPECT_EQ(passed[1].missing, "cache_miss");
+
+  // Dropped by the request's own filter (best: mape 50; second: none published) is what the
+  // client asked for, not a fallback.
+  r = reg->select({.output_type = "AbsPower", .source = "rapl", .filter = "mape:10"},
+                  std::vector<std::string_view>{"bpf_cpu_time_ms", "cpu_cycles"}, false, {},
+                  &passed);
+  ASSERT_EQ(origin_of(r), "m/worst");
+  EXPECT_TRUE(passed.empty());
+}
+
+TEST(Registry, PassedOverNamesMissingNodePower) {
+  const std::vector<ModelFolder> folders{
+      make_folder("ratio", {{"metadata.json", R"({"model_name": "Ratio", "model_class": "ratio",
+          "source": "rapl-sysfs", "output_type": "DynPower", "mae": 0.5})"},
+                            {"ratio.json", R"({"components": {"package": "cpu_instructions"}})"}}),
+      linear("sgd", "SGD_0", "rapl-sysfs", "DynPower", 9.0, {"cpu_instructions"})};
+  auto reg = Registry::build(folders);
+  ASSERT_EQ(reg->models().size(), 2U);
+  std::vector<PassedOver> passed;
+  auto r = reg->select({.output_type = "DynPower"}, std::vector<std::string_view>{"cpu_instructions"},
+                       false, {}, &passed);
+  ASSERT_EQ(origin_of(r), "sgd");
+  ASSERT_EQ(passed.size(), 1U);
+  EXPECT_TRUE(passed[0].lacks_node_power);
+  EXPECT_EQ(describe_needs(passed[0]), "needs measured node power, which the request does not carry");
 }
 
 // ---- scan_directory -----------------------------------------------------------------
@@ -503,6 +603,57 @@ TEST(ModelFigures, EveryNonNegativeNumberOfMetadataIsKept) {
   EXPECT_EQ(m->info().figure("mse_val"), 8.5);
   EXPECT_TRUE(std::isnan(m->info().figure("mape")));
   EXPECT_TRUE(std::isnan(m->info().figure("absent")));
+}
+
+// ---- Kepler's flat weight files: the name gives the kind ----------------------------
+
+TEST(KindFromWeightFileName, KeplerDataModelWeightNames) {
+  struct Case {
+    std::string_view file, source, output_type;
+  };
+  for (const Case& c : {Case{"intel_rapl_DynPowerModel.json", "rapl-sysfs", "DynPower"},
+                        Case{"intel_rapl_AbsPowerModel.json", "rapl-sysfs", "AbsPower"},
+                        Case{"acpi_AbsPowerModel.json", "acpi", "AbsPower"},
+                        Case{"acpi_DynPowerModel.json", "acpi", "DynPower"},
+                        Case{"rapl-msr_AbsPowerModel.json", "rapl-sysfs", "AbsPower"},
+                        Case{"redfish_DynPowerModel.json", "acpi", "DynPower"},
+                        // Not of the form, or naming what Kepler does not know.
+                        Case{"SGDRegressorTrainer_0.json", "", ""},
+                        Case{"intel_rapl_DynPowerModel.zip", "", ""},
+                        Case{"intel_rapl_DynPower.json", "", ""},
+                        Case{"_AbsPowerModel.json", "", ""},
+                        Case{"AbsPowerModel.json", "", ""},
+                        Case{"gpu_AbsPowerModel.json", "", ""},
+                        Case{"intel_rapl_PowerModel.json", "", ""}}) {
+    const ModelKind k = kind_from_weight_file_name(c.file);
+    EXPECT_EQ(k.source, c.source) << c.file;
+    EXPECT_EQ(k.output_type, c.output_type) << c.file;
+  }
+}
+
+TEST_F(ScanDirectory, FlatKeplerWeightFilesTakeTheirKindFromTheirNameOverTheFolder) {
+  // A weight file fetched for rapl AbsPower that names itself acpi DynPower is acpi
+  // DynPower (the fetcher warns); a name that says nothing leaves the folder's kind.
+  const fs::path dir = root / "models" / "rapl-sysfs" / "AbsPower";
+  write(dir / "acpi_DynPowerModel.json", kScanWeights);
+  write(dir / "SGDRegressorTrainer_0.json", kScanWeights);
+  write(root / "flat" / "intel_rapl_DynPowerModel.json", kScanWeights);
+  auto folders = Registry::scan_directory(root / "models");
+  ASSERT_TRUE(folders.ok()) << folders.status().to_string();
+  auto flat = Registry::scan_directory(root / "flat");
+  ASSERT_TRUE(flat.ok()) << flat.status().to_string();
+  folders->insert(folders->end(), flat->begin(), flat->end());
+  auto reg = Registry::build(*folders);
+  ASSERT_EQ(reg->models().size(), 3U);
+  std::map<std::string, std::string> kinds;
+  for (const auto& m : reg->models()) {
+    kinds[fs::path(m->info().origin).filename().string()] =
+        m->info().source + "/" + m->info().output_type;
+  }
+  EXPECT_EQ(kinds, (std::map<std::string, std::string>{
+                       {"acpi_DynPowerModel.json", "acpi/DynPower"},
+                       {"SGDRegressorTrainer_0.json", "rapl-sysfs/AbsPower"},
+                       {"intel_rapl_DynPowerModel.json", "rapl-sysfs/DynPower"}}));
 }
 
 }  // namespace
