@@ -82,7 +82,11 @@ int main(int argc, char** argv) {
                  "deadline of a socket connection, from accept to the last reply byte")
       ->capture_default_str();
   app.add_option("--socket-max-connections", socket_config.max_connections,
-                 "socket connections open at once; more are closed on accept")
+                 "socket connections open at once; past it the oldest unfinished one is closed")
+      ->capture_default_str();
+  app.add_option("--socket-max-buffered-bytes", socket_config.max_buffered_bytes,
+                 "bytes of unfinished requests held across all socket connections; past it "
+                 "the largest is refused")
       ->capture_default_str();
   // Model fetching (service/model_fetcher.h): Kepler's <PREFIX>_INIT_URL and MODEL_SERVER_*
   // keys, from the environment and this file (the environment wins).
