@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -135,8 +136,9 @@ class Daemon {
   bool start(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm_, "--slots", "8",
                                      "--slot-bytes", "65536", "--log-level", "info",
-                                     "--no-fetch", "--model-dir", models().string(),
+                                     "--model-dir", models().string(),
                                      "--socket", socket(), "--metrics-address", "127.0.0.1:0"};
+    if (std::find(extra.begin(), extra.end(), "--config") == extra.end()) args.push_back("--no-fetch");
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -244,6 +246,40 @@ TEST(HostileModelFiles, HotReloadOfADeepFileAndAFifo) {
     if (!reloaded) std::this_thread::sleep_for(10ms);
   }
   EXPECT_TRUE(reloaded) << d.log();
+  EXPECT_TRUE(d.alive());
+  EXPECT_TRUE(honest_call_succeeds(d.socket()));
+  const int status = d.stop(SIGTERM);
+  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+TEST(HostileModelFiles, FetchedZipWithADeepMetadataIsRefused) {
+  Watchdog dog(120);
+  if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "/usr/bin/python3 builds the zip";
+  Daemon d("deep-fetch");
+  const fs::path zip = d.models().parent_path() / "Deep_1.zip";
+  const fs::path script = d.models().parent_path() / "make_zip.py";
+  write(script, R"PY(import sys, zipfile
+depth = 300000
+metadata = ('{"model_name": "Deep_1", "model_class": "scikit", "model_file": "m.pkl", '
+            '"features": ["bpf_cpu_time_ms"], "fe_files": ' + "[" * depth + "]" * depth + "}")
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("metadata.json", metadata)
+    z.writestr("m.pkl", "x")
+)PY");
+  const std::string command = "/usr/bin/python3 " + script.string() + " " + zip.string();
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  ASSERT_LT(fs::file_size(zip), 4096u);  // deflate makes the 600 KB of brackets tiny
+  const fs::path config = d.models().parent_path() / "config";
+  write(config, "NODE_COMPONENTS_INIT_URL=file://" + zip.string() + "\n");
+  ASSERT_TRUE(d.start({"--config", config.string()}));
+  bool refused = false;
+  for (int i = 0; i < 2000 && !refused; ++i) {
+    const std::string log = d.log();
+    refused = log.find("refused") != std::string::npos &&
+              log.find("nests deeper than 64 levels") != std::string::npos;
+    if (!refused) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(refused) << d.log();
   EXPECT_TRUE(d.alive());
   EXPECT_TRUE(honest_call_succeeds(d.socket()));
   const int status = d.stop(SIGTERM);
