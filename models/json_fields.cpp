@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <new>
+#include <utility>
 
 namespace estimator::models::json {
 
@@ -105,6 +107,175 @@ class PathTracker {
   std::string message_;
 };
 
+// What a value costs in the DOM, estimated from the types' sizes (not a count of what
+// malloc hands out: it only has to grow with the document).
+constexpr std::size_t kValueCost = sizeof(Json);
+constexpr std::size_t kContainerCost = sizeof(Json) + sizeof(Json::array_t);
+// An object member is a (key, value) pair; the value's own cost is counted with it.
+constexpr std::size_t kMemberCost = sizeof(std::pair<const Json::string_t, Json>) - sizeof(Json);
+// A string past the small-string buffer owns a heap block; a string value is itself a heap
+// object in the DOM, a key is not.
+constexpr std::size_t string_bytes(std::size_t n) { return n > 15 ? n + 1 : 0; }
+
+// The first pass: walks the document without building it, refusing it (returning false,
+// which ends the parse) at the first container nested deeper than kMaxDepth or once the
+// DOM it would build costs more than the budget, and records each container's element
+// count so that the second pass can reserve exactly (a growing vector would hold up to
+// three times its elements while it reallocates).
+class SizePass {
+ public:
+  using number_integer_t = Json::number_integer_t;
+  using number_unsigned_t = Json::number_unsigned_t;
+  using number_float_t = Json::number_float_t;
+  using string_t = Json::string_t;
+  using binary_t = Json::binary_t;
+
+  explicit SizePass(std::size_t budget) : budget_(budget) {}
+
+  bool null() { return value(kValueCost); }
+  bool boolean(bool /*unused*/) { return value(kValueCost); }
+  bool number_integer(number_integer_t /*unused*/) { return value(kValueCost); }
+  bool number_unsigned(number_unsigned_t /*unused*/) { return value(kValueCost); }
+  bool number_float(number_float_t /*unused*/, const string_t& /*unused*/) {
+    return value(kValueCost);
+  }
+  bool string(string_t& v) {
+    return value(kValueCost + sizeof(string_t) + string_bytes(v.size()));
+  }
+  bool binary(binary_t& v) { return value(kValueCost + sizeof(binary_t) + v.size()); }
+  bool key(string_t& k) { return charge(kMemberCost + string_bytes(k.size())); }
+  bool start_object(std::size_t /*unused*/) { return open(); }
+  bool end_object() { return close(); }
+  bool start_array(std::size_t /*unused*/) { return open(); }
+  bool end_array() { return close(); }
+  bool parse_error(std::size_t /*unused*/, const std::string& /*unused*/,
+                   const Json::exception& /*unused*/) {
+    syntax_error_ = true;
+    return false;
+  }
+
+  // Element counts of every container, in the order they open.
+  std::vector<std::uint32_t>& sizes() { return sizes_; }
+  // Why the walk stopped early; empty after a syntax error (reported by PathTracker).
+  const std::string& limit_error() const { return limit_error_; }
+  bool syntax_error() const { return syntax_error_; }
+
+ private:
+  bool value(std::size_t cost) {
+    if (!open_.empty()) ++sizes_[open_.back()];
+    return charge(cost);
+  }
+  bool open() {
+    if (open_.size() >= kMaxDepth) {
+      limit_error_ = "nests deeper than " + std::to_string(kMaxDepth) + " levels";
+      return false;
+    }
+    if (!value(kContainerCost)) return false;
+    open_.push_back(sizes_.size());
+    sizes_.push_back(0);
+    return true;
+  }
+  bool close() {
+    open_.pop_back();
+    return true;
+  }
+  bool charge(std::size_t cost) {
+    cost_ += cost;
+    if (cost_ <= budget_) return true;
+    limit_error_ = "its parsed form would take more than " + std::to_string(budget_ >> 20) +
+                   " MiB (" + std::to_string(kMaxDomBytesPerTextByte) +
+                   " times the document's size, plus " +
+                   std::to_string(kMinDomBudgetBytes >> 20) +
+                   " MiB): too many values for its size";
+    return false;
+  }
+
+  std::size_t budget_;
+  std::size_t cost_ = 0;
+  std::vector<std::uint32_t> sizes_;
+  std::vector<std::size_t> open_;  // indices into sizes_ of the containers still open
+  std::string limit_error_;
+  bool syntax_error_ = false;
+};
+
+// The second pass, over a document SizePass accepted: builds it as Json::parse would,
+// each container reserved at its final size.
+class BuildPass {
+ public:
+  using number_integer_t = Json::number_integer_t;
+  using number_unsigned_t = Json::number_unsigned_t;
+  using number_float_t = Json::number_float_t;
+  using string_t = Json::string_t;
+  using binary_t = Json::binary_t;
+
+  BuildPass(Json& root, const std::vector<std::uint32_t>& sizes) : root_(root), sizes_(sizes) {}
+
+  bool null() { return put(nullptr); }
+  bool boolean(bool v) { return put(v); }
+  bool number_integer(number_integer_t v) { return put(v); }
+  bool number_unsigned(number_unsigned_t v) { return put(v); }
+  bool number_float(number_float_t v, const string_t& /*unused*/) { return put(v); }
+  bool string(string_t& v) { return put(std::move(v)); }
+  bool binary(binary_t& v) { return put(Json::binary(std::move(v))); }
+  bool key(string_t& k) {
+    // As Json::parse: a repeated key's last value wins.
+    member_ = &stack_.back()->get_ref<Json::object_t&>().emplace(std::move(k), nullptr).first->second;
+    return true;
+  }
+  bool start_object(std::size_t /*unused*/) {
+    Json* obj = place(Json::object());
+    obj->get_ref<Json::object_t&>().reserve(sizes_[next_size_++]);
+    stack_.push_back(obj);
+    return true;
+  }
+  bool start_array(std::size_t /*unused*/) {
+    Json* arr = place(Json::array());
+    arr->get_ref<Json::array_t&>().reserve(sizes_[next_size_++]);
+    stack_.push_back(arr);
+    return true;
+  }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool parse_error(std::size_t /*unused*/, const std::string& /*unused*/,
+                   const Json::exception& /*unused*/) {
+    return false;
+  }
+
+ private:
+  // Containers are reserved, so the pointers on stack_ and member_ stay valid while
+  // their children are added.
+  template <typename V>
+  Json* place(V&& v) {
+    if (stack_.empty()) {
+      root_ = Json(std::forward<V>(v));
+      return &root_;
+    }
+    Json& top = *stack_.back();
+    if (top.is_array()) {
+      auto& elements = top.get_ref<Json::array_t&>();
+      elements.emplace_back(std::forward<V>(v));
+      return &elements.back();
+    }
+    *member_ = Json(std::forward<V>(v));
+    return member_;
+  }
+  template <typename V>
+  bool put(V&& v) {
+    place(std::forward<V>(v));
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
+
+  Json& root_;
+  const std::vector<std::uint32_t>& sizes_;
+  std::size_t next_size_ = 0;
+  std::vector<Json*> stack_;
+  Json* member_ = nullptr;
+};
+
 // nlohmann prefixes its messages with "[json.exception.parse_error.101] "; the id means
 // nothing to a user.
 std::string strip_exception_id(const std::string& what) {
@@ -118,8 +289,24 @@ std::string strip_exception_id(const std::string& what) {
 }  // namespace
 
 Result<Json> parse(std::string_view text, std::string_view file) {
-  Json doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_discarded()) return doc;
+  // Two passes: the document is refused before anything is built, and what is built is
+  // exactly its size.
+  try {
+    SizePass sizes(kMaxDomBytesPerTextByte * text.size() + kMinDomBudgetBytes);
+    if (Json::sax_parse(text, &sizes, Json::input_format_t::json, /*strict=*/true)) {
+      Json doc;
+      BuildPass build(doc, sizes.sizes());
+      Json::sax_parse(text, &build, Json::input_format_t::json, /*strict=*/true);
+      return doc;
+    }
+    if (!sizes.syntax_error()) {
+      return Status(Code::kTooLarge, std::string(file) + ": refused: " + sizes.limit_error());
+    }
+  } catch (const std::bad_alloc&) {
+    return Status(Code::kResourceExhausted,
+                  std::string(file) + ": out of memory parsing " + std::to_string(text.size()) +
+                      " bytes of JSON");
+  }
 
   PathTracker tracker;
   Json::sax_parse(text, &tracker, Json::input_format_t::json, /*strict=*/true);

@@ -29,8 +29,22 @@ struct Where {
 // kInvalidArgument "<file>: <path>: <problem>".
 Status invalid(const Where& where, std::string_view problem);
 
+// Limits every parse applies, because a model file, a fetched file or a CLI argument is
+// hostile input. Depth: nlohmann parses and destroys iteratively, but copying a document
+// (and dump(), and any walker of ours) recurses once per level, so 300,000 nested arrays in
+// a 600 KB file overflowed the stack on the first copy; no real model nests past ~10.
+// Size: a value costs 16 bytes in the DOM however short its text ("0," is 2 bytes), so a
+// 60 MB array of small numbers would become ~1 GB; real models (an XGBoost dump is ~3.4
+// times its text) stay well under the bound below, and a document that does not is refused
+// as soon as its parsed form crosses it, before memory grows further.
+inline constexpr std::size_t kMaxDepth = 64;
+inline constexpr std::size_t kMaxDomBytesPerTextByte = 6;
+inline constexpr std::size_t kMinDomBudgetBytes = 1 << 20;  // small documents never hit it
+
 // Parses a whole document. Never throws. A syntax error or a number that does not fit a
-// double is reported with its line and column and the field being read.
+// double is reported with its line and column and the field being read; a document nested
+// deeper than kMaxDepth or whose parsed form would exceed kMaxDomBytesPerTextByte x its
+// size + kMinDomBudgetBytes is refused (kTooLarge) with the limit it broke.
 Result<Json> parse(std::string_view text, std::string_view file);
 
 // `value` must be an object.

@@ -1,18 +1,25 @@
 #include "models/registry.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <fstream>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <system_error>
 #include <utility>
 
+#include "common/unique_fd.h"
 #include "models/json_fields.h"
 #include "models/metadata.h"
 #include "models/pipeline_model.h"
@@ -223,22 +230,36 @@ bool inside(const fs::path& canonical_path, const fs::path& root) {
 }
 
 // Reads in chunks up to the limit rather than trusting the size seen earlier: the file
-// may be rewritten while the directory is scanned.
+// may be rewritten while the directory is scanned. Opened without blocking and checked to
+// be a regular file on the descriptor itself: a FIFO (or device) placed or swapped in after
+// the scan looked would otherwise block the open or the read forever, and with it every
+// reload and the daemon's shutdown. Symlinks are followed (ConfigMap mounts are made of
+// them); the scan has already refused those leading out of the directory.
 Result<std::string> read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return Status(Code::kPermissionDenied, "cannot open " + p.string());
+  const UniqueFd fd(::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fd.valid()) {
+    return Status(Code::kPermissionDenied, "cannot open " + p.string() + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return Status(Code::kInvalidArgument, p.string() + " is not a regular file; not read");
+  }
   std::string contents;
   char chunk[64 * 1024];
-  while (in) {
-    in.read(chunk, sizeof chunk);
-    contents.append(chunk, static_cast<std::size_t>(in.gcount()));
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status(Code::kInvalidArgument, "cannot read " + p.string() + ": " + std::strerror(errno));
+    }
+    contents.append(chunk, static_cast<std::size_t>(n));
     if (contents.size() > Registry::kMaxFileBytes) {
       return Status(Code::kTooLarge, p.string() + " grew over the limit of " +
                                          std::to_string(Registry::kMaxFileBytes) +
                                          " bytes while being read");
     }
   }
-  if (in.bad()) return Status(Code::kInvalidArgument, "cannot read " + p.string());
   return contents;
 }
 
@@ -420,7 +441,10 @@ Result<std::unique_ptr<Model>> load_model(const ModelFolder& folder) {
   if (!model_file.ends_with(".json")) return single_stage();
   Result<json::Json> doc = json::parse(file_it->second, label);
   if (!doc.ok()) return doc.status();
-  if (is_xgboost_document(*doc)) return single_stage();
+  if (is_xgboost_document(*doc)) {
+    *doc = json::Json();  // the stage loader parses the file again: not two DOMs at once
+    return single_stage();
+  }
 
   if (info.name.empty()) {
     if (const json::Json* n = json::optional_member(*doc, "model_name");

@@ -82,7 +82,11 @@ int main(int argc, char** argv) {
                  "deadline of a socket connection, from accept to the last reply byte")
       ->capture_default_str();
   app.add_option("--socket-max-connections", socket_config.max_connections,
-                 "socket connections open at once; more are closed on accept")
+                 "socket connections open at once; past it the oldest unfinished one is closed")
+      ->capture_default_str();
+  app.add_option("--socket-max-buffered-bytes", socket_config.max_buffered_bytes,
+                 "bytes of unfinished requests held across all socket connections; past it "
+                 "the largest is refused")
       ->capture_default_str();
   app.add_option("--socket-v09-read-bytes", socket_config.client_reads.v09,
                  "reply bytes a Kepler v0.6-v0.9 client reads; a longer reply to it is an "

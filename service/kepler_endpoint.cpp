@@ -1,6 +1,7 @@
 #include "service/kepler_endpoint.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <list>
+#include <new>
 #include <spdlog/spdlog.h>
 #include <string_view>
 #include <vector>
@@ -29,6 +31,10 @@ constexpr std::size_t kChunk = 64 << 10;
 // How long accepting pauses when the process is out of file descriptors (level-triggered
 // epoll would otherwise spin on the pending connection).
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+// Request buffers freed since the heap was last trimmed, past which it is trimmed again:
+// glibc keeps freed blocks of this size (its mmap threshold rises after the first such
+// free), so without a trim a burst of large requests would stay in the daemon's RSS.
+constexpr std::size_t kTrimAfterBytes = 8 << 20;
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -50,6 +56,7 @@ struct Connection {
   std::size_t out_pos = 0;
   bool writing = false;
   bool watched = false;  // registered with epoll (only once it had to wait)
+  bool closed = false;   // in Loop::closed, freed after the current batch of events
   std::list<Connection>::iterator self;
 };
 
@@ -69,6 +76,10 @@ struct KeplerEndpoint::Loop {
   void note_error(Code code, std::string_view message);
   void write_to(Connection& c);
   void close(Connection& c);
+  void release_input(Connection& c);
+  Connection* oldest_unfinished();
+  void evict(Connection& c, std::string_view why);
+  bool make_room(Connection& c, std::size_t growth);
   void expire(Clock::time_point now);
 
   const KeplerEndpointConfig& config;
@@ -84,10 +95,15 @@ struct KeplerEndpoint::Loop {
   // Accept order is deadline order (every connection gets the same time), so the front
   // is always the next to expire.
   std::list<Connection> connections;
+  // Closed connections wait here until the batch of events is handled: an eviction closes
+  // connections other than the one being served, whose events may still be in the batch.
+  std::list<Connection> closed;
   bool accept_paused = false;
   Clock::time_point accept_resume;
   Clock::time_point next_error_log;  // error replies are logged once a second at most
   std::uint64_t errors_not_logged = 0;
+  std::size_t buffered = 0;  // capacity of every reading connection's `in`
+  std::size_t freed_since_trim = 0;
 };
 
 void KeplerEndpoint::Loop::run() {
@@ -118,11 +134,17 @@ void KeplerEndpoint::Loop::run() {
       if (tag == &listen_fd) {
         accept_one();
       } else {
-        on_event(*static_cast<Connection*>(tag), events[i].events);
+        auto& c = *static_cast<Connection*>(tag);
+        if (!c.closed) on_event(c, events[i].events);
       }
     }
+    closed.clear();
     const auto after = Clock::now();
     expire(after);
+    if (freed_since_trim >= kTrimAfterBytes) {
+      malloc_trim(0);
+      freed_since_trim = 0;
+    }
     if (accept_paused && after >= accept_resume) {
       epoll_event ev{};
       ev.events = EPOLLIN;
@@ -143,6 +165,13 @@ void KeplerEndpoint::Loop::accept_one() {
     const int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK) return;
     if (err == EINTR || err == ECONNABORTED) continue;
+    if (err == EMFILE || err == ENFILE) {
+      // Out of descriptors: an idle connection's is worth less than a new client's.
+      if (Connection* idle = oldest_unfinished(); idle != nullptr) {
+        evict(*idle, "the server is out of file descriptors");
+        continue;
+      }
+    }
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
       spdlog::warn("kepler socket: cannot accept ({}); pausing new connections for {} ms",
                    errno_text(err), kAcceptPause.count());
@@ -159,19 +188,19 @@ void KeplerEndpoint::Loop::accept_one() {
   }
   stats.connections.fetch_add(1, std::memory_order_relaxed);
   if (connections.size() >= config.max_connections) {
-    const auto refused = stats.refused.fetch_add(1, std::memory_order_relaxed);
-    if (refused % 1000 == 0) {
-      spdlog::warn("kepler socket: {} connections open already (--socket-max-connections); "
-                   "closing new ones ({} so far)",
-                   connections.size(), refused + 1);
+    // The newcomer most likely writes its request at once; the oldest unfinished one has
+    // had the longest to do so. With none unfinished (every connection drains a reply,
+    // soon done), the newcomer is told to retry.
+    Connection* idle = oldest_unfinished();
+    if (idle == nullptr) {
+      kepler::write_error(
+          "too many connections (" + std::to_string(connections.size()) + " open); try again",
+          busy_reply);
+      if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kResourceExhausted);
+      (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      return;  // fd closes here
     }
-    // One attempt, never blocking, to say why before closing.
-    kepler::write_error(
-        "too many connections (" + std::to_string(connections.size()) + " open); try again",
-        busy_reply);
-    if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kResourceExhausted);
-    (void)::send(fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    return;  // fd closes here
+    evict(*idle, "too many connections (--socket-max-connections)");
   }
   Connection& c = connections.emplace_back();
   c.self = std::prev(connections.end());
@@ -216,6 +245,20 @@ void KeplerEndpoint::Loop::read_from(Connection& c) {
     const ssize_t n = ::read(c.fd.get(), chunk.data(), room);
     if (n > 0) {
       const std::size_t before = c.in.size();
+      if (const std::size_t need = before + static_cast<std::size_t>(n); need > c.in.capacity()) {
+        // Grown here, in steps the cap has approved, rather than by append's doubling.
+        const std::size_t old_capacity = c.in.capacity();
+        const std::size_t target =
+            std::min(std::max(need, 2 * old_capacity), config.max_request_bytes + 1);
+        if (!make_room(c, target - old_capacity)) return;
+        try {
+          c.in.reserve(target);
+        } catch (const std::bad_alloc&) {
+          reply_error(c, Code::kResourceExhausted, "out of memory for this request; try again");
+          return;
+        }
+        buffered += c.in.capacity() - old_capacity;
+      }
       c.in.append(chunk.data(), static_cast<std::size_t>(n));
       if (const std::size_t end = c.end.feed({chunk.data(), static_cast<std::size_t>(n)});
           end != 0) {
@@ -257,7 +300,7 @@ void KeplerEndpoint::Loop::answer(Connection& c, std::string_view document) {
   stats.requests.fetch_add(1, std::memory_order_relaxed);
   if (adapter.last_code() != Code::kOk) note_error(adapter.last_code(), adapter.last_error());
   c.out.assign(reply);
-  c.in = std::string();  // a large request's buffer is not kept while the reply drains
+  release_input(c);  // a large request's buffer is not kept while the reply drains
   c.writing = true;
   write_to(c);
 }
@@ -287,7 +330,7 @@ void KeplerEndpoint::Loop::reply_error(Connection& c, Code code, std::string_vie
   stats.requests.fetch_add(1, std::memory_order_relaxed);
   note_error(code, message);
   kepler::write_error(message, c.out);
-  c.in = std::string();
+  release_input(c);
   c.writing = true;
   write_to(c);
 }
@@ -316,7 +359,56 @@ void KeplerEndpoint::Loop::close(Connection& c) {
   // Removed before the close: a forked child (isolated model loading) may still hold the
   // descriptor, and epoll would go on reporting it for this freed Connection.
   if (c.watched) epoll_ctl(epoll_fd.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
-  connections.erase(c.self);  // closes the fd
+  release_input(c);
+  c.fd.reset();
+  c.closed = true;
+  closed.splice(closed.end(), connections, c.self);
+}
+
+void KeplerEndpoint::Loop::release_input(Connection& c) {
+  const std::size_t capacity = c.in.capacity();
+  c.in = std::string();
+  buffered -= capacity - c.in.capacity();
+  freed_since_trim += capacity;
+}
+
+// The front of the list is the oldest; connections writing their reply are skipped (they
+// are answered and leave by themselves).
+Connection* KeplerEndpoint::Loop::oldest_unfinished() {
+  for (Connection& c : connections) {
+    if (!c.writing) return &c;
+  }
+  return nullptr;
+}
+
+// Closes an unfinished connection, telling its client why in one non-blocking attempt.
+void KeplerEndpoint::Loop::evict(Connection& c, std::string_view why) {
+  const auto n = stats.evicted.fetch_add(1, std::memory_order_relaxed);
+  if (n % 1000 == 0) {
+    spdlog::warn("kepler socket: closing an unfinished request ({} bytes received): {} "
+                 "({} closed so far)",
+                 c.in.size(), why, n + 1);
+  }
+  kepler::write_error(std::string(why) + "; try again", busy_reply);
+  if (config.metrics != nullptr) config.metrics->count_kepler_error(Code::kResourceExhausted);
+  (void)::send(c.fd.get(), busy_reply.data(), busy_reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  close(c);
+}
+
+// Makes room under max_buffered_bytes for `c` to grow by `growth` bytes, evicting the
+// largest unfinished requests first (honest requests are small and finish fast; the ones
+// holding the most are the cheapest to lose). False when `c` itself was evicted.
+bool KeplerEndpoint::Loop::make_room(Connection& c, std::size_t growth) {
+  while (buffered + growth > config.max_buffered_bytes) {
+    Connection* largest = &c;
+    for (Connection& other : connections) {
+      if (!other.writing && other.in.capacity() > largest->in.capacity()) largest = &other;
+    }
+    const bool self = largest == &c;
+    evict(*largest, "the server holds too many unfinished requests (--socket-max-buffered-bytes)");
+    if (self) return false;
+  }
+  return true;
 }
 
 void KeplerEndpoint::Loop::expire(Clock::time_point now) {
@@ -357,9 +449,10 @@ Result<std::unique_ptr<KeplerEndpoint>> KeplerEndpoint::start(
                       std::to_string(sizeof addr.sun_path - 1) + " bytes");
   }
   if (config.max_request_bytes == 0 || config.max_connections == 0 ||
-      config.deadline.count() <= 0) {
+      config.deadline.count() <= 0 || config.max_buffered_bytes < config.max_request_bytes) {
     return Status(Code::kInvalidArgument,
-                  "socket limits must be positive (max bytes, max connections, deadline)");
+                  "socket limits must be positive (max bytes, max connections, deadline) and "
+                  "the buffered-bytes cap at least the largest request");
   }
 
   // An existing file: a live server keeps it, a stale socket is replaced, anything else
@@ -438,9 +531,10 @@ Result<std::unique_ptr<KeplerEndpoint>> KeplerEndpoint::start(
   }
   ep->stopped_ = false;
   ep->thread_ = std::thread([&loop] { loop.run(); });
-  spdlog::info("kepler socket: serving on {} (mode {:04o}, max {} bytes, deadline {} ms)",
+  spdlog::info("kepler socket: serving on {} (mode {:04o}, max {} bytes, deadline {} ms, "
+               "{} connections, {} bytes buffered in all)",
                config.path, static_cast<unsigned>(config.mode), config.max_request_bytes,
-               config.deadline.count());
+               config.deadline.count(), config.max_connections, config.max_buffered_bytes);
   return ep;
 }
 

@@ -9,6 +9,13 @@
 // client: one event-loop thread (epoll) serves every connection with non-blocking
 // sockets, and each connection has a deadline covering both reading and writing.
 //
+// Under abuse (docs/reliability.md): the bytes of unfinished requests held across all
+// connections are capped (max_buffered_bytes; past it the largest unfinished request is
+// refused, so a crowd of near-limit requests cannot take the daemon's memory), and at the
+// connection cap or the process's file-descriptor limit the oldest connection still
+// waiting for its request is closed to admit the new one (so idle connections cannot
+// lock honest clients out; accepting never stops for longer than a short pause).
+//
 // The socket file: created with `mode` (chmod before listen, so no client can connect
 // while it has the umask's mode); start() refuses when a live server answers on the path
 // and replaces a stale socket file, but never removes anything that is not a socket;
@@ -35,7 +42,8 @@ struct KeplerEndpointConfig {
   mode_t mode = 0660;
   std::size_t max_request_bytes = 4u << 20;  // a larger request gets an error reply
   std::chrono::milliseconds deadline{5000};  // per connection, from accept to the last byte
-  std::size_t max_connections = 256;         // more are accepted and closed at once
+  std::size_t max_connections = 256;         // past it the oldest unfinished one is closed
+  std::size_t max_buffered_bytes = 64u << 20;  // unfinished requests, all connections together
   kepler::JsonLimits json;
   kepler::ClientReadLimits client_reads;  // Kepler's read sizes; 0 = the client reads it all
   // Counts requests by model and status, as the ring's, and error replies by reason;
@@ -50,7 +58,7 @@ struct KeplerEndpointStats {
   std::atomic<std::uint64_t> errors{0};     // replies carrying an error msg
   std::atomic<std::uint64_t> oversized{0};  // requests over max_request_bytes
   std::atomic<std::uint64_t> timeouts{0};   // connections closed at their deadline
-  std::atomic<std::uint64_t> refused{0};    // connections over max_connections
+  std::atomic<std::uint64_t> evicted{0};    // closed unfinished to admit a connection or bytes
 };
 
 class KeplerEndpoint {

@@ -159,10 +159,37 @@ struct MetricsServer::Impl {
   void on_writable(Connection& c) const;
 };
 
+// The oldest connection still waiting for its request head, or nullptr. `conns` is in
+// accept order.
+static Connection* oldest_reading(std::vector<Connection>& conns) {
+  for (Connection& c : conns) {
+    if (c.state == Connection::State::kReading && !c.done) return &c;
+  }
+  return nullptr;
+}
+
+// At the connection cap (or out of descriptors) the oldest connection that has not sent
+// its request yet makes way: a scraper sends at once, so idle connections cannot hold
+// every place until their deadline while scrapes wait in the backlog.
 void MetricsServer::Impl::accept_all(std::vector<Connection>& conns) const {
-  while (conns.size() < options.max_connections) {
+  for (;;) {
+    std::size_t open = 0;
+    for (const Connection& c : conns) open += c.done ? 0 : 1;
+    if (open >= options.max_connections) {
+      Connection* idle = oldest_reading(conns);
+      if (idle == nullptr) return;  // every place is answering: the rest wait in the backlog
+      idle->fd.reset();
+      idle->done = true;
+    }
     const int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        if (Connection* idle = oldest_reading(conns); idle != nullptr) {
+          idle->fd.reset();
+          idle->done = true;
+          continue;
+        }
+      }
       // EAGAIN: nothing more; ECONNABORTED and friends: that peer is gone, not us.
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED && errno != EINTR) {
         spdlog::warn("metrics: accept: {}", errno_text(errno));
@@ -235,7 +262,9 @@ void MetricsServer::Impl::run() {
   for (;;) {
     fds.clear();
     fds.push_back({wake.get(), POLLIN, 0});
-    const bool accepting = conns.size() < options.max_connections;
+    // Not polled only while every place is taken by a connection being answered.
+    const bool accepting = conns.size() < options.max_connections ||
+                           oldest_reading(conns) != nullptr;
     fds.push_back({accepting ? listener.get() : -1, POLLIN, 0});
     auto next_deadline = Clock::time_point::max();
     for (const Connection& c : conns) {
@@ -275,7 +304,10 @@ void MetricsServer::Impl::run() {
       }
     }
     std::erase_if(conns, [](const Connection& c) { return c.done; });
-    if (accepting && (fds[1].revents & POLLIN) != 0) accept_all(conns);
+    if (accepting && (fds[1].revents & POLLIN) != 0) {
+      accept_all(conns);
+      std::erase_if(conns, [](const Connection& c) { return c.done; });  // the evicted
+    }
   }
 }
 

@@ -6,7 +6,9 @@
 // slow or silent peer cannot stall another scrape, and nothing here ever waits on the
 // daemon's request path (rendering only reads atomics and briefly takes the metrics
 // lock). Each connection has a size limit on its request head and a deadline; past either
-// it gets an error status (or is closed) and the loop moves on.
+// it gets an error status (or is closed) and the loop moves on. At the connection cap (or
+// the descriptor limit) the oldest connection that has not sent its request is closed to
+// admit a new one, so idle connections cannot starve scrapes.
 #pragma once
 
 #include <chrono>
@@ -27,7 +29,7 @@ struct MetricsServerOptions {
   std::string address;
   std::size_t max_request_bytes = 8192;     // request line + headers
   std::chrono::milliseconds deadline{5000};  // whole life of a connection
-  std::size_t max_connections = 32;          // more wait in the listen backlog
+  std::size_t max_connections = 32;          // past it the oldest idle one is closed
 };
 
 // Splits "HOST:PORT" ("[v6]:PORT" for IPv6) into host and port, with clear errors.

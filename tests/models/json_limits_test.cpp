@@ -1,0 +1,226 @@
+// The limits every JSON parse applies (models/json_fields.h): nesting depth and the size of
+// the parsed form relative to the text, at every entry point a model file reaches.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zip.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "models/json_fields.h"
+#include "models/keras_model.h"
+#include "models/metadata.h"
+#include "models/registry.h"
+#include "models/xgboost_model.h"
+#include "test_util.h"
+
+namespace estimator::models {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::make_folder;
+
+// 300,000 levels in 600 KB: before the limit, copying this (registry.cpp copies fe_files
+// into a component map) recursed once per level and overflowed the stack.
+constexpr std::size_t kDeep = 300'000;
+
+std::string nested_arrays(std::size_t depth) {
+  return std::string(depth, '[') + std::string(depth, ']');
+}
+
+std::string nested_objects(std::size_t depth) {
+  std::string s;
+  for (std::size_t i = 0; i < depth; ++i) s += R"({"a":)";
+  s += "1";
+  s += std::string(depth, '}');
+  return s;
+}
+
+void expect_depth_refusal(const Status& s, std::string_view file) {
+  EXPECT_EQ(s.code(), Code::kTooLarge) << s.to_string();
+  EXPECT_NE(s.message().find("nests deeper than 64 levels"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(file), std::string::npos) << s.message();
+}
+
+std::string deep_fe_files_metadata() {
+  return R"({"model_name": "Deep_1", "model_class": "scikit", "model_file": "m.pkl",
+             "features": ["bpf_cpu_time_ms"], "fe_files": )" +
+         nested_arrays(kDeep) + "}";
+}
+
+// An archive built in memory with libzip, the library the reader uses.
+std::string zip_bytes(const std::map<std::string, std::string>& members) {
+  zip_error_t err;
+  zip_error_init(&err);
+  zip_source_t* src = zip_source_buffer_create(nullptr, 0, 0, &err);
+  zip_source_keep(src);
+  zip_t* z = zip_open_from_source(src, ZIP_TRUNCATE, &err);
+  EXPECT_NE(z, nullptr);
+  for (const auto& [name, contents] : members) {
+    zip_source_t* s = zip_source_buffer(z, contents.data(), contents.size(), 0);
+    EXPECT_GE(zip_file_add(z, name.c_str(), s, ZIP_FL_ENC_UTF_8), 0);
+  }
+  EXPECT_EQ(zip_close(z), 0);
+  std::string out;
+  EXPECT_EQ(zip_source_open(src), 0);
+  char buf[65536];
+  for (zip_int64_t n; (n = zip_source_read(src, buf, sizeof buf)) > 0;) {
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  zip_source_close(src);
+  zip_source_free(src);
+  zip_error_fini(&err);
+  return out;
+}
+
+TEST(JsonParse, RefusesDeepNestingOfArraysAndObjects) {
+  expect_depth_refusal(json::parse(nested_arrays(kDeep), "deep.json").status(), "deep.json");
+  expect_depth_refusal(json::parse(nested_objects(kDeep), "deep.json").status(), "deep.json");
+}
+
+TEST(JsonParse, DepthLimitIsExact) {
+  const auto at_limit = json::parse(nested_objects(json::kMaxDepth), "d.json");
+  ASSERT_TRUE(at_limit.ok()) << at_limit.status().to_string();
+  const json::Json copy = *at_limit;  // copies recurse: at the limit that is harmless
+  EXPECT_EQ(copy, *at_limit);
+  expect_depth_refusal(json::parse(nested_objects(json::kMaxDepth + 1), "d.json").status(),
+                       "d.json");
+}
+
+TEST(JsonParse, RefusesADocumentOfManyTinyValues) {
+  // 1M zeros in 2 MB: 16 MB parsed, over 6 x 2 MB + 1 MiB.
+  std::string text = "[0";
+  for (int i = 1; i < 1'000'000; ++i) text += ",0";
+  text += "]";
+  const Status s = json::parse(text, "zeros.json").status();
+  EXPECT_EQ(s.code(), Code::kTooLarge) << s.to_string();
+  EXPECT_NE(s.message().find("zeros.json: refused: its parsed form would take more than 12 MiB"),
+            std::string::npos)
+      << s.message();
+  // Longer numbers, as real models have, in the same count are accepted.
+  std::string floats = "[0.12345678";
+  for (int i = 1; i < 1'000'000; ++i) floats += ",0.12345678";
+  floats += "]";
+  const auto ok = json::parse(floats, "floats.json");
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->size(), 1'000'000U);
+}
+
+TEST(JsonParse, BuildsWhatNlohmannBuilds) {
+  for (const char* text :
+       {R"({"b": [1, -2, 3.5, 1e300, 18446744073709551615, true, false, null, "x\u00e9"],
+           "a": {"nested": [[], {}, [{"k": "a string longer than fifteen bytes"}]]},
+           "dup": 1, "dup": 2})",
+        "[]", "{}", "42", R"("s")", "null", R"([[1, 2], [3, [4, [5]]]])"}) {
+    const auto ours = json::parse(text, "t.json");
+    ASSERT_TRUE(ours.ok()) << text << ": " << ours.status().to_string();
+    EXPECT_EQ(*ours, json::Json::parse(text)) << text;
+    EXPECT_EQ(ours->dump(), json::Json::parse(text).dump()) << text;  // member order too
+  }
+}
+
+TEST(JsonParse, SyntaxErrorsStillNameTheField) {
+  const Status s = json::parse(R"({"a": {"b": [1, 2, oops]}})", "f.json").status();
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("f.json: not valid JSON (in a.b[2])"), std::string::npos)
+      << s.message();
+}
+
+// ---- every loader that reads JSON ---------------------------------------------------------
+
+TEST(JsonDepthEntryPoints, Metadata) {
+  const auto md = parse_metadata(make_folder("dir/Deep_1", {{"metadata.json", deep_fe_files_metadata()}}));
+  expect_depth_refusal(md.status(), "dir/Deep_1/metadata.json");
+}
+
+TEST(JsonDepthEntryPoints, DeepFeFilesInMetadataOfASingleFileModel) {
+  // The shape that crashed: metadata.json is read twice, the second time for fe_files.
+  const auto m = load_model(
+      make_folder("dir/Deep_1", {{"metadata.json", deep_fe_files_metadata()}, {"m.pkl", "x"}}));
+  expect_depth_refusal(m.status(), "metadata.json");
+}
+
+TEST(JsonDepthEntryPoints, WeightJson) {
+  const auto m = load_model(testing::weight_folder(
+      "dir/W", R"({"model_name": "W", "model_class": "weight", "model_file": "weights.json"})",
+      R"({"All_Weights": )" + nested_arrays(kDeep) + "}"));
+  expect_depth_refusal(m.status(), "dir/W/weights.json");
+}
+
+TEST(JsonDepthEntryPoints, RatioJson) {
+  const auto m = load_model(make_folder(
+      "dir/R", {{"metadata.json", R"({"model_name": "R", "model_class": "ratio"})"},
+                {"ratio.json", nested_objects(kDeep)}}));
+  expect_depth_refusal(m.status(), "dir/R/ratio.json");
+}
+
+TEST(JsonDepthEntryPoints, XgboostJson) {
+  const std::string text = R"({"learner": {"gradient_booster": )" + nested_arrays(kDeep) + "}}";
+  expect_depth_refusal(load_xgboost_json(text, "x.json").status(), "x.json");
+}
+
+TEST(JsonDepthEntryPoints, KerasConfig) {
+  const std::string archive = zip_bytes({{"config.json", nested_objects(kDeep)},
+                                         {"model.weights.h5", "not read"},
+                                         {"metadata.json", nested_arrays(kDeep)}});
+  expect_depth_refusal(load_keras_zip(archive, "k.keras").status(), "k.keras: config.json");
+}
+
+class JsonLimitsOnDisk : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root = fs::temp_directory_path() / ("json_limits_test_" + std::to_string(getpid()));
+    fs::remove_all(root);
+    dir = root / "acpi" / "AbsPower" / "BPFOnly";
+    fs::create_directories(dir);
+  }
+  void TearDown() override { fs::remove_all(root); }
+
+  static void write(const fs::path& p, const std::string& bytes) {
+    std::ofstream(p, std::ios::binary) << bytes;
+  }
+  // Scans and builds; the refusal of `origin` must carry `needle`.
+  void expect_refused(const std::string& origin, std::string_view needle) {
+    std::vector<Refusal> refused;
+    auto folders = Registry::scan_directory(root, refused);
+    ASSERT_TRUE(folders.ok()) << folders.status().to_string();
+    const auto reg = Registry::build(*folders, std::move(refused));
+    bool found = false;
+    for (const Refusal& r : reg->refused()) {
+      if (r.origin.find(origin) == std::string::npos) continue;
+      found = true;
+      EXPECT_NE(r.reason.message().find(needle), std::string::npos) << r.reason.to_string();
+    }
+    EXPECT_TRUE(found) << origin << " was not refused";
+  }
+
+  fs::path root, dir;
+};
+
+TEST_F(JsonLimitsOnDisk, ZipWithDeepMetadata) {
+  write(dir / "Deep_1.zip", zip_bytes({{"metadata.json", deep_fe_files_metadata()}, {"m.pkl", "x"}}));
+  expect_refused("Deep_1.zip", "nests deeper than 64 levels");
+}
+
+TEST_F(JsonLimitsOnDisk, FifosAreSkippedWithoutBlocking) {
+  // A read of a FIFO with no writer blocks forever: the alarm fails the test instead.
+  alarm(60);
+  fs::create_directories(dir / "M");
+  write(dir / "M" / "metadata.json",
+        R"({"model_name": "M", "model_class": "weight", "model_file": "weights.json"})");
+  ASSERT_EQ(mkfifo((dir / "M" / "weights.json").c_str(), 0600), 0);
+  ASSERT_EQ(mkfifo((dir / "Trainer_1.json").c_str(), 0600), 0);
+  ASSERT_EQ(mkfifo((dir / "Trainer_2.zip").c_str(), 0600), 0);
+  std::vector<Refusal> refused;
+  auto folders = Registry::scan_directory(root, refused);
+  ASSERT_TRUE(folders.ok()) << folders.status().to_string();
+  const auto reg = Registry::build(*folders, std::move(refused));
+  EXPECT_TRUE(reg->models().empty());
+  alarm(0);
+}
+
+}  // namespace
+}  // namespace estimator::models
