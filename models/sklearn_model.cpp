@@ -1184,7 +1184,9 @@ SklearnStage load_pipeline(const Attrs& a, int depth) {
     const std::span<Value* const> pair = pickle::items(*step);
     const std::optional<std::string_view> name =
         pair.size() == 2 ? pickle::as_str(*pair[0]) : std::nullopt;
-    if (!name) refuse("Pipeline.steps must hold (name, estimator) pairs, got " + pickle::describe(*step));
+    if (!name) {
+      refuse("Pipeline.steps must hold (name, estimator) pairs, got " + pickle::describe(*step));
+    }
     const Value& estimator = *pair[1];
     const std::string where = "Pipeline step '" + std::string(*name) + "'";
     if (estimator.kind() == pickle::Kind::kNone || pickle::as_str(estimator) == "passthrough")

@@ -19,10 +19,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -43,11 +41,12 @@ constexpr double kTolerance = 1e-5;  // KEPLER.md section 6
 
 const char* const kKnn = "v0.6_nx12_rapl_AbsPower_CounterOnly_KNeighborsRegressorTrainer_1.zip";
 const char* const kSvr = "v0.6_nx12_acpi_AbsPower_CounterOnly_SVRRegressorTrainer_1.zip";
-const char* const kCurve = "v0.7_ec2_intel_rapl_AbsPower_BPFOnly_LogarithmicRegressionTrainer_0.zip";
+const char* const kCurve =
+    "v0.7_ec2_intel_rapl_AbsPower_BPFOnly_LogarithmicRegressionTrainer_0.zip";
 
-#define REQUIRE_SAMPLE(zip)                                                                    \
-  if (!fs::exists(kSamples / (zip))) {                                                         \
-    GTEST_SKIP() << "Kepler's zip " << (kSamples / (zip)).string()                             \
+#define REQUIRE_SAMPLE(zip)                                                                      \
+  if (!fs::exists(kSamples / (zip))) {                                                           \
+    GTEST_SKIP() << "Kepler's zip " << (kSamples / (zip)).string()                               \
                  << " is not there (the shared/ folder beside the repository): nothing to load"; \
   }
 
@@ -57,10 +56,10 @@ bool have_sklearn() {
   return ok;
 }
 
-#define REQUIRE_REFERENCE()                                                                 \
-  if (!have_sklearn()) {                                                                    \
+#define REQUIRE_REFERENCE()                                                                   \
+  if (!have_sklearn()) {                                                                      \
     GTEST_SKIP() << "/usr/bin/python3 with scikit-learn, joblib and numpy is not installed: " \
-                    "no reference to compare with";                                          \
+                    "no reference to compare with";                                           \
   }
 
 std::unique_ptr<Model> load_zip(const char* zip) {
@@ -76,7 +75,8 @@ RowMatrixF to_matrix(const std::vector<std::vector<double>>& rows) {
   RowMatrixF m(static_cast<Eigen::Index>(rows.size()), static_cast<Eigen::Index>(rows[0].size()));
   for (std::size_t r = 0; r < rows.size(); ++r) {
     for (std::size_t c = 0; c < rows[r].size(); ++c) {
-      m(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) = static_cast<float>(rows[r][c]);
+      m(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) =
+          static_cast<float>(rows[r][c]);
     }
   }
   return m;
@@ -146,7 +146,8 @@ nlohmann::json reference(const char* zip, const RowMatrixF& rows) {
 
 // Compares every component of `model` on `rows` with the reference (negatives clamped to
 // 0, as the daemon answers); returns the largest relative difference.
-double expect_matches_reference(const Model& model, const RowMatrixF& rows, const nlohmann::json& ref) {
+double expect_matches_reference(const Model& model, const RowMatrixF& rows,
+                                const nlohmann::json& ref) {
   std::vector<std::string_view> columns(model.info().features.begin(), model.info().features.end());
   const testing::Evaluation e = evaluate(model, columns, rows);
   EXPECT_TRUE(e.status.ok()) << e.status.to_string();
@@ -195,9 +196,8 @@ TEST(KeplerModelDbMore, PipelineOfNoneAndSvrMatchesScikitLearn) {
   EXPECT_EQ(m->info().components, std::vector<std::string>{"platform"});
   REQUIRE_REFERENCE();
   // scaler.pkl is a StandardScaler: mean_ 1.10e7, 1.06e10, 0; scale_ 1.87e7, 1.23e10, 1.
-  const RowMatrixF rows = to_matrix(grid({{0, 1e6, 1.1e7, 3e7, 6e7, 1e8, 2e8},
-                                          {0, 1e9, 1.06e10, 2.3e10, 5e10, 1e11},
-                                          {0, 1.5}}));
+  const RowMatrixF rows = to_matrix(
+      grid({{0, 1e6, 1.1e7, 3e7, 6e7, 1e8, 2e8}, {0, 1e9, 1.06e10, 2.3e10, 5e10, 1e11}, {0, 1.5}}));
   const nlohmann::json ref = reference(kSvr, rows);
   ASSERT_FALSE(ref.is_null());
   const double worst = expect_matches_reference(*m, rows, ref);
@@ -207,8 +207,8 @@ TEST(KeplerModelDbMore, PipelineOfNoneAndSvrMatchesScikitLearn) {
 
 // scaler.pkl's max_abs_: bpf_cpu_time_ms 45613.33, bpf_page_cache_hit 0 (scale 1).
 RowMatrixF curve_rows() {
-  return to_matrix(grid({{0, 5, 45, 456, 4561, 11403, 22807, 34210, 45613, 68420, 136840},
-                         {0, 1, 10, 1000, 1e5}}));
+  return to_matrix(grid(
+      {{0, 5, 45, 456, 4561, 11403, 22807, 34210, 45613, 68420, 136840}, {0, 1, 10, 1000, 1e5}}));
 }
 
 TEST(KeplerModelDbMore, CurveFitPicklesMatchTheTrainersFormula) {
@@ -217,7 +217,8 @@ TEST(KeplerModelDbMore, CurveFitPicklesMatchTheTrainersFormula) {
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->info().model_class, "curvefit");
   EXPECT_EQ(m->info().components, (std::vector<std::string>{"package", "core", "uncore", "dram"}));
-  EXPECT_EQ(m->info().features, (std::vector<std::string>{"bpf_cpu_time_ms", "bpf_page_cache_hit"}));
+  EXPECT_EQ(m->info().features,
+            (std::vector<std::string>{"bpf_cpu_time_ms", "bpf_page_cache_hit"}));
   REQUIRE_REFERENCE();
   const RowMatrixF rows = curve_rows();
   const nlohmann::json ref = reference(kCurve, rows);
@@ -291,7 +292,8 @@ TEST(KeplerModelDbMoreFixtures, AcceptedOnesMatchTheirReference) {
   const auto rows_list = m.at("rows").get<std::vector<std::vector<double>>>();
   RowMatrixD rows(static_cast<Eigen::Index>(rows_list.size()), 3);
   for (std::size_t r = 0; r < rows_list.size(); ++r) {
-    for (Eigen::Index c = 0; c < 3; ++c) rows(static_cast<Eigen::Index>(r), c) = rows_list[r][static_cast<std::size_t>(c)];
+    for (Eigen::Index c = 0; c < 3; ++c)
+      rows(static_cast<Eigen::Index>(r), c) = rows_list[r][static_cast<std::size_t>(c)];
   }
   ASSERT_EQ(m.at("accepted").size(), 6u);
   for (const auto& entry : m.at("accepted")) {
@@ -328,7 +330,8 @@ TEST(KeplerModelDbMoreFixtures, RefusedOnesNameWhatIsUnsupported) {
     Result<SklearnStage> stage = load_fixture(file);
     ASSERT_FALSE(stage.ok()) << file << " was accepted";
     EXPECT_EQ(stage.status().code(), Code::kInvalidArgument) << file;
-    EXPECT_NE(stage.status().message().find(entry.at("message").get<std::string>()), std::string::npos)
+    EXPECT_NE(stage.status().message().find(entry.at("message").get<std::string>()),
+              std::string::npos)
         << file << ": " << stage.status().message();
   }
 }
