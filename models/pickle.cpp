@@ -1283,6 +1283,27 @@ Result<std::vector<T>> elements(const Array& a, const Dtype& elem, std::size_t o
 
 std::optional<double> to_double(const Dtype& d, const char* p) { return element_double(d, p); }
 
+// An object array of Python numbers, as scikit-learn 1.1 kept a KNeighborsRegressor's _y
+// when it was fitted on a list of floats: read as numpy's astype(float64) would, but only
+// from floats and ints (Python's or numpy's scalars); anything else is not a number here.
+Result<std::vector<double>> object_doubles(const Array& a, std::string_view what) {
+  std::vector<double> out;
+  out.reserve(a.objects.size());
+  for (std::size_t i = 0; i < a.objects.size(); ++i) {
+    const Value& v = *a.objects[i];
+    const Array* s = scalar_array(v);
+    const bool number = v.kind() == Kind::kFloat || v.kind() == Kind::kInt ||
+                        (s != nullptr && s->type().kind != 'b');
+    if (!number) {
+      return Status(Code::kInvalidArgument,
+                    std::string(what) + " is an object array whose element " + std::to_string(i) +
+                        " is " + describe(v) + ": only floats and ints are read as numbers");
+    }
+    out.push_back(*as_number(v));
+  }
+  return out;
+}
+
 Result<const DtypeField*> find_field(const Array& a, std::string_view field,
                                      std::string_view what) {
   if (!a.built)
@@ -1300,6 +1321,7 @@ Result<const DtypeField*> find_field(const Array& a, std::string_view field,
 Result<std::vector<double>> array_doubles(const Array& a, std::string_view what) {
   if (!a.built)
     return Status(Code::kInvalidArgument, std::string(what) + " is an ndarray never built");
+  if (a.type().is_object()) return object_doubles(a, what);
   return elements<double>(a, a.type(), 0, what, to_double);
 }
 

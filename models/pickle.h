@@ -176,7 +176,9 @@ std::span<Value* const> items(const Value& v);  // list or tuple; empty otherwis
 std::string describe(const Value& v);
 
 // Element access of numeric arrays (kinds b, i, u, f with itemsize 1/2/4/8, byte order
-// honoured), converted to double or int64. Messages name `what`.
+// honoured), converted to double or int64. array_doubles also reads an object array whose
+// every element is a float or an int (Python's or a numpy scalar; not a bool), and refuses
+// any other element naming its type. Messages name `what`.
 Result<std::vector<double>> array_doubles(const Array& a, std::string_view what);
 Result<std::vector<std::int64_t>> array_ints(const Array& a, std::string_view what);
 // One field of a structured array, e.g. the "threshold" of sklearn's tree nodes.

@@ -204,7 +204,7 @@ Result<std::unique_ptr<Model>> load_pipeline_model(ModelInfo info, const json::J
       width = t->outputs();
     }
     const auto named = static_cast<Eigen::Index>(cp.outputs.size());
-    if (cp.regressor->inputs() != width || cp.regressor->outputs() != named) {
+    if (!takes_width(*cp.regressor, width) || cp.regressor->outputs() != named) {
       return refuse(folder.origin, *file,
                     "component " + cp.component + ": " + cp.regressor->describe() + " takes " +
                         std::to_string(cp.regressor->inputs()) + " inputs (receives " +

@@ -1,4 +1,5 @@
 #include "models/sklearn_model.h"
+#include "models/curve_fit.h"
 #include "models/shape_text.h"
 #include "models/tree_walk.h"
 
@@ -35,6 +36,7 @@ constexpr pickle::ClassName kClasses[] = {
     {"sklearn.ensemble._gb", "GradientBoostingRegressor"},
     {"sklearn.neighbors._regression", "KNeighborsRegressor"},
     {"sklearn.svm._classes", "SVR"},
+    {"sklearn.pipeline", "Pipeline"},
     // Parts of GradientBoosting: its init estimator, trees and (inert) loss objects.
     {"sklearn.dummy", "DummyRegressor"},
     {"sklearn.tree._classes", "DecisionTreeRegressor"},
@@ -1125,9 +1127,114 @@ std::unique_ptr<Regressor> load_svr(const Attrs& a) {
                                         features);
 }
 
+// ---- pipelines ----------------------------------------------------------------------
+
+// A Pipeline's transforms in order, then its last step's regressor. The transforms
+// alternate between two of the regressor's scratch slots; the last step gets a nested
+// Scratch, so that its own slots never meet them.
+class StepsRegressor final : public Regressor {
+ public:
+  StepsRegressor(std::vector<std::unique_ptr<Transform>> transforms,
+                 std::unique_ptr<Regressor> last)
+      : transforms_(std::move(transforms)), last_(std::move(last)) {}
+
+  Eigen::Index inputs() const override { return transforms_.front()->inputs(); }
+  Eigen::Index outputs() const override { return last_->outputs(); }
+  void predict(const ConstRowsD& in, RowsD out, Scratch& scratch) const override {
+    const Eigen::Index rows = in.rows();
+    std::size_t current = kRegressorSlots;
+    transforms_.front()->apply(in, scratch.matrix(current, rows, transforms_.front()->outputs()));
+    for (std::size_t i = 1; i < transforms_.size(); ++i) {
+      const std::size_t next = current == kRegressorSlots ? kRegressorSlots + 1 : kRegressorSlots;
+      transforms_[i]->apply(scratch.matrix(current, rows, transforms_[i - 1]->outputs()),
+                            scratch.matrix(next, rows, transforms_[i]->outputs()));
+      current = next;
+    }
+    last_->predict(scratch.matrix(current, rows, transforms_.back()->outputs()), out,
+                   scratch.nested());
+  }
+  std::string describe() const override {
+    std::string s = "Pipeline(";
+    for (const auto& t : transforms_) s += t->describe() + " -> ";
+    return s + last_->describe() + ")";
+  }
+
+ private:
+  std::vector<std::unique_ptr<Transform>> transforms_;
+  std::unique_ptr<Regressor> last_;
+};
+
+constexpr int kMaxPipelineDepth = 8;
+
+SklearnStage convert(const Value& root, int depth);
+
+// sklearn.pipeline.Pipeline: steps [(name, estimator), ...] evaluated in order; None and
+// "passthrough" steps are skipped; every other step is a supported transform, the last
+// may be a regressor.
+SklearnStage load_pipeline(const Attrs& a, int depth) {
+  if (depth >= kMaxPipelineDepth)
+    refuse("Pipelines nested more than " + std::to_string(kMaxPipelineDepth) + " deep");
+  const Value& steps = a.need("steps");
+  if (steps.kind() != pickle::Kind::kList && steps.kind() != pickle::Kind::kTuple)
+    refuse("Pipeline.steps must be a list, got " + pickle::describe(steps));
+  std::vector<std::unique_ptr<Transform>> transforms;
+  std::unique_ptr<Regressor> last;
+  std::string last_name;
+  for (const Value* step : pickle::items(steps)) {
+    const std::span<Value* const> pair = pickle::items(*step);
+    const std::optional<std::string_view> name =
+        pair.size() == 2 ? pickle::as_str(*pair[0]) : std::nullopt;
+    if (!name) {
+      refuse("Pipeline.steps must hold (name, estimator) pairs, got " + pickle::describe(*step));
+    }
+    const Value& estimator = *pair[1];
+    const std::string where = "Pipeline step '" + std::string(*name) + "'";
+    if (estimator.kind() == pickle::Kind::kNone || pickle::as_str(estimator) == "passthrough")
+      continue;
+    if (last) {
+      refuse(where + " follows the regressor of step '" + last_name +
+             "': only the last step may be a regressor");
+    }
+    if (estimator.as<Object>() == nullptr)
+      refuse(where + " is " + pickle::describe(estimator) + ", not an estimator");
+    SklearnStage stage;
+    try {
+      stage = convert(estimator, depth + 1);
+    } catch (const LoadError& e) {
+      refuse(where + ": " + e.message);
+    }
+    if (auto* t = std::get_if<std::unique_ptr<Transform>>(&stage)) {
+      transforms.push_back(std::move(*t));
+    } else {
+      last = std::move(std::get<std::unique_ptr<Regressor>>(stage));
+      last_name = *name;
+    }
+  }
+  if (!last) {
+    if (transforms.size() == 1) return std::move(transforms.front());
+    refuse(transforms.empty() ? std::string("Pipeline has no step to evaluate")
+                              : "a Pipeline of transforms only is not supported (list them as "
+                                "fe_files instead)");
+  }
+  if (transforms.empty()) return last;
+  for (std::size_t i = 0; i < transforms.size(); ++i) {
+    const bool last_transform = i + 1 == transforms.size();
+    const Eigen::Index width = transforms[i]->outputs();
+    const bool fits = last_transform ? takes_width(*last, width)
+                                     : transforms[i + 1]->inputs() == width;
+    if (!fits) {
+      refuse("Pipeline: " + transforms[i]->describe() + " gives " + std::to_string(width) +
+             " columns but " +
+             (last_transform ? last->describe() : transforms[i + 1]->describe()) + " takes " +
+             std::to_string(last_transform ? last->inputs() : transforms[i + 1]->inputs()));
+    }
+  }
+  return std::make_unique<StepsRegressor>(std::move(transforms), std::move(last));
+}
+
 // ---- dispatch -----------------------------------------------------------------------
 
-SklearnStage convert(const Value& root) {
+SklearnStage convert(const Value& root, int depth) {
   const Object* o = root.as<Object>();
   if (o == nullptr)
     refuse("the pickle holds " + pickle::describe(root) + ", not a scikit-learn estimator");
@@ -1143,16 +1250,31 @@ SklearnStage convert(const Value& root) {
   if (n == "GradientBoostingRegressor") return load_gradient_boosting(a);
   if (n == "KNeighborsRegressor") return load_knn(a);
   if (n == "SVR") return load_svr(a);
+  if (n == "Pipeline") return load_pipeline(a, depth);
+  if (n == "CurveFitModel") {
+    Result<std::unique_ptr<Regressor>> r = load_curve_fit(*o);
+    if (!r.ok()) refuse(r.status().message());
+    return std::move(r).value();
+  }
   refuse("scikit-learn estimator " + o->qualified() + " is not supported");
 }
 
 }  // namespace
 
-std::span<const pickle::ClassName> sklearn_classes() { return kClasses; }
+std::span<const pickle::ClassName> sklearn_classes() {
+  static const std::vector<pickle::ClassName> kAll = [] {
+    std::vector<pickle::ClassName> all(std::begin(kClasses), std::end(kClasses));
+    const std::span<const pickle::ClassName> curves = curve_fit_classes();
+    all.insert(all.end(), curves.begin(), curves.end());
+    return all;
+  }();
+  return kAll;
+}
+
 
 Result<SklearnStage> sklearn_stage(const pickle::Value& root, std::string_view file) {
   try {
-    return convert(root);
+    return convert(root, 0);
   } catch (const LoadError& e) {
     return Status(Code::kInvalidArgument, std::string(file) + ": " + e.message);
   } catch (const std::bad_alloc&) {

@@ -31,7 +31,15 @@
 //       distances with a different formula, so a tie decided by the last bit may differ.
 //   SVR: sum_i _dual_coef_[i] K(sv_i, x) + _intercept_, kernels linear, rbf, poly and
 //       sigmoid with the fitted _gamma, coef0 and degree.
-// Anything else is refused by name. Every array is checked for shape and finiteness.
+// Composites:
+//   Pipeline: the steps in order, None and "passthrough" steps skipped; each step a
+//       supported transform, the last one may be a regressor (then the whole is a regressor;
+//       a single remaining step is that step). Kepler v0.6's SVRRegressorTrainer zips hold
+//       Pipeline([("nonetype", None), ("svr", SVR)]).
+//   Kepler's trainer.curvefit.CurveFitModel (model_class "curvefit"): models/curve_fit.h.
+// Anything else is refused by name. Every array is checked for shape and finiteness; an
+// object array (sklearn 1.1 kept KNeighborsRegressor._y as one) is read when every element
+// is a float or an int.
 #pragma once
 
 #include <memory>
@@ -48,7 +56,8 @@ namespace estimator::models {
 using SklearnStage = std::variant<std::unique_ptr<Transform>, std::unique_ptr<Regressor>>;
 
 // The classes a scikit-learn joblib file may name: the supported estimators and the inert
-// objects they carry (losses, trees, distance metrics, numpy random states, ...).
+// objects they carry (losses, trees, distance metrics, numpy random states, ...), and the
+// names of Kepler's curve-fit pickles (curve_fit_classes()).
 std::span<const pickle::ClassName> sklearn_classes();
 
 // Reads one joblib pickle (`file` names it in messages) into a stage.

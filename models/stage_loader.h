@@ -1,5 +1,6 @@
 // Which format a file of a model-server model is, by its name, and the stage it becomes:
-//   .pkl .sav .joblib  scikit-learn joblib pickle (restricted reader, models/sklearn_model.h)
+//   .pkl .sav .joblib  scikit-learn joblib pickle (restricted reader, models/sklearn_model.h;
+//                      Kepler's curve-fit pickles too, models/curve_fit.h)
 //   .json              XGBoost JSON (models/xgboost_model.h)
 //   .h5                Keras HDF5 (models/keras_model.h)
 //   .keras             Keras 3 zip (models/keras_model.h)

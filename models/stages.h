@@ -36,8 +36,16 @@ class Scratch {
     return Eigen::Map<RowMatrixD>(b.data(), rows, cols);
   }
 
+  // The Scratch of a stage evaluated inside another one (the regressor ending a
+  // scikit-learn Pipeline), so that the inner stage's slots never meet the outer one's.
+  Scratch& nested() {
+    if (!nested_) nested_ = std::make_unique<Scratch>();
+    return *nested_;
+  }
+
  private:
   std::vector<std::vector<double>> buffers_;
+  std::unique_ptr<Scratch> nested_;
 };
 
 // Feature engineering: in (rows x inputs()) -> out (rows x outputs()).
@@ -57,8 +65,15 @@ class Regressor {
   virtual ~Regressor() = default;
   virtual Eigen::Index inputs() const = 0;
   virtual Eigen::Index outputs() const { return 1; }
+  // inputs() is the exact width taken, except for a regressor that reads one column by
+  // index and stores no feature count (Kepler's curve fits): it takes any wider input too.
+  virtual bool takes_wider_input() const { return false; }
   virtual void predict(const ConstRowsD& in, RowsD out, Scratch& scratch) const = 0;
   virtual std::string describe() const = 0;  // e.g. "XGBoost(100 trees)"
 };
+
+inline bool takes_width(const Regressor& r, Eigen::Index width) {
+  return r.inputs() == width || (r.takes_wider_input() && r.inputs() < width);
+}
 
 }  // namespace estimator::models

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "models/curve_fit.h"
 #include "models/metadata.h"
 
 namespace estimator::models {
@@ -27,45 +28,6 @@ struct Categorical {
   std::string feature;
   std::vector<std::pair<std::string, double>> weights;  // value -> weight
 };
-
-// The curves of Kepler's curve-fit trainers, named after them.
-enum class Curve : std::uint8_t {
-  kNone,         // linear: bias + terms
-  kExponential,  // ExponentialRegressionTrainer: a * exp(b * x) + c
-  kLogarithmic,  // LogarithmicRegressionTrainer: a * log(b * x + 1) + c
-  kLogistic,     // LogisticRegressionTrainer:    A / (1 + exp(-k * (x - x0))) + off
-};
-
-struct CurveTrainer {
-  std::string_view trainer;
-  Curve curve;
-  std::string_view formula;
-  std::size_t weights;  // length of CurveFit_Weights
-};
-
-constexpr std::array<CurveTrainer, 3> kCurveTrainers = {{
-    {"ExponentialRegressionTrainer", Curve::kExponential, "a*exp(b*x)+c", 3},
-    {"LogarithmicRegressionTrainer", Curve::kLogarithmic, "a*log(b*x+1)+c", 3},
-    {"LogisticRegressionTrainer", Curve::kLogistic, "A/(1+exp(-k*(x-x0)))+off", 4},
-}};
-
-const CurveTrainer* curve_trainer(std::string_view trainer) {
-  for (const CurveTrainer& c : kCurveTrainers) {
-    if (c.trainer == trainer) return &c;
-  }
-  return nullptr;
-}
-
-// The curve at x = v0 / scale0, with weights in CurveFit_Weights order.
-inline double curve_value(Curve curve, const std::array<double, 4>& w, double x) {
-  switch (curve) {
-    case Curve::kExponential: return w[0] * std::exp(w[1] * x) + w[2];
-    case Curve::kLogarithmic: return w[0] * std::log(w[1] * x + 1.0) + w[2];
-    case Curve::kLogistic: return w[0] / (1.0 + std::exp(-w[2] * (x - w[1]))) + w[3];
-    case Curve::kNone: break;
-  }
-  return 0;
-}
 
 struct Component {
   std::string name;
@@ -341,14 +303,14 @@ Result<ParsedComponent> parse_curve_component(std::string name, const Json& all,
   pc.component.curve = ct.curve;
 
   const Json& weights = *all.find("CurveFit_Weights");
-  if (!weights.is_array() || weights.size() != ct.weights) {
+  if (!weights.is_array() || weights.size() != ct.parameters) {
     std::string got = weights.is_array() ? std::to_string(weights.size()) + " numbers"
                                          : std::string(weights.type_name());
     return json::invalid(cw, std::string(ct.trainer) + " (" + std::string(ct.formula) +
-                                 ") needs an array of " + std::to_string(ct.weights) +
+                                 ") needs an array of " + std::to_string(ct.parameters) +
                                  " weights, got " + got);
   }
-  for (std::size_t i = 0; i < ct.weights; ++i) {
+  for (std::size_t i = 0; i < ct.parameters; ++i) {
     Result<double> v = json::finite_number(weights[i], cw / ("[" + std::to_string(i) + "]"));
     if (!v.ok()) return v.status();
     pc.component.curve_weights[i] = *v;

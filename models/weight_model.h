@@ -28,7 +28,8 @@
 //   power_c = sum of the categorical weights + curve(x),  x = v0 / s0   (no bias)
 //
 // where v0 is the model's first feature (metadata.json's order when it lists them, else
-// the file's) and the curve is the trainer's: ExponentialRegressionTrainer a*exp(b*x)+c,
+// the file's) and the curve is the trainer's (models/curve_fit.h, shared with the
+// trainer's pickled CurveFitModel): ExponentialRegressionTrainer a*exp(b*x)+c,
 // LogarithmicRegressionTrainer a*log(b*x+1)+c (weights [a, b, c]),
 // LogisticRegressionTrainer A/(1+exp(-k*(x-x0)))+off (weights [A, x0, k, off]). Nothing in
 // the weights says which: the trainer does (ModelInfo::trainer, the model name, or the

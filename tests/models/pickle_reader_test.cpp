@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -387,6 +388,49 @@ TEST(PickleReader, JoblibObjectArrayIsANestedPickle) {
   ASSERT_TRUE(a->type().is_object());
   ASSERT_EQ(a->objects.size(), 2u);
   EXPECT_EQ(pickle::as_str(*a->objects[1]), "second");
+}
+
+// An object ndarray (protocol 2, as joblib nests it) of the elements `write_items` pushes.
+std::string object_array(std::int64_t n, const std::function<void(PickleWriter&)>& write_items) {
+  PickleWriter w;
+  w.proto(2).global("numpy.core.multiarray", "_reconstruct").global("numpy", "ndarray");
+  w.integer(0).tuple1().global("_codecs", "encode").str("b").str("latin1").tuple2().reduce();
+  w.tuple3().reduce();
+  w.mark().integer(1).shape_tuple({n}).dtype("O8", '|').boolean(false).empty_list().mark();
+  write_items(w);
+  w.appends().tuple().build().stop();
+  return w.done();
+}
+
+// scikit-learn 1.1 kept KNeighborsRegressor._y as an object array of Python floats.
+TEST(PickleReader, ObjectArraysOfFloatsAndIntsReadAsNumbers) {
+  auto doc = must_read(object_array(3, [](PickleWriter& w) {
+    w.real(1.5).integer(-7);
+    // numpy.float64(0.25) as numpy pickles a scalar: scalar(dtype, bytes).
+    w.global("numpy.core.multiarray", "scalar").dtype("f8");
+    w.global("_codecs", "encode").str(std::string("\0\0\0\0\0\0\xc3\x90\x3f", 9)).str("latin1");
+    w.tuple2().reduce().tuple2().reduce();
+  }));
+  ASSERT_TRUE(doc);
+  const auto* a = doc->root().as<pickle::Array>();
+  ASSERT_NE(a, nullptr);
+  auto values = pickle::array_doubles(*a, "_y");
+  ASSERT_TRUE(values.ok()) << values.status().to_string();
+  EXPECT_EQ(*values, (std::vector<double>{1.5, -7.0, 0.25}));
+
+  for (const auto& [write, named] :
+       std::vector<std::pair<std::function<void(PickleWriter&)>, std::string>>{
+           {[](PickleWriter& w) { w.real(1.0).str("2.0"); }, "element 1 is str '2.0'"},
+           {[](PickleWriter& w) { w.real(1.0).boolean(true); }, "element 1 is bool True"},
+           {[](PickleWriter& w) { w.none().real(1.0); }, "element 0 is None"}}) {
+    auto bad = must_read(object_array(2, write));
+    ASSERT_TRUE(bad);
+    auto r = pickle::array_doubles(*bad->root().as<pickle::Array>(), "_y");
+    ASSERT_FALSE(r.ok()) << named;
+    EXPECT_NE(r.status().message().find("_y is an object array whose " + named),
+              std::string::npos)
+        << r.status().message();
+  }
 }
 
 TEST(PickleReader, StructuredDtype) {
