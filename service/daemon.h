@@ -11,6 +11,7 @@
 
 #include "service/request_handler.h"
 #include "shm/segment.h"
+#include "shm/server_ring.h"
 
 namespace estimator::service {
 
@@ -26,6 +27,7 @@ struct DaemonStats {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> reclaimed_slots{0};
+  std::atomic<std::uint64_t> header_restores{0};  // housekeeping ticks that found it forged
 };
 
 class Daemon {
@@ -52,7 +54,7 @@ class Daemon {
   Daemon(const DaemonConfig& config, std::shared_ptr<RegistryHolder> registry)
       : config_(config), registry_(std::move(registry)) {}
   void dispatch_loop(unsigned index);
-  void housekeeping_loop();
+  void housekeeping_loop(shm::HeaderGuard& header);
 
   DaemonConfig config_;
   std::shared_ptr<RegistryHolder> registry_;  // shared with a ModelWatcher, if any
