@@ -105,8 +105,8 @@ void RingSeal(benchmark::State& state) {
   const Case& c = Fixture::get().of(state);
   for (auto _ : state) {
     const std::uint64_t nonce = shm::next_nonce();
-    const std::uint64_t sent = shm::digest(c.request);
-    const std::uint64_t evaluated = shm::digest(c.request);
+    const std::uint64_t sent = shm::digest(c.request, nonce);
+    const std::uint64_t evaluated = shm::digest(c.request, nonce);
     const std::uint64_t sealed = shm::reply_check(nonce, 1, evaluated, c.response);
     const bool accepted = sent == evaluated && shm::reply_check(nonce, 1, sent, c.response) == sealed;
     benchmark::DoNotOptimize(accepted);

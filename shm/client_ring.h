@@ -56,8 +56,9 @@ class ClientRing {
 
   // Copies the reply out of an answered slot and returns it only if its seal answers
   // this very request: the nonce and generation echoed are this claim's, the request
-  // digest is `request_digest` (the caller's, of the bytes it encoded), and the check
-  // value verifies over the copy. Otherwise kIntegrity: another process wrote the slot.
+  // digest is `request_digest` (the caller's, of the bytes it encoded, keyed by the
+  // nonce), and the check value verifies over the copy. Otherwise kIntegrity: another
+  // process wrote the slot.
   Result<ReplyBytes> receive(const Claim& claim, std::uint64_t nonce,
                              std::uint64_t request_digest) const;
 

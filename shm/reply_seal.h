@@ -3,10 +3,11 @@
 // Every client can write every slot, so the bytes in a slot prove nothing by themselves.
 // The client draws a nonce nobody else can predict, keeps it, and hands it over with the
 // request; the daemon echoes it with the slot generation, a digest of the request bytes
-// it evaluated (its private copy) and a check value over the reply keyed by all three.
-// The client accepts a reply only if the echo equals what it keeps and the digest equals
-// that of the bytes it encoded itself. A writer that cannot read the nonce while the
-// request is in flight cannot produce such a reply.
+// it evaluated (its private copy, keyed by the nonce) and a check value over the reply
+// keyed by all three. The client accepts a reply only if the echo equals what it keeps
+// and the digest equals that of the bytes it encoded itself. A writer that cannot read
+// the nonce while the request is in flight can neither produce such a reply nor change
+// the request without changing its digest (keyed, the digest cannot be steered).
 //
 // The hash is fast, not cryptographic: it must catch bytes a blind writer changed, not
 // resist a reader who could forge the whole reply anyway.

@@ -61,7 +61,8 @@ std::optional<ServerRing::Taken> ServerRing::take() {
         std::memcpy(request_copy_.data(), view_.slot(i).request + (cap - len), len);
         request = {request_copy_.data(), len};
       }
-      return Taken{i, busy, c->request_nonce, request, digest(request)};
+      const std::uint64_t nonce = c->request_nonce;
+      return Taken{i, busy, nonce, request, digest(request, nonce)};
     }
   }
   return std::nullopt;

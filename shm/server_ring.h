@@ -30,7 +30,7 @@ class ServerRing {
     std::uint64_t word;                     // the Busy word this take wrote
     std::uint64_t nonce;                    // as read once from the slot
     std::span<const std::uint8_t> request;  // the private copy, until the next take()
-    std::uint64_t request_digest;           // of the copy
+    std::uint64_t request_digest;           // of the copy, keyed by the nonce
   };
   std::optional<Taken> take();
 

@@ -97,14 +97,13 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
   spec.node_power = request.node_power;
   spec.system_values = request.system_values;
   // Encoded privately (one encoder per thread: calls may run at once; a thread sending
-  // the same shape again patches its last request instead of rebuilding it), digested
-  // here, and only then copied into a slot: the digest a reply must echo is of these
-  // bytes, whatever a peer writes into the slot.
+  // the same shape again patches its last request instead of rebuilding it), and only
+  // copied into a slot: the digest a reply must echo is of these bytes, whatever a peer
+  // writes into the slot.
   static thread_local wire::RequestEncoder encoder;
   auto built = encoder.encode(spec, ring.view().request_capacity());
   if (!built.ok()) return built.status();
   const std::span<const std::uint8_t> bytes = built.value();
-  const std::uint64_t request_digest = shm::digest(bytes);
   const auto spin = static_cast<std::uint64_t>(std::chrono::nanoseconds(options_.spin).count());
 
   // A reply that fails its seal was written by another process: never returned, and the
@@ -119,6 +118,7 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
     }
     const shm::Claim claim = claimed.value();
     const std::uint64_t nonce = shm::next_nonce();
+    const std::uint64_t request_digest = shm::digest(bytes, nonce);
     if (Status s = ring.publish(claim, bytes, nonce); !s.ok()) {
       ring.abandon(claim);
       return s;

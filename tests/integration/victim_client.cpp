@@ -203,7 +203,7 @@ int step(const std::string& shm, std::string_view what) {
       return fail("no answer");
     }
     ring.extend_lease(slot, shm::monotonic_ns() + 60 * kSecondNs);
-    auto got = ring.receive(slot, nonce, shm::digest(*built));
+    auto got = ring.receive(slot, nonce, shm::digest(*built, nonce));
     if (!got.ok()) return fail(got.status().to_string());
     auto parsed = wire::read_response({got->data.get(), got->size});
     if (!parsed.ok()) return fail(parsed.status().to_string());
