@@ -5,9 +5,9 @@
 //
 // Requests are estimator-bench's (bench/workload.h: the linear model, and for the model
 // step also the 100-tree XGBoost model; 10 features) at 1 and 100 rows. Ring steps: the client builds a request (its first of a shape) or encodes
-// one (the same shape again, as every later request), the daemon's handler
-// reads and answers (verify, private copy, plan lookup, model, reply), the client reads
-// the reply. JSON steps: Kepler's client encodes, the endpoint finds the document's end,
+// one (the same shape again, as every later request), the reply seal (nonce, digests,
+// check values), the daemon's handler reads and answers (verify, plan lookup, model,
+// reply), the client reads the reply. JSON steps: Kepler's client encodes, the endpoint finds the document's end,
 // parses, answers and writes the reply, Kepler's client decodes it.
 #include <benchmark/benchmark.h>
 
@@ -24,6 +24,7 @@
 #include "service/kepler_adapter.h"
 #include "service/kepler_json.h"
 #include "service/request_handler.h"
+#include "shm/reply_seal.h"
 
 namespace estimator::bench {
 namespace {
@@ -88,15 +89,27 @@ void RingClientBuild(benchmark::State& state) {
 // What the client does for every request: the same shape again (wire::RequestEncoder).
 void RingClientEncode(benchmark::State& state) {
   const Case& c = Fixture::get().of(state);
-  std::vector<std::uint64_t> area(request_capacity() / 8);
-  const std::span<std::uint8_t> bytes(reinterpret_cast<std::uint8_t*>(area.data()),
-                                      area.size() * 8);
   wire::RequestEncoder encoder;
   std::uint64_t id = 0;
   for (auto _ : state) {
-    auto built = encoder.encode(request_spec(c, ++id), bytes);
+    auto built = encoder.encode(request_spec(c, ++id), request_capacity());
     if (!ok(state, built.status())) break;
     benchmark::DoNotOptimize(built.value().data());
+  }
+}
+
+// What the reply seal adds to a round trip (shm/reply_seal.h): a nonce, the request
+// digested by the client and again by the daemon (of its copy), the reply's check value
+// computed by the daemon and again by the client.
+void RingSeal(benchmark::State& state) {
+  const Case& c = Fixture::get().of(state);
+  for (auto _ : state) {
+    const std::uint64_t nonce = shm::next_nonce();
+    const std::uint64_t sent = shm::digest(c.request, nonce);
+    const std::uint64_t evaluated = shm::digest(c.request, nonce);
+    const std::uint64_t sealed = shm::reply_check(nonce, 1, evaluated, c.response);
+    const bool accepted = sent == evaluated && shm::reply_check(nonce, 1, sent, c.response) == sealed;
+    benchmark::DoNotOptimize(accepted);
   }
 }
 
@@ -239,6 +252,7 @@ void FloatToChars(benchmark::State& state) {
 
 BENCHMARK(RingClientBuild)->Apply(rows_arg);
 BENCHMARK(RingClientEncode)->Apply(rows_arg);
+BENCHMARK(RingSeal)->Apply(rows_arg);
 BENCHMARK(RingDaemonRead)->Apply(rows_arg);
 BENCHMARK(RingDaemonHandle)->Apply(rows_arg);
 BENCHMARK(RingDaemonHandleXGBoost)->Apply(rows_arg);

@@ -28,6 +28,7 @@ enum class Code : std::uint8_t {
   kResourceExhausted = 9,  // no free slot, /dev/shm full, out of memory
   kInternal = 10,          // a bug: an invariant did not hold
   kPermissionDenied = 11,  // the OS refused access (segment mode, file mode)
+  kIntegrity = 12,         // a reply did not answer the request: another process wrote the slot
 };
 
 // A stable lower-case name for logs, metrics labels and CLI output.
@@ -45,6 +46,7 @@ constexpr std::string_view code_name(Code c) {
     case Code::kResourceExhausted: return "resource_exhausted";
     case Code::kInternal: return "internal";
     case Code::kPermissionDenied: return "permission_denied";
+    case Code::kIntegrity: return "integrity";
   }
   return "unknown";
 }

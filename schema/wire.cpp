@@ -47,11 +47,6 @@ std::size_t usable(std::size_t n) { return n & ~std::size_t{63}; }
 
 std::size_t string_bound(std::string_view s) { return s.size() + 1 + 4 + 8; }
 
-bool in_range(const void* p, std::size_t n, const std::uint8_t* base, std::size_t len) {
-  const auto* b = static_cast<const std::uint8_t*>(p);
-  return b >= base && b <= base + len && n <= static_cast<std::size_t>(base + len - b);
-}
-
 }  // namespace
 
 std::size_t request_size_bound(const RequestSpec& spec) {
@@ -143,43 +138,32 @@ Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
   return std::span<std::uint8_t>(b.GetBufferPointer(), b.GetSize());
 }
 
-namespace {
-
-std::uintptr_t end_alignment(std::span<const std::uint8_t> area) {
-  return reinterpret_cast<std::uintptr_t>(area.data() + area.size()) % 64;
-}
-
-}  // namespace
-
-Result<std::span<std::uint8_t>> RequestEncoder::encode(const RequestSpec& spec,
-                                                       std::span<std::uint8_t> area) {
-  if (!same_shape(spec, area)) {
+Result<std::span<const std::uint8_t>> RequestEncoder::encode(const RequestSpec& spec,
+                                                             std::size_t capacity) {
+  if (!same_shape(spec) || bytes_.size() > capacity) {
+    if (area_.size() != capacity / 8) area_.assign(capacity / 8, 0);
+    const std::span<std::uint8_t> area(reinterpret_cast<std::uint8_t*>(area_.data()),
+                                       area_.size() * 8);
     auto built = build_request(spec, area);
-    if (built.ok()) {
-      remember(spec, area, built.value());
-    } else {
+    if (!built.ok()) {
       valid_ = false;
+      return built.status();
     }
-    return built;
+    bytes_ = built.value();
+    remember(spec);
+    return std::span<const std::uint8_t>(bytes_);
   }
-  std::uint8_t* out = area.data() + area.size() - bytes_.size();
-  std::memcpy(out, bytes_.data(), matrix_offset_);
   const std::size_t matrix_bytes = sizeof(float) * spec.rows * spec.cols;
-  if (matrix_bytes != 0) std::memcpy(out + matrix_offset_, spec.matrix, matrix_bytes);
-  const std::size_t tail = matrix_offset_ + matrix_bytes;
-  std::memcpy(out + tail, bytes_.data() + tail, bytes_.size() - tail);
-  flatbuffers::WriteScalar(out + id_offset_, spec.request_id);
-  return std::span<std::uint8_t>(out, bytes_.size());
+  if (matrix_bytes != 0) std::memcpy(bytes_.data() + matrix_offset_, spec.matrix, matrix_bytes);
+  flatbuffers::WriteScalar(bytes_.data() + id_offset_, spec.request_id);
+  return std::span<const std::uint8_t>(bytes_);
 }
 
-bool RequestEncoder::same_shape(const RequestSpec& spec,
-                                std::span<const std::uint8_t> area) const {
+bool RequestEncoder::same_shape(const RequestSpec& spec) const {
   // An id of 0 would be left out of a fresh build: build it (and forget the last one).
   if (!valid_ || spec.request_id == 0 || spec.kind != kind_ || spec.rows != rows_ ||
-      spec.cols != cols_ ||
-      !spec.node_power.empty() || !spec.system_values.empty() ||
-      spec.feature_names.size() != features_.size() || area.size() < bytes_.size() ||
-      end_alignment(area) != end_alignment_ || spec.model_name != selector_[0] ||
+      spec.cols != cols_ || !spec.node_power.empty() || !spec.system_values.empty() ||
+      spec.feature_names.size() != features_.size() || spec.model_name != selector_[0] ||
       spec.trainer != selector_[1] || spec.output_type != selector_[2] ||
       spec.source != selector_[3] || spec.filter != selector_[4]) {
     return false;
@@ -190,26 +174,22 @@ bool RequestEncoder::same_shape(const RequestSpec& spec,
   return true;
 }
 
-void RequestEncoder::remember(const RequestSpec& spec, std::span<const std::uint8_t> area,
-                              std::span<const std::uint8_t> built) {
+void RequestEncoder::remember(const RequestSpec& spec) {
   valid_ = false;
   if (!spec.node_power.empty() || !spec.system_values.empty()) return;
-  // Offsets are found in our own bytes, never in the shared area (a peer may rewrite it).
-  const fb::Request* r = fb::GetRequest(built.data());
+  const fb::Request* r = fb::GetRequest(bytes_.data());
   // The generated table derives privately from flatbuffers::Table, which finds fields.
   // A request id of 0 is a default FlatBuffers leaves out: no field to write over.
   const std::uint8_t* id = reinterpret_cast<const flatbuffers::Table*>(r)->GetAddressOf(
       fb::Request::VT_REQUEST_ID);
   if (id == nullptr) return;
-  id_offset_ = static_cast<std::size_t>(id - built.data());
-  if (id_offset_ + sizeof(std::uint64_t) > built.size()) return;
-  matrix_offset_ = built.size();
+  id_offset_ = static_cast<std::size_t>(id - bytes_.data());
+  if (id_offset_ + sizeof(std::uint64_t) > bytes_.size()) return;
+  matrix_offset_ = bytes_.size();
   if (r->matrix() != nullptr) {
     matrix_offset_ = static_cast<std::size_t>(
-        reinterpret_cast<const std::uint8_t*>(r->matrix()->data()) - built.data());
+        reinterpret_cast<const std::uint8_t*>(r->matrix()->data()) - bytes_.data());
   }
-  bytes_.assign(built.begin(), built.end());
-  end_alignment_ = end_alignment(area);
   kind_ = spec.kind;
   rows_ = spec.rows;
   cols_ = spec.cols;
@@ -220,52 +200,26 @@ void RequestEncoder::remember(const RequestSpec& spec, std::span<const std::uint
   valid_ = true;
 }
 
-RequestReader::RequestReader(std::size_t capacity) : copy_(capacity) {
+RequestReader::RequestReader(std::size_t max_bytes) : max_bytes_(max_bytes) {
   features_.reserve(kMaxFeatures);
   node_power_.reserve(kMaxNodePower);
   system_values_.reserve(kMaxSystemValues);
 }
 
-Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& out) {
+Status RequestReader::read(std::span<const std::uint8_t> bytes, ParsedRequest& out) {
   out = ParsedRequest{};
-  const std::uint8_t* base = shared.data();
-  const std::size_t len = shared.size();
-  if (len < 8 || len > copy_.size() || reinterpret_cast<std::uintptr_t>(base) % 8 != 0) {
+  const std::uint8_t* base = bytes.data();
+  const std::size_t len = bytes.size();
+  if (len < 8 || len > max_bytes_ || reinterpret_cast<std::uintptr_t>(base) % 8 != 0) {
     return Status(Code::kInvalidArgument, "request length " + std::to_string(len) +
-                                              " outside 8.." + std::to_string(copy_.size()) +
+                                              " outside 8.." + std::to_string(max_bytes_) +
                                               " or misaligned");
   }
-  // A small request is copied whole and verified once: copying it costs less than a
-  // second verification. A larger one is verified in place only to locate the matrix
-  // values; everything but them is copied and verified again.
-  const bool whole = len <= kCopyWholeBytes;
-  std::size_t m_off = 0;
-  std::size_t m_len = 0;
-  if (!whole) {
-    flatbuffers::Verifier v(base, len);
-    if (!fb::VerifyRequestBuffer(v)) {
-      return Status(Code::kInvalidArgument, "request is not a valid estimator.fb.Request");
-    }
-    const fb::Request* r = fb::GetRequest(base);
-    if (const auto* m = r->matrix(); m != nullptr) {
-      const std::size_t bytes = std::size_t{m->size()} * sizeof(float);
-      const auto* data = reinterpret_cast<const std::uint8_t*>(m->data());
-      if (!in_range(data, bytes, base, len)) {
-        return Status(Code::kInvalidArgument, "request changed while being read");
-      }
-      m_off = static_cast<std::size_t>(data - base);
-      m_len = bytes;
-    }
-  }
-  std::uint8_t* copy = copy_.data();
-  std::memcpy(copy, base, m_off);
-  std::memcpy(copy + m_off + m_len, base + m_off + m_len, len - m_off - m_len);
-  flatbuffers::Verifier v(copy, len);
+  flatbuffers::Verifier v(base, len);
   if (!fb::VerifyRequestBuffer(v)) {
-    return Status(Code::kInvalidArgument, whole ? "request is not a valid estimator.fb.Request"
-                                                : "request changed while being read");
+    return Status(Code::kInvalidArgument, "request is not a valid estimator.fb.Request");
   }
-  const fb::Request* r = fb::GetRequest(copy);
+  const fb::Request* r = fb::GetRequest(base);
   out.request_id = r->request_id();
   out.schema_version = r->schema_version();
   out.kind = r->kind();
@@ -284,23 +238,16 @@ Status RequestReader::read(std::span<const std::uint8_t> shared, ParsedRequest& 
   }
   out.rows = r->rows();
   out.cols = r->cols();
+  std::size_t values = 0;
   if (const auto* m = r->matrix(); m != nullptr) {
-    const auto* data = reinterpret_cast<const std::uint8_t*>(m->data());
-    if (whole) {
-      m_len = std::size_t{m->size()} * sizeof(float);
-      out.matrix = reinterpret_cast<const float*>(data);
-    } else {
-      if (data != copy + m_off || std::size_t{m->size()} * sizeof(float) != m_len) {
-        return Status(Code::kInvalidArgument, "request changed while being read");
-      }
-      out.matrix = reinterpret_cast<const float*>(base + m_off);
-    }
+    out.matrix = m->data();
+    values = m->size();
   }
-  if (std::uint64_t{out.rows} * out.cols != m_len / sizeof(float)) {
+  if (std::uint64_t{out.rows} * out.cols != values) {
     return Status(Code::kInvalidArgument,
                   "rows x cols = " + std::to_string(out.rows) + " x " +
                       std::to_string(out.cols) + " but the matrix holds " +
-                      std::to_string(m_len / sizeof(float)) + " values");
+                      std::to_string(values) + " values");
   }
   features_.clear();
   if (const auto* names = r->feature_names(); names != nullptr) {

@@ -2,7 +2,8 @@
 // client, the daemon and the socket baseline, so all of them speak exactly the same bytes.
 //
 // Who trusts whom: the daemon trusts no byte of a request (RequestReader); the client
-// verifies the daemon's response before reading it (read_response).
+// verifies the daemon's response before reading it (read_response). Both read only
+// private copies; what binds a reply to its request in the ring is shm/reply_seal.h.
 #pragma once
 
 #include <cstddef>
@@ -50,26 +51,27 @@ std::size_t request_size_bound(const RequestSpec& spec);
 // ends at the end of `area`). Returns the encoded bytes within `area`, or kTooLarge.
 Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec, std::span<std::uint8_t> area);
 
-// build_request with a memory of the last request it built: a request of the same shape
-// (kind, selector, feature names, rows and cols; no node power or system values) into an
-// area ending at the same alignment is that request's bytes copied, with the new request
-// id and matrix values written over the old. A client sends the same shape again and
-// again, and copying costs a fraction of building (bench/stages.cpp: RingClientEncode).
-// The daemon verifies every request whichever way it was made.
+// build_request into memory of its own, with a memory of the last request it built: a
+// request of the same shape (kind, selector, feature names, rows and cols; no node power
+// or system values) is that request's bytes with the new request id and matrix values
+// written over the old. A client sends the same shape again and again, and patching
+// costs a fraction of building (bench/stages.cpp: RingClientEncode). The bytes are the
+// client's private encoding: what it digests and copies into a slot (the daemon
+// verifies every request whichever way it was made).
 class RequestEncoder {
  public:
-  Result<std::span<std::uint8_t>> encode(const RequestSpec& spec, std::span<std::uint8_t> area);
+  // The encoded request, valid until the next call; kTooLarge beyond `capacity` bytes.
+  Result<std::span<const std::uint8_t>> encode(const RequestSpec& spec, std::size_t capacity);
 
  private:
-  bool same_shape(const RequestSpec& spec, std::span<const std::uint8_t> area) const;
-  void remember(const RequestSpec& spec, std::span<const std::uint8_t> area,
-                std::span<const std::uint8_t> built);
+  bool same_shape(const RequestSpec& spec) const;
+  void remember(const RequestSpec& spec);
 
   bool valid_ = false;
-  std::vector<std::uint8_t> bytes_;  // the last request as built
-  std::size_t id_offset_ = 0;        // of its request id within bytes_
-  std::size_t matrix_offset_ = 0;    // of its matrix values within bytes_
-  std::uintptr_t end_alignment_ = 0; // of the area end it was built at, modulo 64
+  std::vector<std::uint64_t> area_;   // 8-byte aligned; the last request ends at its end
+  std::span<std::uint8_t> bytes_;     // the last request as built, within area_
+  std::size_t id_offset_ = 0;         // of its request id within bytes_
+  std::size_t matrix_offset_ = 0;     // of its matrix values within bytes_
   fb::RequestKind kind_ = fb::RequestKind::Estimate;
   std::uint32_t rows_ = 0;
   std::uint32_t cols_ = 0;
@@ -77,9 +79,7 @@ class RequestEncoder {
   std::vector<std::string> features_;
 };
 
-// A decoded request. Strings and lists point into the RequestReader's private copy; the
-// matrix of a large request points into the shared bytes (zero copy; its values may change
-// under a hostile peer, which can only spoil that peer's own answer).
+// A decoded request. Strings, lists and the matrix point into the bytes read.
 struct ParsedRequest {
   std::uint16_t schema_version = 0;
   std::uint64_t request_id = 0;
@@ -97,23 +97,18 @@ struct ParsedRequest {
   std::span<const SystemValue> system_values;
 };
 
-// Decodes requests from hostile shared memory without allocating per request.
-//
-// Verifying in place is not enough: a peer could rewrite an offset between verification
-// and use. So the reader decodes from a private copy it has verified. A request of up to
-// kCopyWholeBytes is copied whole. A larger one is verified in place only to find the
-// matrix, everything except the matrix values is copied, and the matrix (most of the
-// bytes) is read in place, at the offset the private copy gives.
-inline constexpr std::size_t kCopyWholeBytes = 8192;
+// Decodes requests, verified, without allocating per request. The bytes are hostile but
+// must be private to the caller while it reads them (the daemon's copy of a slot, a
+// socket's buffer): verifying bytes a peer can still rewrite would prove nothing.
 class RequestReader {
  public:
-  explicit RequestReader(std::size_t capacity);
-  // `shared` must lie within the request area. The result stays valid until the next
-  // call. A request id is filled in whenever it could be read, even on failure.
-  Status read(std::span<const std::uint8_t> shared, ParsedRequest& out);
+  explicit RequestReader(std::size_t max_bytes);  // longer requests are refused
+  // `bytes` must be 8-byte aligned. The result points into `bytes` and stays valid until
+  // the next call. A request id is filled in whenever it could be read, even on failure.
+  Status read(std::span<const std::uint8_t> bytes, ParsedRequest& out);
 
  private:
-  std::vector<std::uint8_t> copy_;
+  std::size_t max_bytes_;
   std::vector<std::string_view> features_;
   std::vector<NodePower> node_power_;
   std::vector<SystemValue> system_values_;

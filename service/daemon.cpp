@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cstring>
 
 #include "shm/server_ring.h"
 #include "shm/wait.h"
@@ -35,9 +34,12 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
   if (!seg.ok()) return seg.status();
   d->segment_ = std::move(seg).value();
   d->working_ = std::make_unique<std::atomic<std::uint32_t>[]>(config.threads);
+  // The header as written at creation, before any client could touch it.
+  d->header_guard_ = std::make_unique<shm::HeaderGuard>(d->segment_->view());
   d->start_dispatch();
-  d->housekeeping_ = std::thread([p = d.get()] { p->housekeeping_loop(); });
   d->segment_->mark_serving();
+  // Started once serving: from then on it restores the state "serving" a peer overwrites.
+  d->housekeeping_ = std::thread([p = d.get()] { p->housekeeping_loop(); });
   return d;
 }
 
@@ -69,6 +71,7 @@ void Daemon::switch_segment(std::unique_ptr<shm::ServerSegment> fresh) {
   switching_.store(false);
   for (unsigned t = 0; t < config_.threads; ++t) working_[t].store(0);
   segment_ = std::move(fresh);  // the old one marks itself stopping and unmaps
+  header_guard_ = std::make_unique<shm::HeaderGuard>(segment_->view());
   start_dispatch();
   segment_->mark_serving();
 }
@@ -96,20 +99,9 @@ void Daemon::dispatch_loop(unsigned index) {
       continue;
     }
     working.store(taken->slot + 1, std::memory_order_seq_cst);
-    const shm::SlotRef slot = view.slot(taken->slot);
-    // offset and len were read once by take(); the area bounds are ours.
-    std::span<const std::uint8_t> request;
-    if (taken->offset <= view.request_capacity() &&
-        taken->len <= view.request_capacity() - taken->offset) {
-      request = {slot.request + taken->offset, taken->len};
-    }
-    const std::span<const std::uint8_t> reply = handler.handle(request);
-    // Replies are built privately and fit the response area by construction (the builder
-    // is sized to it); copy them to the end of the area, 8-byte aligned like a request.
-    const std::size_t offset = (view.response_capacity() - reply.size()) & ~std::size_t{7};
-    std::memcpy(slot.response + offset, reply.data(), reply.size());
-    ring.answer(taken->slot, static_cast<std::uint32_t>(offset),
-                static_cast<std::uint32_t>(reply.size()));
+    // The request is take()'s private copy; the reply is built privately and fits the
+    // response area by construction (the builder is sized to it).
+    ring.answer(*taken, handler.handle(taken->request));
     working.store(0, std::memory_order_seq_cst);
     stats_.requests.fetch_add(1, std::memory_order_relaxed);
     if (handler.last_code() != Code::kOk) {
@@ -147,6 +139,10 @@ void Daemon::housekeeping_loop() {
     }
     const std::uint64_t now = shm::monotonic_ns();
     segment_->view().header().heartbeat_ns.store(now, std::memory_order_relaxed);
+    if (header_guard_->restore()) {
+      stats_.header_restores.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("restored the segment header a peer overwrote");
+    }
     if (const std::uint32_t n = reaper->sweep(now, working); n != 0) {
       stats_.reclaimed_slots.fetch_add(n, std::memory_order_relaxed);
       spdlog::info("reclaimed {} slot(s) of dead clients", n);

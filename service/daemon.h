@@ -12,6 +12,7 @@
 
 #include "service/request_handler.h"
 #include "shm/segment.h"
+#include "shm/server_ring.h"
 
 namespace estimator::service {
 
@@ -27,6 +28,7 @@ struct DaemonStats {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> reclaimed_slots{0};
+  std::atomic<std::uint64_t> header_restores{0};  // housekeeping ticks that found it forged
 };
 
 class Daemon {
@@ -64,6 +66,9 @@ class Daemon {
   DaemonConfig config_;
   std::shared_ptr<RegistryHolder> registry_;  // shared with a ModelWatcher, if any
   std::unique_ptr<shm::ServerSegment> segment_;
+  // The daemon's private copy of the header of segment_, taken before it serves; used by
+  // the housekeeping thread only (which also replaces it with the segment).
+  std::unique_ptr<shm::HeaderGuard> header_guard_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> switching_{false};  // dispatch threads return to be restarted
   DaemonStats stats_;

@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <string>
 
+#include "shm/reply_seal.h"
 #include "shm/wait.h"
 
 namespace estimator::shm {
@@ -22,7 +25,7 @@ ClientRing::ClientRing(const ClientSegment& segment)
       server_pid_(segment.server_pid()),
       same_pidns_as_server_(pidns_ != 0 && pidns_ == segment.server_pidns()) {}
 
-Result<std::uint32_t> ClientRing::claim(std::uint64_t deadline_ns,
+Result<Claim> ClientRing::claim(std::uint64_t deadline_ns,
                                         std::uint64_t lease_deadline_ns, std::uint32_t hint) {
   const std::uint32_t n = view_.slot_count();
   for (unsigned attempt = 0;; ++attempt) {
@@ -41,7 +44,7 @@ Result<std::uint32_t> ClientRing::claim(std::uint64_t deadline_ns,
       c->owner_pidns = pidns_;
       c->client_sleeping.store(0, std::memory_order_relaxed);
       sem_drain(&c->response_ready);
-      return i;
+      return Claim{i, mine.generation};
     }
     if (!server_alive()) {
       return Status(Code::kUnavailable, "estimator unavailable: daemon is not serving");
@@ -58,18 +61,27 @@ Result<std::uint32_t> ClientRing::claim(std::uint64_t deadline_ns,
   }
 }
 
-Status ClientRing::publish(std::uint32_t slot, std::uint32_t offset, std::uint32_t len) {
-  SlotControl* c = view_.slot(slot).control;
-  c->request_offset = offset;
-  c->request_len = len;
+Status ClientRing::publish(const Claim& claim, std::span<const std::uint8_t> request,
+                           std::uint64_t nonce) {
+  const std::uint32_t cap = view_.request_capacity();
+  if (request.size() > cap) {
+    return Status(Code::kTooLarge, "request of " + std::to_string(request.size()) +
+                                       " bytes exceeds the slot's " + std::to_string(cap));
+  }
+  const SlotRef ref = view_.slot(claim.slot);
+  SlotControl* c = ref.control;
+  std::memcpy(ref.request + (cap - request.size()), request.data(), request.size());
+  c->request_nonce = nonce;
+  c->request_len = static_cast<std::uint32_t>(request.size());
   c->client_cpu.store(static_cast<std::uint32_t>(sched_getcpu()), std::memory_order_relaxed);
   std::uint64_t w = c->word.load(std::memory_order_relaxed);
   const SlotWord sw = SlotWord::unpack(w);
-  if (sw.state != SlotState::kClaimed || sw.pid != pid_ ||
+  if (sw.state != SlotState::kClaimed || !mine(sw, claim) ||
       !c->word.compare_exchange_strong(w, sw.with(SlotState::kReady).pack(),
                                        std::memory_order_seq_cst)) {
     return Status(Code::kUnavailable, "slot reclaimed by the daemon before publishing");
   }
+  const std::uint32_t slot = claim.slot;
   SegmentHeader& h = view_.header();
   // seq_cst pairs with the daemon's "set sleeping, then re-check the mask": at least one
   // of us sees the other, so a request is never left unnoticed while the daemon sleeps.
@@ -78,19 +90,23 @@ Status ClientRing::publish(std::uint32_t slot, std::uint32_t offset, std::uint32
   return Status::Ok();
 }
 
-WaitOutcome ClientRing::wait_answer(std::uint32_t slot, std::uint64_t deadline_ns,
+WaitOutcome ClientRing::wait_answer(const Claim& claim, std::uint64_t deadline_ns,
                                     std::uint64_t spin_ns) {
-  SlotControl* c = view_.slot(slot).control;
-  auto answered = [c] {
-    return SlotWord::unpack(c->word.load(std::memory_order_acquire)).state ==
-           SlotState::kAnswered;
+  SlotControl* c = view_.slot(claim.slot).control;
+  // Done when answered, or when the word is no longer ours (reclaimed: nothing will come).
+  bool lost = false;
+  auto answered = [&] {
+    const SlotWord w = SlotWord::unpack(c->word.load(std::memory_order_acquire));
+    lost = !mine(w, claim);
+    return lost || w.state == SlotState::kAnswered;
   };
+  const auto outcome = [&] { return lost ? WaitOutcome::kLost : WaitOutcome::kAnswered; };
   const SegmentHeader& h = view_.header();
   auto server_cpu = [&h] { return h.server_cpu.load(std::memory_order_relaxed); };
-  if (answered()) return WaitOutcome::kAnswered;
+  if (answered()) return outcome();
   if (spin_ns != 0 &&
       spin_until_time(answered, std::min(monotonic_ns() + spin_ns, deadline_ns), server_cpu)) {
-    return WaitOutcome::kAnswered;
+    return outcome();
   }
   for (;;) {
     c->client_sleeping.store(1, std::memory_order_seq_cst);
@@ -106,33 +122,66 @@ WaitOutcome ClientRing::wait_answer(std::uint32_t slot, std::uint64_t deadline_n
       c->client_sleeping.store(0, std::memory_order_relaxed);
       return WaitOutcome::kServerGone;
     }
+    // Still not taken after a liveness interval: the daemon may sleep unaware of it (a
+    // peer cleared its sleep flag when we published, or our mask bit). Ring again.
+    if (SlotWord::unpack(c->word.load(std::memory_order_relaxed)).state == SlotState::kReady) {
+      sem_post_shared(&view_.header().doorbell);
+    }
   }
   c->client_sleeping.store(0, std::memory_order_relaxed);
-  return WaitOutcome::kAnswered;
+  return outcome();
 }
 
-void ClientRing::extend_lease(std::uint32_t slot, std::uint64_t lease_deadline_ns) {
-  view_.slot(slot).control->lease_deadline_ns.store(lease_deadline_ns,
-                                                    std::memory_order_relaxed);
+Result<ReplyBytes> ClientRing::receive(const Claim& claim, std::uint64_t nonce,
+                                       std::uint64_t request_digest) const {
+  const SlotRef ref = view_.slot(claim.slot);
+  const SlotControl* c = ref.control;
+  // Each field read once: a peer may rewrite them while we look.
+  const std::uint32_t len = c->response_len;
+  const std::uint64_t echoed_nonce = c->response_nonce;
+  const std::uint64_t echoed_digest = c->request_digest;
+  const std::uint64_t check = c->response_check;
+  const std::uint32_t generation = c->response_generation;
+  const std::uint32_t cap = view_.response_capacity();
+  const auto forged = [&](const char* what) {
+    return Status(Code::kIntegrity, "reply in slot " + std::to_string(claim.slot) + " rejected (" +
+                                        what + "): another process wrote into the slot");
+  };
+  if (echoed_nonce != nonce || generation != claim.generation) {
+    return forged("not the answer to this request");
+  }
+  if (echoed_digest != request_digest) return forged("the daemon read other request bytes");
+  if (len > cap) return forged("length beyond the response area");
+  ReplyBytes out{std::make_unique_for_overwrite<std::uint8_t[]>(len), len};
+  std::memcpy(out.data.get(), ref.response + (cap - len), len);
+  if (reply_check(nonce, generation, request_digest, {out.data.get(), len}) != check) {
+    return forged("reply bytes changed");
+  }
+  return out;
 }
 
-void ClientRing::release(std::uint32_t slot) {
-  SlotControl* c = view_.slot(slot).control;
+void ClientRing::extend_lease(const Claim& claim, std::uint64_t lease_deadline_ns) {
+  view_.slot(claim.slot).control->lease_deadline_ns.store(lease_deadline_ns,
+                                                          std::memory_order_relaxed);
+}
+
+void ClientRing::release(const Claim& claim) {
+  SlotControl* c = view_.slot(claim.slot).control;
   std::uint64_t w = c->word.load(std::memory_order_relaxed);
   const SlotWord sw = SlotWord::unpack(w);
-  if (sw.pid != pid_ || sw.state == SlotState::kFree || sw.state == SlotState::kBusy) return;
+  if (!mine(sw, claim) || sw.state == SlotState::kFree || sw.state == SlotState::kBusy) return;
   c->lease_deadline_ns.store(0, std::memory_order_relaxed);
   // CAS, not store: if the daemon reclaimed the slot meanwhile it may belong to another.
   c->word.compare_exchange_strong(w, SlotWord{SlotState::kFree, sw.generation, 0}.pack(),
                                   std::memory_order_release);
 }
 
-void ClientRing::abandon(std::uint32_t slot) {
-  SlotControl* c = view_.slot(slot).control;
+void ClientRing::abandon(const Claim& claim) {
+  SlotControl* c = view_.slot(claim.slot).control;
   for (;;) {
     std::uint64_t w = c->word.load(std::memory_order_acquire);
     const SlotWord sw = SlotWord::unpack(w);
-    if (sw.pid != pid_) return;  // reclaimed and perhaps reused: not ours any more
+    if (!mine(sw, claim)) return;  // reclaimed and perhaps reused: not ours any more
     switch (sw.state) {
       case SlotState::kClaimed:
       case SlotState::kReady:

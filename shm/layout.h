@@ -4,16 +4,20 @@
 // - only fixed-size data and atomics, no pointers (positions are byte offsets);
 // - no interprocess mutex or condition variable: a peer that dies holding one wedges the
 //   rest; synchronisation is CAS on a slot's state word and POSIX semaphores;
-// - fields written by different processes are on different cache lines;
-// - readers copy a field into a local once, then bounds-check the local.
+// - fields written by different processes are on different cache lines, except a slot's
+//   hand-off line, which each side writes only while the slot is its own;
+// - readers copy a field into a local once, then bounds-check the local;
+// - nothing read from the segment locates anything: a slot's areas follow from its index
+//   and the sizes the header had at attach, and a message always ends at the end of its
+//   area (a length is all there is to read, checked against the capacity).
 //
 // Segment
 // +--------------------------------------------+ 0
 // | SegmentHeader                    (512 B)   |
 // +--------------------------------------------+ kHeaderBytes
 // | slot 0: SlotControl              (128 B)   |
-// |         request area   (request_capacity)  |
-// |         response area  (response_capacity) |
+// |         request area   (request_capacity)  |   request: its last request_len bytes
+// |         response area  (response_capacity) |   reply: its last response_len bytes
 // +--------------------------------------------+ kHeaderBytes + slot_stride
 // | slot 1 ...                                 |
 // +--------------------------------------------+ kHeaderBytes + slot_count * slot_stride
@@ -28,12 +32,18 @@
 //  256 | server_sleeping atomic u32 | server_cpu atomic u32 | pad | doorbell ShmSemaphore (32 B)
 //  320 | reserved up to 512
 //
-// SlotControl (two cache lines)
-//    0 | word atomic u64: bits 0-7 state, 8-23 generation, 32-63 owner pid |
-//      | lease_deadline_ns atomic u64 | owner_pidns u32 | client_sleeping atomic u32 |
-//      | request_offset u32 | request_len u32 | response_offset u32 | response_len u32 |
-//      | client_cpu atomic u32 |
-//   64 | response_ready ShmSemaphore (32 B) | pad
+// SlotControl (two cache lines; line 0 is the hand-off line, read by the waiting side)
+//    0 | word atomic u64: bits 0-7 state, 8-23 generation, 32-63 owner pid       (C | S)
+//    8 | client_sleeping atomic u32 | client_cpu atomic u32                          (C)
+//   16 | request_nonce u64 | request_len u32                       (C, before publishing)
+//   28 | response_len u32 | response_nonce u64 | request_digest u64 |
+//   48 | response_check u64 | response_generation u32 | pad       (S, before answering)
+//   64 | lease_deadline_ns atomic u64 | owner_pidns u32 | pad                  (C, claim)
+//   80 | response_ready ShmSemaphore (32 B) | pad
+//
+// The reply seal (shm/reply_seal.h): the daemon echoes the request's nonce and the slot
+// generation, adds the digest of the request bytes it evaluated and a check value over
+// the reply keyed by those three; the client accepts nothing else.
 //
 // Slot states and who moves them (C = owning client, S = server):
 //   Free --C claim (CAS)--> Claimed --C publish--> Ready --S take (CAS)--> Busy
@@ -41,6 +51,7 @@
 //   Claimed/Ready --C withdraw on deadline--> Free      Busy --C give up (CAS)--> Abandoned
 //   Abandoned --S answer fails, S frees--> Free
 //   any but Busy, owner dead or lease expired --S reclaim (CAS)--> Free
+//   any, the same word for longer than kLeaseCapNs (Busy: no thread on it) --S--> Free
 #pragma once
 
 #include <atomic>
@@ -52,9 +63,19 @@ namespace estimator::shm {
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x314D48535457504BULL;  // "KPWTSHM1" little-endian
 // 3: futex-based ShmSemaphore instead of glibc sem_t (same size and offsets).
-inline constexpr std::uint32_t kLayoutVersion = 3;
+// 4: fixed message positions (no offsets), the reply seal, the lease moved to line 1.
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::uint32_t kMaxSlots = 512;  // 8 ready-mask words of 64 bits
 inline constexpr std::uint32_t kMaskWords = kMaxSlots / 64;
+
+// The longest deadline a client gives a call (longer ones are cut to it), and how long
+// after its deadline it may still be reading its reply. A slot whose state word has not
+// changed for kLeaseCapNs is freed by the daemon whoever it names as owner, whatever
+// lease it shows: an honest client changes the word (claim, publish, release) well
+// within that, so only a dead or forged owner is held to the cap.
+inline constexpr std::uint64_t kMaxDeadlineNs = 10'000'000'000ULL;
+inline constexpr std::uint64_t kLeaseGraceNs = 1'000'000'000ULL;
+inline constexpr std::uint64_t kLeaseCapNs = kMaxDeadlineNs + kLeaseGraceNs;
 
 enum class ServerState : std::uint32_t {
   kInitializing = 0,  // segment being laid out; clients must not use it yet
@@ -138,18 +159,22 @@ struct alignas(kCacheLine) SegmentHeader {
 };
 
 struct alignas(kCacheLine) SlotControl {
-  // line 0
+  // line 0: the hand-off
   std::atomic<std::uint64_t> word;
-  std::atomic<std::uint64_t> lease_deadline_ns;  // CLOCK_MONOTONIC; 0 = not yet set
-  std::uint32_t owner_pidns;
   std::atomic<std::uint32_t> client_sleeping;
-  std::uint32_t request_offset;   // within the request area
-  std::uint32_t request_len;
-  std::uint32_t response_offset;  // within the response area
-  std::uint32_t response_len;
   std::atomic<std::uint32_t> client_cpu;  // where the owner published from (same reason)
+  std::uint64_t request_nonce;            // unpredictable, drawn for this request
+  std::uint32_t request_len;              // the request is the area's last request_len bytes
+  std::uint32_t response_len;             // the reply is the area's last response_len bytes
+  std::uint64_t response_nonce;           // the seal: request_nonce as the daemon read it,
+  std::uint64_t request_digest;           // digest of the request bytes it evaluated,
+  std::uint64_t response_check;           // reply_check() of the reply,
+  std::uint32_t response_generation;      // and the generation of the word it took
+  std::uint32_t pad0;
   // line 1
-  alignas(kCacheLine) ShmSemaphore response_ready;
+  alignas(kCacheLine) std::atomic<std::uint64_t> lease_deadline_ns;  // CLOCK_MONOTONIC; 0 = not yet set
+  std::uint32_t owner_pidns;
+  alignas(16) ShmSemaphore response_ready;
 
   SlotControl() = delete;
   SlotControl(const SlotControl&) = delete;
@@ -177,13 +202,18 @@ static_assert(offsetof(SegmentHeader, server_cpu) == 4 * kCacheLine + 4);
 static_assert(offsetof(SegmentHeader, doorbell) == 4 * kCacheLine + 16);
 static_assert(sizeof(SlotControl) == 2 * kCacheLine);
 static_assert(offsetof(SlotControl, word) == 0);
-static_assert(offsetof(SlotControl, lease_deadline_ns) == 8);
-static_assert(offsetof(SlotControl, owner_pidns) == 16);
-static_assert(offsetof(SlotControl, client_sleeping) == 20);
-static_assert(offsetof(SlotControl, request_offset) == 24);
-static_assert(offsetof(SlotControl, response_len) == 36);
-static_assert(offsetof(SlotControl, client_cpu) == 40);
-static_assert(offsetof(SlotControl, response_ready) == kCacheLine);
+static_assert(offsetof(SlotControl, client_sleeping) == 8);
+static_assert(offsetof(SlotControl, client_cpu) == 12);
+static_assert(offsetof(SlotControl, request_nonce) == 16);
+static_assert(offsetof(SlotControl, request_len) == 24);
+static_assert(offsetof(SlotControl, response_len) == 28);
+static_assert(offsetof(SlotControl, response_nonce) == 32);
+static_assert(offsetof(SlotControl, request_digest) == 40);
+static_assert(offsetof(SlotControl, response_check) == 48);
+static_assert(offsetof(SlotControl, response_generation) == 56);
+static_assert(offsetof(SlotControl, lease_deadline_ns) == kCacheLine);
+static_assert(offsetof(SlotControl, owner_pidns) == kCacheLine + 8);
+static_assert(offsetof(SlotControl, response_ready) == kCacheLine + 16);
 static_assert(SlotWord{SlotState::kBusy, 0xBEEF, -2}.pack() == 0xFFFFFFFE00BEEF03ULL);
 static_assert(SlotWord::unpack(0xFFFFFFFE00BEEF03ULL).pid == -2);
 

@@ -1,28 +1,36 @@
 #include "shm/server_ring.h"
 
 #include <bit>
+#include <cstring>
 
+#include "shm/reply_seal.h"
 #include "shm/wait.h"
 
 namespace estimator::shm {
 
-ServerRing::ServerRing(const SegmentView& view) : view_(view) {}
+ServerRing::ServerRing(const SegmentView& view)
+    : view_(view),
+      mask_words_((view.slot_count() + 63) / 64),
+      last_word_bits_(view.slot_count() % 64 == 0 ? ~0ULL : (1ULL << (view.slot_count() % 64)) - 1),
+      request_copy_(view.request_capacity()) {}
 
 bool ServerRing::any_pending() const {
   for (std::uint64_t p : pending_) {
     if (p != 0) return true;
   }
+  // Only the bits of slots that exist: take() never clears the others, so a peer setting
+  // one would otherwise keep this true, and the thread spinning, for good.
   const SegmentHeader& h = view_.header();
-  for (const auto& m : h.ready_mask) {
-    if (m.load(std::memory_order_relaxed) != 0) return true;
+  for (std::uint32_t w = 0; w < mask_words_; ++w) {
+    const std::uint64_t valid = w + 1 == mask_words_ ? last_word_bits_ : ~0ULL;
+    if ((h.ready_mask[w].load(std::memory_order_relaxed) & valid) != 0) return true;
   }
   return false;
 }
 
 std::optional<ServerRing::Taken> ServerRing::take() {
   SegmentHeader& h = view_.header();
-  const std::uint32_t words = (view_.slot_count() + 63) / 64;
-  for (std::uint32_t w = 0; w < words; ++w) {
+  for (std::uint32_t w = 0; w < mask_words_; ++w) {
     if (h.ready_mask[w].load(std::memory_order_relaxed) != 0) {
       pending_[w] |= h.ready_mask[w].exchange(0, std::memory_order_acquire);
     }
@@ -35,10 +43,8 @@ std::optional<ServerRing::Taken> ServerRing::take() {
       std::uint64_t word = c->word.load(std::memory_order_acquire);
       const SlotWord sw = SlotWord::unpack(word);
       if (sw.state != SlotState::kReady) continue;  // stale bit, withdrawn or reclaimed
-      if (!c->word.compare_exchange_strong(word, sw.with(SlotState::kBusy).pack(),
-                                           std::memory_order_acquire)) {
-        continue;
-      }
+      const std::uint64_t busy = sw.with(SlotState::kBusy).pack();
+      if (!c->word.compare_exchange_strong(word, busy, std::memory_order_acquire)) continue;
       last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
       idle_ = false;
       // Stored only when it changes: the line is read by spinning clients, and a store on
@@ -47,30 +53,44 @@ std::optional<ServerRing::Taken> ServerRing::take() {
           h.server_cpu.load(std::memory_order_relaxed) != cpu) {
         h.server_cpu.store(cpu, std::memory_order_relaxed);
       }
-      return Taken{i, c->request_offset, c->request_len};
+      // Read once; a length beyond the area leaves the request empty (an error reply).
+      const std::uint32_t len = c->request_len;
+      const std::uint32_t cap = view_.request_capacity();
+      std::span<const std::uint8_t> request;
+      if (len <= cap) {
+        std::memcpy(request_copy_.data(), view_.slot(i).request + (cap - len), len);
+        request = {request_copy_.data(), len};
+      }
+      const std::uint64_t nonce = c->request_nonce;
+      return Taken{i, busy, nonce, request, digest(request, nonce)};
     }
   }
   return std::nullopt;
 }
 
-void ServerRing::answer(std::uint32_t slot, std::uint32_t offset, std::uint32_t len) {
-  SlotControl* c = view_.slot(slot).control;
-  c->response_offset = offset;
-  c->response_len = len;
-  std::uint64_t word = c->word.load(std::memory_order_relaxed);
-  SlotWord sw = SlotWord::unpack(word);
-  if (sw.state == SlotState::kBusy &&
-      c->word.compare_exchange_strong(word, sw.with(SlotState::kAnswered).pack(),
+void ServerRing::answer(const Taken& taken, std::span<const std::uint8_t> reply) {
+  const SlotRef ref = view_.slot(taken.slot);
+  SlotControl* c = ref.control;
+  const std::uint32_t cap = view_.response_capacity();
+  if (reply.size() > cap) reply = {};  // cannot happen: replies are built to fit
+  const auto generation = SlotWord::unpack(taken.word).generation;
+  std::memcpy(ref.response + (cap - reply.size()), reply.data(), reply.size());
+  c->response_len = static_cast<std::uint32_t>(reply.size());
+  c->response_nonce = taken.nonce;
+  c->request_digest = taken.request_digest;
+  c->response_generation = generation;
+  c->response_check = reply_check(taken.nonce, generation, taken.request_digest, reply);
+  std::uint64_t word = taken.word;
+  if (c->word.compare_exchange_strong(word, SlotWord::unpack(word).with(SlotState::kAnswered).pack(),
                                       std::memory_order_seq_cst)) {
     // seq_cst pairs with the client's "set sleeping, then re-check the state".
     if (c->client_sleeping.load(std::memory_order_seq_cst) != 0) sem_post_shared(&c->response_ready);
     return;
   }
-  // The client gave up (Abandoned) or something scribbled on the word: free the slot
-  // unless it already moved on to a new owner.
-  sw = SlotWord::unpack(word);
-  if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kBusy) {
-    c->word.compare_exchange_strong(word, SlotWord{SlotState::kFree, sw.generation, 0}.pack(),
+  // The client gave up (Abandoned): free the slot. Any other word is no longer this
+  // request's (a peer wrote it; the reaper deals with it).
+  if (word == SlotWord::unpack(taken.word).with(SlotState::kAbandoned).pack()) {
+    c->word.compare_exchange_strong(word, SlotWord{SlotState::kFree, generation, 0}.pack(),
                                     std::memory_order_release);
   }
 }
@@ -109,30 +129,54 @@ void ServerRing::scan() {
 SlotReaper::SlotReaper(const SegmentView& view)
     : view_(view),
       pidns_(pid_namespace_id()),
+      seen_word_(view.slot_count(), 0),
+      seen_since_(view.slot_count(), 0),
       unleased_seen_(view.slot_count(), 0),
       orphan_seen_(view.slot_count(), 0) {}
+
+bool SlotReaper::reclaim(SlotControl* c, std::uint64_t word) {
+  const SlotWord sw = SlotWord::unpack(word);
+  if (!c->word.compare_exchange_strong(word, SlotWord{SlotState::kFree, sw.generation, 0}.pack(),
+                                       std::memory_order_acq_rel)) {
+    return false;
+  }
+  c->lease_deadline_ns.store(0, std::memory_order_relaxed);
+  return true;
+}
 
 std::uint32_t SlotReaper::sweep(std::uint64_t now_ns,
                                 const std::function<bool(std::uint32_t)>& working) {
   std::uint32_t reclaimed = 0;
   for (std::uint32_t i = 0; i < view_.slot_count(); ++i) {
     SlotControl* c = view_.slot(i).control;
-    std::uint64_t word = c->word.load(std::memory_order_acquire);
+    const std::uint64_t word = c->word.load(std::memory_order_acquire);
     const SlotWord sw = SlotWord::unpack(word);
-    if (working && (sw.state == SlotState::kBusy || sw.state == SlotState::kAbandoned)) {
+    if (word != seen_word_[i]) {
+      seen_word_[i] = word;
+      seen_since_[i] = now_ns;
+    }
+    const bool in_hand = working && working(i);
+    // The cap comes first: pid 1 is always alive and a lease can say "forever", but no
+    // honest owner leaves its word unchanged this long.
+    if (sw.state != SlotState::kFree && !in_hand && (working || sw.state != SlotState::kBusy) &&
+        now_ns > seen_since_[i] + kLeaseCapNs) {
+      if (reclaim(c, word)) ++reclaimed;
+      orphan_seen_[i] = unleased_seen_[i] = 0;
+      continue;
+    }
+    const bool unknown = static_cast<std::uint8_t>(sw.state) > static_cast<std::uint8_t>(SlotState::kAbandoned);
+    if (unknown || (working && (sw.state == SlotState::kBusy || sw.state == SlotState::kAbandoned))) {
       // A thread marks the slot it handles just after taking it, so a slot seen Busy once
       // without a thread may be one being taken; seen twice with the same word (the
       // generation changes with every claim), it is nobody's: without this, a client that
-      // writes Busy and dies would take the slot out of the ring for good.
+      // writes Busy and dies would take the slot out of the ring for good. A state no
+      // party defines is nobody's either.
       unleased_seen_[i] = 0;
-      if (working(i)) {
+      if (in_hand) {
         orphan_seen_[i] = 0;
       } else if (orphan_seen_[i] != word) {
         orphan_seen_[i] = word;
-      } else if (c->word.compare_exchange_strong(
-                     word, SlotWord{SlotState::kFree, sw.generation, 0}.pack(),
-                     std::memory_order_acq_rel)) {
-        c->lease_deadline_ns.store(0, std::memory_order_relaxed);
+      } else if (reclaim(c, word)) {
         orphan_seen_[i] = 0;
         ++reclaimed;
       }
@@ -148,8 +192,10 @@ std::uint32_t SlotReaper::sweep(std::uint64_t now_ns,
     bool dead = false;
     if (owner_ns != 0 && owner_ns == pidns_) {
       dead = !process_alive(sw.pid);  // exact, and a live owner may hold a reply long
-    } else if (lease != 0 && now_ns > lease) {
-      dead = true;  // another pid namespace: its pids mean nothing here; trust the lease
+    } else if (lease != 0 && (now_ns > lease || lease - now_ns > kLeaseCapNs)) {
+      // Another pid namespace: its pids mean nothing here; trust the lease, unless it
+      // reaches further than any honest client's (a forged "forever").
+      dead = true;
     }
     if (lease == 0) {
       dead = dead || unleased_seen_[i] == word;
@@ -157,15 +203,35 @@ std::uint32_t SlotReaper::sweep(std::uint64_t now_ns,
     } else {
       unleased_seen_[i] = 0;
     }
-    if (dead && c->word.compare_exchange_strong(
-                    word, SlotWord{SlotState::kFree, sw.generation, 0}.pack(),
-                    std::memory_order_acq_rel)) {
-      c->lease_deadline_ns.store(0, std::memory_order_relaxed);
+    if (dead && reclaim(c, word)) {
       unleased_seen_[i] = 0;
       ++reclaimed;
     }
   }
   return reclaimed;
+}
+
+HeaderGuard::HeaderGuard(const SegmentView& view) : view_(view), epoch_(view.header().epoch) {
+  std::memcpy(line0_.data(), &view.header(), kCacheLine);
+}
+
+bool HeaderGuard::restore() {
+  SegmentHeader& h = view_.header();
+  bool rewrote = false;
+  if (std::memcmp(&h, line0_.data(), kCacheLine) != 0) {
+    std::memcpy(static_cast<void*>(&h), line0_.data(), kCacheLine);
+    rewrote = true;
+  }
+  if (h.epoch != epoch_) {
+    h.epoch = epoch_;
+    rewrote = true;
+  }
+  constexpr auto kServing = static_cast<std::uint32_t>(ServerState::kServing);
+  if (h.state.load(std::memory_order_relaxed) != kServing) {
+    h.state.store(kServing, std::memory_order_release);
+    rewrote = true;
+  }
+  return rewrote;
 }
 
 }  // namespace estimator::shm

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "shm/layout.h"
@@ -21,19 +22,22 @@ class ServerRing {
  public:
   explicit ServerRing(const SegmentView& view);
 
-  // Takes the next published slot (Ready -> Busy) and returns its index; nullopt when
-  // nothing is pending. The request bytes are [offset, offset+len) of its request area,
-  // as read once by take() into offset/len (bounds are the caller's to check).
+  // Takes the next published slot (Ready -> Busy); nullopt when nothing is pending. The
+  // request is copied into this ring's private buffer (a peer may rewrite the slot at any
+  // time; only the copy is read and evaluated), empty when its length exceeds the area.
   struct Taken {
     std::uint32_t slot;
-    std::uint32_t offset;
-    std::uint32_t len;
+    std::uint64_t word;                     // the Busy word this take wrote
+    std::uint64_t nonce;                    // as read once from the slot
+    std::span<const std::uint8_t> request;  // the private copy, until the next take()
+    std::uint64_t request_digest;           // of the copy, keyed by the nonce
   };
   std::optional<Taken> take();
 
-  // Publishes the response at [offset, offset+len) of the slot's response area and wakes
-  // the client if it sleeps. A slot the client abandoned meanwhile is freed instead.
-  void answer(std::uint32_t slot, std::uint32_t offset, std::uint32_t len);
+  // Copies `reply` (private memory) to the end of the slot's response area, seals it
+  // (shm/reply_seal.h) and wakes the client if it sleeps. A slot the client abandoned
+  // meanwhile is freed instead; one that no longer carries the taken word is left alone.
+  void answer(const Taken& taken, std::span<const std::uint8_t> reply);
 
   // Spins up to spin_ns for a published slot, then sleeps on the doorbell until
   // timeout_ns from now. Returns false when no slot is pending: on timeout, or after a
@@ -47,14 +51,19 @@ class ServerRing {
  private:
   bool any_pending() const;
   SegmentView view_;
+  std::uint32_t mask_words_;                         // those covering the ring
+  std::uint64_t last_word_bits_;                     // the ring's bits in the last of them
+  std::vector<std::uint8_t> request_copy_;           // request_capacity bytes
   std::array<std::uint64_t, kMaskWords> pending_{};  // this thread's share of the mask
   std::uint32_t last_client_cpu_ = 0xFFFFFFFFu;      // where the last request came from
   bool idle_ = false;                                // the last wait timed out
 };
 
 // Frees slots whose owner died: in the daemon's pid namespace when the owner's pid is
-// gone; from another namespace (a sidecar container), when the owner's lease expired.
-// Run periodically by the daemon, never by clients.
+// gone; from another namespace (a sidecar container), when the owner's lease expired (a
+// lease further ahead than kLeaseCapNs is forged, and counts as expired). Frees what no
+// owner explains: a state nobody defines, a word unchanged for kLeaseCapNs. Run
+// periodically by the daemon, never by clients.
 class SlotReaper {
  public:
   explicit SlotReaper(const SegmentView& view);
@@ -62,17 +71,43 @@ class SlotReaper {
   // dispatch thread of this daemon is handling slot i. A Busy or Abandoned slot that no
   // thread handles, seen twice with the same word, is an orphan (a client wrote that state
   // itself, or died after doing so) and is freed too; without `working`, such slots are
-  // left alone (Busy) or freed by owner liveness (Abandoned).
+  // left alone (Busy) or freed by owner liveness (Abandoned). Whatever its owner and
+  // lease, a slot whose word stayed the same for longer than kLeaseCapNs (first seen by
+  // this reaper at least that long ago) is freed, unless a thread handles it or it is
+  // Busy and `working` is not given.
   std::uint32_t sweep(std::uint64_t now_ns,
                       const std::function<bool(std::uint32_t)>& working = {});
 
  private:
+  bool reclaim(SlotControl* c, std::uint64_t word);
   SegmentView view_;
   std::uint32_t pidns_;
+  // Per slot, the last word seen and when it was first seen (for kLeaseCapNs).
+  std::vector<std::uint64_t> seen_word_;
+  std::vector<std::uint64_t> seen_since_;
   // A Claimed slot whose lease is still 0 is one whose owner died between the claim CAS
   // and writing the lease; seen twice in a row with the same word, it is reclaimed.
   std::vector<std::uint64_t> unleased_seen_;
   std::vector<std::uint64_t> orphan_seen_;  // Busy/Abandoned words no thread handled
+};
+
+// Keeps the header fields only the daemon writes as it wrote them: line 0 (magic,
+// versions, sizes, pid), the epoch and the serving state. Clients read them at attach and
+// on every call (the state); a peer writing "stopping" or odd sizes would otherwise turn
+// every client away until the daemon restarts.
+class HeaderGuard {
+ public:
+  // Takes the daemon's private copy of the header as it is now (before any client can
+  // attach, i.e. before the segment is marked serving).
+  explicit HeaderGuard(const SegmentView& view);
+  // Rewrites whatever differs from the copy, with state kServing; returns true if it had
+  // to. Call only while the daemon serves.
+  bool restore();
+
+ private:
+  SegmentView view_;
+  std::array<std::uint8_t, kCacheLine> line0_{};
+  std::uint64_t epoch_;
 };
 
 }  // namespace estimator::shm

@@ -57,7 +57,8 @@ typedef enum estimator_code {
   ESTIMATOR_DEADLINE_EXCEEDED = 8,  /* the daemon is alive but did not answer in time */
   ESTIMATOR_RESOURCE_EXHAUSTED = 9, /* no free slot, /dev/shm full, out of memory */
   ESTIMATOR_INTERNAL = 10,          /* a bug: an invariant did not hold */
-  ESTIMATOR_PERMISSION_DENIED = 11  /* the OS refused access */
+  ESTIMATOR_PERMISSION_DENIED = 11, /* the OS refused access */
+  ESTIMATOR_INTEGRITY = 12          /* replies failed their seal: another process wrote the slot */
 } estimator_code;
 
 #define ESTIMATOR_ERROR_MESSAGE_SIZE 1024

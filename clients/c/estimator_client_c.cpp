@@ -31,6 +31,7 @@ static_assert(ESTIMATOR_DEADLINE_EXCEEDED == static_cast<int>(Code::kDeadlineExc
 static_assert(ESTIMATOR_RESOURCE_EXHAUSTED == static_cast<int>(Code::kResourceExhausted));
 static_assert(ESTIMATOR_INTERNAL == static_cast<int>(Code::kInternal));
 static_assert(ESTIMATOR_PERMISSION_DENIED == static_cast<int>(Code::kPermissionDenied));
+static_assert(ESTIMATOR_INTEGRITY == static_cast<int>(Code::kIntegrity));
 
 struct estimator_client {
   explicit estimator_client(estimator::client::ClientOptions o) : timeout(o.timeout), client(std::move(o)) {}
@@ -116,7 +117,7 @@ Status measured_span(const float* p, std::size_t n, std::string_view what,
 extern "C" {
 
 const char* estimator_code_name(int code) {
-  if (code < 0 || code > static_cast<int>(Code::kPermissionDenied)) return "unknown";
+  if (code < 0 || code > static_cast<int>(Code::kIntegrity)) return "unknown";
   // code_name returns views of string literals, which are NUL-terminated.
   return estimator::code_name(static_cast<Code>(code)).data();
 }

@@ -12,9 +12,12 @@
 
 #include "schema/wire.h"
 #include "shm/client_ring.h"
+#include "shm/reply_seal.h"
 #include "shm/segment.h"
 
 namespace estimator::client {
+
+using shm::ReplyBytes;
 
 // One attachment per daemon epoch; Replies keep theirs alive past a re-attach.
 struct Attachment {
@@ -23,10 +26,6 @@ struct Attachment {
 };
 
 namespace {
-
-// A reply read after the deadline is still read; this bounds how long the daemon keeps
-// a slot of a client in another pid namespace that died while holding it.
-constexpr std::uint64_t kLeaseGraceNs = 1'000'000'000ULL;
 
 std::atomic<std::uint64_t> g_next_id{
     (static_cast<std::uint64_t>(getpid()) << 40) ^
@@ -102,19 +101,20 @@ void Client::forget(const std::shared_ptr<Attachment>& stale) {
 
 Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanoseconds timeout) {
   const std::uint64_t start = shm::monotonic_ns();
-  const std::uint64_t deadline = start + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
+  // Cut to the longest deadline the daemon's lease cap allows for (shm::kMaxDeadlineNs).
+  const std::uint64_t deadline =
+      start + std::min<std::uint64_t>(static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())),
+                                      shm::kMaxDeadlineNs);
+  if (!ping && (request.features.size() != request.cols ||
+                (request.matrix == nullptr && request.rows * request.cols != 0))) {
+    return Status(Code::kInvalidArgument, std::to_string(request.features.size()) +
+                                              " feature names for " +
+                                              std::to_string(request.cols) + " columns");
+  }
   auto att = attachment();
   if (!att.ok()) return att.status();
   std::shared_ptr<Attachment> a = std::move(att).value();
   shm::ClientRing& ring = *a->ring;
-
-  auto claimed = ring.claim(deadline, deadline + kLeaseGraceNs, thread_hint());
-  if (!claimed.ok()) {
-    if (claimed.status().code() == Code::kUnavailable) forget(a);
-    return claimed.status();
-  }
-  const std::uint32_t slot = claimed.value();
-  const shm::SlotRef ref = ring.view().slot(slot);
 
   wire::RequestSpec spec;
   spec.request_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
@@ -130,52 +130,64 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
   spec.cols = request.cols;
   spec.node_power = request.node_power;
   spec.system_values = request.system_values;
-  if (!ping && (request.features.size() != request.cols ||
-                (request.matrix == nullptr && request.rows * request.cols != 0))) {
-    ring.abandon(slot);
-    return Status(Code::kInvalidArgument, std::to_string(request.features.size()) +
-                                              " feature names for " +
-                                              std::to_string(request.cols) + " columns");
-  }
-  // One encoder per thread (calls may run at once): a thread sending the same shape again
-  // copies its last request instead of rebuilding it.
+  // Encoded privately (one encoder per thread: calls may run at once; a thread sending
+  // the same shape again patches its last request instead of rebuilding it), and only
+  // copied into a slot: the digest a reply must echo is of these bytes, whatever a peer
+  // writes into the slot.
   static thread_local wire::RequestEncoder encoder;
-  auto built = encoder.encode(spec, {ref.request, ring.view().request_capacity()});
-  if (!built.ok()) {
-    ring.abandon(slot);
-    return built.status();
-  }
-  const auto offset = static_cast<std::uint32_t>(built->data() - ref.request);
-  if (Status s = ring.publish(slot, offset, static_cast<std::uint32_t>(built->size())); !s.ok()) {
-    return s;
-  }
-  switch (ring.wait_answer(slot, deadline, static_cast<std::uint64_t>(
-                                               std::chrono::nanoseconds(options_.spin).count()))) {
-    case shm::WaitOutcome::kAnswered:
-      break;
-    case shm::WaitOutcome::kDeadline:
-      ring.abandon(slot);
+  auto built = encoder.encode(spec, ring.view().request_capacity());
+  if (!built.ok()) return built.status();
+  const std::span<const std::uint8_t> bytes = built.value();
+  const auto spin = static_cast<std::uint64_t>(std::chrono::nanoseconds(options_.spin).count());
+
+  // A reply that fails its seal was written by another process: never returned, and the
+  // request is sent again in a fresh claim while the deadline allows.
+  Status rejected;
+  ReplyBytes received;
+  for (;;) {
+    auto claimed = ring.claim(deadline, deadline + shm::kLeaseGraceNs, thread_hint());
+    if (!claimed.ok()) {
+      if (claimed.status().code() == Code::kUnavailable) forget(a);
+      return rejected.ok() ? claimed.status() : rejected;
+    }
+    const shm::Claim claim = claimed.value();
+    const std::uint64_t nonce = shm::next_nonce();
+    const std::uint64_t request_digest = shm::digest(bytes, nonce);
+    if (Status s = ring.publish(claim, bytes, nonce); !s.ok()) {
+      ring.abandon(claim);
+      return s;
+    }
+    const shm::WaitOutcome waited = ring.wait_answer(claim, deadline, spin);
+    if (waited == shm::WaitOutcome::kDeadline) {
+      ring.abandon(claim);
+      if (!rejected.ok()) return rejected;
       return Status(Code::kDeadlineExceeded, "no answer within " +
                                                  std::to_string(timeout.count() / 1000000) + " ms");
-    case shm::WaitOutcome::kServerGone:
-      ring.abandon(slot);
+    }
+    if (waited == shm::WaitOutcome::kServerGone) {
+      ring.abandon(claim);
       forget(a);
       return Status(Code::kUnavailable, "estimator unavailable: the daemon stopped or died");
-  }
-  // Offsets written by the daemon: read once, checked against the area. The bytes are
-  // copied out, and only the copy is verified and read (see Reply).
-  const std::uint32_t roff = ref.control->response_offset;
-  const std::uint32_t rlen = ref.control->response_len;
-  const std::uint32_t cap = ring.view().response_capacity();
-  if (roff > cap || rlen > cap - roff) {
-    ring.release(slot);
-    return Status(Code::kInternal, "daemon answered outside the response area");
+    }
+    if (waited == shm::WaitOutcome::kAnswered) {
+      auto got = ring.receive(claim, nonce, request_digest);
+      ring.release(claim);
+      if (got.ok()) {
+        received = std::move(got).value();
+        break;
+      }
+      rejected = got.status();
+    } else {  // kLost: the slot was taken from us; nothing will answer there
+      ring.abandon(claim);
+      rejected = Status(Code::kIntegrity, "slot " + std::to_string(claim.slot) +
+                                              " was reclaimed or rewritten while waiting");
+    }
+    rejected_replies_.fetch_add(1, std::memory_order_relaxed);
+    if (shm::monotonic_ns() >= deadline) return rejected;
   }
   Reply reply;
-  reply.bytes_ = std::make_unique_for_overwrite<std::uint8_t[]>(rlen);
-  std::memcpy(reply.bytes_.get(), ref.response + roff, rlen);
-  ring.release(slot);
-  auto parsed = wire::read_response({reply.bytes_.get(), rlen});
+  reply.bytes_ = std::move(received.data);
+  auto parsed = wire::read_response({reply.bytes_.get(), received.size});
   if (!parsed.ok()) return parsed.status();
   const wire::ParsedResponse& r = parsed.value();
   if (r.request_id != spec.request_id) {

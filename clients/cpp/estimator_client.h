@@ -7,13 +7,15 @@
 //   if (!reply) { log(reply.status().to_string()); return; }
 //   for (uint32_t r = 0; r < reply->rows(); ++r) use(reply->power(r, 0));
 //
-// The request is written straight into a slot of the daemon's shared-memory ring and the
-// reply is read in place from the same slot; a Reply holds its slot until destroyed, so
-// keep it briefly. A Client may be used from many threads at once. It attaches lazily,
+// The request is encoded privately and copied into a slot of the daemon's shared-memory
+// ring; the reply is copied out of the slot and returned only if its seal shows it
+// answers this very request (shm/reply_seal.h). A Client may be used from many threads
+// at once. It attaches lazily,
 // and re-attaches by itself when the daemon restarts (a new epoch): calls in between fail
 // with kUnavailable ("estimator unavailable") within their deadline, never hang.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -38,6 +40,7 @@ struct ClientOptions {
   std::int32_t shm_mode = -1;
   std::chrono::microseconds spin{50};            // spin this long before sleeping
   std::chrono::milliseconds timeout{1000};       // deadline of calls that give none
+                                                 // (any deadline is cut to 10 s)
 };
 
 // Which model; empty fields mean "any" (then the smallest-error model that fits wins).
@@ -148,6 +151,11 @@ class Client {
 
   const std::string& shm_name() const { return options_.shm_name; }
 
+  // Replies this client refused because their seal did not answer its request (another
+  // process wrote into the slot), and slots lost while waiting; each was retried while
+  // the call's deadline allowed, else the call failed with kIntegrity.
+  std::uint64_t rejected_replies() const { return rejected_replies_.load(std::memory_order_relaxed); }
+
  private:
   Result<std::shared_ptr<Attachment>> attachment();
   void forget(const std::shared_ptr<Attachment>& stale);
@@ -157,6 +165,7 @@ class Client {
   Status policy_error_;  // an unreadable ESTIMATOR_DAEMON_UID / ESTIMATOR_SHM_MODE
   std::mutex mu_;                        // guards attachment_ (not the calls)
   std::shared_ptr<Attachment> attachment_;
+  std::atomic<std::uint64_t> rejected_replies_{0};
 };
 
 }  // namespace estimator::client

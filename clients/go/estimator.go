@@ -48,6 +48,7 @@ const (
 	CodeResourceExhausted Code = 9
 	CodeInternal          Code = 10
 	CodePermissionDenied  Code = 11
+	CodeIntegrity         Code = 12
 )
 
 // String gives the code's stable name ("missing_features", ...).

@@ -1,5 +1,5 @@
-// libFuzzer target: the daemon's handling of arbitrary slot bytes (verify, private copy,
-// decode, select, evaluate, reply). Must never crash, hang or read out of bounds.
+// libFuzzer target: the daemon's handling of arbitrary request bytes, as copied out of a
+// slot (verify, decode, select, evaluate, reply). Must never crash, hang or read out of bounds.
 #include <cstdint>
 #include <cstring>
 #include <vector>

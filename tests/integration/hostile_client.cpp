@@ -1,36 +1,45 @@
 // hostile_client: a process that maps the daemon's segment read-write, as every client
-// does, and writes random bytes into it while honest clients call
-// (tests/integration/reliability_test.cpp).
+// does, and attacks it while honest clients call (tests/integration/reliability_test.cpp).
 //
 //   hostile_client <shm-name> <seconds> <mode> <seed>
 //
-// mode "protocol": everything a client can write without forging other clients' data.
+// mode "protocol": everything a client can do with its own slots and the shared hints.
 //   - its own slots (claimed by CAS like any client), in every way: random request bytes
-//     and mutated valid requests, random offsets and lengths (in and out of bounds),
-//     publishing them, random state words (every state, unknown states, other pids and
+//     and mutated valid requests, random lengths (in and out of bounds), publishing
+//     them, random state words (every state, unknown states, other pids and
 //     generations), random leases, random response bytes;
 //   - the shared header fields clients write: the ready mask (random bits set and
 //     cleared), the doorbell (posts), the sleep flag and CPU hints;
 //   - in every slot, including those honest clients hold: the wake-up hints
 //     (client_sleeping, client_cpu), spurious posts of the response semaphore, and the
-//     request and response offsets and lengths (a wrong offset is detectable: the
-//     request id no longer matches, or the bytes do not verify).
-//   It never writes the state word, lease, request or response area of a slot another
-//   process holds: a writer that can do that can forge a well-formed answer, which no
-//   protocol over writable shared memory can tell from a real one (docs/reliability.md).
-// mode "chaos": random bytes at random places of the whole segment, header included.
-//   Honest clients then get errors (or even forged numbers); the daemon must survive.
+//     request and response lengths.
+// mode "forge": the attack that forged answers before the reply seal. It claims slots of
+//   its own, plants there copies of the requests other clients have in flight with the
+//   next request ids they will use and other matrix values, publishes them, and copies
+//   the daemon's genuine answers to those copies (reply bytes, length and the whole
+//   seal) into the other clients' slots, marking them answered; in a loop it also
+//   rewrites their request lengths and request bytes with its copies. It reads every
+//   byte it likes except the other clients' nonces: the guarantee is against writers
+//   that cannot see a nonce while its request is in flight (docs/reliability.md).
+// mode "chaos": random bytes over the whole segment, header and semaphores included:
+//   one pass that walks every byte in order, interleaved with writes at random places.
+// mode "pin": in one go, what used to pin the ring and a CPU for good, then exit: every
+//   free slot claimed for pid 1 (Claimed, Ready, Answered), for another pid namespace
+//   with a lease that never ends, or in states nobody defines; the header forged
+//   (state "stopping", epoch, pid, sizes); ready-mask bits set beyond the ring.
 //
-// Exits 0 after <seconds>; 3 if it cannot attach.
+// Exits 0 after <seconds> (at once for "pin"); 3 if it cannot attach.
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "schema/schema_version.h"
 #include "schema/wire.h"
 #include "shm/client_ring.h"
 #include "shm/segment.h"
@@ -60,17 +69,124 @@ class Hostile {
       case 7: shm::sem_post_shared(&view_.header().doorbell); break;
       case 8: scribble_header_hints(); break;
       case 9: scribble_any_slot_hints(); break;
-      case 10: scribble_any_slot_offsets(); break;
+      case 10: scribble_any_slot_lengths(); break;
       case 11: release_own(); break;
     }
   }
 
   void chaos_round() {
     auto* base = reinterpret_cast<std::uint8_t*>(&view_.header());
+    // Every byte in turn, a few at a time (so a pass takes long enough for the daemon and
+    // the clients to run into what it wrote), then somewhere at random.
+    const std::uint64_t n = std::min<std::uint64_t>(1 + pick(16), segment_bytes_ - sweep_at_);
+    fill_random(base + sweep_at_, n);
+    sweep_at_ = (sweep_at_ + n) % segment_bytes_;
     const std::uint64_t len = 1 + pick(256);
-    const std::uint64_t at = pick(segment_bytes_ - len + 1);
-    for (std::uint64_t i = 0; i < len; ++i) base[at + i] = static_cast<std::uint8_t>(rng_());
+    fill_random(base + pick(segment_bytes_ - len + 1), len);
     if (pick(8) == 0) shm::sem_post_shared(&view_.header().doorbell);
+  }
+
+  void forge_round() {
+    if (owned().size() < 4) claim();
+    const std::uint32_t n = view_.slot_count();
+    const std::uint32_t v = static_cast<std::uint32_t>(pick(n));
+    if (own(v)) return;
+    shm::SlotControl* vc = control(v);
+    const SlotWord vw = SlotWord::unpack(vc->word.load());
+    if (vw.state == SlotState::kFree) return;
+    // Answers the daemon gave to our planted copies, replayed into the victim's slot.
+    for (std::uint32_t i : owned()) {
+      shm::SlotControl* c = control(i);
+      std::uint64_t w = c->word.load();
+      const SlotWord sw = SlotWord::unpack(w);
+      if (sw.state != SlotState::kAnswered) continue;
+      const std::uint32_t len = std::min(c->response_len, view_.response_capacity());
+      const std::uint32_t cap = view_.response_capacity();
+      std::memcpy(view_.slot(v).response + cap - len, view_.slot(i).response + cap - len, len);
+      vc->response_len = len;
+      vc->response_nonce = c->response_nonce;
+      vc->request_digest = c->request_digest;
+      vc->response_check = c->response_check;
+      vc->response_generation = pick(2) == 0 ? c->response_generation : vw.generation;
+      std::uint64_t victim = vw.pack();
+      vc->word.compare_exchange_strong(victim, vw.with(SlotState::kAnswered).pack());
+      shm::sem_post_shared(&vc->response_ready);
+      c->word.compare_exchange_strong(w, sw.with(SlotState::kClaimed).pack());  // reuse it
+      break;
+    }
+    plant_copy_of(v);
+  }
+
+  // Copies the request in flight in slot v, with a predicted id and other values, into a
+  // slot of ours (published: the daemon answers it) and over v's own request.
+  void plant_copy_of(std::uint32_t v) {
+    const std::uint32_t cap = view_.request_capacity();
+    const std::uint32_t len = control(v)->request_len;
+    if (len < 8 || len > cap || len % 8 != 0) return;
+    std::vector<std::uint64_t> copy(len / 8);
+    auto* bytes = reinterpret_cast<std::uint8_t*>(copy.data());
+    std::memcpy(bytes, view_.slot(v).request + cap - len, len);
+    flatbuffers::Verifier verifier(bytes, len);
+    if (!fb::VerifyRequestBuffer(verifier)) return;
+    auto* req = flatbuffers::GetMutableRoot<fb::Request>(bytes);
+    req->mutate_request_id(req->request_id() + pick(3));  // ids are a counter
+    if (auto* m = req->mutable_matrix(); m != nullptr && m->size() != 0 && pick(2) == 0) {
+      m->Mutate(static_cast<flatbuffers::uoffset_t>(pick(m->size())), static_cast<float>(pick(5000)));
+    }
+    std::uint32_t mine = 0;
+    if (pick_owned_still(mine) && SlotWord::unpack(control(mine)->word.load()).state == SlotState::kClaimed) {
+      std::memcpy(view_.slot(mine).request + cap - len, bytes, len);
+      shm::SlotControl* c = control(mine);
+      c->request_len = len;
+      c->request_nonce = rng_();
+      std::uint64_t w = c->word.load();
+      const SlotWord sw = SlotWord::unpack(w);
+      if (sw.pid == pid_ && c->word.compare_exchange_strong(w, sw.with(SlotState::kReady).pack())) {
+        view_.header().ready_mask[mine / 64].fetch_or(1ULL << (mine % 64));
+        shm::sem_post_shared(&view_.header().doorbell);
+      }
+    }
+    if (pick(2) == 0) {
+      std::memcpy(view_.slot(v).request + cap - len, bytes, len);
+      control(v)->request_len = len;
+    }
+  }
+
+  void pin() {
+    const std::uint32_t ns = shm::pid_namespace_id();
+    for (std::uint32_t i = 0; i < view_.slot_count(); ++i) {
+      shm::SlotControl* c = control(i);
+      std::uint64_t w = c->word.load();
+      const SlotWord sw = SlotWord::unpack(w);
+      if (sw.state != SlotState::kFree) continue;
+      const auto gen = static_cast<std::uint16_t>(sw.generation + 1);
+      SlotWord forged{SlotState::kClaimed, gen, 1};
+      std::uint32_t owner_ns = ns;
+      switch (i % 6) {
+        case 0: break;
+        case 1: forged.state = SlotState::kAnswered; break;
+        case 2: forged.state = SlotState::kReady; break;  // answered, then held by pid 1
+        case 3: forged.pid = 4242; owner_ns = 0xFFFFFFF0u; break;
+        case 4: forged.state = static_cast<SlotState>(77); break;
+        case 5: forged.state = SlotState::kAbandoned; break;
+      }
+      if (!c->word.compare_exchange_strong(w, forged.pack())) continue;
+      c->owner_pidns = owner_ns;
+      c->lease_deadline_ns.store(~0ULL);
+      c->request_len = 0;
+      if (forged.state == SlotState::kReady) view_.header().ready_mask[i / 64].fetch_or(1ULL << (i % 64));
+    }
+    shm::SegmentHeader& h = view_.header();
+    for (std::uint32_t m = (view_.slot_count() + 63) / 64; m < shm::kMaskWords; ++m) h.ready_mask[m].store(~0ULL);
+    if (view_.slot_count() % 64 != 0) {
+      h.ready_mask[view_.slot_count() / 64].fetch_or(~0ULL << (view_.slot_count() % 64));
+    }
+    h.epoch = 1;
+    h.server_pid = 1;
+    h.slot_count = view_.slot_count() - 1;
+    h.request_capacity = 64;
+    h.state.store(static_cast<std::uint32_t>(shm::ServerState::kStopping));
+    shm::sem_post_shared(&h.doorbell);
   }
 
  private:
@@ -132,18 +248,16 @@ class Hostile {
   }
 
   // A request that is random, or valid with a few bytes flipped, or valid with absurd
-  // shapes; then offsets that are right, slightly off, or far out of bounds.
+  // shapes; then a length that is right, slightly off, or far out of bounds.
   void publish_garbage() {
     std::uint32_t slot = 0;
     if (!pick_owned_still(slot)) return;
     const shm::SlotRef ref = view_.slot(slot);
     const std::uint32_t cap = view_.request_capacity();
-    std::uint32_t offset = 0;
     std::uint32_t len = 0;
     if (pick(3) == 0) {
       len = static_cast<std::uint32_t>(1 + pick(4096));
-      offset = static_cast<std::uint32_t>(pick(cap - len + 1));
-      fill_random(ref.request + offset, len);
+      fill_random(ref.request + cap - len, len);
     } else {
       std::vector<float> m(3 * (1 + pick(8)));
       for (float& v : m) v = static_cast<float>(pick(1000));
@@ -154,23 +268,21 @@ class Hostile {
       spec.matrix = m.data();
       spec.rows = static_cast<std::uint32_t>(m.size() / 3);
       spec.cols = 3;
-      auto built = wire::build_request(spec, {ref.request, cap});
+      auto built = wire::build_request(spec, {ref.request, cap});  // ends at the area's end
       if (!built.ok()) return;
-      offset = static_cast<std::uint32_t>(built->data() - ref.request);
       len = static_cast<std::uint32_t>(built->size());
       for (std::uint64_t k = pick(6); k > 0; --k) {
         built->data()[pick(len)] = static_cast<std::uint8_t>(rng_());
       }
     }
     switch (pick(6)) {
-      case 0: offset = static_cast<std::uint32_t>(rng_()); break;
-      case 1: len = static_cast<std::uint32_t>(rng_()); break;
-      case 2: len += static_cast<std::uint32_t>(pick(64)); break;
+      case 0: len = static_cast<std::uint32_t>(rng_()); break;
+      case 1: len += static_cast<std::uint32_t>(pick(64)); break;
       default: break;
     }
     shm::SlotControl* c = control(slot);
-    c->request_offset = offset;
     c->request_len = len;
+    c->request_nonce = rng_();
     std::uint64_t w = c->word.load();
     const SlotWord sw = SlotWord::unpack(w);
     if (sw.pid != pid_) return;
@@ -245,13 +357,11 @@ class Hostile {
     shm::sem_post_shared(&c->response_ready);
   }
 
-  void scribble_any_slot_offsets() {
+  void scribble_any_slot_lengths() {
     shm::SlotControl* c = control(static_cast<std::uint32_t>(pick(view_.slot_count())));
     if (pick(2) == 0) {
-      c->request_offset = static_cast<std::uint32_t>(pick(2) == 0 ? rng_() : pick(view_.request_capacity()));
       c->request_len = static_cast<std::uint32_t>(pick(2) == 0 ? rng_() : pick(4096));
     } else {
-      c->response_offset = static_cast<std::uint32_t>(pick(2) == 0 ? rng_() : pick(view_.response_capacity()));
       c->response_len = static_cast<std::uint32_t>(pick(2) == 0 ? rng_() : pick(4096));
     }
   }
@@ -260,20 +370,21 @@ class Hostile {
   std::mt19937_64 rng_;
   std::uint64_t segment_bytes_;
   std::int32_t pid_;
+  std::uint64_t sweep_at_ = 0;  // where the chaos pass over every byte is
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    std::fprintf(stderr, "usage: hostile_client <shm-name> <seconds> protocol|chaos <seed>\n");
+    std::fprintf(stderr, "usage: hostile_client <shm-name> <seconds> protocol|forge|chaos|pin <seed>\n");
     return 2;
   }
   const std::string name = argv[1];
   const double seconds = std::strtod(argv[2], nullptr);
   const std::string mode = argv[3];
   const std::uint64_t seed = std::strtoull(argv[4], nullptr, 10);
-  if (mode != "protocol" && mode != "chaos") {
+  if (mode != "protocol" && mode != "forge" && mode != "chaos" && mode != "pin") {
     std::fprintf(stderr, "hostile_client: unknown mode '%s'\n", mode.c_str());
     return 2;
   }
@@ -286,10 +397,22 @@ int main(int argc, char** argv) {
   const std::uint64_t bytes = shm::segment_bytes(view.slot_count(), view.request_capacity(),
                                                  view.response_capacity());
   Hostile h(view, seed, bytes);
+  if (mode == "pin") {
+    h.pin();
+    return 0;
+  }
   const std::uint64_t end = shm::monotonic_ns() + static_cast<std::uint64_t>(seconds * 1e9);
   std::uint64_t rounds = 0;
   while (shm::monotonic_ns() < end) {
-    for (int i = 0; i < 64; ++i) mode == "chaos" ? h.chaos_round() : h.protocol_round();
+    for (int i = 0; i < 64; ++i) {
+      if (mode == "chaos") {
+        h.chaos_round();
+      } else if (mode == "forge") {
+        h.forge_round();
+      } else {
+        h.protocol_round();
+      }
+    }
     rounds += 64;
     // Leave the CPU now and then: on 2 cores a writer that never yields would measure the
     // scheduler, not the daemon.

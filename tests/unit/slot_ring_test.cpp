@@ -1,15 +1,21 @@
 // The slot protocol, one transition at a time, on a real segment in this process: the
-// client side (ClientRing), the daemon side (ServerRing) and the reaper (SlotReaper).
+// client side (ClientRing), the daemon side (ServerRing), the reply seal, the reaper
+// (SlotReaper) and the header guard.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
+#include <functional>
 #include <thread>
+#include <vector>
 
 #include "schema/schema_version.h"
 #include "shm/client_ring.h"
+#include "shm/reply_seal.h"
 #include "shm/server_ring.h"
 #include "shm/wait.h"
 
@@ -50,67 +56,179 @@ class SlotRingTest : public ::testing::Test {
   std::unique_ptr<ClientRing> sut;
 };
 
+// Request bytes as a client would encode them privately: a recognisable pattern.
+std::vector<std::uint8_t> request_bytes(std::size_t n, std::uint8_t seed) {
+  std::vector<std::uint8_t> v(n);
+  for (std::size_t k = 0; k < n; ++k) v[k] = static_cast<std::uint8_t>(seed + k * 7);
+  return v;
+}
+
 TEST_F(SlotRingTest, FullCycleFreeClaimedReadyBusyAnsweredFree) {
-  auto slot = sut->claim(later(kSecond), later(2 * kSecond), 0);
-  ASSERT_TRUE(slot.ok());
-  const std::uint32_t i = slot.value();
+  auto claimed = sut->claim(later(kSecond), later(2 * kSecond), 0);
+  ASSERT_TRUE(claimed.ok());
+  const Claim claim = claimed.value();
+  const std::uint32_t i = claim.slot;
   EXPECT_EQ(word(i).state, SlotState::kClaimed);
   EXPECT_EQ(word(i).pid, getpid());
   EXPECT_EQ(word(i).generation, 1);
+  EXPECT_EQ(claim.generation, 1);
 
-  ASSERT_TRUE(sut->publish(i, 64, 128).ok());
+  const auto request = request_bytes(128, 3);
+  const std::uint64_t nonce = next_nonce();
+  ASSERT_TRUE(sut->publish(claim, request, nonce).ok());
   EXPECT_EQ(word(i).state, SlotState::kReady);
   EXPECT_NE(server->view().header().ready_mask[0].load() & (1ULL << i), 0u);
+  const SlotRef ref = server->view().slot(i);
+  EXPECT_EQ(std::memcmp(ref.request + 4096 - 128, request.data(), 128), 0) << "at the area's end";
 
   ServerRing ring(server->view());
   auto taken = ring.take();
   ASSERT_TRUE(taken.has_value());
   EXPECT_EQ(taken->slot, i);
-  EXPECT_EQ(taken->offset, 64u);
-  EXPECT_EQ(taken->len, 128u);
+  EXPECT_EQ(taken->nonce, nonce);
+  EXPECT_EQ(std::vector<std::uint8_t>(taken->request.begin(), taken->request.end()), request);
+  EXPECT_EQ(taken->request_digest, digest(request, nonce));
   EXPECT_EQ(word(i).state, SlotState::kBusy);
+  // The daemon evaluates its copy: a peer rewriting the slot now changes nothing it reads.
+  std::memset(ref.request + 4096 - 128, 0, 128);
+  EXPECT_EQ(std::vector<std::uint8_t>(taken->request.begin(), taken->request.end()), request);
   EXPECT_FALSE(ring.take().has_value()) << "a slot is taken once";
 
-  ring.answer(i, 8, 16);
+  const auto reply = request_bytes(40, 9);
+  ring.answer(*taken, reply);
   EXPECT_EQ(word(i).state, SlotState::kAnswered);
-  EXPECT_EQ(sut->wait_answer(i, later(kSecond), 0), WaitOutcome::kAnswered);
-  EXPECT_EQ(server->view().slot(i).control->response_len, 16u);
+  EXPECT_EQ(sut->wait_answer(claim, later(kSecond), 0), WaitOutcome::kAnswered);
+  auto got = sut->receive(claim, nonce, digest(request, nonce));
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_EQ(std::vector<std::uint8_t>(got->data.get(), got->data.get() + got->size), reply);
 
-  sut->release(i);
+  sut->release(claim);
   EXPECT_EQ(word(i).state, SlotState::kFree);
   EXPECT_EQ(word(i).pid, 0);
 
   auto again = sut->claim(later(kSecond), later(2 * kSecond), i);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again.value(), i);
+  EXPECT_EQ(again->slot, i);
   EXPECT_EQ(word(i).generation, 2) << "every claim bumps the generation (no ABA)";
+}
+
+// Everything a writer without the nonce can do to a reply, each caught by the seal.
+TEST_F(SlotRingTest, ReceiveRejectsAReplyThatDoesNotAnswerThisRequest) {
+  ServerRing ring(server->view());
+  const auto request = request_bytes(64, 1);
+  const auto reply = request_bytes(48, 2);
+  struct Forgery {
+    const char* name;
+    std::function<void(const SlotRef&)> before_take;  // on the request in the slot
+    std::function<void(const SlotRef&)> after_answer;  // on the sealed reply
+  };
+  const auto none = [](const SlotRef&) {};
+  const Forgery forgeries[] = {
+      {"request bytes rewritten", [](const SlotRef& r) { r.request[4096 - 10] ^= 1; }, none},
+      {"request length rewritten", [](const SlotRef& r) { r.control->request_len = 72; }, none},
+      {"nonce rewritten", [](const SlotRef& r) { r.control->request_nonce ^= 1; }, none},
+      {"reply bytes rewritten", none, [](const SlotRef& r) { r.response[4096 - 1] ^= 0x80; }},
+      {"reply length rewritten", none, [](const SlotRef& r) { r.control->response_len = 40; }},
+      {"reply length beyond the area", none, [](const SlotRef& r) { r.control->response_len = 1u << 31; }},
+      {"echoed generation rewritten", none, [](const SlotRef& r) { ++r.control->response_generation; }},
+      {"digest rewritten", none, [](const SlotRef& r) { r.control->request_digest ^= 4; }},
+      {"check value rewritten", none, [](const SlotRef& r) { r.control->response_check ^= 1; }},
+  };
+  for (const Forgery& f : forgeries) {
+    const Claim claim = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+    const SlotRef ref = server->view().slot(claim.slot);
+    const std::uint64_t nonce = next_nonce();
+    ASSERT_TRUE(sut->publish(claim, request, nonce).ok());
+    f.before_take(ref);
+    auto taken = ring.take();
+    ASSERT_TRUE(taken.has_value()) << f.name;
+    ring.answer(*taken, reply);
+    f.after_answer(ref);
+    ASSERT_EQ(sut->wait_answer(claim, later(kSecond), 0), WaitOutcome::kAnswered) << f.name;
+    auto got = sut->receive(claim, nonce, digest(request, nonce));
+    EXPECT_EQ(got.status().code(), Code::kIntegrity) << f.name;
+    sut->release(claim);
+  }
+  // And the untouched round trip passes, so the checks above fail for their reason.
+  const Claim claim = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  const std::uint64_t nonce = next_nonce();
+  ASSERT_TRUE(sut->publish(claim, request, nonce).ok());
+  ring.answer(*ring.take(), reply);
+  EXPECT_TRUE(sut->receive(claim, nonce, digest(request, nonce)).ok());
+}
+
+TEST_F(SlotRingTest, TakeReadsOnlyTheSlotsOwnRequestArea) {
+  ServerRing ring(server->view());
+  const Claim claim = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(claim, request_bytes(16, 0), 1).ok());
+  server->view().slot(claim.slot).control->request_len = 4097;  // one byte beyond
+  auto taken = ring.take();
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_TRUE(taken->request.empty()) << "refused, never read outside the area";
+  ring.answer(*taken, {});
+  sut->release(claim);
+  const Claim whole = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(whole, request_bytes(4096, 5), 1).ok());
+  EXPECT_EQ(ring.take()->request.size(), 4096u);
+  EXPECT_EQ(sut->publish(whole, request_bytes(4097, 5), 1).code(), Code::kTooLarge);
+}
+
+TEST_F(SlotRingTest, WaitEndsWhenTheSlotIsNoLongerThisClaim) {
+  const Claim claim = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(claim, request_bytes(16, 0), 1).ok());
+  // Reclaimed and claimed by someone else (here: written by a peer).
+  server->view().slot(claim.slot).control->word.store(
+      SlotWord{SlotState::kAnswered, static_cast<std::uint16_t>(claim.generation + 1), getpid()}.pack());
+  EXPECT_EQ(sut->wait_answer(claim, later(5 * kSecond), 0), WaitOutcome::kLost);
+}
+
+TEST_F(SlotRingTest, AnswerLeavesASlotThatMovedOnAlone) {
+  ServerRing ring(server->view());
+  const Claim claim = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(claim, request_bytes(16, 0), 1).ok());
+  auto taken = ring.take();
+  ASSERT_TRUE(taken.has_value());
+  // While the daemon works, the slot is made Busy again under a newer generation (a peer,
+  // or another thread's take of a forged Ready): not this request's to answer or free.
+  const SlotWord other{SlotState::kBusy, static_cast<std::uint16_t>(claim.generation + 1), 4242};
+  server->view().slot(claim.slot).control->word.store(other.pack());
+  ring.answer(*taken, request_bytes(8, 0));
+  EXPECT_EQ(server->view().slot(claim.slot).control->word.load(), other.pack());
 }
 
 TEST_F(SlotRingTest, AbandonFromEachClientStateFreesOrMarks) {
   ServerRing ring(server->view());
+  const auto request = request_bytes(16, 0);
   // Claimed -> Free
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
   sut->abandon(a);
-  EXPECT_EQ(word(a).state, SlotState::kFree);
+  EXPECT_EQ(word(a.slot).state, SlotState::kFree);
   // Ready -> Free (withdrawn before the daemon took it; the stale mask bit is ignored)
   a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
+  ASSERT_TRUE(sut->publish(a, request, 1).ok());
   sut->abandon(a);
-  EXPECT_EQ(word(a).state, SlotState::kFree);
+  EXPECT_EQ(word(a.slot).state, SlotState::kFree);
   EXPECT_FALSE(ring.take().has_value());
   // Busy -> Abandoned, then the daemon's answer frees it
   a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
-  ASSERT_TRUE(ring.take().has_value());
+  ASSERT_TRUE(sut->publish(a, request, 1).ok());
+  auto taken = ring.take();
+  ASSERT_TRUE(taken.has_value());
   sut->abandon(a);
-  EXPECT_EQ(word(a).state, SlotState::kAbandoned);
-  ring.answer(a, 0, 8);
-  EXPECT_EQ(word(a).state, SlotState::kFree);
+  EXPECT_EQ(word(a.slot).state, SlotState::kAbandoned);
+  ring.answer(*taken, request);
+  EXPECT_EQ(word(a.slot).state, SlotState::kFree);
+  // A claim that is no longer ours (reclaimed, then claimed again) is left alone.
+  a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  const Claim stale{a.slot, static_cast<std::uint16_t>(a.generation - 1)};
+  sut->abandon(stale);
+  sut->release(stale);
+  EXPECT_EQ(word(a.slot).state, SlotState::kClaimed);
 }
 
 TEST_F(SlotRingTest, WaitWithoutAnswerEndsAtDeadline) {
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
   const std::uint64_t t0 = monotonic_ns();
   EXPECT_EQ(sut->wait_answer(a, t0 + 30'000'000, 10'000), WaitOutcome::kDeadline);
   const std::uint64_t waited = monotonic_ns() - t0;
@@ -120,7 +238,7 @@ TEST_F(SlotRingTest, WaitWithoutAnswerEndsAtDeadline) {
 
 TEST_F(SlotRingTest, StoppingDaemonIsReportedAsGone) {
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
   server->view().header().state.store(static_cast<std::uint32_t>(ServerState::kStopping));
   EXPECT_EQ(sut->wait_answer(a, later(5 * kSecond), 0), WaitOutcome::kServerGone);
   EXPECT_FALSE(sut->server_alive());
@@ -134,7 +252,7 @@ TEST_F(SlotRingTest, SleepingDaemonIsWokenByTheDoorbell) {
   while (server->view().header().server_sleeping.load() == 0) std::this_thread::yield();
   const std::uint64_t t0 = monotonic_ns();
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
   daemon.join();
   EXPECT_TRUE(woke);
   EXPECT_LT(monotonic_ns() - t0, kSecond);
@@ -155,14 +273,27 @@ TEST_F(SlotRingTest, ForgedDoorbellCountIsDrainedNotSpunOn) {
   EXPECT_LT(monotonic_ns() - t0, kSecond);  // no 1 s spin first: the daemon stayed idle
 }
 
+TEST_F(SlotRingTest, ReadyBitsBeyondTheRingAreNoWork) {
+  // Bits of slots that do not exist (the ring has 4): take() never clears those in words
+  // past the ring, so counting them as work kept a dispatch thread spinning for good.
+  ServerRing ring(server->view());
+  SegmentHeader& h = server->view().header();
+  h.ready_mask[0].store(~0ULL << 4);
+  for (std::uint32_t w = 1; w < kMaskWords; ++w) h.ready_mask[w].store(~0ULL);
+  EXPECT_FALSE(ring.wait_for_work(kSecond, 20'000'000));
+  EXPECT_FALSE(ring.take().has_value());
+  EXPECT_FALSE(ring.wait_for_work(kSecond, 20'000'000)) << "still no work after a take";
+}
+
 TEST_F(SlotRingTest, SleepingClientIsWokenByTheAnswer) {
   ServerRing ring(server->view());
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
   std::thread daemon([&] {
-    while (server->view().slot(a).control->client_sleeping.load() == 0) std::this_thread::yield();
-    ASSERT_TRUE(ring.take().has_value());
-    ring.answer(a, 0, 8);
+    while (server->view().slot(a.slot).control->client_sleeping.load() == 0) std::this_thread::yield();
+    auto taken = ring.take();
+    ASSERT_TRUE(taken.has_value());
+    ring.answer(*taken, request_bytes(8, 0));
   });
   EXPECT_EQ(sut->wait_answer(a, later(5 * kSecond), 0), WaitOutcome::kAnswered);
   daemon.join();
@@ -178,13 +309,13 @@ TEST_F(SlotRingTest, FullRingReportsExhaustionAtDeadline) {
 TEST_F(SlotRingTest, ScanRecoversAPublishedSlotWhoseMaskBitWasLost) {
   ServerRing ring(server->view());
   auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
-  ASSERT_TRUE(sut->publish(a, 0, 8).ok());
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
   server->view().header().ready_mask[0].store(0);  // a hostile peer cleared it
   EXPECT_FALSE(ring.take().has_value());
   ring.scan();
   auto t = ring.take();
   ASSERT_TRUE(t.has_value());
-  EXPECT_EQ(t->slot, a);
+  EXPECT_EQ(t->slot, a.slot);
 }
 
 TEST_F(SlotRingTest, ReaperFreesSlotsOfDeadOwnersOnly) {
@@ -201,9 +332,9 @@ TEST_F(SlotRingTest, ReaperFreesSlotsOfDeadOwnersOnly) {
   ASSERT_EQ(WEXITSTATUS(status), 0);
   auto mine = sut->claim(later(kSecond), later(100 * kSecond), 1).value();
   EXPECT_EQ(reaper.sweep(monotonic_ns()), 1u) << "the dead child's slot, not ours";
-  EXPECT_EQ(word(mine).state, SlotState::kClaimed);
+  EXPECT_EQ(word(mine.slot).state, SlotState::kClaimed);
   for (std::uint32_t i = 0; i < 4; ++i) {
-    if (i != mine) {
+    if (i != mine.slot) {
       EXPECT_EQ(word(i).state, SlotState::kFree);
     }
   }
@@ -212,21 +343,124 @@ TEST_F(SlotRingTest, ReaperFreesSlotsOfDeadOwnersOnly) {
 TEST_F(SlotRingTest, ReaperUsesTheLeaseForOwnersInAnotherPidNamespace) {
   SlotReaper reaper(server->view());
   auto a = sut->claim(later(kSecond), later(kSecond), 0).value();
-  SlotControl* c = server->view().slot(a).control;
+  SlotControl* c = server->view().slot(a.slot).control;
   c->owner_pidns = 0xFFFFFFF0u;  // not ours: its pid says nothing here
   EXPECT_EQ(reaper.sweep(monotonic_ns()), 0u) << "lease not expired";
   EXPECT_EQ(reaper.sweep(monotonic_ns() + 2 * kSecond), 1u) << "lease expired";
-  EXPECT_EQ(word(a).state, SlotState::kFree);
+  EXPECT_EQ(word(a.slot).state, SlotState::kFree);
 }
 
 TEST_F(SlotRingTest, ReaperFreesAClaimThatNeverGotItsLease) {
   SlotReaper reaper(server->view());
   auto a = sut->claim(later(kSecond), later(kSecond), 0).value();
-  SlotControl* c = server->view().slot(a).control;
+  SlotControl* c = server->view().slot(a.slot).control;
   c->owner_pidns = 0xFFFFFFF0u;
   c->lease_deadline_ns.store(0);  // owner died between the claim CAS and the lease
   EXPECT_EQ(reaper.sweep(monotonic_ns()), 0u) << "first sighting may be a claim in progress";
   EXPECT_EQ(reaper.sweep(monotonic_ns()), 1u);
+}
+
+// Words no liveness check can fault: pid 1 (always alive), a foreign namespace with a
+// lease that never ends. The cap frees each once its word has not changed for
+// kLeaseCapNs (the endless lease at once), and never a slot a dispatch thread handles.
+TEST_F(SlotRingTest, ReaperFreesAnyWordUnchangedForTheLeaseCap) {
+  SlotReaper reaper(server->view());
+  const std::uint32_t ns = pid_namespace_id();
+  auto forge = [&](std::uint32_t i, SlotWord w, std::uint32_t owner_ns, std::uint64_t lease) {
+    SlotControl* c = server->view().slot(i).control;
+    c->word.store(w.pack());
+    c->owner_pidns = owner_ns;
+    c->lease_deadline_ns.store(lease);
+  };
+  forge(0, {SlotState::kClaimed, 5, 1}, ns, ~0ULL);
+  forge(1, {SlotState::kAnswered, 6, 1}, ns, ~0ULL);
+  forge(2, {SlotState::kAnswered, 7, 0x3FFFFF00}, 0xFFFFFFF0u, ~0ULL);
+  forge(3, {SlotState::kBusy, 8, 1}, ns, ~0ULL);
+  auto in_hand = [](std::uint32_t i) { return i == 3; };
+  const std::uint64_t t0 = monotonic_ns();
+  EXPECT_EQ(reaper.sweep(t0, in_hand), 1u) << "a lease beyond the cap is forged: at once";
+  EXPECT_EQ(word(2).state, SlotState::kFree);
+  EXPECT_EQ(reaper.sweep(t0 + kLeaseCapNs / 2, in_hand), 0u);
+  // Slot 0 moves on (a claim, a publish...): its time starts again.
+  forge(0, {SlotState::kReady, 5, 1}, ns, ~0ULL);
+  EXPECT_EQ(reaper.sweep(t0 + kLeaseCapNs / 2 + 1, in_hand), 0u);
+  EXPECT_EQ(reaper.sweep(t0 + kLeaseCapNs, in_hand), 0u) << "not longer than the cap yet";
+  EXPECT_EQ(reaper.sweep(t0 + kLeaseCapNs + 1, in_hand), 1u);
+  EXPECT_EQ(word(1).state, SlotState::kFree);
+  EXPECT_EQ(word(0).state, SlotState::kReady);
+  EXPECT_EQ(reaper.sweep(t0 + kLeaseCapNs / 2 + kLeaseCapNs + 2, in_hand), 1u);
+  EXPECT_EQ(word(0).state, SlotState::kFree);
+  EXPECT_EQ(reaper.sweep(t0 + 10 * kLeaseCapNs, in_hand), 0u);
+  EXPECT_EQ(word(3).state, SlotState::kBusy) << "a slot in hand is never taken away";
+}
+
+TEST_F(SlotRingTest, HeaderGuardRestoresTheFieldsOnlyTheDaemonWrites) {
+  SegmentHeader& h = server->view().header();
+  server->view().header().state.store(static_cast<std::uint32_t>(ServerState::kInitializing));
+  HeaderGuard guard(server->view());
+  server->mark_serving();
+  EXPECT_FALSE(guard.restore()) << "nothing forged";
+  const std::uint64_t epoch = h.epoch;
+  const std::int32_t pid = h.server_pid;
+  h.state.store(static_cast<std::uint32_t>(ServerState::kStopping));
+  h.epoch = 1;
+  h.server_pid = 1;
+  h.slot_count = 100000;
+  h.request_capacity = 64;
+  h.magic = 0;
+  EXPECT_TRUE(guard.restore());
+  EXPECT_EQ(h.state.load(), static_cast<std::uint32_t>(ServerState::kServing));
+  EXPECT_EQ(h.epoch, epoch);
+  EXPECT_EQ(h.server_pid, pid);
+  EXPECT_EQ(h.slot_count, 4u);
+  EXPECT_EQ(h.request_capacity, 4096u);
+  EXPECT_EQ(h.magic, kMagic);
+  EXPECT_FALSE(guard.restore());
+  EXPECT_TRUE(ClientSegment::attach(server->name()).ok()) << "clients can attach again";
+}
+
+TEST(ReplySeal, DigestChangesWithAnyBitLengthOrKey) {
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{31},
+                        std::size_t{32}, std::size_t{33}, std::size_t{100}, std::size_t{1000}}) {
+    std::vector<std::uint8_t> bytes = request_bytes(n, static_cast<std::uint8_t>(n));
+    const std::uint64_t base = digest(bytes);
+    EXPECT_NE(digest(bytes, 1), base) << n;
+    EXPECT_NE(digest(std::span(bytes).first(n - 1)), base) << n;
+    for (std::size_t k = 0; k < n; ++k) {
+      for (int bit = 0; bit < 8; ++bit) {
+        bytes[k] ^= static_cast<std::uint8_t>(1 << bit);
+        EXPECT_NE(digest(bytes), base) << n << " bytes, byte " << k << " bit " << bit;
+        bytes[k] ^= static_cast<std::uint8_t>(1 << bit);
+      }
+    }
+  }
+}
+
+TEST(ReplySeal, NoncesAreNeverZeroAndDifferInThreadsAndForkedChildren) {
+  std::vector<std::uint64_t> seen;
+  for (int k = 0; k < 1000; ++k) seen.push_back(next_nonce());
+  std::thread([&] {
+    for (int k = 0; k < 1000; ++k) seen.push_back(next_nonce());
+  }).join();
+  // A forked child must not repeat the nonces its parent draws next.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    std::uint64_t n[100];
+    for (auto& x : n) x = next_nonce();
+    _exit(write(fds[1], n, sizeof n) == static_cast<ssize_t>(sizeof n) ? 0 : 1);
+  }
+  close(fds[1]);
+  std::uint64_t from_child[100];
+  ASSERT_EQ(read(fds[0], from_child, sizeof from_child), static_cast<ssize_t>(sizeof from_child));
+  close(fds[0]);
+  waitpid(child, nullptr, 0);
+  for (int k = 0; k < 100; ++k) seen.push_back(next_nonce());
+  seen.insert(seen.end(), std::begin(from_child), std::end(from_child));
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end()) << "a nonce repeated";
+  EXPECT_NE(seen.front(), 0u);
 }
 
 TEST(Segment, SecondDaemonOnTheSameNameIsRefused) {

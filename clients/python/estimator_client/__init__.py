@@ -38,7 +38,7 @@ CODE_NAMES = {
     0: "ok", 1: "invalid_argument", 2: "not_found", 3: "missing_features",
     4: "invalid_value", 5: "too_large", 6: "incompatible", 7: "unavailable",
     8: "deadline_exceeded", 9: "resource_exhausted", 10: "internal",
-    11: "permission_denied",
+    11: "permission_denied", 12: "integrity",
 }
 INVALID_ARGUMENT = 1
 
