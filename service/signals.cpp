@@ -15,6 +15,9 @@ constexpr int kCrashSignals[] = {SIGSEGV, SIGABRT, SIGILL, SIGFPE, SIGSYS, SIGTR
 char g_segment_path[PATH_MAX];
 char g_lock_path[PATH_MAX];
 volatile sig_atomic_t g_armed = 0;
+// A forked child (models/isolated_call's parser) inherits the handlers: its crash must not
+// remove the daemon's segment.
+pid_t g_owner = 0;
 struct sigaction g_previous[NSIG];
 
 void on_crash(int sig, siginfo_t* info, void*) {
@@ -54,13 +57,14 @@ CrashCleanup::CrashCleanup(const std::string& segment_name) {
   action.sa_flags = SA_SIGINFO | SA_NODEFER;  // NODEFER: the re-raise is delivered at once
   sigemptyset(&action.sa_mask);
   for (int sig : kCrashSignals) sigaction(sig, &action, &g_previous[sig]);
+  g_owner = getpid();
   g_armed = 1;
 }
 
 CrashCleanup::~CrashCleanup() { g_armed = 0; }
 
 void CrashCleanup::remove_files() noexcept {
-  if (g_armed == 0) return;
+  if (g_armed == 0 || getpid() != g_owner) return;
   g_armed = 0;
   unlink(g_segment_path);
   unlink(g_lock_path);

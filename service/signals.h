@@ -9,7 +9,8 @@
 // Crash signals (SIGSEGV, SIGABRT, SIGILL, SIGFPE, SIGSYS, SIGTRAP) hit the faulting thread
 // and cannot be waited for. CrashCleanup's handler unlinks the segment and lock (names
 // computed in advance; unlink is async-signal-safe), then lets the signal end the process
-// with its previous disposition, so the exit status and core dump stay the crash's.
+// with its previous disposition, so the exit status and core dump stay the crash's. Only
+// in the process that armed it: a forked child's crash leaves the files alone.
 //
 // SIGBUS is deliberately not handled here: shm/ installs a SIGBUS handler of its own (a peer
 // truncating the segment), which chains to the previous one for other faults. Its fatal

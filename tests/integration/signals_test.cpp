@@ -13,6 +13,7 @@
 
 #include "clients/cpp/spawned_daemon.h"
 #include "daemon_process.h"
+#include "service/signals.h"
 
 namespace estimator::testing {
 namespace {
@@ -58,6 +59,37 @@ TEST(Signals, StopSignalsRemoveTheSegmentAndLock) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << sigabbrev_np(sig) << ": " << status;
     EXPECT_FALSE(segment_files_exist(shm)) << sigabbrev_np(sig);
   }
+}
+
+// The crash handler in one process: a crash of a forked child (models/isolated_call's HDF5
+// parser inherits the handlers) leaves the files; the owner's own crash removes them.
+TEST(Signals, CrashCleanupRemovesTheFilesOnlyForItsOwnProcess) {
+  Watchdog dog(60);
+  const rlimit no_core{0, 0};
+  ASSERT_EQ(setrlimit(RLIMIT_CORE, &no_core), 0);
+  const std::string name = unique_shm_name("crash-cleanup");
+  std::ofstream("/dev/shm/" + name) << "segment";
+  std::ofstream("/dev/shm/" + name + ".lock") << "";
+  const pid_t owner = fork();
+  ASSERT_GE(owner, 0);
+  if (owner == 0) {
+    const service::CrashCleanup cleanup(name);
+    const pid_t child = fork();
+    if (child == 0) raise(SIGSEGV);
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV) _exit(3);
+    if (!fs::exists("/dev/shm/" + name) || !fs::exists("/dev/shm/" + name + ".lock")) _exit(4);
+    abort();
+  }
+  int status = 0;
+  waitpid(owner, &status, 0);
+  EXPECT_FALSE(WIFEXITED(status)) << "3: the child did not crash, 4: its crash removed the files; "
+                                  << WEXITSTATUS(status);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) << status;
+  EXPECT_FALSE(segment_files_exist(name));
+  fs::remove("/dev/shm/" + name);
+  fs::remove("/dev/shm/" + name + ".lock");
 }
 
 // estimatord with stdout and stderr in files.
