@@ -152,8 +152,9 @@ void ModelWatcher::run() {
       [[maybe_unused]] const ssize_t r = read(wake_fd_, &count, sizeof count);
     }
     if (reload_requested_.exchange(false)) {
+      // As after a settled change: watch what appeared, then rescan at once.
       if (fd >= 0) {
-        add_watches(fd, dir);
+        if (!add_watches(fd, dir)) spdlog::warn("inotify: some directories of {} are not watched", dir.string());
         dirty = false;
       } else {
         last_fingerprint_ = fingerprint(dir);
