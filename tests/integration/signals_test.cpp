@@ -111,7 +111,7 @@ class LoggedDaemon {
     if (posix_spawn(&pid_, ESTIMATORD_PATH, &files, nullptr, argv.data(), environ) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&files);
   }
-  ~LoggedDaemon() { stop(SIGKILL); }
+  ~LoggedDaemon() { stop(SIGTERM); }
 
   bool alive() const {
     int status = 0;
@@ -213,6 +213,9 @@ TEST(Signals, SighupWithoutAModelDirectoryKeepsServing) {
       << daemon.err();
   EXPECT_TRUE(daemon.alive());
   EXPECT_TRUE(c.ping(1s).ok());
+  const int status = daemon.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_FALSE(segment_files_exist(shm));
   fs::remove_all(dir);
 }
 
