@@ -1,9 +1,14 @@
 #include "service/csv.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
-#include <istream>
-#include <ostream>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
 
 namespace estimator::service {
 namespace {
@@ -32,11 +37,22 @@ std::vector<std::string> split(const std::string& line) {
   return out;
 }
 
-bool parse_float(const std::string& s, float& v) {
-  if (s.empty()) return false;
+bool is_system_column(std::string_view name) {
+  return std::find(std::begin(kSystemFeatureColumns), std::end(kSystemFeatureColumns), name) !=
+         std::end(kSystemFeatureColumns);
+}
+
+// Empty when `s` is a finite float, else what is wrong with it.
+std::string parse_float(const std::string& s, float& v) {
+  if (s.empty()) return "empty cell";
+  // from_chars takes no '+', which spreadsheets write.
+  const char* begin = s.data() + (s.size() > 1 && s[0] == '+' && s[1] != '-' ? 1 : 0);
   const char* end = s.data() + s.size();
-  auto [p, ec] = std::from_chars(s.data(), end, v);
-  return ec == std::errc() && p == end;
+  const auto [p, ec] = std::from_chars(begin, end, v);
+  if (ec == std::errc::result_out_of_range) return "'" + s + "' is out of the float range";
+  if (ec != std::errc() || p != end) return "'" + s + "' is not a number";
+  if (!std::isfinite(v)) return "'" + s + "' is not a finite number";
+  return {};
 }
 
 }  // namespace
@@ -44,53 +60,95 @@ bool parse_float(const std::string& s, float& v) {
 Result<FeatureTable> read_feature_csv(std::istream& in) {
   std::string line;
   if (!std::getline(in, line)) return Status(Code::kInvalidArgument, "CSV is empty");
+  if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // UTF-8 BOM (spreadsheet exports)
   const std::vector<std::string> header = split(line);
-  for (const auto& h : header) {
-    if (h.empty()) return Status(Code::kInvalidArgument, "CSV header has an empty column name");
+  for (std::size_t c = 0; c < header.size(); ++c) {
+    if (header[c].empty()) {
+      return Status(Code::kInvalidArgument,
+                    "CSV header: column " + std::to_string(c + 1) + " has no name");
+    }
+    for (std::size_t d = 0; d < c; ++d) {
+      if (header[d] == header[c]) {
+        return Status(Code::kInvalidArgument, "CSV header: column name '" + header[c] +
+                                                  "' appears twice (columns " +
+                                                  std::to_string(d + 1) + " and " +
+                                                  std::to_string(c + 1) + ")");
+      }
+    }
   }
-  std::vector<std::vector<std::string>> cells;
+  FeatureTable t;
+  std::vector<bool> system(header.size());
+  for (std::size_t c = 0; c < header.size(); ++c) {
+    system[c] = is_system_column(header[c]);
+    if (!system[c]) t.features.push_back(header[c]);
+  }
+  std::vector<std::string> system_first(header.size());  // the value of the first row
   for (std::size_t n = 2; std::getline(in, line); ++n) {
     if (trim(line).empty()) continue;
-    auto row = split(line);
+    const auto row = split(line);
+    const auto where = [&](std::size_t c) {
+      return "line " + std::to_string(n) + ", column " + std::to_string(c + 1) + " '" +
+             header[c] + "': ";
+    };
     if (row.size() != header.size()) {
       return Status(Code::kInvalidArgument, "CSV line " + std::to_string(n) + " has " +
                                                 std::to_string(row.size()) + " cells, header has " +
                                                 std::to_string(header.size()));
     }
-    cells.push_back(std::move(row));
-  }
-  FeatureTable t;
-  t.rows = cells.size();
-  std::vector<bool> numeric(header.size(), true);
-  for (std::size_t c = 0; c < header.size(); ++c) {
-    float v = 0;
-    for (const auto& row : cells) {
-      if (!parse_float(row[c], v)) {
-        numeric[c] = false;
-        break;
-      }
-    }
-    if (numeric[c]) {
-      t.features.push_back(header[c]);
-    } else {
-      for (const auto& row : cells) {
-        if (row[c] != cells.front()[c]) {
-          return Status(Code::kInvalidArgument,
-                        "column '" + header[c] + "' is not numeric and varies between rows; "
-                        "a system feature must have one value per request");
-        }
-      }
-      t.system_values.emplace_back(header[c], cells.front()[c]);
-    }
-  }
-  t.values.reserve(t.rows * t.features.size());
-  for (const auto& row : cells) {
     for (std::size_t c = 0; c < header.size(); ++c) {
+      if (system[c]) {
+        if (row[c].empty()) return Status(Code::kInvalidArgument, where(c) + "empty cell");
+        if (t.rows == 0) {
+          system_first[c] = row[c];
+        } else if (row[c] != system_first[c]) {
+          return Status(Code::kInvalidArgument,
+                        where(c) + "'" + row[c] + "' differs from '" + system_first[c] +
+                            "' above; a system feature has one value per request");
+        }
+        continue;
+      }
       float v = 0;
-      if (numeric[c] && parse_float(row[c], v)) t.values.push_back(v);
+      if (std::string error = parse_float(row[c], v); !error.empty()) {
+        return Status(Code::kInvalidArgument, where(c) + error);
+      }
+      t.values.push_back(v);
     }
+    ++t.rows;
+  }
+  for (std::size_t c = 0; c < header.size(); ++c) {
+    if (system[c] && t.rows != 0) t.system_values.emplace_back(header[c], system_first[c]);
   }
   return t;
+}
+
+Result<FeatureTable> read_feature_csv_file(const std::string& path) {
+  if (path == "-") return read_feature_csv(std::cin);
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return Status(Code::kInvalidArgument, "is a directory, not a CSV file");
+  }
+  std::ifstream file(path);
+  if (!file) return Status(Code::kNotFound, std::string("cannot open: ") + std::strerror(errno));
+  return read_feature_csv(file);
+}
+
+Status add_system_values(FeatureTable& table, const std::vector<std::string>& assignments) {
+  for (const std::string& a : assignments) {
+    const std::size_t eq = a.find('=');
+    if (eq == 0 || eq == std::string::npos || eq + 1 == a.size()) {
+      return Status(Code::kInvalidArgument, "system value '" + a + "' is not NAME=VALUE");
+    }
+    std::string name = a.substr(0, eq);
+    const bool taken =
+        std::find(table.features.begin(), table.features.end(), name) != table.features.end() ||
+        std::any_of(table.system_values.begin(), table.system_values.end(),
+                    [&](const auto& kv) { return kv.first == name; });
+    if (taken) {
+      return Status(Code::kInvalidArgument, "system value '" + name + "' is given twice");
+    }
+    table.system_values.emplace_back(std::move(name), a.substr(eq + 1));
+  }
+  return Status::Ok();
 }
 
 void write_power_csv(std::ostream& out, const std::vector<std::string>& components,

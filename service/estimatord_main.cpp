@@ -1,5 +1,5 @@
 // estimatord: the estimator daemon. Loads the models, creates the shared-memory segment,
-// serves until SIGINT or SIGTERM, then removes the segment.
+// serves until a stop signal, then removes the segment (service/signals.h; SIGHUP reloads).
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "models/embedded_defaults.h"
+#include "service/command_line.h"
 #include "service/daemon.h"
 #include "service/metrics.h"
 #include "service/metrics_server.h"
@@ -19,6 +20,7 @@
 #include "service/model_watcher.h"
 #include "service/fetch_config.h"
 #include "service/model_fetcher.h"
+#include "service/signals.h"
 
 using namespace estimator;
 
@@ -49,18 +51,24 @@ int main(int argc, char** argv) {
   app.add_option("--shm-name", config.segment.name, "shared-memory segment name")
       ->capture_default_str();
   app.add_option("--slots", config.segment.slots, "requests in flight at once (1-512)")
+      ->check(CLI::Range(1, 512))
       ->capture_default_str();
   app.add_option("--slot-bytes", slot_bytes,
                  "bytes of each slot's request area; the response area is half of it")
       ->capture_default_str();
   app.add_option("--spin-us", spin_us,
                  "microseconds to spin for the next request before sleeping")
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
-  app.add_option("--threads", config.threads, "dispatch threads")->capture_default_str();
+  app.add_option("--threads", config.threads, "dispatch threads (1-64)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--shm-mode", mode, "segment permissions (octal; 0660 admits the group)")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember(service::kLogLevels))
       ->capture_default_str();
+  app.set_version_flag("--version", service::version_text("estimatord"));
   std::string metrics_address;
   app.add_option("--metrics-address", metrics_address,
                  "serve Prometheus metrics over HTTP at HOST:PORT (e.g. 0.0.0.0:9103; port 0 "
@@ -80,6 +88,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--socket-timeout-ms", socket_timeout_ms,
                  "deadline of a socket connection, from accept to the last reply byte")
+      ->check(CLI::Range(1L, 86'400'000L))
       ->capture_default_str();
   app.add_option("--socket-max-connections", socket_config.max_connections,
                  "socket connections open at once; past it the oldest unfinished one is closed")
@@ -103,8 +112,9 @@ int main(int argc, char** argv) {
                  "KEY=VALUE file (or ConfigMap directory) of Kepler's model keys: "
                  "<PREFIX>_INIT_URL, MODEL_SERVER_ENABLE, ...; the environment overrides it");
   app.add_flag("--no-fetch", no_fetch, "never download models (INIT_URL, model server)");
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = service::parse_command_line(app, argc, argv)) return *code;
 
+  service::log_to_stderr();
   spdlog::set_level(spdlog::level::from_str(log_level));
   config.segment.request_capacity = slot_bytes;
   config.segment.response_capacity = slot_bytes / 2;
@@ -122,18 +132,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   socket_config.path = socket_path;
-  // libcurl's global state, set up while this is the only thread. The stop signals are
-  // blocked here too, before the model watcher's and the fetcher's threads start: a thread
-  // that does not block them could be chosen for SIGTERM's default action, killing the process
-  // without cleanup (segment, private model directory).
+  // libcurl's global state, set up while this is the only thread. The signals main() waits
+  // for are blocked here too, before the model watcher's and the fetcher's threads start
+  // (they inherit the mask): a thread that does not block them could be chosen for a
+  // signal's default action, killing the process without cleanup (segment, lock, private
+  // model directory).
   const service::CurlGlobal curl_global;
-  {
-    sigset_t early_stop;
-    sigemptyset(&early_stop);
-    sigaddset(&early_stop, SIGINT);
-    sigaddset(&early_stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &early_stop, nullptr);
-  }
+  const sigset_t daemon_signals = service::daemon_signals();
+  pthread_sigmask(SIG_BLOCK, &daemon_signals, nullptr);
   auto fetch_config = service::load_fetch_config(fetch_config_file);
   if (!fetch_config.ok()) {
     spdlog::error("model fetch configuration: {}", fetch_config.status().to_string());
@@ -172,7 +178,7 @@ int main(int argc, char** argv) {
   if (!model_dir.empty()) {
     if (!std::filesystem::is_directory(model_dir)) {
       spdlog::error("--model-dir {}: not a directory", model_dir);
-      return 1;
+      return service::kExitUsage;
     }
     watcher = std::make_unique<service::ModelWatcher>(
         service::ModelLoader(model_dir, std::move(defaults)), *holder);
@@ -190,13 +196,6 @@ int main(int argc, char** argv) {
     spdlog::warn("no model loaded: every estimate request will be refused");
   }
 
-  // Block the stop signals in every thread; main waits for them synchronously.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
   const std::size_t model_count = registry->models().size();
   // Created before the daemon, whose dispatch threads cache cells of it, so it outlives them.
   service::Metrics metrics;
@@ -204,8 +203,9 @@ int main(int argc, char** argv) {
   auto daemon = service::Daemon::start(config, holder);
   if (!daemon.ok()) {
     spdlog::error("cannot start: {}", daemon.status().to_string());
-    return 1;
+    return service::exit_code(daemon.status());
   }
+  const service::CrashCleanup crash_cleanup(config.segment.name);
   std::unique_ptr<service::MetricsServer> metrics_server;  // stopped before the daemon
   if (!metrics_address.empty()) {
     const service::Daemon* d = daemon.value().get();
@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
         [&metrics, &holder] { return metrics.render(holder->get().get()); });
     if (!server.ok()) {
       spdlog::error("--metrics-address: {}", server.status().to_string());
-      return 1;
+      return service::exit_code(server.status());
     }
     metrics_server = std::move(server).value();
     spdlog::info("metrics: http://{}/metrics", metrics_server->bound_address());
@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
     auto endpoint = service::KeplerEndpoint::start(socket_config, holder);
     if (!endpoint.ok()) {
       spdlog::error("--socket: {}", endpoint.status().to_string());
-      return 1;
+      return service::exit_code(endpoint.status());
     }
     kepler_socket = std::move(endpoint).value();
     if (!metrics_address.empty()) {
@@ -296,7 +296,14 @@ int main(int argc, char** argv) {
   }
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  while (sigwait(&daemon_signals, &sig) == 0 && sig == service::kReloadSignal) {
+    if (watcher) {
+      spdlog::info("SIGHUP: reloading the model directory {}", model_dir);
+      watcher->request_reload();
+    } else {
+      spdlog::info("SIGHUP: no --model-dir to reload");
+    }
+  }
   spdlog::info("signal {} received, stopping", sig);
   holder->set_shape_observer(nullptr);
   fetcher.reset();  // aborts a transfer in progress

@@ -123,6 +123,12 @@ ModelWatcher::~ModelWatcher() {
   if (inotify_fd_ >= 0) close(inotify_fd_);
 }
 
+void ModelWatcher::request_reload() {
+  reload_requested_ = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof one);
+}
+
 void ModelWatcher::reload() {
   auto registry = loader_.load();
   spdlog::info("model directory {} reloaded: {} models, {} refused", loader_.dir().string(),
@@ -141,6 +147,21 @@ void ModelWatcher::run() {
     const auto timeout = dirty ? options_.settle : options_.poll_interval;
     const int n = poll(fds, fd >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
     if (stop_) break;
+    if (n > 0 && (fds[0].revents & POLLIN) != 0) {
+      std::uint64_t count = 0;
+      [[maybe_unused]] const ssize_t r = read(wake_fd_, &count, sizeof count);
+    }
+    if (reload_requested_.exchange(false)) {
+      // As after a settled change: watch what appeared, then rescan at once.
+      if (fd >= 0) {
+        if (!add_watches(fd, dir)) spdlog::warn("inotify: some directories of {} are not watched", dir.string());
+        dirty = false;
+      } else {
+        last_fingerprint_ = fingerprint(dir);
+      }
+      reload();
+      continue;
+    }
     if (fd >= 0) {
       if (n > 0 && (fds[1].revents & POLLIN) != 0) {
         // Any event (an IN_Q_OVERFLOW included) just means "rescan once it settles".

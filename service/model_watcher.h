@@ -54,6 +54,10 @@ class ModelWatcher {
   ModelWatcher(const ModelWatcher&) = delete;
   ModelWatcher& operator=(const ModelWatcher&) = delete;
 
+  // Rescans the directory now, from the watcher's thread (estimatord's SIGHUP): for what the
+  // watch cannot see, or to reload without waiting. Returns at once.
+  void request_reload();
+
   // Number of registries swapped in since start (tests and logs).
   std::uint64_t reloads() const { return reloads_.load(); }
   bool using_inotify() const { return using_inotify_.load(); }
@@ -66,9 +70,10 @@ class ModelWatcher {
   RegistryHolder& holder_;
   WatchOptions options_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reload_requested_{false};
   std::atomic<std::uint64_t> reloads_{0};
   std::atomic<bool> using_inotify_{false};
-  int wake_fd_ = -1;     // eventfd that interrupts the wait on shutdown
+  int wake_fd_ = -1;     // eventfd that interrupts the wait on shutdown and reload requests
   int inotify_fd_ = -1;  // -1: polling
   std::string last_fingerprint_;
   std::thread thread_;

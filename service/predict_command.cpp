@@ -10,6 +10,7 @@
 #include "models/registry.h"
 #include "models/weight_model.h"
 #include "models/zip_archive.h"
+#include "service/command_line.h"
 #include "service/csv.h"
 
 namespace estimator::service {
@@ -77,43 +78,37 @@ Status name_outputs(models::ModelFolder& folder, const std::vector<std::string>&
 }  // namespace
 
 int run_predict(const PredictOptions& o) {
-  std::ifstream file;
-  std::istream* in = &std::cin;
-  if (o.csv_path != "-") {
-    file.open(o.csv_path);
-    if (!file) {
-      std::cerr << "estimator: cannot open " << o.csv_path << "\n";
-      return 2;
-    }
-    in = &file;
-  }
-  auto table = read_feature_csv(*in);
-  if (!table.ok()) {
-    std::cerr << "estimator: " << o.csv_path << ": " << table.status().message() << "\n";
-    return 2;
+  auto table = read_feature_csv_file(o.csv_path);
+  Status read = table.status();
+  if (read.ok()) read = add_system_values(*table, o.system_values);
+  if (!read.ok()) {
+    std::cerr << "estimator: " << o.csv_path << ": " << read.message() << "\n";
+    return kExitUsage;
   }
   auto folder = folder_of(o.model_path, table->features);
   if (!folder.ok()) {
     std::cerr << "estimator: " << folder.status().to_string() << "\n";
-    return 2;
+    return kExitUsage;
   }
   if (!o.components.empty()) {
     if (Status s = name_outputs(*folder, o.components); !s.ok()) {
       std::cerr << "estimator: " << s.to_string() << "\n";
-      return 2;
+      return kExitUsage;
     }
   }
+  // The model and the CSV are the user's input: a model that does not load, or that needs
+  // columns the CSV lacks, is bad input (2); only evaluation failing is a runtime failure.
   auto model = models::load_model(*folder);
   if (!model.ok()) {
     std::cerr << "estimator: " << model.status().to_string() << "\n";
-    return 1;
+    return kExitUsage;
   }
   const models::Model& m = **model;
   std::vector<std::string_view> names(table->features.begin(), table->features.end());
   auto plan = m.plan(names);
   if (!plan.ok()) {
     std::cerr << "estimator: " << plan.status().to_string() << "\n";
-    return 1;
+    return kExitUsage;
   }
   std::vector<SystemValue> system;
   for (const auto& [k, v] : table->system_values) system.push_back({k, v});
@@ -125,7 +120,7 @@ int run_predict(const PredictOptions& o) {
       system, {}};
   if (Status s = m.predict(**plan, input, models::MatrixView(out.data(), out.rows(), out.cols())); !s.ok()) {
     std::cerr << "estimator: " << s.to_string() << "\n";
-    return 1;
+    return kExitFailure;
   }
 
   // Output columns: all components, or a selection by name.
@@ -138,7 +133,7 @@ int run_predict(const PredictOptions& o) {
       const auto it = std::find(m.info().components.begin(), m.info().components.end(), want);
       if (it == m.info().components.end()) {
         std::cerr << "estimator: model " << m.info().name << " has no component " << want << "\n";
-        return 2;
+        return kExitUsage;
       }
       cols.push_back(it - m.info().components.begin());
     }
@@ -152,7 +147,7 @@ int run_predict(const PredictOptions& o) {
   write_power_csv(std::cout, header, selected.data(), table->rows);
   std::cerr << "model: " << m.info().name << " (" << m.info().model_class << ") from " << m.info().origin
             << "\n";
-  return 0;
+  return kExitOk;
 }
 
 }  // namespace estimator::service

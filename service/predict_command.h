@@ -16,6 +16,7 @@ struct PredictOptions {
   std::string model_path;
   std::string csv_path;                 // "-" = stdin
   std::vector<std::string> components;  // select by name, or name a nameless model's outputs
+  std::vector<std::string> system_values;  // NAME=VALUE, beside the CSV's system columns
 };
 
 int run_predict(const PredictOptions& options);

@@ -110,6 +110,9 @@ std::string describe_exit(int status) {
       if (s != SIGKILL && s != SIGSTOP) sigaction(s, &dfl, nullptr);  // some fail: fine
     }
     if (dup2(devnull, STDIN_FILENO) < 0) err = errno;
+    // The exporter's stdout may carry its data; the daemon writes to stderr only, its
+    // stdout included. Best effort: with stderr closed, stdout stays as it was.
+    dup2(STDERR_FILENO, STDOUT_FILENO);
   }
   if (err == 0) {
     // Descriptors the exporter opened without O_CLOEXEC must not live on in the daemon.

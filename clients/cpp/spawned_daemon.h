@@ -15,8 +15,9 @@
 //   forked, so the fork happens on a thread owned by the SpawnedDaemon that lives as long
 //   as it does: the daemon does not die when the thread that called start() ends (a
 //   worker thread, a Python thread, an OS thread the Go runtime retires).
-// - The daemon inherits no descriptor of the exporter besides stdout and stderr (its
-//   logs); stdin is /dev/null. Signal dispositions and the signal mask are reset.
+// - The daemon inherits no descriptor of the exporter besides stderr, where it logs (its
+//   stdout is that stderr too); stdin is /dev/null. Signal dispositions and the signal
+//   mask are reset.
 // - stop() (and the destructor) sends SIGTERM, waits up to stop_timeout, then SIGKILLs,
 //   always reaps the child, and removes the segment files a killed daemon left behind.
 //

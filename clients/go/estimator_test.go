@@ -263,7 +263,7 @@ func TestStartEstimatorFailuresAndDestroy(t *testing.T) {
 	if _, err := StartEstimator(EstimatorOptions{Binary: "/nonexistent/estimatord"}); !errors.As(err, &ee) || ee.Code != CodeNotFound {
 		t.Errorf("missing binary: %v", err)
 	}
-	if _, err := StartEstimator(EstimatorOptions{ExtraArgs: []string{"--model-dir", "/nonexistent"}, LogLevel: "off"}); !errors.As(err, &ee) || !strings.Contains(ee.Message, "exited with status 1") {
+	if _, err := StartEstimator(EstimatorOptions{ExtraArgs: []string{"--model-dir", "/nonexistent"}, LogLevel: "off"}); !errors.As(err, &ee) || !strings.Contains(ee.Message, "exited with status 2") {
 		t.Errorf("daemon refusing its arguments: %v", err)
 	}
 

@@ -306,7 +306,7 @@ TEST(CClientDaemon, SpawnFailuresSayWhy) {
   o.log_level = "off";
   EXPECT_EQ(estimator_daemon_spawn(&o, &raw, &err), ESTIMATOR_UNAVAILABLE);
   EXPECT_EQ(raw, nullptr);
-  EXPECT_NE(std::string(err.message).find("exited with status 1"), std::string::npos) << err.message;
+  EXPECT_NE(std::string(err.message).find("exited with status 2"), std::string::npos) << err.message;
 }
 
 }  // namespace

@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "daemon_process.h"
+#include "schema/schema_version.h"
 
 namespace estimator::testing {
 namespace {
@@ -13,10 +15,11 @@ namespace {
 struct CmdResult {
   int exit_code;
   std::string out;
+  std::string err;  // run_split only
 };
 
 CmdResult run(const std::string& cmd) {
-  CmdResult r{-1, {}};
+  CmdResult r{-1, {}, {}};
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
@@ -25,6 +28,18 @@ CmdResult run(const std::string& cmd) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+// stdout and stderr apart.
+CmdResult run_split(const std::string& cmd) {
+  const std::string err_file = ::testing::TempDir() + "cli_stderr_" + std::to_string(getpid());
+  CmdResult r = run(cmd + " 2>" + err_file);
+  std::ifstream in(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(in), {});
+  std::remove(err_file.c_str());
+  return r;
+}
+
+std::string cli(const std::string& args) { return std::string(ESTIMATOR_CLI_PATH) + " " + args; }
 
 TEST(Cli, EstimateCsvMatchesTheDefaultModel) {
   Watchdog dog(60);
@@ -72,10 +87,15 @@ TEST(Cli, ModelsListsAcceptedRefusedAndTheSelection) {
                 dir / "rapl-sysfs" / "AbsPower" / "BPFOnly" / "SGDRegressorTrainer_1.zip");
   fs::copy_file(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/traversal.zip",
                 dir / "rapl-sysfs" / "AbsPower" / "BPFOnly" / "Evil_1.zip");
-  const CmdResult r = run(std::string(ESTIMATOR_CLI_PATH) + " models --model-dir " + dir.string() +
-                          " --features bpf_cpu_time_ms 2>/dev/null");
+  const CmdResult r = run_split(std::string(ESTIMATOR_CLI_PATH) + " models --model-dir " + dir.string() +
+                                " --features bpf_cpu_time_ms");
   fs::remove_all(dir);
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  // The loader's warning about the refused file goes to stderr, not into the table.
+  EXPECT_TRUE(r.out.starts_with("1 model(s) accepted")) << r.out;
+  EXPECT_EQ(r.out.find("[warning]"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("[warning] file " + (dir / "rapl-sysfs" / "AbsPower" / "BPFOnly" / "Evil_1.zip").string()),
+            std::string::npos) << r.err;
   EXPECT_NE(r.out.find("1 model(s) accepted"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1 file(s) refused"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("'../evil.txt' has an absolute or '..' path"), std::string::npos) << r.out;
@@ -95,6 +115,151 @@ TEST(Cli, PredictEvaluatesAModelOfflineWithoutTheDaemon) {
                             " --components dram 2>&1");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.out.find("no component dram"), std::string::npos) << bad.out;
+}
+
+// 0 ok, 1 runtime failure, 2 bad usage or input, whatever the subcommand; CLI11's own codes
+// (106 for a missing option, 109 for an unknown one) never leak out.
+TEST(Cli, ExitCodesAreZeroOneOrTwoForEverySubcommand) {
+  Watchdog dog(180);
+  const std::string shm = unique_shm_name("codes");
+  const std::string none = unique_shm_name("codes-none");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  const std::string csv = ::testing::TempDir() + "codes_features.csv";
+  std::ofstream(csv) << "bpf_cpu_time_ms,bpf_page_cache_hit\n1000,3\n";
+  const std::string bad_csv = ::testing::TempDir() + "codes_bad.csv";
+  std::ofstream(bad_csv) << "bpf_cpu_time_ms,bpf_page_cache_hit\n1000,n/a\n";
+  const std::string zip = std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/weight_model.zip";
+  const std::string est = "estimate --shm-name " + shm + " --csv " + csv;
+  const std::string pred = "predict --model " + zip + " --csv " + csv;
+  const std::pair<std::string, int> cases[] = {
+      {"", 2}, {"bogus", 2}, {"--bogus", 2}, {"--help", 0}, {"--version", 0},
+      {"estimate --shm-name " + shm, 2},                       // missing --csv
+      {est + " --bogus", 2},                                   // unknown flag
+      {est + " --timeout-ms -5", 2},                           // range
+      {est + " --timeout-ms 0", 2},
+      {est + " --timeout-ms abc", 2},
+      {est + " --output-type Watts", 2},
+      {est + " --system novalue", 2},
+      {"estimate --shm-name " + shm + " --csv " + bad_csv, 2},  // input
+      {"estimate --shm-name " + shm + " --csv " + ::testing::TempDir(), 2},
+      {est, 0},
+      {est + " --model NoSuchModel", 1},                      // refused by the daemon
+      {"estimate --shm-name " + none + " --timeout-ms 100 --csv " + csv, 1},  // no daemon
+      {"ping --timeout-ms", 2},                                // missing value
+      {"ping --bogus", 2},
+      {"ping --timeout-ms -5", 2},
+      {"ping --shm-name " + shm, 0},
+      {"ping --timeout-ms 100 --shm-name " + none, 1},
+      {"models --model-dir", 2},
+      {"models --bogus", 2},
+      {"models --output-type Watts", 2},
+      {"models --model-dir /nonexistent-estimator-dir", 2},
+      {"models --features bpf_cpu_time_ms", 0},
+      {"predict --csv " + csv, 2},                             // missing --model
+      {pred + " --bogus", 2},
+      {pred + " --system =x", 2},
+      {"predict --model /nonexistent.zip --csv " + csv, 2},
+      {"predict --model " + zip + " --csv " + bad_csv, 2},
+      {pred, 0},
+      {"demo --pods", 2},
+      {"demo --bogus", 2},
+      {"demo --pods 0", 2},
+      {"demo --intervals 0", 2},
+      {"demo --interval-ms -1", 2},
+      {"demo --estimatord /nonexistent-estimatord", 2},
+      {"demo --pods 2 --intervals 1 --interval-ms 0", 0},
+  };
+  for (const auto& [args, code] : cases) {
+    const CmdResult r = run_split(cli(args));
+    EXPECT_EQ(r.exit_code, code) << "estimator " << args << "\nstdout: " << r.out << "\nstderr: " << r.err;
+    // A failure says why on stderr and prints nothing a script would take for a result.
+    if (code != 0) {
+      EXPECT_FALSE(r.err.empty()) << "estimator " << args;
+      EXPECT_TRUE(r.out.empty()) << "estimator " << args << "\nstdout: " << r.out;
+    }
+  }
+  std::remove(csv.c_str());
+  std::remove(bad_csv.c_str());
+}
+
+TEST(Cli, EstimatordExitCodes) {
+  Watchdog dog(120);
+  const std::string shm = unique_shm_name("dcodes");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  const std::string d = std::string(ESTIMATORD_PATH) + " ";
+  const std::string other = " --shm-name " + unique_shm_name("dcodes-other");
+  const std::pair<std::string, int> cases[] = {
+      {"--bogus", 2},
+      {"--log-level wran", 2},  // used to turn logging off
+      {"--slots 0", 2},
+      {"--slots 513", 2},
+      {"--threads 0", 2},
+      {"--spin-us -1", 2},
+      {"--socket-timeout-ms -5", 2},
+      {"--shm-mode 9x", 2},
+      {"--model-dir /nonexistent-estimator-dir" + other, 2},
+      {"--slot-bytes 10" + other, 2},           // refused by the segment, not by CLI11
+      {"--metrics-address nonsense" + other, 2},
+      {"--shm-name " + shm, 1},                 // the name is served by another daemon
+      {"--version", 0},
+      {"--help", 0},
+  };
+  for (const auto& [args, code] : cases) {
+    const CmdResult r = run_split(d + args);
+    EXPECT_EQ(r.exit_code, code) << "estimatord " << args << "\nstdout: " << r.out << "\nstderr: " << r.err;
+    if (code != 0) {
+      EXPECT_FALSE(r.err.empty()) << "estimatord " << args;
+    }
+  }
+}
+
+TEST(Cli, VersionNamesVersionCommitAndSchema) {
+  for (const char* program : {ESTIMATOR_CLI_PATH, ESTIMATORD_PATH}) {
+    const CmdResult r = run_split(std::string(program) + " --version");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string name = std::filesystem::path(program).filename().string();
+    // "estimator 0.1.0 (commit 0123456789ab, schema 2 hash 0123456789abcdef)"
+    EXPECT_TRUE(r.out.starts_with(name + " " + ESTIMATOR_VERSION + " (commit ")) << r.out;
+    EXPECT_NE(r.out.find(", schema " + std::to_string(schema::kSchemaVersion) + " hash "),
+              std::string::npos) << r.out;
+    char hash[17];
+    std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(schema::kSchemaHash));
+    EXPECT_NE(r.out.find(hash), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("commit )"), std::string::npos) << r.out;
+  }
+}
+
+TEST(Cli, CsvErrorsNameLineColumnAndValue) {
+  Watchdog dog(60);
+  const std::string csv = ::testing::TempDir() + "cli_bad_cell.csv";
+  std::ofstream(csv) << "\xEF\xBB\xBF" "bpf_cpu_time_ms,bpf_page_cache_hit\n1,2\n1e40,3\n";
+  const CmdResult r = run_split(cli("estimate --shm-name " + unique_shm_name("unused") + " --csv " + csv));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "estimator: " + csv + ": line 3, column 1 'bpf_cpu_time_ms': '1e40' is out of the float range\n");
+  std::ofstream(csv) << "a,b,a\n1,2,3\n";
+  const CmdResult dup = run_split(cli("predict --model /nonexistent.zip --csv " + csv));
+  EXPECT_EQ(dup.exit_code, 2);
+  EXPECT_EQ(dup.err, "estimator: " + csv + ": CSV header: column name 'a' appears twice (columns 1 and 3)\n");
+  std::remove(csv.c_str());
+}
+
+// The system feature as an option gives the same powers as the column (see
+// EstimateCsvMatchesTheDefaultModel).
+TEST(Cli, SystemFeaturesCanBeGivenAsOptions) {
+  Watchdog dog(60);
+  const std::string shm = unique_shm_name("system");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  const std::string csv = ::testing::TempDir() + "cli_system.csv";
+  std::ofstream(csv) << "bpf_cpu_time_ms,bpf_page_cache_hit\n1000,3\n0,0\n";
+  const CmdResult r = run_split(cli("estimate --shm-name " + shm + " --csv " + csv +
+                                    " --system 'cpu_architecture=Sky Lake' --source intel_rapl "
+                                    "--output-type AbsPower"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "package,core,uncore,dram\n146.994766,0,0,18.7042542\n143.812057,0,0,18.6162853\n");
+  std::remove(csv.c_str());
 }
 
 }  // namespace

@@ -225,7 +225,7 @@ TEST(SpawnedDaemon, ADaemonThatDiesOrHangsAtStartIsReported) {
       {.binary = ESTIMATORD_PATH, .extra_args = {"--model-dir", "/nonexistent"}, .log_level = "off"});
   ASSERT_FALSE(died.ok());
   EXPECT_EQ(died.status().code(), Code::kUnavailable);
-  EXPECT_NE(died.status().message().find("exited with status 1 before answering"), std::string::npos)
+  EXPECT_NE(died.status().message().find("exited with status 2 before answering"), std::string::npos)
       << died.status().message();
 
   // A "daemon" that never answers: the deadline, then it is stopped.

@@ -190,7 +190,7 @@ class SpawnedDaemonContext(unittest.TestCase):
         with self.assertRaises(ec.EstimatorError) as cm:
             ec.spawn_daemon(extra_args=["--model-dir", "/nonexistent"], log_level="off")
         self.assertEqual(cm.exception.code_name, "unavailable")
-        self.assertIn("exited with status 1", cm.exception.message)
+        self.assertIn("exited with status 2", cm.exception.message)
 
 
 if __name__ == "__main__":

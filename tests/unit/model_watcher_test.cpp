@@ -116,6 +116,22 @@ TEST_P(ModelWatcherTest, UnreadableZipKeepsItsLastGoodVersion) {
   EXPECT_NE(holder.get()->refused()[0].reason.message().find("last good"), std::string::npos);
 }
 
+// estimatord's SIGHUP: with a settle time and a poll interval longer than the test, only the
+// request can bring the new model in.
+TEST_P(ModelWatcherTest, RequestedReloadRescansAtOnce) {
+  RegistryHolder holder(models::Registry::build({}));
+  ModelWatcher sut(ModelLoader(dir, {}), holder,
+                   {.settle = 1h, .poll_interval = 1h, .force_polling = GetParam()});
+  ASSERT_EQ(power(holder, "A_1"), 10);
+  const auto before = sut.reloads();
+  write_model("B_1", 20);
+  sut.request_reload();
+  ASSERT_TRUE(eventually([&] { return sut.reloads() == before + 1; }));
+  EXPECT_EQ(power(holder, "B_1"), 20);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(sut.reloads(), before + 1) << "one request, one reload";
+}
+
 INSTANTIATE_TEST_SUITE_P(InotifyAndPolling, ModelWatcherTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "polling" : "inotify"; });
 
