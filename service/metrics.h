@@ -40,7 +40,7 @@ inline constexpr std::size_t kLatencyBuckets = kLatencyBoundsNs.size() + 1;
 
 // One per Code value; codes are append-only (common/status.h), a new one lands in kInternal
 // until this grows.
-inline constexpr std::size_t kCodeCount = static_cast<std::size_t>(Code::kPermissionDenied) + 1;
+inline constexpr std::size_t kCodeCount = static_cast<std::size_t>(Code::kIntegrity) + 1;
 
 // The counters of one model. Written by any number of threads with relaxed atomics;
 // aligned so that two models' cells never share a cache line.

@@ -1,7 +1,7 @@
 // The seed's own 2022 model folders (../shared/model-samples/kepler-2022) served end to end
 // by the real binaries: `estimator predict`, the shared-memory ring and Kepler's 2022 socket
-// request (model_name, metrics, values, *_power) give scikit-learn's numbers
-// (tools/kepler2022_reference.py); an empty model_name picks the smallest published mae;
+// request (model_name, metrics, values, *_power) and the v0.9 form naming the model give
+// scikit-learn's numbers (tools/kepler2022_reference.py); an empty model_name picks the smallest published mae;
 // one row of CorrRatio gets all the measured power. And `estimator predict --components`
 // serves every output of the three-output Keras sample (tools/keras_reference.py).
 #include <gtest/gtest.h>
@@ -100,6 +100,18 @@ std::string request_2022(std::string_view model, std::span<const std::string_vie
          R"(],"values":)" + json_rows(m, metrics.size()) + power + "}";
 }
 
+// The same request in the v0.6-v0.9 form: output_type makes it one (kepler_json.h), and
+// model_name picks the folder, whose output type is unknown (a 2022 folder states none).
+std::string request_v09(std::string_view model, std::span<const std::string_view> metrics,
+                        const std::vector<float>& m) {
+  std::string names;
+  for (std::string_view f : metrics) names += (names.empty() ? "\"" : ",\"") + std::string(f) + "\"";
+  return R"({"metrics":[)" + names + R"(],"values":)" + json_rows(m, metrics.size()) +
+         R"(,"output_type":"AbsPower","source":"rapl-sysfs","system_features":[],)"
+         R"("system_values":[],"trainer_name":"","filter":"","model_name":")" +
+         std::string(model) + R"("})";
+}
+
 class SeedModels : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -142,6 +154,24 @@ class SeedModels : public ::testing::Test {
       return {};
     }
     return j["powers"].get<std::vector<double>>();
+  }
+
+  // The v0.6-v0.9 socket reply's only component; empty, with a failure, when the reply is
+  // an error or names other components.
+  static std::vector<double> socket_powers_v09(const std::string& request) {
+    const std::string raw = call(*socket_, request);
+    json j;
+    try {
+      j = json::parse(raw);
+    } catch (const json::exception&) {
+      ADD_FAILURE() << "not JSON: " << raw;
+      return {};
+    }
+    if (!j["powers"].is_object() || j["powers"].size() != 1 || j["msg"] != "") {
+      ADD_FAILURE() << raw;
+      return {};
+    }
+    return j["powers"].begin()->get<std::vector<double>>();
   }
 
   static inline std::string* dir_ = nullptr;
@@ -191,6 +221,8 @@ TEST_F(SeedModels, PredictRingAndSocketGiveScikitLearnsNumbers) {
     expect_reference(ring, want, name + " ring");
 
     expect_reference(socket_powers(request_2022(name, features, x)), want, name + " 2022 socket");
+    expect_reference(socket_powers_v09(request_v09(name, features, x)), want,
+                     name + " v0.9 socket");
   }
 }
 
