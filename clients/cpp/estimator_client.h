@@ -123,8 +123,9 @@ class Client {
 
   // Estimates the power of every row. The deadline covers claiming a slot, the daemon's
   // work and the wait for the answer; of every request when the rows do not fit one slot
-  // and are sent in several, in order (see estimate_in_chunks; request_id() is then the
-  // first chunk's). A request that fits one slot is sent as it is, at no extra cost.
+  // and are sent in several, in order, all answered by one model (docs/clients.md, "More
+  // rows than one slot holds"; request_id() is then the first request's). A request that
+  // fits one slot is sent as it is, at no extra cost.
   Result<Reply> estimate(const Request& request, std::chrono::nanoseconds timeout);
   Result<Reply> estimate(const Request& request) { return estimate(request, options_.timeout); }
 
