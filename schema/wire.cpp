@@ -47,6 +47,9 @@ std::size_t usable(std::size_t n) { return n & ~std::size_t{63}; }
 
 std::size_t string_bound(std::string_view s) { return s.size() + 1 + 4 + 8; }
 
+// What a response needs besides its powers and tail: root table, vtable, scalars.
+constexpr std::size_t kResponseOverheadBytes = 256;
+
 }  // namespace
 
 std::size_t request_size_bound(const RequestSpec& spec) {
@@ -63,6 +66,22 @@ std::size_t request_size_bound(const RequestSpec& spec) {
     n += 32 + string_bound(v.name) + string_bound(v.value);
   }
   return n;
+}
+
+std::size_t request_rows_fitting(const RequestSpec& spec, std::size_t capacity) {
+  if (spec.feature_names.size() > kMaxFeatures || spec.node_power.size() > kMaxNodePower ||
+      spec.system_values.size() > kMaxSystemValues) {
+    return 0;  // build_request refuses these whatever the rows
+  }
+  RequestSpec shape = spec;
+  shape.rows = 0;
+  const std::size_t fixed = request_size_bound(shape);
+  // The area RequestEncoder::encode hands build_request (whole 8-byte words), as it uses it.
+  const std::size_t cap = usable(capacity / 8 * 8);
+  if (fixed > cap) return 0;
+  // request_size_bound grows by one float per value.
+  if (spec.cols == 0) return SIZE_MAX;
+  return (cap - fixed) / (sizeof(float) * spec.cols);
 }
 
 Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec,
@@ -335,6 +354,12 @@ struct ResponseBuilder::Impl {
   }
 };
 
+std::size_t response_rows_fitting(std::size_t capacity, std::size_t cols, std::size_t tail_bytes) {
+  if (tail_bytes + kResponseOverheadBytes > capacity) return 0;
+  if (cols == 0) return SIZE_MAX;
+  return (capacity - tail_bytes - kResponseOverheadBytes) / (sizeof(float) * cols);
+}
+
 ResponseBuilder::ResponseBuilder(std::size_t capacity) : impl_(std::make_unique<Impl>(capacity)) {
   impl_->builder.DedupVtables(false);
 }
@@ -343,8 +368,8 @@ ResponseBuilder::~ResponseBuilder() = default;
 Result<float*> ResponseBuilder::begin(std::uint32_t rows, std::uint32_t cols,
                                       const ResponseTail& tail) {
   impl_->reset();
-  const std::uint64_t bytes = std::uint64_t{rows} * cols * sizeof(float) + tail.bytes.size();
-  if (bytes + 256 > impl_->buffer.size()) {
+  if (tail.bytes.size() + kResponseOverheadBytes > impl_->buffer.size() ||
+      rows > response_rows_fitting(impl_->buffer.size(), cols, tail.bytes.size())) {
     return Status(Code::kTooLarge, "a reply of " + std::to_string(rows) + " x " +
                                        std::to_string(cols) + " powers exceeds the slot's " +
                                        std::to_string(impl_->buffer.size()) + " bytes");

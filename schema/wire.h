@@ -47,6 +47,11 @@ struct RequestSpec {
 // slot before building it.
 std::size_t request_size_bound(const RequestSpec& spec);
 
+// The most rows of `spec`'s shape (its own row count ignored) whose request
+// RequestEncoder::encode can build within `capacity` bytes; 0 when not even one row fits.
+// A client splits a matrix larger than a slot into requests of this many rows.
+std::size_t request_rows_fitting(const RequestSpec& spec, std::size_t capacity);
+
 // Builds the request into `area` (FlatBuffers builds back to front: the finished buffer
 // ends at the end of `area`). Returns the encoded bytes within `area`, or kTooLarge.
 Result<std::span<std::uint8_t>> build_request(const RequestSpec& spec, std::span<std::uint8_t> area);
@@ -138,6 +143,11 @@ struct ResponseTail {
 };
 ResponseTail make_response_tail(const ModelDescription& model,
                                 std::span<const std::string> components);
+
+// The most rows of `cols` powers a response of `capacity` bytes carries besides
+// `tail_bytes` of the rest (model description, component names): what
+// ResponseBuilder::begin accepts. 0 when not even one row fits.
+std::size_t response_rows_fitting(std::size_t capacity, std::size_t cols, std::size_t tail_bytes);
 
 // Builds responses in a private buffer allocated once (a builder must read back what it
 // wrote, which a peer could rewrite in shared memory), to be copied out by the caller.

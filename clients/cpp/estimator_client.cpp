@@ -6,7 +6,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <thread>
 
@@ -48,6 +50,55 @@ Result<bool> env_number(const char* var, int base, std::int64_t max, std::int64_
     return Status(Code::kInvalidArgument, std::string(var) + "='" + text + "' is not valid");
   }
   out = v;
+  return true;
+}
+
+// Now plus `timeout`, cut to the longest deadline the daemon's lease cap allows for
+// (shm::kMaxDeadlineNs).
+std::uint64_t deadline_after(std::chrono::nanoseconds timeout) {
+  return shm::monotonic_ns() +
+         std::min<std::uint64_t>(static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())),
+                                 shm::kMaxDeadlineNs);
+}
+
+wire::RequestSpec spec_of(const Request& request) {
+  wire::RequestSpec spec;
+  spec.model_name = request.selector.name;
+  spec.trainer = request.selector.trainer;
+  spec.output_type = request.selector.output_type;
+  spec.source = request.selector.source;
+  spec.filter = request.selector.filter;
+  spec.feature_names = request.features;
+  spec.matrix = request.matrix;
+  spec.rows = request.rows;
+  spec.cols = request.cols;
+  spec.node_power = request.node_power;
+  spec.system_values = request.system_values;
+  return spec;
+}
+
+// Before the first chunk is answered, the model's component count and the size of its
+// description are unknown: the first chunk is sized for these, generous for any Kepler
+// model (a model with more is met by halving the chunk, see send_chunks).
+constexpr std::size_t kGuessComponents = 16;
+constexpr std::size_t kGuessTailBytes = 4096;
+
+std::string row_range(std::uint32_t first, std::uint32_t count, std::uint32_t total) {
+  return "rows " + std::to_string(first) + "-" + std::to_string(first + count - 1) + " of " +
+         std::to_string(total);
+}
+
+// Whether two answers come from the same model: same description and components.
+bool same_model(const Reply& a, const Reply& b) {
+  const ModelUsed& x = a.model();
+  const ModelUsed& y = b.model();
+  if (x.name != y.name || x.trainer != y.trainer || x.model_class != y.model_class ||
+      x.output_type != y.output_type || x.source != y.source || a.cols() != b.cols()) {
+    return false;
+  }
+  for (std::uint32_t c = 0; c < a.cols(); ++c) {
+    if (a.component(c) != b.component(c)) return false;
+  }
   return true;
 }
 
@@ -99,12 +150,8 @@ void Client::forget(const std::shared_ptr<Attachment>& stale) {
   if (attachment_ == stale) attachment_.reset();
 }
 
-Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanoseconds timeout) {
-  const std::uint64_t start = shm::monotonic_ns();
-  // Cut to the longest deadline the daemon's lease cap allows for (shm::kMaxDeadlineNs).
-  const std::uint64_t deadline =
-      start + std::min<std::uint64_t>(static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())),
-                                      shm::kMaxDeadlineNs);
+Result<Reply> Client::call(const Request& request, bool ping, std::uint64_t deadline,
+                          std::chrono::nanoseconds timeout) {
   if (!ping && (request.features.size() != request.cols ||
                 (request.matrix == nullptr && request.rows * request.cols != 0))) {
     return Status(Code::kInvalidArgument, std::to_string(request.features.size()) +
@@ -116,20 +163,9 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
   std::shared_ptr<Attachment> a = std::move(att).value();
   shm::ClientRing& ring = *a->ring;
 
-  wire::RequestSpec spec;
+  wire::RequestSpec spec = spec_of(request);
   spec.request_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
   spec.kind = ping ? fb::RequestKind::Ping : fb::RequestKind::Estimate;
-  spec.model_name = request.selector.name;
-  spec.trainer = request.selector.trainer;
-  spec.output_type = request.selector.output_type;
-  spec.source = request.selector.source;
-  spec.filter = request.selector.filter;
-  spec.feature_names = request.features;
-  spec.matrix = request.matrix;
-  spec.rows = request.rows;
-  spec.cols = request.cols;
-  spec.node_power = request.node_power;
-  spec.system_values = request.system_values;
   // Encoded privately (one encoder per thread: calls may run at once; a thread sending
   // the same shape again patches its last request instead of rebuilding it), and only
   // copied into a slot: the digest a reply must echo is of these bytes, whatever a peer
@@ -187,6 +223,7 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
   }
   Reply reply;
   reply.bytes_ = std::move(received.data);
+  reply.size_ = received.size;
   auto parsed = wire::read_response({reply.bytes_.get(), received.size});
   if (!parsed.ok()) return parsed.status();
   const wire::ParsedResponse& r = parsed.value();
@@ -214,11 +251,105 @@ Result<Reply> Client::call(const Request& request, bool ping, std::chrono::nanos
 }
 
 Result<Reply> Client::estimate(const Request& request, std::chrono::nanoseconds timeout) {
-  return call(request, false, timeout);
+  const std::uint64_t deadline = deadline_after(timeout);
+  // A request that fits one slot goes as it is; one too large for it (found while encoding
+  // it, before any slot is claimed, or by the daemon for its reply) is split.
+  Result<Reply> reply = call(request, false, deadline, timeout);
+  if (reply.ok() || reply.status().code() != Code::kTooLarge) return reply;
+  return estimate_in_chunks(request, reply.status(), deadline, timeout);
+}
+
+Result<Reply> Client::estimate_in_chunks(const Request& request, const Status& too_large,
+                                         std::uint64_t deadline, std::chrono::nanoseconds timeout) {
+  // The ratio model shares measured node power among the rows of one request: every chunk
+  // would get all of it.
+  if (!request.node_power.empty()) {
+    return Status(Code::kTooLarge, too_large.message() +
+                                       " (a request with node power is not split: its power is"
+                                       " shared among all its rows)");
+  }
+  auto att = attachment();
+  if (!att.ok()) return att.status();
+  const shm::SegmentView& view = att.value()->ring->view();
+  const std::size_t fit = wire::request_rows_fitting(spec_of(request), view.request_capacity());
+  if (fit == 0) {
+    return Status(Code::kTooLarge,
+                  "one row of " + std::to_string(request.cols) +
+                      " features alone does not fit a request (slots of " +
+                      std::to_string(view.request_capacity()) + " bytes, at most " +
+                      std::to_string(wire::kMaxFeatures) +
+                      " features): send fewer features, or raise the daemon's --slot-bytes");
+  }
+  if (request.rows <= 1) return too_large;  // it was the reply of one row: nothing to split
+  const auto request_rows = static_cast<std::uint32_t>(std::min<std::size_t>(fit, request.rows));
+  // A model reload between two chunks would mix two models' answers: the rows are sent
+  // again once, within the same deadline; a second reload fails the call.
+  bool model_changed = false;
+  Result<Reply> joined = send_chunks(request, request_rows, view.response_capacity(), deadline,
+                                     timeout, model_changed);
+  if (!model_changed) return joined;
+  model_changed = false;
+  return send_chunks(request, request_rows, view.response_capacity(), deadline, timeout,
+                     model_changed);
+}
+
+Result<Reply> Client::send_chunks(const Request& request, std::uint32_t request_rows,
+                                  std::uint32_t response_capacity, std::uint64_t deadline,
+                                  std::chrono::nanoseconds timeout, bool& model_changed) {
+  auto rows_for_reply = [&](std::size_t components, std::size_t tail) {
+    const std::size_t n = wire::response_rows_fitting(response_capacity, components, tail);
+    return static_cast<std::uint32_t>(std::clamp<std::size_t>(n, 1, request_rows));
+  };
+  std::uint32_t chunk = rows_for_reply(kGuessComponents, kGuessTailBytes);
+  std::optional<Reply> first;
+  Request part = request;
+  for (std::uint32_t row = 0; row < request.rows;) {
+    const std::uint32_t n = std::min(chunk, request.rows - row);
+    part.matrix = request.matrix + std::size_t{row} * request.cols;
+    part.rows = n;
+    Result<Reply> got = call(part, false, deadline, timeout);
+    if (!got.ok()) {
+      // A reply larger than assumed (more components, a longer description) or slots
+      // shrunk by a restarted daemon: halve the chunk and send it again.
+      if (got.status().code() == Code::kTooLarge && n > 1) {
+        chunk = n / 2;
+        continue;
+      }
+      return Status(got.status().code(),
+                    row_range(row, n, request.rows) + ": " + got.status().message());
+    }
+    const std::uint32_t components = got->cols();
+    if (!first) {
+      first.emplace(std::move(got).value());
+      first->joined_ = std::make_unique_for_overwrite<float[]>(std::size_t{request.rows} * components);
+      std::ranges::copy(first->powers(), first->joined_.get());
+      // Every answer of this model carries what the first one carries besides its powers:
+      // the rest are sized for it.
+      if (components > 0) {
+        chunk = rows_for_reply(components, first->size_ - sizeof(float) * n * components);
+      }
+      row += n;
+      continue;
+    }
+    if (!same_model(*first, *got)) {
+      model_changed = true;
+      return Status(Code::kUnavailable,
+                    row_range(row, n, request.rows) + " were answered by model " +
+                        std::string(got->model().name) + " (" + std::string(got->model().source) +
+                        "), the rows before by " + std::string(first->model().name) + " (" +
+                        std::string(first->model().source) +
+                        "): the daemon reloaded its models between the requests");
+    }
+    std::ranges::copy(got->powers(), first->joined_.get() + std::size_t{row} * components);
+    row += n;
+  }
+  first->rows_ = request.rows;
+  first->powers_ = first->joined_.get();
+  return std::move(*first);
 }
 
 Status Client::ping(std::chrono::nanoseconds timeout) {
-  return call(Request{}, true, timeout).status();
+  return call(Request{}, true, deadline_after(timeout), timeout).status();
 }
 
 std::string_view Reply::component(std::uint32_t c) const {

@@ -102,6 +102,10 @@ class Reply {
   Reply() = default;
 
   std::unique_ptr<std::uint8_t[]> bytes_;  // the response; every view below points into it
+  std::size_t size_ = 0;                   // of the response in bytes_
+  // The powers of all chunks of a request sent in several (powers_ points here then; the
+  // model and components stay those of the first chunk's response, in bytes_).
+  std::unique_ptr<float[]> joined_;
   std::uint64_t request_id_ = 0;
   std::uint32_t rows_ = 0;
   std::uint32_t cols_ = 0;
@@ -118,7 +122,10 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Estimates the power of every row. The deadline covers claiming a slot, the daemon's
-  // work and the wait for the answer.
+  // work and the wait for the answer; of every request when the rows do not fit one slot
+  // and are sent in several, in order, all answered by one model (docs/clients.md, "More
+  // rows than one slot holds"; request_id() is then the first request's). A request that
+  // fits one slot is sent as it is, at no extra cost.
   Result<Reply> estimate(const Request& request, std::chrono::nanoseconds timeout);
   Result<Reply> estimate(const Request& request) { return estimate(request, options_.timeout); }
 
@@ -159,7 +166,13 @@ class Client {
  private:
   Result<std::shared_ptr<Attachment>> attachment();
   void forget(const std::shared_ptr<Attachment>& stale);
-  Result<Reply> call(const Request& request, bool ping, std::chrono::nanoseconds timeout);
+  Result<Reply> call(const Request& request, bool ping, std::uint64_t deadline,
+                     std::chrono::nanoseconds timeout);
+  Result<Reply> estimate_in_chunks(const Request& request, const Status& too_large,
+                                   std::uint64_t deadline, std::chrono::nanoseconds timeout);
+  Result<Reply> send_chunks(const Request& request, std::uint32_t request_rows,
+                            std::uint32_t response_capacity, std::uint64_t deadline,
+                            std::chrono::nanoseconds timeout, bool& model_changed);
 
   ClientOptions options_;
   Status policy_error_;  // an unreadable ESTIMATOR_DAEMON_UID / ESTIMATOR_SHM_MODE

@@ -127,6 +127,39 @@ TEST_F(CClient, EstimateMatchesTheModelEvaluatedInProcess) {
   EXPECT_DOUBLE_EQ(m.core_ratio, 1.0);
 }
 
+// 540 rows x 60 features (the model's two among 58 unused ones) do not fit one request of
+// the test daemon's 65536-byte slots: the client sends them in several, the reply holds all.
+TEST_F(CClient, MoreRowsThanOneSlotHoldsAreAnsweredWhole) {
+  constexpr std::uint32_t kRows = 540, kCols = 60;
+  std::vector<std::string> owned;
+  for (std::uint32_t c = 0; c < kCols; ++c) owned.push_back("unused_" + std::to_string(c));
+  owned[7] = kBpf[0];
+  owned[31] = kBpf[1];
+  std::vector<const char*> names;
+  for (const auto& n : owned) names.push_back(n.c_str());
+  const std::vector<std::string_view> views(owned.begin(), owned.end());
+  std::vector<float> x(std::size_t{kRows} * kCols);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 613) % 90000);
+  estimator_request req{};
+  req.output_type = "AbsPower";
+  req.source = "rapl-sysfs";
+  req.features = names.data();
+  req.cols = kCols;
+  req.matrix = x.data();
+  req.rows = kRows;
+  estimator_reply* raw = nullptr;
+  estimator_error err;
+  ASSERT_EQ(estimator_estimate(client_.get(), &req, &raw, &err), ESTIMATOR_OK) << err.message;
+  ReplyPtr reply(raw);
+
+  const Expected want = reference({.output_type = "AbsPower", .source = "rapl-sysfs"}, views, x, kRows);
+  ASSERT_EQ(estimator_reply_rows(raw), kRows);
+  ASSERT_EQ(estimator_reply_cols(raw), want.components.size());
+  EXPECT_EQ(std::string(estimator_reply_model(raw).name), want.model);
+  const float* p = estimator_reply_powers(raw);
+  for (std::size_t k = 0; k < want.powers.size(); ++k) ASSERT_FLOAT_EQ(p[k], want.powers[k]) << k;
+}
+
 TEST_F(CClient, UnknownFeaturesAreRefusedWithTheMissingNamesInTheMessage) {
   const char* features[] = {"cpu_cycles", "no_such_feature"};
   const float x[] = {1, 2};

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include "daemon_process.h"
 #include "schema/schema_version.h"
@@ -59,6 +60,43 @@ TEST(Cli, EstimateCsvMatchesTheDefaultModel) {
                           " --model NoSuchModel 2>&1");
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.out.find("NoSuchModel"), std::string::npos) << missing.out;
+}
+
+// 540 rows x 60 columns do not fit one request of the test daemon's 65536-byte slots: the
+// client splits them, and the CLI prints every row, in order.
+TEST(Cli, EstimateCsvOfMoreRowsThanOneSlotHolds) {
+  Watchdog dog(60);
+  const std::string shm = unique_shm_name("cli-split");
+  DaemonProcess daemon(shm);
+  ASSERT_TRUE(daemon.start());
+  const std::string csv = ::testing::TempDir() + "cli_wide_features.csv";
+  {
+    std::ofstream out(csv);
+    out << "bpf_cpu_time_ms,bpf_page_cache_hit";
+    for (int c = 2; c < 60; ++c) out << ",unused_" << c;
+    out << "\n";
+    for (int r = 0; r < 540; ++r) {
+      out << r * 10 << ",1";
+      for (int c = 2; c < 60; ++c) out << "," << c;
+      out << "\n";
+    }
+  }
+  const CmdResult r = run_split(cli("estimate --shm-name " + shm + " --csv " + csv +
+                                    " --source rapl-sysfs --output-type AbsPower"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("model: "), std::string::npos) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::getline(lines, line);
+  ASSERT_EQ(line, "package,core,uncore,dram");
+  // package = 143.81206324506658 + 305.148172889668 * x / 95877.00000000001 (Kepler v0.9.0)
+  int rows = 0;
+  for (; std::getline(lines, line); ++rows) {
+    const double x = rows * 10.0;
+    EXPECT_NEAR(std::stod(line), 143.81206324506658 + 305.148172889668 * x / 95877.00000000001, 1e-3)
+        << "row " << rows << ": " << line;
+  }
+  EXPECT_EQ(rows, 540);
 }
 
 TEST(Cli, PingWithoutDaemonFails) {
