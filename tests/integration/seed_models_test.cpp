@@ -139,8 +139,9 @@ class SeedModels : public ::testing::Test {
     ASSERT_TRUE(daemon_ != nullptr && daemon_->pid() > 0) << "estimatord is not running";
   }
 
-  // The 2022 socket reply's powers; empty, with a failure, when the reply is an error.
-  static std::vector<double> socket_powers(const std::string& request) {
+  // The socket's reply powers to `request`: the 2022 list, or (v09) the only component of
+  // a v0.6-v0.9 map. Empty, with a failure, when the reply is an error or not of that form.
+  static std::vector<double> socket_powers(const std::string& request, bool v09 = false) {
     const std::string raw = call(*socket_, request);
     json j;
     try {
@@ -149,29 +150,12 @@ class SeedModels : public ::testing::Test {
       ADD_FAILURE() << "not JSON: " << raw;
       return {};
     }
-    if (!j["powers"].is_array() || j["msg"] != "") {
+    const json& powers = j["powers"];
+    if (j["msg"] != "" || (v09 ? !powers.is_object() || powers.size() != 1 : !powers.is_array())) {
       ADD_FAILURE() << raw;
       return {};
     }
-    return j["powers"].get<std::vector<double>>();
-  }
-
-  // The v0.6-v0.9 socket reply's only component; empty, with a failure, when the reply is
-  // an error or names other components.
-  static std::vector<double> socket_powers_v09(const std::string& request) {
-    const std::string raw = call(*socket_, request);
-    json j;
-    try {
-      j = json::parse(raw);
-    } catch (const json::exception&) {
-      ADD_FAILURE() << "not JSON: " << raw;
-      return {};
-    }
-    if (!j["powers"].is_object() || j["powers"].size() != 1 || j["msg"] != "") {
-      ADD_FAILURE() << raw;
-      return {};
-    }
-    return j["powers"].begin()->get<std::vector<double>>();
+    return (v09 ? *powers.begin() : powers).get<std::vector<double>>();
   }
 
   static inline std::string* dir_ = nullptr;
@@ -221,7 +205,7 @@ TEST_F(SeedModels, PredictRingAndSocketGiveScikitLearnsNumbers) {
     expect_reference(ring, want, name + " ring");
 
     expect_reference(socket_powers(request_2022(name, features, x)), want, name + " 2022 socket");
-    expect_reference(socket_powers_v09(request_v09(name, features, x)), want,
+    expect_reference(socket_powers(request_v09(name, features, x), true), want,
                      name + " v0.9 socket");
   }
 }
