@@ -74,7 +74,7 @@ void ServerRing::answer(const Taken& taken, std::span<const std::uint8_t> reply)
   const std::uint32_t cap = view_.response_capacity();
   if (reply.size() > cap) reply = {};  // cannot happen: replies are built to fit
   const auto generation = SlotWord::unpack(taken.word).generation;
-  std::memcpy(ref.response + (cap - reply.size()), reply.data(), reply.size());
+  if (!reply.empty()) std::memcpy(ref.response + (cap - reply.size()), reply.data(), reply.size());
   c->response_len = static_cast<std::uint32_t>(reply.size());
   c->response_nonce = taken.nonce;
   c->request_digest = taken.request_digest;
