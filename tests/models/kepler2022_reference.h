@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/support/shell_command.h"
+
 namespace estimator::testing::kepler2022 {
 
 namespace fs = std::filesystem;
@@ -78,17 +80,7 @@ inline std::vector<float> rows_over_the_range() {
   return m;
 }
 
-inline std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
+using estimator::testing::shell_quote;
 
 inline bool have_reference() {
   static const bool ok =
@@ -117,17 +109,11 @@ inline std::vector<double> reference(const std::string& model, const std::vector
   const std::string cmd = "/usr/bin/python3 " + shell_quote(KEPLER2022_REFERENCE_SCRIPT) + " " +
                           shell_quote((models_dir() / model).string()) + " < " + path;
   std::vector<double> y;
-  if (FILE* p = popen(cmd.c_str(), "r"); p != nullptr) {
-    std::string text;
-    char buf[4096];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) text.append(buf, n);
-    const int rc = pclose(p);
-    std::istringstream in(text);
+  if (const std::optional<std::string> text = command_output(cmd)) {
+    std::istringstream in(*text);
     for (double v; in >> v;) y.push_back(v);
-    if (rc != 0) {
-      ADD_FAILURE() << "reference script failed (" << rc << "): " << cmd;
-      y.clear();
-    }
+  } else {
+    ADD_FAILURE() << "reference script failed: " << cmd;
   }
   fs::remove(path);
   if (y.size() * kFeatures.size() != x.size()) {

@@ -28,11 +28,14 @@
 #include "models/sklearn_model.h"
 #include "test_files.h"
 #include "test_util.h"
+#include "tests/support/shell_command.h"
 
 namespace estimator::models {
 namespace {
 
 namespace fs = std::filesystem;
+using ::estimator::testing::command_output;
+using ::estimator::testing::shell_quote;
 using testing::evaluate;
 
 const fs::path kSamples = fs::path(ESTIMATOR_SHARED_DIR) / "model-samples" / "kepler-model-db-more";
@@ -108,12 +111,6 @@ std::vector<std::vector<double>> grid(const std::vector<std::vector<double>>& va
   return rows;
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // The reference script's JSON for `zip` on `rows`; null (with a failure) when it fails.
 nlohmann::json reference(const char* zip, const RowMatrixF& rows) {
   const fs::path in = fs::temp_directory_path() / ("kepler_more_rows_" + std::to_string(getpid()));
@@ -129,19 +126,13 @@ nlohmann::json reference(const char* zip, const RowMatrixF& rows) {
   }
   const std::string cmd = "/usr/bin/python3 " + shell_quote(KEPLER_MODEL_DB_MORE_REFERENCE) + " " +
                           shell_quote((kSamples / zip).string()) + " < " + shell_quote(in.string());
-  std::string text;
-  int rc = -1;
-  if (FILE* p = popen(cmd.c_str(), "r"); p != nullptr) {
-    char buf[4096];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) text.append(buf, n);
-    rc = pclose(p);
-  }
+  const std::optional<std::string> text = command_output(cmd);
   fs::remove(in);
-  if (rc != 0) {
-    ADD_FAILURE() << "reference script failed (" << rc << "): " << cmd;
+  if (!text) {
+    ADD_FAILURE() << "reference script failed: " << cmd;
     return nullptr;
   }
-  return nlohmann::json::parse(text);
+  return nlohmann::json::parse(*text);
 }
 
 // Compares every component of `model` on `rows` with the reference (negatives clamped to

@@ -26,11 +26,14 @@
 #include "models/pickle.h"
 #include "models/sklearn_model.h"
 #include "test_files.h"
+#include "tests/support/shell_command.h"
 
 namespace estimator::models {
 namespace {
 
 namespace fs = std::filesystem;
+using ::estimator::testing::command_output;
+using ::estimator::testing::shell_quote;
 
 fs::path db_dir() { return fs::path(ESTIMATOR_SHARED_DIR) / "model-samples" / "kepler-model-db"; }
 
@@ -40,29 +43,7 @@ fs::path db_dir() { return fs::path(ESTIMATOR_SHARED_DIR) / "model-samples" / "k
                  << " (the shared/ folder beside the repository); nothing to compare with"; \
   }
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
 
-// Standard output of a shell command (binary-safe); nullopt when it fails.
-std::optional<std::string> run(const std::string& command) {
-  FILE* p = popen(command.c_str(), "r");
-  if (p == nullptr) return std::nullopt;
-  std::string out;
-  std::array<char, 65536> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  if (pclose(p) != 0) return std::nullopt;
-  return out;
-}
 
 std::string member(const std::string& zip, const std::string& name) {
   std::optional<std::string> bytes = testing::zip_member(db_dir() / zip, name);
@@ -327,8 +308,9 @@ std::vector<std::vector<std::vector<double>>> reference(const std::vector<Reques
     std::ofstream out(path);
     out << batch.dump();
   }
-  const std::optional<std::string> out = run("/usr/bin/python3 " + quote(SKLEARN_REFERENCE_SCRIPT) +
-                                             " --predict-batch " + quote(path));
+  const std::optional<std::string> out = command_output(
+      "/usr/bin/python3 " + shell_quote(SKLEARN_REFERENCE_SCRIPT) + " --predict-batch " +
+      shell_quote(path));
   fs::remove(path);
   if (!out) {
     ADD_FAILURE() << "the reference script failed";
