@@ -3,7 +3,7 @@
 #   cmake -DSOURCE_DIR=<dir> -DFILES=<a;b;...> -DOUTPUT=<file.cpp> -P embed_files.cmake
 # FILES are paths relative to SOURCE_DIR. Bytes rather than string literals: model files
 # may hold any byte, and compilers cap the length of one literal.
-cmake_minimum_required(VERSION 3.25)
+cmake_minimum_required(VERSION 3.22)
 
 foreach(var SOURCE_DIR OUTPUT)
   if(NOT DEFINED ${var})
