@@ -12,8 +12,11 @@
         est.model["name"]       # the model that answered, with its error figures
         client.get_power(["bpf_cpu_time_ms", "bpf_page_cache_hit"], [[1200, 3]])
 
-The library is $ESTIMATOR_CLIENT_LIBRARY when set, else found by the dynamic loader
-(ldconfig paths, LD_LIBRARY_PATH). numpy is optional: with it, matrices may be numpy
+The library is loaded on first use (importing the package never fails for want of it):
+$ESTIMATOR_CLIENT_LIBRARY when set, else libestimator_client.so.0 found by the dynamic
+loader (LD_LIBRARY_PATH, then the ldconfig paths: /usr/local/lib after `cmake --install`
+and `ldconfig`). Without it, the first Client or spawn_daemon raises EstimatorError
+"unavailable: cannot load the estimator client library ...". numpy is optional: with it, matrices may be numpy
 arrays (a C-contiguous float32 array is passed to the library without a copy; anything
 else is converted once) and results are numpy arrays; without it, lists in and out.
 Every failure raises EstimatorError, carrying the code and the daemon's message.
@@ -27,6 +30,10 @@ try:
     import numpy as _np
 except ImportError:  # numpy is optional
     _np = None
+
+# The project's version (CMakeLists.txt project()); pyproject.toml reads it from here and
+# tests/integration/install_test.sh checks that the two agree.
+__version__ = "0.1.0"
 
 __all__ = [
     "Client", "Estimate", "EstimatorError", "SpawnedDaemon", "spawn_daemon", "library",
@@ -303,7 +310,9 @@ class Client:
         self.close()
 
     def __del__(self):
-        self.close()
+        # __init__ may have raised before _handle existed (no library): nothing to release.
+        if getattr(self, "_handle", None) is not None:
+            self.close()
 
     def _live(self):
         if self._handle is None:
