@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Server processes of the benchmark (see child.h): fork, readiness pipe, SIGTERM + waitpid.
 #include "bench/child.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A server process of the benchmark: forked from the (still single-threaded) parent, it
 // reports readiness through a pipe and is stopped with SIGTERM, then SIGKILL, then reaped,
 // by its owner's destructor on every exit path. A child also gets SIGTERM if the parent

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Floor mode: the least any shared-memory request/response between two processes can cost
 // on this machine, so the ring's overhead above it can be read off. No schema, no model:
 // the client copies the encoded request bytes of the case into an anonymous shared mapping

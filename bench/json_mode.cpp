@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // JSON mode: the protocol the ring replaces, as Kepler v0.9 speaks it. A forked child runs
 // the daemon's Kepler-compatible endpoint (service::KeplerEndpoint: its epoll thread, JSON
 // reader and writer, and the same RequestHandler behind them) on the benchmark's models;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Kepler side of the JSON mode: what Kepler v0.9's Go client does to a request and a
 // reply, written as plainly as Go's encoding/json would lay them out, so that the JSON
 // mode's client and the per-stage benchmark (bench/stages.cpp) share one codec.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The machine's own limits, measured in the same run as the modes that carry requests:
 //
 //   cacheline - two processes ping-pong one 8-byte flag on one shared cache line: the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimator-bench: round-trip latency and throughput of one estimate request, carried
 //   ring      - through the shared-memory ring (real daemon core in a child, real clients),
 //               hot and sleeping, by 1 client or several client threads at once,

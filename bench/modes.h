@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The ways the benchmark carries a request to a server process and the answer back, and
 // the machine limits it measures beside them:
 //   ring      - the real daemon core (service::Daemon) in a child, real client::Clients here,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Draws estimator-bench's latencies from its CSV into a PNG.
 
     /usr/bin/python3 bench/plot.py RESULTS.csv PLOT.png

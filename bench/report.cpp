@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The benchmark's output (see report.h).
 #include "bench/report.h"
 

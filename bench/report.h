@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What a run prints and writes: the table, the CSV, the targets with whether this
 // run meets them, and the one-line ratios (the last line, for scripts).
 #pragma once

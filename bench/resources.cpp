@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimator-bench --resources (see resources.h).
 #include "bench/resources.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimator-bench --resources: what the real daemon costs the node, measured on the
 // estimatord binary (not the daemon core in a fork, as the latency modes do):
 //   - resident memory (VmRSS of /proc/<pid>/status) once it serves, with the embedded

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Ring mode: what a user of the estimator gets. A forked child runs the daemon core
 // (service::Daemon, the code estimatord runs) on the benchmark's models; this process
 // calls it through the real client (client::Client::estimate), which encodes the request

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Socket mode: the baseline the ring must beat. The same FlatBuffers request bytes
 // (wire::build_request) travel over a unix SOCK_STREAM connection behind a 4-byte length;
 // a forked child answers them with the same service::RequestHandler the daemon runs, and

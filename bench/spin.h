@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The waiting of the bench's own ping-pongs (floor and limits modes): as shm::spin_until
 // (a pause per poll, the clock every 64 polls), but it yields instead of pausing while the
 // peer was last seen on this CPU. Nothing is pinned, so on a loaded machine both sides can

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimator-stages: what each step of one request costs, in one process, with no second
 // process or kernel in the way (Google Benchmark). estimator-bench measures whole round
 // trips between processes; this says where inside them the time goes, so that an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Weighted percentiles and throughput of the measured round trips (see stats.h).
 #include "bench/stats.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Latency samples of one (mode, rows) case and their summary: percentiles of the
 // individual round trips, and throughput from the wall time of the timed loops.
 //

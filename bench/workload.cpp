@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The benchmark's request matrices and reply checks (see workload.h).
 #include "bench/workload.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The requests every mode sends: rows x features float matrices for one of two models,
 //   linear  - the embedded rapl-sysfs AbsPower SGDRegressorTrainer_0, which reads two of
 //             the columns; the others travel and are ignored, as in a real exporter's

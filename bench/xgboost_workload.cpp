@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Generation of the benchmark's XGBoost model (see xgboost_workload.h).
 #include "bench/xgboost_workload.h"
 

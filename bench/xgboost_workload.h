@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The benchmark's tree model: an XGBoost JSON document of 100 full trees of depth 6 over
 // every column of a case, generated deterministically (a fixed seed: the same bytes on
 // every run and machine), wrapped as a kepler-model-db model folder (metadata.json, a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One row's total power from its per-component powers, for the APIs that answer one number
 // per row (Kepler's 2022 socket form, GetPower in the clients).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Status and Result: how every layer reports failure.
 //
 // Errors are values. Nothing on the request path or across the shared-memory boundary

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An owned file descriptor, closed when the owner goes (RAII for every fd the daemon and
 // the clients open: sockets, pipes, epoll and event fds).
 #pragma once

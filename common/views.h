@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Non-owning views of the per-request inputs besides the matrix, shared by the wire codec
 // (schema/), the models and the clients so no layer converts between look-alike types.
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Collects a minimal root filesystem for the estimator image: the given programs (into
 # /usr/local/bin), every shared library they load (found with ldd, copied to the same
 # path as on this machine, symlinks resolved), the dynamic loader at the path the

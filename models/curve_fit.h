@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's curve-fit trainers (kepler-model-server train/trainer/*RegressionTrainer, model
 // class "curvefit"): their curves, shared by the two forms Kepler publishes a fit in.
 //

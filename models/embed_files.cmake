@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Writes a C++ source holding files as byte arrays (the table of models/embedded_files.h).
 # Run in script mode at build time:
 #   cmake -DSOURCE_DIR=<dir> -DFILES=<a;b;...> -DOUTPUT=<file.cpp> -P embed_files.cmake

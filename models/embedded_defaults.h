@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The default models compiled into the binary (data/model), so that the daemon serves
 // Kepler's default coefficients with no configuration and no file access. Link
 // estimator_default_models to use it.

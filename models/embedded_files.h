@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The raw table behind embedded_model_folders(): every file of data/model as bytes,
 // written at build time by models/embed_files.cmake. Internal to estimator_default_models.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "models/hdf5_file.h"
 
 #include <hdf5.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Read-only access to an HDF5 file held in memory: the small part of the HDF5 C API that
 // model loaders need (groups, string attributes, floating-point datasets), with RAII
 // handles and errors as Status values that name the file and the HDF5 path.

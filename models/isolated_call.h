@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Runs a piece of third-party parsing code in a forked child process, so that a file that
 // makes it crash or hang costs one refused model instead of the daemon.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading JSON model files with errors that name the file and the field.
 //
 // Every loader in models/ parses with these helpers, so a refused file always says where

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "models/keras_model.h"
 #include "models/shape_text.h"
 

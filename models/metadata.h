@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // metadata.json: the description every model folder carries (KEPLER.md section 5).
 //
 // Fields of every generation of Kepler's model server are accepted; names are made

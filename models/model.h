@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The model interface every format implements, and the views it computes over.
 //
 // A model is immutable once loaded and may be used from several threads at once.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A restricted reader of Python pickles as joblib writes them (KEPLER.md section 6).
 //
 // Kepler's model server publishes scikit-learn models as joblib files: a pickle of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The model-server model: one pipeline per component, as kepler-model-db zips describe
 // them in their component map (<Trainer>_<n>.json):
 //

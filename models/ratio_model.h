@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The ratio model: splits measured node power among workloads by their share of a usage
 // counter, as Kepler's Go ratio model does (KEPLER.md section 6). It needs the request's
 // node power; it has no error figure (it is exact by construction, given the usage

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The registry: the set of loaded models and how one is chosen for a request.
 //
 // A Registry is immutable once built; the service swaps whole registries (shared_ptr)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // How loaders write an array shape in messages: numpy's notation, "(3,)" and "(2, 5)".
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "models/sklearn_model.h"
 #include "models/curve_fit.h"
 #include "models/shape_text.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn estimators read from joblib pickles (KEPLER.md section 6), as the stages of
 // models/stages.h. The file is parsed by the restricted reader of models/pickle.h (it runs
 // nothing and resolves only the classes listed by sklearn_classes()); this file turns the

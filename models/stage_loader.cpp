@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "models/stage_loader.h"
 
 #include "models/keras_model.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Which format a file of a model-server model is, by its name, and the stage it becomes:
 //   .pkl .sav .joblib  scikit-learn joblib pickle (restricted reader, models/sklearn_model.h;
 //                      Kepler's curve-fit pickles too, models/curve_fit.h)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The stages of a per-component pipeline, as Kepler's model server builds them:
 //   request columns -> feature-engineering transforms (fe_files: scaler.pkl, then
 //   poly_scaler.pkl, ...) -> one regressor (package.pkl, package.json, model.h5, ...).

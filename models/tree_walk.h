@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Walking rows down one decision tree, for the tree models (XGBoost, scikit-learn gradient
 // boosting). One row's walk is a chain of dependent loads - the node, then the row's value
 // of its feature, then the child - that the CPU can only wait for; kTreeLanes rows walked

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's weight JSON: the linear regressor Kepler evaluates natively (KEPLER.md section 6).
 //
 //   {"model_name": "...",

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "models/xgboost_model.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // XGBoost's JSON model format (Booster.save_model("model.json")), the component models of
 // Kepler's XgboostFitTrainer zips (KEPLER.md section 6).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading a model zip (kepler-model-db's <Trainer>_<n>.zip, a Keras 3 .keras file) into
 // memory, treating the archive as hostile: entries with an absolute path, a ".." component
 // or a symlink mode are refused (nothing is ever written to disk, but a name that tries to

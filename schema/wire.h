@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Encoding and decoding of requests and responses (schema/estimator.fbs), shared by the
 // client, the daemon and the socket baseline, so all of them speak exactly the same bytes.
 //

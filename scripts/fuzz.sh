@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets (clang, ASan+UBSan) into build-fuzz/ and runs each one.
 #   scripts/fuzz.sh           60 s per target
 #   scripts/fuzz.sh --quick   the reduced run of the test suite: fixed seed, bounded runs

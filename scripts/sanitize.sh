@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The suite's core under sanitizers: the unit tests and the reliability test (reduced:
 # ESTIMATOR_RELIABILITY_SCALE) built with ASan+UBSan into build-asan/ and with TSan into
 # build-tsan/. The daemon the reliability test starts is the instrumented estimatord of

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages the build needs (only those missing) and builds
 # everything into build/ (or $BUILD_DIR). Sourced by demo.sh and test.sh.
 set -euo pipefail

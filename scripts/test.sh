@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The test suite: install what is missing, build with warnings as errors, fuzz every
 # parser briefly (scripts/fuzz.sh --quick), run every test.
 # Unit tests run in parallel; the multi-process tests (label integration) run alone, as

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What estimator and estimatord share on their command lines: the exit codes every
 // subcommand keeps, parsing that maps CLI11's own exit codes onto them, the --version text
 // and --log-level's levels, and logging to stderr.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The CSV the `estimator` CLI reads and writes: a header of feature names, one row per
 // workload.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The estimator daemon's serving core: the segment, the dispatch thread(s) that answer
 // slots, and the housekeeping thread that beats the heartbeat, reclaims the slots of
 // dead clients and lays out a new segment when the old one was truncated, deleted or

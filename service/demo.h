@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `estimator demo`: the main job of a first run. Starts estimatord on a private segment
 // with the embedded default models, plays an exporter with a few dozen pods whose usage
 // varies over time, and prints per-pod power and the round-trip latency percentiles.

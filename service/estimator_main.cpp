@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimator: the operator's command line. Subcommands talk to a running daemon
 // (estimate, ping) or run the whole thing for a first look (demo).
 #include <CLI/CLI.hpp>

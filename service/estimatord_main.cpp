@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimatord: the estimator daemon. Loads the models, creates the shared-memory segment,
 // serves until a stop signal, then removes the segment (service/signals.h; SIGHUP reloads).
 #include <signal.h>

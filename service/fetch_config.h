@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the daemon fetches in the background and from where: the keys Kepler's Python
 // estimator reads (<PREFIX>_INIT_URL, <PREFIX>_TRAINER, <PREFIX>_FILTERS, MODEL_SERVER_*)
 // plus our own transfer limits (FETCH_*).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Answers one Kepler JSON request through the daemon's own request path, so that the
 // socket endpoint and the shared-memory ring give identical answers: the parsed request
 // becomes a wire::RequestSpec, is encoded into a private buffer, handled by a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Kepler-compatible unix-socket endpoint: what lets an unmodified Kepler (v0.6..v0.9,
 // and the 2022 prototype) use the daemon in place of the Python estimator.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's JSON messages (KEPLER.md section 4): a purpose-built reader for the requests of
 // both generations and the writers of their replies.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Prometheus metrics of the daemon: request counts by model and status, a latency
 // histogram, answers from a fallback model, pings, and the loaded models with their error
 // figures, rendered in the text exposition format 0.0.4.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A minimal HTTP/1.1 server for Prometheus scrapes: GET /metrics answers the text the
 // renderer returns, GET /healthz answers "ok", other paths 404, methods other than GET and
 // HEAD 405. One connection = one request (the reply says Connection: close).

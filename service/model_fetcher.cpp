@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "service/model_fetcher.h"
 
 #include <curl/curl.h>

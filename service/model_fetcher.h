@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Background model fetching: Kepler's <PREFIX>_INIT_URL downloads and the model server's
 // POST /model, never on the start-up or request path.
 //

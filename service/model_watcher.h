@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hot reload of the model directory: new, changed and removed models take effect without
 // a restart. A background thread watches the directory (inotify, recursively; a polling
 // fingerprint where inotify is unavailable or runs out of watches), rescans it after

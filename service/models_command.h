@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `estimator models`: what a model directory holds, as the daemon would load it: every
 // model accepted (name, class, kind, features, error figures, origin), every file refused
 // with the reason, and which model the selection would pick for a feature list, and which

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `estimator predict`: evaluates one model offline, without the daemon, on the same CSV
 // as `estimator estimate`. The model is a folder, a kepler-model-db zip, or a single file
 // (weight JSON, XGBoost JSON, .pkl, .h5, .keras). Columns are matched by name to the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "service/request_handler.h"
 
 #include <spdlog/spdlog.h>

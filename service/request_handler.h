@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Turns one request (bytes from a slot or a socket) into one response (bytes), choosing
 // and evaluating a model. Owns every buffer it needs, allocated once; after the first
 // request of a given feature list and selector, handling allocates nothing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The signals estimatord answers, and what it does about each.
 //
 // Asynchronous ones (sent by kill, the terminal, the kernel for limits) are blocked in every

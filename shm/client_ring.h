@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The client side of the slot protocol (state diagram in shm/layout.h).
 //
 // A ClientRing is a thin, stateless view over an attached segment; it is safe to use from

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The binary layout of the shared-memory segment: the one place that defines it.
 //
 // Everything here lives in memory shared with processes we do not trust, so:

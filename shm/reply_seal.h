@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What binds a reply to the request it answers (docs/reliability.md, "Forged answers").
 //
 // Every client can write every slot, so the bytes in a slot prove nothing by themselves.

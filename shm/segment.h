@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shared-memory segment as an OS resource: created and owned by the daemon, attached
 // by clients. Both are non-copyable RAII objects; the owner's destructor marks the
 // segment stopping, unmaps and unlinks it. Plain POSIX (open under /dev/shm, mmap), so

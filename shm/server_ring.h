@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon side of the slot protocol (state diagram in shm/layout.h).
 //
 // One ServerRing per dispatch thread. Published slots are found through the header's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Survives a peer that shrinks the segment. Any process that may open the segment can
 // ftruncate it; the next touch of a page beyond the new end raises SIGBUS, which would
 // kill the daemon and every attached client. As Wayland compositors do for a client that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // How a side waits for its peer: spin for a bounded time (no syscall, lowest latency while
 // traffic flows), then block on a semaphore with a deadline (no CPU while idle). The
 // sleep flag that tells the peer to post the semaphore is set only in the blocking phase,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the small pickles tests/models/kepler_model_db_more_test.cpp reads: variants of
 the three kinds of Kepler zips issue 18 item 1 adds (object-array targets, Pipelines,
 curve-fit models), accepted ones with reference outputs and refused ones. Run from the

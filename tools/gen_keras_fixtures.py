@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the Keras test fixtures of tests/models/fixtures/keras with h5py and numpy.
 
 No Keras is needed (nor available on Debian): the files reproduce, by hand, the layouts

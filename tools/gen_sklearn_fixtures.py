@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the small scikit-learn joblib pickles tests/models/sklearn_model_test.cpp reads,
 with reference outputs computed by scikit-learn itself. Run from the repository root with
 Debian's python3-sklearn / python3-joblib / python3-numpy (the pyenv python3 has no numpy):

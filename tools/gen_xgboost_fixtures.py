@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the small XGBoost models tests/models/xgboost_test.cpp reads, with reference
 predictions made by the Python booster. Run from the repository root with Debian's
 python3-xgboost (the pyenv python3 has no numpy): /usr/bin/python3 tools/gen_xgboost_fixtures.py

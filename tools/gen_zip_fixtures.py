@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes the small zip archives tests/models/zip_archive_test.cpp reads: a good one and
 one of each hostile kind. Run from the repository root: tools/gen_zip_fixtures.py"""
 import os

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Reference predictions of a 2022-layout Kepler model folder, by scikit-learn itself.
 
 An implementation independent of models/ for its tests (run it with Debian's

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Reference predictions of a kepler-model-db zip, independent of models/.
 
 Run with Debian's /usr/bin/python3 (scikit-learn, joblib and numpy):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The C interface of the estimator client (libestimator_client.so), for C programs and
  * for the Python (ctypes) and Go (cgo) clients. Plain C99, no C++ types.
  *

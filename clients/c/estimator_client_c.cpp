@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C ABI (estimator_client.h) over the C++ client. No exception crosses it: every entry
 // point converts failures, std::bad_alloc included, into a code and a message.
 #define ESTIMATOR_CLIENT_BUILDING 1

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "clients/cpp/estimator_client.h"
 
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C++ client of the estimator daemon.
 //
 //   estimator::client::Client client;                        // default segment name

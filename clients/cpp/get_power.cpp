@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Client::get_power: Kepler's 2022 GetPower call (one total per row) over estimate().
 #include <array>
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "clients/cpp/spawned_daemon.h"
 
 #include <fcntl.h>

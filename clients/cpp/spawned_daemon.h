@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An estimatord started by the exporter as its own child, on a private segment name, and
 // stopped with it (the 2022 seed's StartPyEstimator / Destroy).
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package estimator is the Go client of estimatord, the shared-memory power estimation
 // daemon, over its C library (libestimator_client.so, cgo). Its types are Kepler's
 // estimator sidecar types (PowerRequest and ComponentPowerResponse, with Kepler v0.9's

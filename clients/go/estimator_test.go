@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package estimator
 
 // Against a real estimatord started by StartEstimator: $ESTIMATORD must name the binary

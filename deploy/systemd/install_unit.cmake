@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Run by `cmake --install` (install(CODE) in CMakeLists.txt): writes estimatord.service for
 # the prefix of *this* install, which `cmake --install --prefix` may change after configure,
 # and installs the options file unless the operator already has one.

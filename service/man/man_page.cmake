@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Writes a man page from a program's own --help, so that the page never disagrees with the
 # options the program accepts. Run at build time with cmake -P:
 #   -DPROGRAM=<binary> -DNAME=<name> -DOUTPUT=<file.1> -DVERSION=<x.y.z>

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Checks of deploy/: the Kubernetes manifests agree with each other and with estimatord's
 options, the Dockerfile has the stages the image needs, and the runtime collected by
 deploy/collect-runtime.sh runs (through its own loader, and inside a chroot of it when the

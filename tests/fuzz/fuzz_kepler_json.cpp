@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: Kepler's JSON requests on the unix socket - where a document ends, the
 // reader, the reply writers and the whole adapter (parse, select, evaluate, format). Must
 // never crash, hang or read out of bounds; the document end must not depend on how the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: a model folder whose metadata.json and model file are the input (split
 // at the first NUL): metadata parsing, weight JSON, curve fits, ratio, component maps.
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the restricted joblib/pickle reader and the scikit-learn conversion.
 #include <cstdint>
 #include <string_view>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the daemon's handling of arbitrary request bytes, as copied out of a
 // slot (verify, decode, select, evaluate, reply). Must never crash, hang or read out of bounds.
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: reading a model zip into memory.
 #include <cstdint>
 #include <string_view>

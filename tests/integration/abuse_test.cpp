@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The real estimatord under abuse (docs/reliability.md, "Hostile model files, sockets and
 // scrapers"): model files that used to crash or block it, and crowds of connections on the
 // Kepler socket and the metrics endpoint.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C ABI (libestimator_client.so, clients/c/estimator_client.h) end to end against the
 // real estimatord: estimate, errors with their codes and messages, GetPower, ping, and a
 // private daemon spawned and stopped through the library. Answers are compared with the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The operator's commands, run as a user would run them.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test fixtures that run the real estimatord binary as a child process, and a watchdog
 // so that a deadlock fails the test instead of hanging CI.
 #pragma once

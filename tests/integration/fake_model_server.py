@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A stand-in for Kepler's model server and for INIT_URL hosts, on loopback, for
 model_fetcher_test. Standard library only.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End to end: estimatord serving Kepler v0.9's own data/model_weight folder (read in place
 // from ../shared/kepler-samples) as a flat --model-dir, asked over the Kepler socket exactly
 // as Kepler v0.9 asks. Expected watts come from the weight formula (KEPLER.md section 6)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Client::get_power (Kepler's 2022 GetPower) and SpawnedDaemon against the real estimatord:
 // totals equal the per-component answer summed by estimator::total_power, measured power
 // reaches the ratio model, and a spawned daemon starts, fails with reasons, stops, and

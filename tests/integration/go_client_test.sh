@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The Go client (clients/go) against a real estimatord: `go vet` and `go test`, with the
 # cgo paths pointing at the source header and the built library, Go's caches under the
 # build directory and ESTIMATORD naming the daemon (without it `go test` fails: it never

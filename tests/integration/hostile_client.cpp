@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // hostile_client: a process that maps the daemon's segment read-write, as every client
 // does, and attacks it while honest clients call (tests/integration/reliability_test.cpp).
 //

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # `cmake --install` of the whole build into a temporary prefix, then everything run from
 # there: the installed estimatord (private segment and socket) and estimator against it, a
 # C and a C++ program built against the installed clients with pkg-config and with

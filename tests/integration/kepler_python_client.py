@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Talks to the estimator's unix socket as a Python client would, in one of two ways.
 Standard library only.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Kepler-compatible unix socket of the real estimatord: answers identical to the
 // shared-memory client's, both request generations, errors that no Kepler client decodes as powers,
 // framing (slow, half-open and many concurrent connections), the socket file's life, and

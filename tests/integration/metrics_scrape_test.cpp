@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The real estimatord with --metrics-address: requests made with the C++ client over
 // shared memory show up in a scrape over plain TCP, counted by model and status, and
 // the info gauge lists the embedded default models with their error figures.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Background model fetching against a real HTTP server on loopback
 // (tests/integration/fake_model_server.py, run with /usr/bin/python3): INIT_URLs over
 // http:// and file://, the model server's POST /model, "no model" answers, garbage,

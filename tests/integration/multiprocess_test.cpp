@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon and its clients as separate processes, as in production: many clients at
 // once with distinct matrices (every answer must be the answer to its own request), no
 // daemon at all, and a daemon that dies or restarts under a client that keeps calling.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Python client (clients/python, ctypes over libestimator_client.so) against a real
 estimatord that the client itself spawns. Expected powers come from the embedded model's
 published weights (data/model), evaluated here with Kepler's formula.

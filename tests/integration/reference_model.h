@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The answer the daemon must give, computed in the test's own process: the embedded
 // model honest clients in these tests select (AbsPower, rapl-sysfs, three features),
 // evaluated here through its own plan. An answer the daemon computed from any other

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Crashes and hostile peers, with the real estimatord as a child process
 // (docs/reliability.md lists the promises these tests check):
 //   - clients SIGKILLed at every point of the slot protocol and at random times: their

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The seed's own 2022 model folders (../shared/model-samples/kepler-2022) served end to end
 // by the real binaries: `estimator predict`, the shared-memory ring and Kepler's 2022 socket
 // request (model_name, metrics, values, *_power) and the v0.9 form naming the model give

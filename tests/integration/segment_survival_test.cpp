@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shared-memory segment's survival and identity, with the real estimatord as a child
 // process (docs/reliability.md, "The segment itself"):
 //   - truncated under an in-flight call: daemon and client live, the call fails with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // estimatord and signals (service/signals.h), as separate processes: every stop signal and
 // every crash signal removes the segment and its lock; SIGHUP reloads the model directory
 // and the daemon keeps serving; logs go to stderr, never stdout.

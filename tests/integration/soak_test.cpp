@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Soak: 8 client processes x ESTIMATOR_SOAK_REQUESTS requests each (default 20,000; the
 // `soak` ctest label runs 1,000,000) against the real estimatord. Every request's matrix
 // encodes its client and sequence number, and every answer is compared exactly with the

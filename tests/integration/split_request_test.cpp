@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Client::estimate with more rows than one slot holds, against the real estimatord: the
 // client splits the rows into several requests and answers as if the rows had been sent
 // in small batches, one by one; a row that alone cannot fit a request is too_large.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // victim_client: a client that the reliability test kills at a chosen point of the slot
 // protocol (tests/integration/reliability_test.cpp).
 //

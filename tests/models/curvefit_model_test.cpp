@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Curve-fit weight files (KEPLER.md section 6): Kepler's published exponential model and
 // hand-made exponential, logarithmic and logistic ones, each value worked out next to
 // its check; then refusals.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The limits every JSON parse applies (models/json_fields.h): nesting depth and the size of
 // the parsed form relative to the text, at every entry point a model file reaches.
 #include <gtest/gtest.h>

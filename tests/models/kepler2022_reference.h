@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The seed's own 2022 model folders (../shared/model-samples/kepler-2022, read in place)
 // and scikit-learn's predictions for them (tools/kepler2022_reference.py, run with
 // /usr/bin/python3 at test time): shared by tests/models/kepler2022_test.cpp and the

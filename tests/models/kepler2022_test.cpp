@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The seed's own 2022 model folders (../shared/model-samples/kepler-2022), loaded as the
 // daemon loads them (Registry::scan_directory, Registry::build):
 //   - the three scikit-learn folders agree with scikit-learn (tools/kepler2022_reference.py:

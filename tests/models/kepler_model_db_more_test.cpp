@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's published zips that issue 18 item 1 makes loadable
 // (../shared/model-samples/kepler-model-db-more, skipped when absent):
 //   - KNeighborsRegressorTrainer_1 (v0.6 rapl): _y is an object array of Python floats;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's own published files (../shared/kepler-samples, read in place, never copied)
 // load and predict the formula computed here independently from the same JSON.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler v0.9's own data/model_weight folder (../shared/kepler-samples, read in place) as a
 // flat --model-dir: the file names say which energy source and output type each file
 // serves, and Kepler's requests get the file they name. Expected numbers come from the

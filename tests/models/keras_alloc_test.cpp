@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Keras model's predict() must not allocate once its Scratch has grown (DESIGN.md
 // section 7). Separate binary: it replaces malloc itself, not only operator new, because
 // Eigen takes its temporaries (a matrix product's workspace) straight from malloc.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keras loader: real files of four Keras generations (../shared/model-samples/keras, read
 // at run time, skipped when absent), our own fixtures (fixtures/keras, written by
 // tools/gen_keras_fixtures.py with h5py), and refusals. Every output is compared with an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // metadata.json parsing and the canonical names selection relies on.
 #include "models/metadata.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's published kepler-model-db zips (../shared/model-samples), laid out as the model
 // server does (<source>/<OutputType>/<FeatureGroup>/<Trainer>_<n>.zip), through the whole
 // registry path: scan, load every zip, select, plan, predict. Values come from the

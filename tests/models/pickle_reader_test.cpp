@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The restricted pickle reader (models/pickle.h) on pickles written here opcode by opcode:
 // values and memo, numpy arrays (ndarray pickles, joblib's wrapper with its padding,
 // Fortran order, byte order, object arrays as nested pickles), and everything a hostile

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The per-component pipeline (component map -> transforms -> regressor), with stand-in
 // stages whose arithmetic is obvious, so the assembly itself is what is tested.
 #include <gtest/gtest.h>

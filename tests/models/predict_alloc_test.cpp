@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // predict() must not allocate (DESIGN.md section 7), counted by
 // tests/support/allocation_counter.h (this binary's operator new).
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The ratio model against hand-computed splits of node power.
 #include <gtest/gtest.h>
 

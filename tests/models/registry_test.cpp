@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Loading folders, scanning directories and choosing a model for a request.
 #include "models/registry.h"
 

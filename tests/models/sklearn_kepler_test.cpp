@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's published scikit-learn models (../shared/model-samples/kepler-model-db/*.zip,
 // written by scikit-learn 1.5.1 with numpy 2, read in place and never copied): the golden
 // values of the README, every .pkl loads, and, when Debian's scikit-learn is installed,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn models of our own (tests/models/fixtures/sklearn, written by
 // tools/gen_sklearn_fixtures.py with Debian's scikit-learn) load and reproduce
 // scikit-learn's transform()/predict() to 1e-5 relative; their structure is checked

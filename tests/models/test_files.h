@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading test inputs: a whole file, or one member of a zip through the project's own
 // reader (models/zip_archive.h), so no test depends on an unzip program.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers shared by the models tests: in-memory model folders and one-call evaluation.
 #pragma once
 

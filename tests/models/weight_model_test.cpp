@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler weight JSON: both formulas, categorical variables, column mapping, refusals.
 // Expected values are worked out by hand next to each check.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The XGBoost loader against the reference library: libxgboost's C API loads the same
 // JSON (XGBoosterLoadModelFromBuffer) and predicts the same rows (XGDMatrixCreateFromMat
 // with missing = NaN). Rows are random, with missing values and values exactly at, just

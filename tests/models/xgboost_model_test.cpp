@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // XGBoost JSON models: the split rule on hand-made trees, agreement with Python's
 // booster on generated fixtures, Kepler's published XgboostFitTrainer_1 model, and
 // refusal of malformed files. (Agreement with libxgboost's C API: xgboost_libxgboost_test.)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading model zips: contents come back intact; hostile archives are refused by name.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Counting heap allocations, for the tests that prove a path allocates nothing (DESIGN.md
 // section 7). Replaces the global operator new and delete (every form, aligned included)
 // with versions that count while an AllocationWindow is open.

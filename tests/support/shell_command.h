@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Running a reference program from a test: quoting for /bin/sh and reading its output.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The CLI's CSV: numeric feature columns, Kepler's system feature columns as text, and every
 // bad cell an error that names its line, column and value.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A request answered by a worse model because it lacks the better model's features still
 // gets an answer, and the fallback shows: logged once per request shape (whatever the
 // number of dispatch threads), counted per answer in estimator_model_fallbacks_total, and

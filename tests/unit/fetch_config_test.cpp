@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fetch configuration: Kepler's keys and what each prefix stands for, KEY=VALUE files
 // and ConfigMap directories, the layering (file < MODEL_CONFIG < environment), and errors
 // that name the key and where its bad value came from.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kepler's JSON messages: both request generations, every error the reader names, hostile
 // input, and replies read back with an independent JSON library (nlohmann::json).
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Metrics: the exposition text parses back (every sample well-formed and typed, histogram
 // buckets cumulative with +Inf = _count, label values escaped), counts are exact under
 // concurrent recording, recording and a metered request allocate nothing, and the HTTP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hot reload: models added, changed, broken and removed in the model directory take
 // effect without a restart; a broken file leaves its last good version serving. Run with
 // inotify and with the polling fallback.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The per-row total of the one-number-per-row APIs (common/power_total.h).
 #include "common/power_total.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's request handling with the embedded default models: values against the
 // Kepler formula computed by hand, and every kind of bad request answered with an error
 // that says what was wrong.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The segment's survival and identity in one process: a truncated mapping reads zeros
 // instead of raising SIGBUS (SigbusGuard), the daemon's segment knows when it was
 // truncated, deleted or replaced and lays out a new epoch, and attach refuses a segment

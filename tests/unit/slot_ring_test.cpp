@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The slot protocol, one transition at a time, on a real segment in this process: the
 // client side (ClientRing), the daemon side (ServerRing), the reply seal, the reaper
 // (SlotReaper) and the header guard.

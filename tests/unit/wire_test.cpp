@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The wire codec: a request survives encoding and decoding unchanged, and every malformed
 // or oversized request is refused with a message instead of being misread.
 #include <gtest/gtest.h>

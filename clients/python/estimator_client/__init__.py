@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Python client of estimatord, over the C library libestimator_client.so (ctypes).
 
     from estimator_client import Client, spawn_daemon

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A C program built against the *installed* estimator client (pkg-config or
  * find_package): spawns a private estimatord, estimates, calls GetPower, stops it.
  * usage: consumer <estimatord>; prints "ok <model> <components> <total>" and exits 0. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A C++ program built against the *installed* C++ client (pkg-config estimator-client-cpp or
 // find_package(EstimatorClient)): estimates two rows on a running estimatord and checks
 // that GetPower's totals agree with the estimate.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // kepler_go_client talks to the estimator's unix socket exactly as Kepler's Go clients do,
 // and decodes the reply into structs with the field types and JSON tags of Kepler's own
 // (written here from the facts in KEPLER.md section 4, not copied):
