@@ -422,7 +422,14 @@ class KeplerWiringTest(unittest.TestCase):
         socket_dir = os.path.dirname(self.args["--socket"])
         self.assertNotEqual(mounts[model_dir]["name"], mounts[socket_dir]["name"])
         # The model being replaced and the one being checked: two of the largest download.
-        self.assertGreaterEqual(quantity_bytes(vol["sizeLimit"]), 2 * self.fetch_max_bytes())
+        fetch_max = self.fetch_max_bytes()
+        self.assertGreaterEqual(quantity_bytes(vol["sizeLimit"]), 2 * fetch_max)
+        # A download is held in memory while it is checked: the memory limit holds one on
+        # top of the segment and the daemon, or the largest accepted download OOM-kills it.
+        slots, slot_bytes = int(self.args["--slots"]), int(self.args["--slot-bytes"])
+        segment = slots * (slot_bytes + slot_bytes // 2)
+        limit = quantity_bytes(self.estimator["resources"]["limits"]["memory"])
+        self.assertGreaterEqual(limit, segment + 16 * MIB + fetch_max)
 
     def test_startup_and_readiness_probes_use_the_health_endpoints(self):
         host, port = self.args["--metrics-address"].rsplit(":", 1)
