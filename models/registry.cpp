@@ -522,6 +522,7 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
   std::set<fs::path> model_dirs;  // ordered: folders come out in path order
   std::set<fs::path> zips;
   std::set<fs::path> loose_json;   // .json files outside model folders
+  std::set<fs::path> loose_keras;  // .h5 / .keras files, served only from model folders
   if (fs::exists(root / "metadata.json", ec)) model_dirs.insert(root);
   fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
   if (ec) return io_error(root, ec, "list");
@@ -538,6 +539,7 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
       const fs::path ext = entry.path().extension();
       if (ext == ".zip") zips.insert(entry.path());
       if (ext == ".json") loose_json.insert(entry.path());
+      if (ext == ".h5" || ext == ".keras") loose_keras.insert(entry.path());
     }
   }
   if (ec) return io_error(root, ec, "list");
@@ -557,6 +559,16 @@ Result<std::vector<ModelFolder>> Registry::scan_directory(const fs::path& dir,
   for (const fs::path& j : loose_json) {
     if (model_dirs.contains(j.parent_path())) continue;
     if (auto f = weight_file_folder(j, root, refused)) folders.push_back(std::move(*f));
+  }
+  // A Keras file names neither its features nor its output type or source: listed, so
+  // that a user who dropped one in sees why it does not serve instead of nothing.
+  for (const fs::path& k : loose_keras) {
+    if (model_dirs.contains(k.parent_path())) continue;
+    refused.push_back(Refusal{
+        k.string(), Status(Code::kInvalidArgument,
+                           "a Keras model without metadata.json: put it in a folder with a "
+                           "metadata.json naming it as model_file, with its features, "
+                           "output_type and source (docs/models.md)")});
   }
   return folders;
 }

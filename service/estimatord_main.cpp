@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "models/embedded_defaults.h"
 #include "service/command_line.h"
@@ -22,8 +23,62 @@
 #include "service/fetch_config.h"
 #include "service/model_fetcher.h"
 #include "service/signals.h"
+#include "shm/client_ring.h"
+#include "shm/layout.h"
+#include "shm/segment.h"
 
 using namespace estimator;
+
+namespace {
+
+// Why this daemon is not ready, or empty when it is: its own segment is there, intact (the
+// checks a client's attach makes), serving and beating, and at least one model is loaded.
+// Runs on the metrics server's thread for each probe, never on the request path.
+std::string readiness(const std::string& segment_name, mode_t mode,
+                      const models::Registry& registry) {
+  // The daemon's own --shm-mode, whatever it is: a client's default would refuse 0666.
+  const shm::AttachPolicy policy{geteuid(), mode};
+  auto seg = shm::ClientSegment::attach(segment_name, policy);
+  if (!seg.ok()) return seg.status().message();
+  if (seg.value()->server_pid() != static_cast<std::int32_t>(getpid())) {
+    return "segment '" + segment_name + "' belongs to process " +
+           std::to_string(seg.value()->server_pid()) + ", not this daemon";
+  }
+  const std::uint64_t beat =
+      seg.value()->view().header().heartbeat_ns.load(std::memory_order_relaxed);
+  const std::uint64_t now = shm::monotonic_ns();
+  if (now > beat && now - beat > shm::kHeartbeatStaleNs) {
+    return "segment '" + segment_name + "' heartbeat is " +
+           std::to_string((now - beat) / 1'000'000) + " ms old";
+  }
+  if (seg.value()->tripped()) return "segment '" + segment_name + "' was truncated";
+  if (registry.models().empty()) {
+    return "no model loaded (" + std::to_string(registry.refused().size()) +
+           " refused; see the log)";
+  }
+  return {};
+}
+
+// The fetch configuration as resolved from --config, MODEL_CONFIG and the environment,
+// one KEY=VALUE a line (credentials in URLs hidden): what --print-config shows.
+void print_fetch_config(const service::FetchConfig& c) {
+  for (const service::PrefixConfig& p : c.prefixes) {
+    if (!p.init_url.empty()) {
+      std::printf("%s_INIT_URL=%s\n", std::string(p.prefix).c_str(),
+                  service::redact_url(p.init_url).c_str());
+    }
+    if (!p.trainer.empty()) std::printf("%s_TRAINER=%s\n", std::string(p.prefix).c_str(), p.trainer.c_str());
+    if (!p.filters.empty()) std::printf("%s_FILTERS=%s\n", std::string(p.prefix).c_str(), p.filters.c_str());
+  }
+  std::printf("MODEL_SERVER_ENABLE=%s\n", c.model_server_enable ? "true" : "false");
+  std::printf("MODEL_SERVER_URL=%s\n", service::redact_url(c.model_server_url).c_str());
+  std::printf("MODEL_SERVER_MODEL_REQ_PATH=%s\n", c.model_server_req_path.c_str());
+  std::printf("FETCH_MAX_BYTES=%zu\n", c.max_bytes);
+  std::printf("FETCH_TIMEOUT_MS=%lld\n", static_cast<long long>(c.total_timeout.count()));
+  std::printf("FETCH_ENABLED=%s\n", c.enabled() ? "true" : "false");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // A closed log pipe or a peer gone mid-reply must cost an error, not the daemon (whose
@@ -113,6 +168,10 @@ int main(int argc, char** argv) {
                  "KEY=VALUE file (or ConfigMap directory) of Kepler's model keys: "
                  "<PREFIX>_INIT_URL, MODEL_SERVER_ENABLE, ...; the environment overrides it");
   app.add_flag("--no-fetch", no_fetch, "never download models (INIT_URL, model server)");
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "print the model fetch configuration resolved from --config, MODEL_CONFIG and "
+               "the environment, then exit (2 when it is invalid)");
   if (auto code = service::parse_command_line(app, argc, argv)) return *code;
 
   service::log_to_stderr();
@@ -145,6 +204,10 @@ int main(int argc, char** argv) {
   if (!fetch_config.ok()) {
     spdlog::error("model fetch configuration: {}", fetch_config.status().to_string());
     return 2;
+  }
+  if (print_config) {
+    print_fetch_config(*fetch_config);
+    return 0;
   }
   const bool fetching = !no_fetch && fetch_config->enabled();
   // Fetched models land in the model directory; without one, a private directory under
@@ -221,7 +284,10 @@ int main(int argc, char** argv) {
     if (!added.ok()) spdlog::warn("metrics: {}", added.to_string());
     auto server = service::MetricsServer::start(
         {.address = metrics_address},
-        [&metrics, &holder] { return metrics.render(holder->get().get()); });
+        [&metrics, &holder] { return metrics.render(holder->get().get()); },
+        [name = config.segment.name, mode = config.segment.mode, &holder] {
+          return readiness(name, mode, *holder->get());
+        });
     if (!server.ok()) {
       spdlog::error("--metrics-address: {}", server.status().to_string());
       return service::exit_code(server.status());
@@ -276,6 +342,7 @@ int main(int argc, char** argv) {
       spdlog::error("model fetching disabled: cannot write {}/fetched: {}", model_dir, ec.message());
     } else {
       fetcher = std::make_shared<service::ModelFetcher>(*fetch_config, model_dir);
+      if (metrics_server) metrics.watch_fetches(fetcher->shared_stats());
       // A request shape that no model fits, or that only an embedded default fits, asks
       // the model server for a trained model (want() de-duplicates and never blocks).
       holder->set_shape_observer(std::make_shared<const service::ShapeObserver>(

@@ -175,7 +175,7 @@ std::vector<std::string> known_config_keys() {
        {"MODEL_SERVER_ENABLE", "MODEL_SERVER_URL", "MODEL_SERVER_PORT", "MODEL_SERVER_MODEL_REQ_PATH",
         "MODEL_SERVER_NODE_TYPE", "MODEL_SERVER_SEND_SPEC", "MODEL_SERVER_FEATURES",
         "FETCH_CONNECT_TIMEOUT_MS", "FETCH_TIMEOUT_MS", "FETCH_MAX_BYTES", "FETCH_RETRIES",
-        "FETCH_BACKOFF_MS", "FETCH_BACKOFF_MAX_MS", "FETCH_NOT_FOUND_BACKOFF_MS",
+        "FETCH_PROGRESS_MS", "FETCH_BACKOFF_MS", "FETCH_BACKOFF_MAX_MS", "FETCH_NOT_FOUND_BACKOFF_MS",
         "FETCH_REFRESH_MS"}) {
     keys.emplace_back(k);
   }
@@ -194,13 +194,16 @@ Result<ConfigValues> parse_config_text(std::string_view text, std::string_view o
     if (line.empty() || line.front() == '#') continue;
     const std::string where = std::string(origin) + ":" + std::to_string(line_no);
     if (line.starts_with("export ")) line = trim(line.substr(7));  // shell-style files
-    const std::size_t eq = line.find('=');
-    if (eq == std::string_view::npos) {
+    // KEY=VALUE, or KEY: VALUE as Kepler's documentation writes MODEL_SERVER_ENABLE inside
+    // MODEL_CONFIG (a YAML habit): whichever separator comes first. A URL value keeps its
+    // own ':' and '=' because the key before them has neither.
+    const std::size_t sep = line.find_first_of("=:");
+    if (sep == std::string_view::npos) {
       return Status(Code::kInvalidArgument, where + ": expected KEY=VALUE, got \"" +
                                                 std::string(line.substr(0, 80)) + "\"");
     }
-    const std::string_view key = trim(line.substr(0, eq));
-    std::string_view value = trim(line.substr(eq + 1));
+    const std::string_view key = trim(line.substr(0, sep));
+    std::string_view value = trim(line.substr(sep + 1));
     if (!valid_key(key)) {
       return Status(Code::kInvalidArgument,
                     where + ": \"" + std::string(key.substr(0, 80)) +
@@ -226,16 +229,30 @@ Result<ConfigValues> read_config_path(const fs::path& path) {
     if (!text.ok()) return text.status();
     return parse_config_text(*text, path.string());
   }
-  // A ConfigMap mounted as a directory: one file per key.
+  // A ConfigMap mounted as a directory: one file per key. Kepler's kepler-cfm also holds
+  // keys of its own (and perhaps large ones): only the keys the estimator reads are opened,
+  // plus MODEL_CONFIG, whose KEY=VALUE lines are parsed as its own layer above the files.
+  const std::vector<std::string> known = known_config_keys();
   ConfigValues values;
+  ConfigValues model_config;
   fs::directory_iterator it(path, ec);
   if (ec) return Status(Code::kPermissionDenied, "cannot list config " + path.string() + ": " + ec.message());
   for (; it != fs::directory_iterator(); it.increment(ec)) {
     const std::string name = it->path().filename().string();
     std::error_code sec;
-    if (name.starts_with('.') || !valid_key(name) || !fs::is_regular_file(it->path(), sec)) continue;
+    if (name.starts_with('.') || !valid_key(name)) continue;
+    const bool lines = name == "MODEL_CONFIG";
+    if (!lines && std::find(known.begin(), known.end(), name) == known.end()) continue;
+    // A ConfigMap's key is a symlink into its ..data directory: follow it.
+    if (!fs::is_regular_file(it->path(), sec)) continue;
     auto text = read_small_file(it->path());
     if (!text.ok()) return text.status();
+    if (lines) {
+      auto parsed = parse_config_text(*text, it->path().string());
+      if (!parsed.ok()) return parsed.status();
+      model_config = std::move(*parsed);
+      continue;
+    }
     const std::string_view value = trim(*text);
     if (value.size() > kMaxValueBytes) {
       return Status(Code::kTooLarge, it->path().string() + " is over " +
@@ -244,6 +261,7 @@ Result<ConfigValues> read_config_path(const fs::path& path) {
     values.insert_or_assign(name, ConfigValue{std::string(value), it->path().string()});
   }
   if (ec) return Status(Code::kPermissionDenied, "cannot list config " + path.string() + ": " + ec.message());
+  merge(values, std::move(model_config));
   return values;
 }
 
@@ -353,6 +371,7 @@ Result<FetchConfig> make_fetch_config(const ConfigValues& values) {
   };
   for (const MsKey& k : {MsKey{"FETCH_CONNECT_TIMEOUT_MS", &c.connect_timeout, 1, kHour},
                          MsKey{"FETCH_TIMEOUT_MS", &c.total_timeout, 1, 24 * kHour},
+                         MsKey{"FETCH_PROGRESS_MS", &c.progress_interval, 100, kHour},
                          MsKey{"FETCH_BACKOFF_MS", &c.backoff, 1, 24 * kHour},
                          MsKey{"FETCH_BACKOFF_MAX_MS", &c.backoff_max, 1, 24 * kHour},
                          MsKey{"FETCH_NOT_FOUND_BACKOFF_MS", &c.not_found_backoff, 1, 24 * kHour},

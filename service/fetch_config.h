@@ -61,6 +61,8 @@ struct FetchConfig {
   std::chrono::milliseconds total_timeout{60000};   // FETCH_TIMEOUT_MS
   std::size_t max_bytes = 64U << 20U;                // FETCH_MAX_BYTES (the scanner's limit)
   int retries = 4;                                   // FETCH_RETRIES: attempts after the first
+  // A download still running logs its progress (bytes, total, rate) this often.
+  std::chrono::milliseconds progress_interval{5000};  // FETCH_PROGRESS_MS
   std::chrono::milliseconds backoff{1000};           // FETCH_BACKOFF_MS: first retry delay
   std::chrono::milliseconds backoff_max{60000};      // FETCH_BACKOFF_MAX_MS: retry delay cap
   // After the model server answers "no model" (400/404) for a query, the same query is
@@ -81,13 +83,17 @@ struct ConfigValue {
 };
 using ConfigValues = std::map<std::string, ConfigValue, std::less<>>;
 
-// Parses KEY=VALUE lines: blank lines and lines starting with # are skipped, key and value
-// are trimmed, the value may contain '=' (URLs) and may be wrapped in matching quotes.
+// Parses KEY=VALUE lines (or KEY: VALUE, as Kepler's docs show MODEL_SERVER_ENABLE: "true"
+// inside MODEL_CONFIG; the first '=' or ':' separates): blank lines and lines starting with
+// # are skipped, key and value are trimmed, the value may contain '=' and ':' (URLs) and
+// may be wrapped in matching quotes.
 // `origin` names the text in messages ("/etc/estimator.conf", "MODEL_CONFIG").
 Result<ConfigValues> parse_config_text(std::string_view text, std::string_view origin);
 
-// A file of KEY=VALUE lines, or a directory with one file per key (its trimmed contents
-// are the value; hidden entries such as ConfigMap's ..data are skipped).
+// A file of KEY=VALUE lines, or a directory with one file per key, as Kepler mounts its
+// kepler-cfm ConfigMap at /etc/kepler/kepler.config: the trimmed contents of each known
+// key's file are its value, the lines of its MODEL_CONFIG file are parsed and win over the
+// files, other keys are never opened, hidden entries such as ConfigMap's ..data are skipped.
 Result<ConfigValues> read_config_path(const std::filesystem::path& path);
 
 // The known keys present in the environment, and MODEL_CONFIG's lines.

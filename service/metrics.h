@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Prometheus metrics of the daemon: request counts by model and status, a latency
-// histogram, answers from a fallback model, pings, and the loaded models with their error
-// figures, rendered in the text exposition format 0.0.4.
+// histogram, answers from a fallback model, pings, the loaded models and their error
+// figures (as gauges), model downloads, the build and the process, rendered in the text
+// exposition format 0.0.4.
 //
 // Recording is on the request path, so it takes no lock, allocates nothing and touches
 // no string: a caller resolves a RequestCell once per model (cell() may lock and
@@ -29,6 +30,8 @@ class Registry;
 }
 
 namespace estimator::service {
+
+struct FetchStats;
 
 // Upper bounds (inclusive, Prometheus `le`) of the latency buckets, in nanoseconds: 1 us
 // to 1 s in 1-2.5-5 steps. A last bucket (+Inf) takes the rest.
@@ -116,7 +119,12 @@ class Metrics {
   Status add_counter(std::string name, std::string help, std::function<double()> read);
   Status add_gauge(std::string name, std::string help, std::function<double()> read);
 
-  // The whole exposition (text format 0.0.4). `registry` (may be null) supplies the
+  // Renders the model fetcher's counters (estimator_model_fetches_total and friends) from
+  // now on; kept alive here, so the fetcher may go first. Thread-safe.
+  void watch_fetches(std::shared_ptr<const FetchStats> stats);
+
+  // The whole exposition (text format 0.0.4): also estimator_build_info and the standard
+  // process_* metrics (read from /proc at render time). `registry` (may be null) supplies the
   // estimator_model_info series of the models loaded now.
   std::string render(const models::Registry* registry) const;
 
@@ -138,6 +146,7 @@ class Metrics {
   using FallbackKey = std::tuple<std::string, std::string, std::string, std::string>;  // + skipped
   std::map<FallbackKey, std::unique_ptr<std::atomic<std::uint64_t>>> fallbacks_;
   std::vector<External> externals_;
+  std::shared_ptr<const FetchStats> fetches_;
   RequestCell* unattributed_;
   std::atomic<std::uint64_t> pings_{0};
   std::array<std::atomic<std::uint64_t>, kCodeCount> kepler_errors_{};

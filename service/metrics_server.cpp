@@ -72,7 +72,8 @@ std::size_t head_end(std::string_view in) {
   return std::min(crlf, lf);
 }
 
-std::string answer(std::string_view head, const MetricsServer::Renderer& render) {
+std::string answer(std::string_view head, const MetricsServer::Renderer& render,
+                   const MetricsServer::HealthCheck& health) {
   const std::string_view line = head.substr(0, head.find('\n'));
   const std::string_view request_line =
       (!line.empty() && line.back() == '\r') ? line.substr(0, line.size() - 1) : line;
@@ -96,9 +97,17 @@ std::string answer(std::string_view head, const MetricsServer::Renderer& render)
   if (path == "/metrics") {
     return http_response(200, "OK", Metrics::kContentType, render(), head_only);
   }
-  if (path == "/healthz") return http_response(200, "OK", kTextPlain, "ok\n", head_only);
-  return http_response(404, "Not Found", kTextPlain, "not found; metrics are at /metrics\n",
-                       head_only);
+  // Liveness: this thread answers, so the process is not wedged.
+  if (path == "/livez") return http_response(200, "OK", kTextPlain, "ok\n", head_only);
+  // Readiness, under both names Kubernetes users expect.
+  if (path == "/healthz" || path == "/readyz") {
+    const std::string why = health ? health() : std::string();
+    if (why.empty()) return http_response(200, "OK", kTextPlain, "ok\n", head_only);
+    return http_response(503, "Service Unavailable", kTextPlain, "not ready: " + why + "\n",
+                         head_only);
+  }
+  return http_response(404, "Not Found", kTextPlain,
+                       "not found; metrics are at /metrics, health at /healthz\n", head_only);
 }
 
 std::string format_address(const sockaddr_storage& ss, std::uint16_t& port) {
@@ -150,6 +159,7 @@ Result<std::pair<std::string, std::uint16_t>> split_host_port(std::string_view a
 struct MetricsServer::Impl {
   MetricsServerOptions options;
   Renderer render;
+  HealthCheck health;
   UniqueFd listener;
   UniqueFd wake;
   std::thread thread;
@@ -229,7 +239,7 @@ void MetricsServer::Impl::on_readable(Connection& c) const {
     return;
   }
   try {
-    c.out = answer(std::string_view(c.in).substr(0, end), render);
+    c.out = answer(std::string_view(c.in).substr(0, end), render, health);
   } catch (const std::exception& e) {
     // A renderer that throws (out of memory, a failing external reader) costs one
     // scrape, not the daemon.
@@ -324,7 +334,8 @@ MetricsServer::~MetricsServer() {
 }
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsServerOptions& options,
-                                                            Renderer render) {
+                                                            Renderer render,
+                                                            HealthCheck health) {
   if (!render) return Status(Code::kInvalidArgument, "metrics server needs a renderer");
   if (options.max_connections == 0 || options.max_request_bytes == 0 ||
       options.deadline.count() <= 0) {
@@ -388,6 +399,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsServerO
   if (impl->wake.get() < 0) return Status(Code::kResourceExhausted, "metrics: eventfd: " + errno_text(errno));
   impl->options = options;
   impl->render = std::move(render);
+  impl->health = std::move(health);
 
   std::unique_ptr<MetricsServer> server(new MetricsServer(std::move(impl)));
   server->bound_ = format_address(ss, server->port_);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// A minimal HTTP/1.1 server for Prometheus scrapes: GET /metrics answers the text the
-// renderer returns, GET /healthz answers "ok", other paths 404, methods other than GET and
+// A minimal HTTP/1.1 server for Prometheus scrapes and Kubernetes probes: GET /metrics
+// answers the text the renderer returns; GET /healthz and /readyz answer 200 "ok" when the
+// health check finds nothing wrong and 503 "not ready: <reason>" otherwise; GET /livez
+// answers 200 while this server's thread runs; other paths 404, methods other than GET and
 // HEAD 405. One connection = one request (the reply says Connection: close).
 //
 // One thread multiplexes every connection with poll() over non-blocking sockets, so a
@@ -40,11 +42,15 @@ class MetricsServer {
  public:
   // Called on the server's thread for each GET /metrics: the body to send.
   using Renderer = std::function<std::string()>;
+  // Called on the server's thread for each GET /healthz or /readyz: empty when ready,
+  // else why not (one line, sent in the 503 body). May be null: always ready.
+  using HealthCheck = std::function<std::string()>;
 
   // Binds and listens (errors, e.g. a port in use, are returned here, not later), then
   // serves on its own thread until destroyed.
   static Result<std::unique_ptr<MetricsServer>> start(const MetricsServerOptions& options,
-                                                      Renderer render);
+                                                      Renderer render,
+                                                      HealthCheck health = nullptr);
   ~MetricsServer();  // wakes and joins the thread, closes every socket
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;

@@ -148,6 +148,11 @@ struct Transfer {
   std::size_t limit = 0;
   bool too_large = false;
   const std::atomic<bool>* stop = nullptr;
+  // Progress lines for long downloads: what is being fetched, and when the last line was.
+  const std::string* what = nullptr;
+  std::chrono::milliseconds progress_every{0};
+  std::chrono::steady_clock::time_point started{};
+  std::chrono::steady_clock::time_point last_report{};
   std::string attachment_name;  // Content-Disposition's filename (the model server's zips)
 };
 
@@ -211,9 +216,28 @@ std::size_t on_data(char* data, std::size_t size, std::size_t count, void* user)
 }
 
 // Called about once a second even while a server sends nothing: the stop flag aborts a
-// transfer that would otherwise hold the destructor until its timeout.
-int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return static_cast<const Transfer*>(user)->stop->load() ? 1 : 0;
+// transfer that would otherwise hold the destructor until its timeout. A download that
+// takes long (Kepler's users waited minutes behind slow links without a word) says how far
+// it got every progress_every.
+int on_progress(void* user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  if (t->stop->load()) return 1;
+  const auto now = std::chrono::steady_clock::now();
+  if (t->progress_every.count() > 0 && now - t->last_report >= t->progress_every) {
+    t->last_report = now;
+    const double seconds = std::chrono::duration<double>(now - t->started).count();
+    const double rate_kib = seconds > 0 ? static_cast<double>(dlnow) / 1024.0 / seconds : 0.0;
+    if (dltotal > 0) {
+      spdlog::info("fetch {}: {} of {} bytes ({:.0f}%) after {:.1f} s, {:.1f} KiB/s", *t->what,
+                   static_cast<long long>(dlnow), static_cast<long long>(dltotal),
+                   100.0 * static_cast<double>(dlnow) / static_cast<double>(dltotal), seconds,
+                   rate_kib);
+    } else {
+      spdlog::info("fetch {}: {} bytes (size unknown) after {:.1f} s, {:.1f} KiB/s", *t->what,
+                   static_cast<long long>(dlnow), seconds, rate_kib);
+    }
+  }
+  return 0;
 }
 
 bool transient(CURLcode rc) {
@@ -469,7 +493,12 @@ void ModelFetcher::run() {
     lock.unlock();
 
     ++job.attempt;
+    const std::uint64_t refused_before = stats_->refused.load();
     const Outcome outcome = attempt(job);
+    if ((outcome == Outcome::kRetry || outcome == Outcome::kFailed) &&
+        stats_->refused.load() == refused_before) {
+      stats_->errors.fetch_add(1);
+    }
 
     lock.lock();
     --in_flight_;
@@ -487,7 +516,7 @@ void ModelFetcher::run() {
 }
 
 void ModelFetcher::finish(const Job& job, Outcome outcome) {
-  if (outcome == Outcome::kFailed) stats_.failed.fetch_add(1);
+  if (outcome == Outcome::kFailed) stats_->failed.fetch_add(1);
   if (job.kind != Job::Kind::kServer) return;
   auto it = queries_.find(job.query_key);
   if (it == queries_.end()) return;
@@ -518,7 +547,7 @@ void ModelFetcher::finish(const Job& job, Outcome outcome) {
 }
 
 ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
-  stats_.attempts.fetch_add(1);
+  stats_->attempts.fetch_add(1);
   const bool server = job.kind == Job::Kind::kServer;
   const std::string url =
       server ? config_.model_server_url + config_.model_server_req_path : job.url;
@@ -548,6 +577,10 @@ ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
   Transfer t;
   t.limit = config_.max_bytes;
   t.stop = &stop_;
+  t.what = &what;
+  t.progress_every = config_.progress_interval;
+  t.started = std::chrono::steady_clock::now();
+  t.last_report = t.started;
   char error[CURL_ERROR_SIZE] = {};
   const std::string body = server ? model_request_body(job.query, config_.node_type, config_.send_spec) : "";
   CurlSlist headers;
@@ -578,9 +611,12 @@ ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
   }
 
   const CURLcode rc = curl_easy_perform(c);
+  stats_->bytes.fetch_add(t.body.size(), std::memory_order_relaxed);
+  stats_->record_duration(std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - t.started));
   if (stop_) return Outcome::kStopped;
   if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-    stats_.refused.fetch_add(1);
+    stats_->refused.fetch_add(1);
     spdlog::error("fetch {}: refused: the answer is over the limit of {} bytes", what,
                   config_.max_bytes);
     return Outcome::kFailed;
@@ -598,7 +634,7 @@ ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
     const std::string why = "HTTP " + std::to_string(code) +
                             (t.body.empty() ? "" : ": " + excerpt(t.body));
     if (server && (code == 400 || code == 404)) {
-      stats_.no_model.fetch_add(1);
+      stats_->no_model.fetch_add(1);
       // Log the first "no model" of a query; repeats (after its rest) only at debug.
       bool first = true;
       {
@@ -629,7 +665,7 @@ ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
     return std::isspace(ch) == 0;
   });
   if (!zip && (first_char == t.body.end() || *first_char != '{')) {
-    stats_.refused.fetch_add(1);
+    stats_->refused.fetch_add(1);
     spdlog::error("fetch {}: refused: neither a zip archive nor a JSON document ({} bytes "
                   "starting \"{}\")",
                   what, t.body.size(), excerpt(t.body.substr(0, 32)));
@@ -661,7 +697,7 @@ ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
   }
   const Checked checked = check_scanned(scratch.path());
   if (!checked.status.ok()) {
-    stats_.refused.fetch_add(1);
+    stats_->refused.fetch_add(1);
     // The scanner names the scratch copy; the reader wants the URL and the file's place.
     std::string why = checked.status.to_string();
     const std::string scratch_prefix = scratch.path().string() + "/";
@@ -693,7 +729,7 @@ ModelFetcher::Outcome ModelFetcher::attempt(Job& job) {
     if (it->path().filename() != name) fs::remove_all(it->path(), rec);
   }
   fsync_dir(dest_dir);
-  stats_.landed.fetch_add(1);
+  stats_->landed.fetch_add(1);
   spdlog::info("fetch {}: model {} ({} {}) landed in {}", what, checked.model_name,
                checked.source.empty() ? job.source : checked.source,
                checked.output_type.empty() ? job.output_type : checked.output_type, dest.string());

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
 """Checks of deploy/: the Kubernetes manifests agree with each other and with estimatord's
-options, the Dockerfile has the stages the image needs, and the runtime collected by
+options, the sidecar component wires an unmodified Kepler v0.9 (tests/deploy/kepler-v0.9,
+rendered with `kubectl kustomize` when kubectl is installed, else merged here), the
+Dockerfile has the stages the image needs, and the runtime collected by
 deploy/collect-runtime.sh runs (through its own loader, and inside a chroot of it when the
 test runs as root), giving the expected image size.
 
@@ -117,11 +119,12 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(k["kind"], "Component")
         for r in k.get("resources", []):
             self.assertTrue(os.path.isfile(os.path.join(SIDECAR, r)), r)
-        patches = k["patches"]
-        self.assertEqual(len(patches), 1)
-        self.assertTrue(os.path.isfile(os.path.join(SIDECAR, patches[0]["path"])))
-        self.assertEqual(patches[0]["target"]["kind"], "DaemonSet")
-        self.assertEqual(patches[0]["target"]["name"], "kepler-exporter")
+        patches = {p["target"]["kind"]: p for p in k["patches"]}
+        self.assertEqual(sorted(patches), ["ConfigMap", "DaemonSet"])
+        for p in patches.values():
+            self.assertTrue(os.path.isfile(os.path.join(SIDECAR, p["path"])), p["path"])
+        self.assertEqual(patches["DaemonSet"]["target"]["name"], "kepler-exporter")
+        self.assertEqual(patches["ConfigMap"]["target"]["name"], "kepler-cfm")
         self.assertEqual(self.patch["kind"], "DaemonSet")
         self.assertEqual(self.patch["metadata"]["name"], "kepler-exporter")
         self.assertEqual(self.patch["metadata"]["namespace"], "kepler")
@@ -158,9 +161,9 @@ class ManifestTest(unittest.TestCase):
         # the segment and the daemon (about 12 MiB resident).
         self.assertGreaterEqual(quantity_bytes(res["limits"]["memory"]), segment + 16 * MIB)
 
-    def test_probes_ping_the_daemon_by_its_segment_name(self):
+    def test_liveness_pings_the_daemon_by_its_segment_name(self):
         shm_name = self.args["--shm-name"]
-        for probe in ("readinessProbe", "livenessProbe"):
+        for probe in ("livenessProbe",):
             cmd = self.estimator[probe]["exec"]["command"]
             self.assertEqual(os.path.basename(cmd[0]), "estimator", probe)
             self.assertEqual(cmd[1], "ping", probe)
@@ -199,6 +202,273 @@ class ManifestTest(unittest.TestCase):
             self.skipTest("ESTIMATORD not given: cannot check the arguments against --help")
         for a in self.args:
             self.assertIn(a, options, "estimatord has no %s" % a)
+
+
+KEPLER_V09 = os.path.join(ROOT, "tests", "deploy", "kepler-v0.9")
+KEPLER_PREFIXES = ("NODE_TOTAL", "NODE_COMPONENTS", "CONTAINER_TOTAL", "CONTAINER_COMPONENTS",
+                   "PROCESS_TOTAL", "PROCESS_COMPONENTS")
+DEFAULT_FETCH_MAX_BYTES = 64 * MIB  # service/fetch_config.h
+
+
+def prefix_model(prefix):
+    """(source, output type) of a Kepler model prefix: node models include idle power,
+    TOTAL is the platform meter (acpi), COMPONENTS is RAPL."""
+    return ("acpi" if prefix.endswith("_TOTAL") else "rapl-sysfs",
+            "AbsPower" if prefix.startswith("NODE_") else "DynPower")
+
+
+def kepler_model_config(text):
+    """MODEL_CONFIG as Kepler's Go code reads it: whitespace-separated fields, each kept
+    when it splits on '=' into exactly two parts."""
+    out = {}
+    for field in text.split():
+        parts = field.split("=")
+        if len(parts) == 2:
+            out[parts[0].strip()] = parts[1].strip()
+    return out
+
+
+def strategic_merge(base, patch, key=None):
+    """The parts of Kubernetes' strategic merge patch the sidecar component uses: maps merge,
+    lists of named objects merge by name (volumeMounts by mountPath), other lists replace."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = strategic_merge(base.get(k), v, k) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(patch, list):
+        merge_key = {"volumeMounts": "mountPath", "ports": "containerPort"}.get(key, "name")
+        if all(isinstance(x, dict) and merge_key in x for x in base + patch):
+            out = list(base)
+            index = {x[merge_key]: i for i, x in enumerate(out)}
+            for item in patch:
+                if item[merge_key] in index:
+                    i = index[item[merge_key]]
+                    out[i] = strategic_merge(out[i], item)
+                else:
+                    out.append(item)
+            return out
+    return patch
+
+
+def kubectl_with_components():
+    """True when kubectl's embedded kustomize knows Components (3.7 and later; Debian 12's
+    kubernetes-client 1.20 embeds kustomize 2, which does not)."""
+    if not shutil.which("kubectl"):
+        return False
+    out = subprocess.run(["kubectl", "version", "--client", "-o", "json"], capture_output=True,
+                         text=True, timeout=60)
+    try:
+        import json
+        version = json.loads(out.stdout).get("kustomizeVersion", "")
+    except ValueError:
+        return False
+    m = re.match(r"v?(\d+)\.(\d+)", version)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (3, 7)
+
+
+def render_kepler_with_sidecar():
+    """Kepler v0.9's DaemonSet and ConfigMap with the component applied, and how."""
+    if kubectl_with_components():
+        out = subprocess.run(["kubectl", "kustomize", KEPLER_V09], capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError("kubectl kustomize %s failed: %s" % (KEPLER_V09, out.stderr))
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        how = "kubectl kustomize"
+    else:
+        with open(os.path.join(KEPLER_V09, "kepler.yaml")) as fh:
+            docs = [d for d in yaml.safe_load_all(fh) if d]
+        with open(os.path.join(SIDECAR, "kustomization.yaml")) as fh:
+            component = yaml.safe_load(fh)
+        for p in component["patches"]:
+            with open(os.path.join(SIDECAR, p["path"])) as fh:
+                patch = yaml.safe_load(fh)
+            for i, d in enumerate(docs):
+                if d["kind"] == p["target"]["kind"] and d["metadata"]["name"] == p["target"]["name"]:
+                    docs[i] = strategic_merge(d, patch)
+        how = "the test's strategic merge (no kubectl)"
+    found = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    return found[("DaemonSet", "kepler-exporter")], found[("ConfigMap", "kepler-cfm")], how
+
+
+class KeplerWiringTest(unittest.TestCase):
+    """The component applied to an unmodified Kepler v0.9: each wiring issue 14 names."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemonset, cls.configmap, cls.how = render_kepler_with_sidecar()
+        print("\nrendered with %s" % cls.how, file=sys.stderr)
+        cls.pod = cls.daemonset["spec"]["template"]["spec"]
+        cls.containers = {c["name"]: c for c in cls.pod["containers"]}
+        cls.volumes = {v["name"]: v for v in cls.pod["volumes"]}
+        cls.estimator = cls.containers["estimator"]
+        cls.kepler = cls.containers["kepler-exporter"]
+        cls.args = args_map(cls.estimator["args"])
+        cls.model_config = cls.configmap["data"]["MODEL_CONFIG"]
+
+    def mounts(self, container):
+        return {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+
+    def literal_env(self):
+        return {e["name"]: e["value"] for e in self.estimator.get("env", []) if "value" in e}
+
+    def config_dir_mount(self):
+        """The path where the estimator container mounts Kepler's kepler-cfm."""
+        for path, m in self.mounts(self.estimator).items():
+            vol = self.volumes[m["name"]]
+            if vol.get("configMap", {}).get("name") == "kepler-cfm":
+                return path
+        return None
+
+    def materialize(self, tmp, model_config=None):
+        """The ConfigMap as the kubelet mounts it: one file per key."""
+        d = os.path.join(tmp, "kepler.config")
+        os.makedirs(d, exist_ok=True)
+        data = dict(self.configmap["data"])
+        if model_config is not None:
+            data["MODEL_CONFIG"] = model_config
+        for k, v in data.items():
+            with open(os.path.join(d, k), "w") as fh:
+                fh.write(v)
+        return d
+
+    def print_config(self, config_dir, extra_env=None):
+        env = {k: v for k, v in os.environ.items()
+               if k != "MODEL_CONFIG" and not k.startswith(("FETCH_", "MODEL_SERVER_"))}
+        env.update(self.literal_env())
+        env.update(extra_env or {})
+        out = subprocess.run([ESTIMATORD, "--config", config_dir, "--print-config"],
+                             capture_output=True, text=True, timeout=30, env=env)
+        values = dict(l.split("=", 1) for l in out.stdout.splitlines() if "=" in l)
+        return out.returncode, values, out.stderr
+
+    def fetch_max_bytes(self):
+        if ESTIMATORD and os.access(ESTIMATORD, os.X_OK):
+            with tempfile.TemporaryDirectory() as tmp:
+                rc, values, err = self.print_config(self.materialize(tmp))
+            self.assertEqual(rc, 0, err)
+            return int(values["FETCH_MAX_BYTES"])
+        return int(self.literal_env().get("FETCH_MAX_BYTES", DEFAULT_FETCH_MAX_BYTES))
+
+    def test_model_config_turns_keplers_estimator_on_for_models_the_sidecar_serves(self):
+        kv = kepler_model_config(self.model_config)
+        on = [k[:-len("_ESTIMATOR")] for k, v in kv.items()
+              if k.endswith("_ESTIMATOR") and v.lower() == "true"]
+        self.assertTrue(on, "MODEL_CONFIG turns no <PREFIX>_ESTIMATOR on: %r" % self.model_config)
+        for prefix in on:
+            self.assertIn(prefix, KEPLER_PREFIXES)
+            source, output_type = prefix_model(prefix)
+            embedded = os.path.isdir(os.path.join(ROOT, "data", "model", source, output_type))
+            fetched = bool(kv.get(prefix + "_INIT_URL"))
+            self.assertTrue(embedded or fetched, "%s_ESTIMATOR=true but the sidecar has no %s %s "
+                            "model (embedded or INIT_URL)" % (prefix, source, output_type))
+        # Kepler splits MODEL_CONFIG on whitespace: a comment's words would be read as keys.
+        for line in self.model_config.splitlines():
+            self.assertFalse(line.strip().startswith("#"), line)
+
+    def test_the_estimator_reads_the_same_model_config_as_kepler(self):
+        # Kepler reads kepler-cfm from a volume; the estimator mounts the same ConfigMap
+        # and points --config at it (or takes MODEL_CONFIG from the same key).
+        path = self.config_dir_mount()
+        env_from_key = [e for e in self.estimator.get("env", [])
+                        if e["name"] == "MODEL_CONFIG" and
+                        e.get("valueFrom", {}).get("configMapKeyRef", {}) ==
+                        {"name": "kepler-cfm", "key": "MODEL_CONFIG"}]
+        self.assertTrue(path or env_from_key, "the estimator sees no kepler-cfm")
+        if path:
+            self.assertEqual(self.args.get("--config"), path)
+            self.assertTrue(self.mounts(self.estimator)[path].get("readOnly"))
+        kepler_cfm = [p for p, m in self.mounts(self.kepler).items()
+                      if self.volumes[m["name"]].get("configMap", {}).get("name") == "kepler-cfm"]
+        self.assertEqual(kepler_cfm, ["/etc/kepler/kepler.config"], "Kepler's own mount changed")
+
+    def test_the_daemon_accepts_the_shipped_model_config_and_keplers_documented_line(self):
+        if not (ESTIMATORD and os.access(ESTIMATORD, os.X_OK)):
+            self.skipTest("ESTIMATORD not given")
+        with tempfile.TemporaryDirectory() as tmp:
+            rc, values, err = self.print_config(self.materialize(tmp))
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(values["MODEL_SERVER_ENABLE"], "false")
+            # Kepler's documentation writes the model-server switch YAML-style inside
+            # MODEL_CONFIG; that must start the daemon (with the switch on), not crash-loop it.
+            documented = self.model_config + 'MODEL_SERVER_ENABLE: "true"\n'
+            rc, values, err = self.print_config(self.materialize(tmp, documented))
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(values["MODEL_SERVER_ENABLE"], "true")
+            # The same text through the environment, as MODEL_CONFIG.
+            rc, values, err = self.print_config(self.materialize(tmp),
+                                                {"MODEL_CONFIG": documented})
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(values["MODEL_SERVER_ENABLE"], "true")
+            # An INIT_URL line added as the ConfigMap's comment says reaches the fetcher.
+            url = "https://models.example/v0.7/ec2/intel_rapl/AbsPower/BPFOnly/X_0.zip"
+            rc, values, err = self.print_config(self.materialize(
+                tmp, self.model_config + "NODE_COMPONENTS_INIT_URL=%s\n" % url))
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(values["NODE_COMPONENTS_INIT_URL"], url)
+            self.assertEqual(values["FETCH_ENABLED"], "true")
+            # A bad value stops it with the key named (exit 2), instead of serving half-configured.
+            rc, _, err = self.print_config(self.materialize(tmp, "FETCH_RETRIES=lots\n"))
+            self.assertEqual(rc, 2)
+            self.assertIn("FETCH_RETRIES", err)
+
+    def test_fetched_models_land_in_a_volume_sized_for_fetch_max_bytes(self):
+        model_dir = self.args["--model-dir"]
+        mounts = self.mounts(self.estimator)
+        self.assertIn(model_dir, mounts, "--model-dir is not a mounted volume")
+        self.assertFalse(mounts[model_dir].get("readOnly"), "fetched models need to be written")
+        vol = self.volumes[mounts[model_dir]["name"]]["emptyDir"]
+        self.assertNotEqual(vol.get("medium"), "Memory", "models on tmpfs would count as memory")
+        socket_dir = os.path.dirname(self.args["--socket"])
+        self.assertNotEqual(mounts[model_dir]["name"], mounts[socket_dir]["name"])
+        # The model being replaced and the one being checked: two of the largest download.
+        fetch_max = self.fetch_max_bytes()
+        self.assertGreaterEqual(quantity_bytes(vol["sizeLimit"]), 2 * fetch_max)
+        # A download is held in memory while it is checked: the memory limit holds one on
+        # top of the segment and the daemon, or the largest accepted download OOM-kills it.
+        slots, slot_bytes = int(self.args["--slots"]), int(self.args["--slot-bytes"])
+        segment = slots * (slot_bytes + slot_bytes // 2)
+        limit = quantity_bytes(self.estimator["resources"]["limits"]["memory"])
+        self.assertGreaterEqual(limit, segment + 16 * MIB + fetch_max)
+
+    def test_startup_and_readiness_probes_use_the_health_endpoints(self):
+        host, port = self.args["--metrics-address"].rsplit(":", 1)
+        named = {p["name"]: p["containerPort"] for p in self.estimator["ports"]}
+        for probe, paths in (("startupProbe", ("/healthz", "/readyz")),
+                             ("readinessProbe", ("/readyz", "/healthz"))):
+            get = self.estimator[probe]["httpGet"]
+            self.assertIn(get["path"], paths, probe)
+            target = named.get(get["port"], get["port"])
+            self.assertEqual(int(target), int(port), "%s probes another port" % probe)
+        startup = self.estimator["startupProbe"]
+        # Room for a slow node: the embedded defaults load in milliseconds, a loaded node
+        # may take seconds to schedule the process at all.
+        self.assertGreaterEqual(startup["periodSeconds"] * startup["failureThreshold"], 30)
+
+    def test_pod_group_gives_other_uids_the_0660_segment_and_socket(self):
+        self.assertEqual(self.args["--shm-mode"], "0660")
+        self.assertEqual(self.args["--socket-mode"], "0660")
+        pod_sc = self.pod.get("securityContext", {})
+        group = self.estimator["securityContext"]["runAsGroup"]
+        # fsGroup makes the emptyDir volumes (and so the segment and socket) the group's,
+        # and adds it to every container's groups; supplementalGroups says so explicitly.
+        self.assertEqual(pod_sc.get("fsGroup"), group)
+        self.assertIn(group, pod_sc.get("supplementalGroups", []))
+
+    def test_shared_volumes_are_mounted_where_each_container_expects_them(self):
+        socket_dir = os.path.dirname(self.args["--socket"])
+        self.assertEqual(self.args["--socket"], KEPLER_SOCKET)
+        for name, c in (("kepler-exporter", self.kepler), ("estimator", self.estimator)):
+            mounts = self.mounts(c)
+            self.assertEqual(mounts["/dev/shm"]["name"], "estimator-shm", name)
+            self.assertEqual(mounts[socket_dir]["name"], "estimator-socket", name)
+            for m in mounts.values():
+                self.assertIn(m["name"], self.volumes, "%s mounts an undeclared volume" % name)
+        self.assertEqual(self.volumes["estimator-shm"]["emptyDir"]["medium"], "Memory")
+        # Kepler's own container is left as it was otherwise.
+        self.assertTrue(self.kepler["securityContext"]["privileged"])
+        self.assertEqual(self.kepler["ports"][0]["containerPort"], 9102)
 
 
 class DockerfileTest(unittest.TestCase):

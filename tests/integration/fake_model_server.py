@@ -8,6 +8,8 @@ Prints the port it listens on (first line of stdout), then serves until killed:
 
   GET  /files/NAME           FILES_DIR/NAME
   GET  /flaky/N/NAME         503 for the first N requests of this path, then the file
+  GET  /slow/S/NAME          the file, trickled in 20 pieces over S seconds (a slow link)
+  GET  /slow-nolength/S/NAME as /slow, without Content-Length (the size is unknown)
   GET  /hang                 accepts, reads the request, never answers
   GET  /garbage              200 with an HTML page
   GET  /garbage.zip          200 with bytes that start like a zip and are not one
@@ -59,6 +61,27 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def send_slowly(self, name, seconds, with_length):
+        path = os.path.join(FILES, os.path.basename(name))
+        if not os.path.isfile(path):
+            self.send(404, b"no such file")
+            return
+        with open(path, "rb") as f:
+            data = f.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if with_length:
+            self.send_header("Content-Length", str(len(data)))
+        else:
+            self.close_connection = True  # the end of the body is the end of the connection
+        self.end_headers()
+        pieces = 20
+        step = (len(data) + pieces - 1) // pieces
+        for i in range(pieces):
+            self.wfile.write(data[i * step:(i + 1) * step])
+            self.wfile.flush()
+            time.sleep(seconds / pieces)
+
     def send_file(self, name, attachment=False):
         path = os.path.join(FILES, os.path.basename(name))
         if not os.path.isfile(path):
@@ -83,6 +106,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(200, json.dumps(doc).encode(), "application/json")
         elif path.startswith("/files/"):
             self.send_file(path[len("/files/"):])
+        elif path.startswith("/slow/") or path.startswith("/slow-nolength/"):
+            kind, seconds, name = path[1:].split("/", 2)
+            self.send_slowly(name, float(seconds), kind == "slow")
         elif path.startswith("/flaky/"):
             _, _, failures, name = path.split("/", 3)
             if n <= int(failures):

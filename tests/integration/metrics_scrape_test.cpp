@@ -196,12 +196,29 @@ TEST(MetricsScrapeTest, CountsClientRequestsErrorsAndListsTheDefaultModels) {
 
   // The embedded defaults (data/model/README.md): four SGD weight models and the ratio
   // model; only rapl-sysfs AbsPower publishes its error figures.
-  EXPECT_EQ(sample(text, R"(estimator_model_info{name="SGDRegressorTrainer_0",trainer="SGDRegressorTrainer",model_class="weight",output_type="AbsPower",source="rapl-sysfs",mae="60.78",mape="17.77",origin="embedded:rapl-sysfs/AbsPower/SGDRegressorTrainer_0"})"), 1) << text;
+  EXPECT_EQ(sample(text, R"(estimator_model_info{name="SGDRegressorTrainer_0",trainer="SGDRegressorTrainer",model_class="weight",output_type="AbsPower",source="rapl-sysfs",origin="embedded:rapl-sysfs/AbsPower/SGDRegressorTrainer_0"})"), 1) << text;
+  EXPECT_EQ(sample(text, R"(estimator_model_error{name="SGDRegressorTrainer_0",source="rapl-sysfs",output_type="AbsPower",component="",metric="mae"})"), 60.78) << text;
+  EXPECT_EQ(sample(text, R"(estimator_model_error{name="SGDRegressorTrainer_0",source="rapl-sysfs",output_type="AbsPower",component="",metric="mape"})"), 17.77);
   for (const char* where : {"acpi/AbsPower", "acpi/DynPower", "rapl-sysfs/DynPower"}) {
-    EXPECT_NE(text.find(std::string(R"(mae="",mape="",origin="embedded:)") + where +
+    EXPECT_NE(text.find(std::string(R"(origin="embedded:)") + where +
                         "/SGDRegressorTrainer_0\"} 1\n"),
               std::string::npos) << where;
   }
+  // ... and per component (its metadata.json's package_mae, dram_mape, ...).
+  const std::string sgd = R"(estimator_model_error{name="SGDRegressorTrainer_0",source="rapl-sysfs",output_type="AbsPower",component=)";
+  EXPECT_EQ(sample(text, sgd + R"("package",metric="mae"})"), 60.78);
+  EXPECT_EQ(sample(text, sgd + R"("package",metric="mape"})"), 50.93);
+  EXPECT_EQ(sample(text, sgd + R"("dram",metric="mae"})"), 3.17);
+  // Only that model publishes figures.
+  for (std::size_t at = text.find("\nestimator_model_error{"); at != std::string::npos;
+       at = text.find("\nestimator_model_error{", at + 1)) {
+    EXPECT_EQ(text.compare(at + 1, sgd.size(), sgd), 0) << text.substr(at + 1, 200);
+  }
+  EXPECT_EQ(text.find("estimator_build_info{version=\""), text.rfind("estimator_build_info{version=\""));
+  EXPECT_NE(text.find("estimator_build_info{version=\""), std::string::npos);
+  EXPECT_GT(sample(text, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GT(sample(text, "process_open_fds"), 3);
+  EXPECT_GE(sample(text, "process_cpu_seconds_total"), 0);
   EXPECT_NE(text.find(R"(estimator_model_info{name="Ratio",trainer="Ratio",model_class="ratio",output_type="DynPower",source="rapl-sysfs")"),
             std::string::npos);
 
@@ -215,7 +232,79 @@ TEST(MetricsScrapeTest, CountsClientRequestsErrorsAndListsTheDefaultModels) {
                    "estimator_requests_total{" + rapl + R"(,status="ok"})"),
             kRequests + 3);
   EXPECT_TRUE(http_get(port, "/healthz").starts_with("HTTP/1.1 200 OK"));
+  EXPECT_TRUE(http_get(port, "/readyz").starts_with("HTTP/1.1 200 OK"));
   EXPECT_TRUE(http_get(port, "/nope").starts_with("HTTP/1.1 404"));
+}
+
+// Readiness is the segment and the models: a daemon serving no model is alive (/livez)
+// but not ready, and says why.
+TEST(MetricsScrapeTest, HealthzIsNotReadyWithoutAModel) {
+  Watchdog dog(60);
+  const std::string shm = "estimator-it-metrics-nomodel-" + std::to_string(getpid());
+  Daemon daemon(shm);
+  const std::uint16_t port = daemon.start({"--no-default-models"});
+  ASSERT_NE(port, 0);
+  const std::string health = http_get(port, "/healthz");
+  EXPECT_TRUE(health.starts_with("HTTP/1.1 503")) << health;
+  EXPECT_NE(health.find("not ready: no model loaded"), std::string::npos) << health;
+  EXPECT_TRUE(http_get(port, "/readyz").starts_with("HTTP/1.1 503"));
+  EXPECT_TRUE(http_get(port, "/livez").starts_with("HTTP/1.1 200 OK"));
+}
+
+// A Keras file dropped into the model directory without metadata.json is not silently
+// skipped: the daemon's load log names it with the reason, and the metrics count it.
+TEST(MetricsScrapeTest, AKerasFileWithoutMetadataIsListedAsRefused) {
+  Watchdog dog(60);
+  const std::string shm = "estimator-it-metrics-h5-" + std::to_string(getpid());
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / (shm + "-models");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "keras");
+  std::ofstream(dir / "keras" / "model.h5") << "not even HDF5";
+  std::ofstream(dir / "other.keras") << "PK";
+  {
+    Daemon daemon(shm);
+    const std::uint16_t port = daemon.start({"--model-dir", dir.string()});
+    ASSERT_NE(port, 0);
+    const std::string log = daemon.log();
+    for (const char* f : {"keras/model.h5", "other.keras"}) {
+      const std::size_t at = log.find("refused " + (dir / f).string() + ": ");
+      ASSERT_NE(at, std::string::npos) << f << "\n" << log;
+      EXPECT_NE(log.find("without metadata.json", at), std::string::npos) << log;
+    }
+    const std::string response = http_get(port, "/metrics");
+    EXPECT_EQ(sample(response.substr(response.find("\r\n\r\n") + 4), "estimator_models_refused"), 2);
+    // The embedded defaults still serve: ready.
+    EXPECT_TRUE(http_get(port, "/healthz").starts_with("HTTP/1.1 200 OK"));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A segment someone deleted is not ready until the daemon has laid out a new one.
+TEST(MetricsScrapeTest, HealthzFollowsTheSegment) {
+  Watchdog dog(60);
+  const std::string shm = "estimator-it-metrics-seg-" + std::to_string(getpid());
+  Daemon daemon(shm);
+  const std::uint16_t port = daemon.start();
+  ASSERT_NE(port, 0);
+  ASSERT_TRUE(http_get(port, "/healthz").starts_with("HTTP/1.1 200 OK"));
+  // The daemon re-creates a deleted segment within a housekeeping tick, so a probe may
+  // land after that: delete and probe until one probe sees the segment missing.
+  const std::filesystem::path seg = std::filesystem::path("/dev/shm") / shm;
+  std::string gone;
+  for (int i = 0; i < 20 && !gone.starts_with("HTTP/1.1 503"); ++i) {
+    std::error_code ec;
+    std::filesystem::remove(seg, ec);
+    gone = http_get(port, "/healthz");
+  }
+  EXPECT_TRUE(gone.starts_with("HTTP/1.1 503")) << gone;
+  EXPECT_NE(gone.find(shm), std::string::npos) << gone;
+  // The housekeeping thread lays out a new segment (every 250 ms): ready again.
+  bool ready = false;
+  for (int i = 0; i < 200 && !ready; ++i) {
+    ready = http_get(port, "/healthz").starts_with("HTTP/1.1 200 OK");
+    if (!ready) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_TRUE(ready) << http_get(port, "/healthz") << daemon.log();
 }
 
 // One Kepler JSON request over the unix socket: one connect, one write, read to EOF.

@@ -23,6 +23,9 @@
 #include <thread>
 #include <vector>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
 #include "clients/cpp/estimator_client.h"
 #include "service/fetch_config.h"
 #include "service/model_fetcher.h"
@@ -225,6 +228,82 @@ TEST_F(ModelFetcherTest, InitUrlZipLandsAndTheWatcherServesIt) {
   EXPECT_EQ(found->info().output_type, "AbsPower");
 }
 
+// Captures what the fetcher logs, for the tests of its progress lines.
+class LogCapture {
+ public:
+  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)) {
+    previous_ = spdlog::default_logger();
+    auto logger = std::make_shared<spdlog::logger>("capture", sink_);
+    logger->set_level(spdlog::level::info);
+    spdlog::set_default_logger(logger);
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::vector<std::string> lines_with(std::string_view needle) {
+    sink_->flush();
+    std::vector<std::string> out;
+    std::istringstream in(stream_.str());
+    for (std::string line; std::getline(in, line);) {
+      if (line.find(needle) != std::string::npos) out.push_back(line);
+    }
+    return out;
+  }
+
+ private:
+  std::ostringstream stream_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+// A long download says how far it got every FETCH_PROGRESS_MS: bytes so far, the total
+// when the server announced it, and the rate.
+TEST_F(ModelFetcherTest, ALongDownloadLogsItsProgress) {
+  Watchdog dog(60);
+  LogCapture log;
+  FetchConfig c = quick_config();
+  c.progress_interval = 200ms;
+  prefix(c, "NODE_COMPONENTS").init_url = server->url("/slow/2/XgboostFitTrainer_1.zip");
+  prefix(c, "NODE_TOTAL").init_url = server->url("/slow-nolength/2/LinearRegressionTrainer_1.zip");
+  const std::uintmax_t size = fs::file_size(files / "XgboostFitTrainer_1.zip");
+  ModelFetcher fetcher(c, model_dir);
+  ASSERT_TRUE(fetcher.wait_idle(30s));
+  EXPECT_EQ(fetcher.stats().landed.load(), 2U);
+
+  const auto known = log.lines_with("NODE_COMPONENTS_INIT_URL");
+  std::vector<std::string> progress;
+  for (const std::string& l : known) {
+    if (l.find(" bytes (") != std::string::npos) progress.push_back(l);
+  }
+  // About ten lines over two seconds at 200 ms; at least a few, whatever the machine's load.
+  ASSERT_GE(progress.size(), 3U) << ::testing::PrintToString(known);
+  EXPECT_NE(progress.back().find(" of " + std::to_string(size) + " bytes"), std::string::npos)
+      << progress.back();
+  EXPECT_NE(progress.back().find("KiB/s"), std::string::npos) << progress.back();
+  const auto unknown = log.lines_with("NODE_TOTAL_INIT_URL");
+  bool size_unknown = false;
+  for (const std::string& l : unknown) size_unknown |= l.find("bytes (size unknown)") != std::string::npos;
+  EXPECT_TRUE(size_unknown) << ::testing::PrintToString(unknown);
+  // Both transfers are timed and their bytes counted.
+  EXPECT_GE(fetcher.stats().bytes.load(), size);
+  std::uint64_t timed = 0;
+  for (const auto& b : fetcher.stats().duration_buckets) timed += b.load();
+  EXPECT_EQ(timed, 2U);
+  EXPECT_GE(fetcher.stats().duration_sum_us.load(), 3'000'000U);  // two transfers of ~2 s
+}
+
+// A quick download logs no progress at all.
+TEST_F(ModelFetcherTest, AQuickDownloadLogsNoProgress) {
+  Watchdog dog(60);
+  LogCapture log;
+  FetchConfig c = quick_config();
+  prefix(c, "NODE_COMPONENTS").init_url = server->url("/files/XgboostFitTrainer_1.zip");
+  ModelFetcher fetcher(c, model_dir);
+  ASSERT_TRUE(fetcher.wait_idle(30s));
+  EXPECT_EQ(fetcher.stats().landed.load(), 1U);
+  for (const std::string& l : log.lines_with("NODE_COMPONENTS_INIT_URL")) {
+    EXPECT_EQ(l.find("KiB/s"), std::string::npos) << l;
+  }
+}
+
 TEST_F(ModelFetcherTest, FileUrlsLandZipsAndWeightFiles) {
   Watchdog dog(60);
   FetchConfig c = quick_config();
@@ -275,7 +354,9 @@ TEST_F(ModelFetcherTest, GarbageIsRefusedAndNeverLands) {
   ASSERT_TRUE(fetcher.wait_idle(30s));
   EXPECT_EQ(fetcher.stats().landed.load(), 0U);
   EXPECT_EQ(fetcher.stats().refused.load(), 5U);  // the redirect fails before any body
+  EXPECT_EQ(fetcher.stats().errors.load(), 1U);   // ... as a transfer error
   EXPECT_EQ(fetcher.stats().failed.load(), 6U);
+  EXPECT_EQ(fetcher.stats().attempts.load(), 6U);
   EXPECT_TRUE(landed().empty());
   // No scratch folder is left behind either.
   std::error_code ec;

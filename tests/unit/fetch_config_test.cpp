@@ -261,6 +261,54 @@ TEST_F(FetchConfigTest, ReadsAConfigMapDirectory) {
   EXPECT_EQ(c->model_server_url, "http://kepler-model-server:8100");
 }
 
+// Kepler's kepler-cfm mounted as a directory, as Kepler's own estimator sidecar reads it:
+// the model keys live in the MODEL_CONFIG file's lines (with the <PREFIX>_ESTIMATOR switches
+// Kepler reads), the model-server keys may be files of their own, and the rest is Kepler's.
+TEST_F(FetchConfigTest, ReadsKeplersConfigMapWithModelConfigLines) {
+  const fs::path cm = dir / "kepler.config";
+  fs::create_directories(cm);
+  std::ofstream(cm / "MODEL_CONFIG") << "NODE_COMPONENTS_ESTIMATOR=true\n"
+                                        "NODE_COMPONENTS_INIT_URL=file:///models/nc.zip\n"
+                                        "NODE_TOTAL_ESTIMATOR=true\n"
+                                        "MODEL_SERVER_ENABLE: \"true\"\n"
+                                        "NODE_TOTAL_TRAINER=FromModelConfig\n";
+  std::ofstream(cm / "NODE_TOTAL_TRAINER") << "FromItsOwnFile\n";
+  std::ofstream(cm / "MODEL_SERVER_URL") << "http://kepler-model-server.kepler:8100\n";
+  std::ofstream(cm / "KEPLER_LOG_LEVEL") << "1";
+  // A key the estimator does not read is never opened, however large.
+  std::ofstream(cm / "REDFISH_CSV") << std::string(64 * 1024, 'x');
+  auto c = load_fetch_config(cm);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->find("NODE_COMPONENTS")->init_url, "file:///models/nc.zip");
+  EXPECT_TRUE(c->model_server_enable);
+  EXPECT_EQ(c->model_server_url, "http://kepler-model-server.kepler:8100");
+  EXPECT_EQ(c->find("NODE_TOTAL")->trainer, "FromModelConfig");
+  // A bad line names the MODEL_CONFIG file and its line.
+  std::ofstream(cm / "MODEL_CONFIG") << "NODE_TOTAL_ESTIMATOR=true\nFETCH_RETRIES=many\n";
+  auto bad = load_fetch_config(cm);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("MODEL_CONFIG:2"), std::string::npos) << bad.status().message();
+}
+
+// Kepler's documentation shows `MODEL_SERVER_ENABLE: "true"` inside MODEL_CONFIG; Kepler
+// itself skips such a line, and a daemon that refused it would crash-loop beside Kepler.
+TEST_F(FetchConfigTest, AcceptsTheYamlStyleLineOfKeplersDocs) {
+  env.set("MODEL_CONFIG",
+          "NODE_TOTAL_ESTIMATOR=true\n"
+          "MODEL_SERVER_ENABLE: \"true\"\n"
+          "MODEL_SERVER_URL: http://kepler-model-server.kepler.svc:8100\n"
+          "NODE_COMPONENTS_INIT_URL: https://host/models/a.zip?x=1\n");
+  auto c = load_fetch_config({});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_TRUE(c->model_server_enable);
+  EXPECT_EQ(c->model_server_url, "http://kepler-model-server.kepler.svc:8100");
+  EXPECT_EQ(c->find("NODE_COMPONENTS")->init_url, "https://host/models/a.zip?x=1");
+  // The first separator wins: a URL after '=' keeps its ':'.
+  auto v = parse_config_text("NODE_TOTAL_INIT_URL=http://h:1/a?b=c\n", "t");
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->at("NODE_TOTAL_INIT_URL").value, "http://h:1/a?b=c");
+}
+
 TEST_F(FetchConfigTest, MissingFileIsAnError) {
   auto c = load_fetch_config(dir / "absent.conf");
   ASSERT_FALSE(c.ok());

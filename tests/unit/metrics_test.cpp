@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <map>
 #include <new>
 #include <sstream>
@@ -29,6 +30,7 @@
 #include "models/registry.h"
 #include "service/metrics.h"
 #include "service/metrics_server.h"
+#include "service/model_fetcher.h"
 #include "service/request_handler.h"
 
 #include "tests/support/allocation_counter.h"  // this binary's operator new
@@ -200,7 +202,10 @@ void expect_histograms_consistent(const Exposition& e) {
     }
     ASSERT_FALSE(series.empty()) << family;
     for (const auto& [labels, buckets] : series) {
-      ASSERT_EQ(buckets.size(), kLatencyBuckets);
+      const std::size_t expected = family == "estimator_model_fetch_duration_seconds"
+                                       ? kFetchDurationBoundsMs.size() + 1
+                                       : kLatencyBuckets;
+      ASSERT_EQ(buckets.size(), expected) << family;
       for (std::size_t i = 1; i < buckets.size(); ++i) {
         EXPECT_LT(buckets[i - 1].first, buckets[i].first) << family << ": le not ascending";
         EXPECT_LE(buckets[i - 1].second, buckets[i].second) << family << ": not cumulative";
@@ -258,13 +263,24 @@ TEST(MetricsTest, RenderingParsesBackWithEveryFamilyTyped) {
   // Failure codes nobody hit are not rendered (12 codes x models would be noise).
   EXPECT_TRUE(e.find("estimator_requests_total", with({{"status", "too_large"}})).empty());
 
-  // One info series per loaded model, with its published error figures.
+  // One info series per loaded model; its published error figures are gauges of their own.
   EXPECT_EQ(e.find("estimator_model_info").size(), registry->models().size());
   const auto rapl = e.find("estimator_model_info",
                            {{"source", "rapl-sysfs"}, {"output_type", "AbsPower"},
                             {"name", "SGDRegressorTrainer_0"}});
   ASSERT_EQ(rapl.size(), 1u);
-  EXPECT_EQ(rapl[0]->labels.at("mae"), "60.78");
+  EXPECT_FALSE(rapl[0]->labels.contains("mae"));
+  const std::map<std::string, std::string> rapl_model = {
+      {"name", "SGDRegressorTrainer_0"}, {"source", "rapl-sysfs"}, {"output_type", "AbsPower"}};
+  auto error_of = [&](std::string component, std::string metric) {
+    auto labels = rapl_model;
+    labels["component"] = std::move(component);
+    labels["metric"] = std::move(metric);
+    const auto found = e.find("estimator_model_error", labels);
+    return found.size() == 1 ? found[0]->value : -1.0;
+  };
+  EXPECT_DOUBLE_EQ(error_of("", "mae"), 60.78);
+  EXPECT_DOUBLE_EQ(error_of("", "mape"), 17.77);
   EXPECT_EQ(rapl[0]->labels.at("model_class"), "weight");
   EXPECT_EQ(rapl[0]->labels.at("trainer"), "SGDRegressorTrainer");
   EXPECT_EQ(rapl[0]->value, 1);
@@ -302,14 +318,118 @@ TEST(MetricsTest, LabelValuesAreEscaped) {
   expect_histograms_consistent(e);
 }
 
-TEST(MetricsTest, UnpublishedErrorFiguresAreEmptyLabels) {
+TEST(MetricsTest, UnpublishedErrorFiguresHaveNoSeries) {
   Metrics sut;
   const auto registry = default_registry();
   const Exposition e = parse(sut.render(registry.get()));
-  const auto ratio = e.find("estimator_model_info", {{"name", "Ratio"}});
-  ASSERT_EQ(ratio.size(), 1u);
-  EXPECT_EQ(ratio[0]->labels.at("mae"), "");
-  EXPECT_EQ(ratio[0]->labels.at("mape"), "");
+  ASSERT_EQ(e.find("estimator_model_info", {{"name", "Ratio"}}).size(), 1u);
+  EXPECT_TRUE(e.find("estimator_model_error", {{"name", "Ratio"}}).empty());
+}
+
+// Per-component figures of metadata.json (<component>_mae, _mape) become series with a
+// component label; other figures ending in mae (mae_val, avg_mae) do not.
+TEST(MetricsTest, ComponentErrorFiguresAreGaugesWithAComponentLabel) {
+  auto folders = models::embedded_model_folders();
+  models::ModelFolder* rapl = nullptr;
+  for (auto& f : folders) {
+    if (f.origin.find("rapl-sysfs/AbsPower") != std::string::npos) rapl = &f;
+  }
+  ASSERT_NE(rapl, nullptr);
+  auto meta = nlohmann::json::parse(rapl->files.at("metadata.json"));
+  meta["package_mae"] = 3.5;
+  meta["dram_mape"] = 12.25;
+  meta["core_mae"] = -1;  // undefined, as Kepler's trainers write it
+  meta["mae_val"] = 9.0;
+  meta["avg_mae"] = 8.0;
+  rapl->files["metadata.json"] = meta.dump();
+  const auto registry = models::Registry::build(std::vector<models::ModelFolder>{*rapl});
+  ASSERT_EQ(registry->models().size(), 1u);
+  Metrics sut;
+  const Exposition e = parse(sut.render(registry.get()));
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  const auto package = e.find("estimator_model_error", {{"component", "package"}, {"metric", "mae"}});
+  ASSERT_EQ(package.size(), 1u);
+  EXPECT_DOUBLE_EQ(package[0]->value, 3.5);
+  const auto dram = e.find("estimator_model_error", {{"component", "dram"}, {"metric", "mape"}});
+  ASSERT_EQ(dram.size(), 1u);
+  EXPECT_DOUBLE_EQ(dram[0]->value, 12.25);
+  EXPECT_TRUE(e.find("estimator_model_error", {{"component", "core"}}).empty());
+  EXPECT_TRUE(e.find("estimator_model_error", {{"component", "avg"}}).empty());
+  // mae_val ends neither in _mae nor is "mae": not an error series.
+  for (const auto* s : e.find("estimator_model_error")) {
+    EXPECT_NE(s->labels.at("component"), "mae") << "mae_val taken for a component";
+  }
+}
+
+TEST(MetricsTest, BuildInfoAndProcessMetricsFollowPrometheusConventions) {
+  Metrics sut;
+  const Exposition e = parse(sut.render(nullptr));
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  const auto build = e.find("estimator_build_info");
+  ASSERT_EQ(build.size(), 1u);
+  EXPECT_EQ(build[0]->value, 1);
+  EXPECT_FALSE(build[0]->labels.at("version").empty());
+  EXPECT_TRUE(build[0]->labels.contains("commit"));
+  EXPECT_FALSE(build[0]->labels.at("schema").empty());
+  // Plausible values for this very process, read from /proc at render time.
+  ASSERT_EQ(e.find("process_resident_memory_bytes").size(), 1u);
+  EXPECT_GT(e.find("process_resident_memory_bytes")[0]->value, 1 << 20);
+  ASSERT_EQ(e.find("process_open_fds").size(), 1u);
+  EXPECT_GE(e.find("process_open_fds")[0]->value, 3);  // stdin, stdout, stderr
+  // CPU time counts in clock ticks (10 ms): spend a few before reading it again.
+  ASSERT_EQ(e.find("process_cpu_seconds_total").size(), 1u);
+  // Spin on CPU time, not wall time: on a loaded machine the wall clock runs away.
+  const std::clock_t cpu_start = std::clock();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  volatile std::uint64_t spin = 0;
+  while (std::clock() - cpu_start < CLOCKS_PER_SEC / 20 && std::chrono::steady_clock::now() < give_up) {
+    spin = spin + 1;
+  }
+  EXPECT_GT(parse(sut.render(nullptr)).find("process_cpu_seconds_total")[0]->value,
+            e.find("process_cpu_seconds_total")[0]->value);
+  ASSERT_EQ(e.find("process_start_time_seconds").size(), 1u);
+  const double now = std::chrono::duration<double>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_LE(e.find("process_start_time_seconds")[0]->value, now + 1);
+  EXPECT_GT(e.find("process_start_time_seconds")[0]->value, now - 24 * 3600);
+  ASSERT_EQ(e.find("process_max_fds").size(), 1u);
+  EXPECT_GE(e.find("process_max_fds")[0]->value, e.find("process_open_fds")[0]->value);
+  // An extra descriptor shows at the next scrape.
+  const double before = parse(sut.render(nullptr)).find("process_open_fds")[0]->value;
+  const int fd = ::dup(0);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(parse(sut.render(nullptr)).find("process_open_fds")[0]->value, before + 1);
+  ::close(fd);
+}
+
+TEST(MetricsTest, FetchCountersAndDurationsRenderOnceWatched) {
+  Metrics sut;
+  EXPECT_TRUE(parse(sut.render(nullptr)).find("estimator_model_fetches_total").empty());
+  auto stats = std::make_shared<FetchStats>();
+  sut.watch_fetches(stats);
+  stats->landed = 2;
+  stats->no_model = 1;
+  stats->errors = 3;
+  stats->failed = 1;
+  stats->bytes = 12345;
+  stats->record_duration(std::chrono::milliseconds(50));
+  stats->record_duration(std::chrono::milliseconds(2000));
+  stats->record_duration(std::chrono::minutes(5));
+  const Exposition e = parse(sut.render(nullptr));
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  EXPECT_EQ(e.find("estimator_model_fetches_total", {{"result", "landed"}})[0]->value, 2);
+  EXPECT_EQ(e.find("estimator_model_fetches_total", {{"result", "no_model"}})[0]->value, 1);
+  EXPECT_EQ(e.find("estimator_model_fetches_total", {{"result", "refused"}})[0]->value, 0);
+  EXPECT_EQ(e.find("estimator_model_fetches_total", {{"result", "error"}})[0]->value, 3);
+  EXPECT_EQ(e.find("estimator_model_fetch_failures_total")[0]->value, 1);
+  EXPECT_EQ(e.find("estimator_model_fetch_bytes_total")[0]->value, 12345);
+  EXPECT_EQ(e.find("estimator_model_fetch_duration_seconds_bucket", {{"le", "0.1"}})[0]->value, 1);
+  EXPECT_EQ(e.find("estimator_model_fetch_duration_seconds_bucket", {{"le", "2.5"}})[0]->value, 2);
+  EXPECT_EQ(e.find("estimator_model_fetch_duration_seconds_bucket", {{"le", "60"}})[0]->value, 2);
+  EXPECT_EQ(e.find("estimator_model_fetch_duration_seconds_bucket", {{"le", "+Inf"}})[0]->value, 3);
+  EXPECT_EQ(e.find("estimator_model_fetch_duration_seconds_count")[0]->value, 3);
+  EXPECT_NEAR(e.find("estimator_model_fetch_duration_seconds_sum")[0]->value, 302.05, 1e-9);
+  expect_histograms_consistent(e);
 }
 
 TEST(MetricsTest, ExternalCountersAreReadAtScrapeTimeAndNamesChecked) {
@@ -522,7 +642,30 @@ TEST_F(MetricsServerTest, GetMetricsAnswersTheExposition) {
   EXPECT_TRUE(body_of(head).empty());
 }
 
+TEST(MetricsServerHealthTest, HealthzAndReadyzAnswer503WithTheReasonLivezStays200) {
+  std::atomic<bool> ready{false};
+  auto s = MetricsServer::start({.address = "127.0.0.1:0"}, [] { return std::string(); },
+                                [&ready] { return ready ? std::string() : std::string("no model loaded"); });
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  const std::uint16_t port = s.value()->port();
+  for (const char* path : {"/healthz", "/readyz"}) {
+    // Parenthesized: a std::string argument would bring std::exchange in by ADL.
+    const std::string r = (exchange)(port, std::string("GET ") + path + " HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(status_of(r), 503) << path;
+    EXPECT_EQ(body_of(r), "not ready: no model loaded\n") << path;
+  }
+  EXPECT_EQ(status_of(exchange(port, "GET /livez HTTP/1.1\r\n\r\n")), 200);
+  ready = true;
+  for (const char* path : {"/healthz", "/readyz"}) {
+    // Parenthesized: a std::string argument would bring std::exchange in by ADL.
+    const std::string r = (exchange)(port, std::string("GET ") + path + " HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(status_of(r), 200) << path;
+    EXPECT_EQ(body_of(r), "ok\n") << path;
+  }
+}
+
 TEST_F(MetricsServerTest, OtherPathsMethodsAndMalformedRequests) {
+  // Without a health check the server is ready as soon as it serves.
   const std::string health = exchange(port, "GET /healthz HTTP/1.1\r\n\r\n");
   EXPECT_EQ(status_of(health), 200);
   EXPECT_EQ(body_of(health), "ok\n");
