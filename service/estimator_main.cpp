@@ -132,6 +132,9 @@ int main(int argc, char** argv) {
   list->add_option("--error-key", models_opts.error_key, "figure whose smallest value wins")
       ->capture_default_str();
   list->add_option("--node-type", models_opts.node_type, "prefer models of this node_type");
+  list->add_option("--measured-from", models_opts.measured_from,
+                   "a scrape of estimatord's /metrics (file, or '-' for stdin): show the errors "
+                   "measured on its node beside the published ones");
 
   auto* predict = app.add_subcommand("predict", "evaluate one model offline (no daemon) on a CSV");
   service::PredictOptions predict_opts;

@@ -115,6 +115,11 @@ class Metrics {
   Status add_counter(std::string name, std::string help, std::function<double()> read);
   Status add_gauge(std::string name, std::string help, std::function<double()> read);
 
+  // Families rendered by their owner (measured selection's errors and choices): `render`
+  // appends complete families (HELP, TYPE, samples) to the exposition, at scrape time.
+  // It must stay callable for the life of this object. Thread-safe.
+  void add_families(std::function<void(std::string&)> render);
+
   // The whole exposition (text format 0.0.4). `registry` (may be null) supplies the
   // estimator_model_info series of the models loaded now.
   std::string render(const models::Registry* registry) const;
@@ -137,6 +142,7 @@ class Metrics {
   using FallbackKey = std::tuple<std::string, std::string, std::string, std::string>;  // + skipped
   std::map<FallbackKey, std::unique_ptr<std::atomic<std::uint64_t>>> fallbacks_;
   std::vector<External> externals_;
+  std::vector<std::function<void(std::string&)>> families_;
   RequestCell* unattributed_;
   std::atomic<std::uint64_t> pings_{0};
   std::array<std::atomic<std::uint64_t>, kCodeCount> kepler_errors_{};
