@@ -695,4 +695,23 @@ Result<const Model*> Registry::select(const Selector& selector,
   return Status(Code::kNotFound, std::move(msg));
 }
 
+std::vector<const Model*> Registry::ranked(const Selector& selector,
+                                           std::span<const std::string_view> features,
+                                           bool has_node_power, const SelectionPolicy& policy) const {
+  std::vector<const Model*> out;
+  Result<std::vector<FilterTerm>> filter = parse_filter(selector.filter);
+  if (!filter.ok()) return out;
+  const std::string output_type =
+      selector.output_type.empty() ? std::string() : canonical_output_type(selector.output_type);
+  const std::string source =
+      selector.source.empty() ? std::string() : canonical_source(selector.source);
+  for (const std::unique_ptr<Model>& m : models_) {
+    if (!matches_kind(m->info(), output_type, source, false)) continue;
+    if (judge(*m, features, has_node_power, *filter).servable()) out.push_back(m.get());
+  }
+  std::sort(out.begin(), out.end(),
+            [&](const Model* a, const Model* b) { return ranks_before(*a, *b, policy); });
+  return out;
+}
+
 }  // namespace estimator::models

@@ -130,6 +130,14 @@ class Registry {
     return select(selector, features, has_node_power, SelectionPolicy{});
   }
 
+  // Every model that could serve a request naming no model or trainer, as select()
+  // judges them (kind, features, node-power needs, filter), best-ranked first: the
+  // candidates measured selection compares. Empty when the filter is malformed.
+  // Allocates: callers rank once per request shape.
+  std::vector<const Model*> ranked(const Selector& selector,
+                                   std::span<const std::string_view> features,
+                                   bool has_node_power, const SelectionPolicy& policy) const;
+
   std::span<const std::unique_ptr<Model>> models() const { return models_; }
   std::span<const Refusal> refused() const { return refused_; }
 

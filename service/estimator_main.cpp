@@ -12,6 +12,7 @@
 #include "service/demo.h"
 #include "service/models_command.h"
 #include "service/predict_command.h"
+#include "service/validate_command.h"
 #include "shm/segment.h"
 
 using namespace estimator;
@@ -132,6 +133,9 @@ int main(int argc, char** argv) {
   list->add_option("--error-key", models_opts.error_key, "figure whose smallest value wins")
       ->capture_default_str();
   list->add_option("--node-type", models_opts.node_type, "prefer models of this node_type");
+  list->add_option("--measured-from", models_opts.measured_from,
+                   "a scrape of estimatord's /metrics (file, or '-' for stdin): show the errors "
+                   "measured on its node beside the published ones");
 
   auto* predict = app.add_subcommand("predict", "evaluate one model offline (no daemon) on a CSV");
   service::PredictOptions predict_opts;
@@ -145,10 +149,37 @@ int main(int argc, char** argv) {
                       "output columns by name, or the names of a nameless model's outputs, in order")
       ->delimiter(',');
 
+  auto* validate = app.add_subcommand(
+      "validate", "rank the models of a directory by their error against power measured on "
+                  "this node (no daemon)");
+  service::ValidateOptions validate_opts;
+  validate->add_option("--model-dir", validate_opts.model_dir,
+                       "directory (default: the embedded defaults)")
+      ->check(CLI::ExistingDirectory);
+  validate->add_option("--csv", validate_opts.csv_path,
+                       "node-level rows, one per interval: feature columns and measured power "
+                       "columns in watts ('-' = stdin)")
+      ->required();
+  validate->add_option("--measured", validate_opts.measured,
+                       "the measured power columns (default: those named package, core, uncore, "
+                       "dram, platform, gpu, other)")
+      ->delimiter(',');
+  validate->add_option("--output-type", validate_opts.output_type,
+                       "AbsPower or DynPower (the measurement must then exclude idle power)")
+      ->check(output_types)
+      ->capture_default_str();
+  validate->add_option("--source", validate_opts.source, "energy source (default: any)");
+  validate->add_option("--system", validate_opts.system_values,
+                       "system feature NAME=VALUE for every row (repeatable)");
+  validate->add_option("--output", validate_opts.table_path, "write the ranking as CSV to this file");
+  validate->add_option("--plot", validate_opts.plot_path,
+                       "write a PNG of predicted vs measured power of the best three models");
+
   if (auto code = service::parse_command_line(app, argc, argv)) return *code;
 
   if (list->parsed()) return service::run_models(models_opts);
   if (predict->parsed()) return service::run_predict(predict_opts);
+  if (validate->parsed()) return service::run_validate(validate_opts);
 
   if (!shm_mode.empty()) {
     char* end = nullptr;

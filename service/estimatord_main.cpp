@@ -16,6 +16,7 @@
 #include "models/embedded_defaults.h"
 #include "service/command_line.h"
 #include "service/daemon.h"
+#include "service/measured_selection.h"
 #include "service/metrics.h"
 #include "service/metrics_server.h"
 #include "service/kepler_endpoint.h"
@@ -104,6 +105,22 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--node-type", policy.node_type,
                  "prefer models trained on this node_type (kepler-model-db index) when any fits");
+  std::string selection = "measured";
+  service::MeasuredSelectionConfig measured;
+  app.add_option("--selection", selection,
+                 "measured: when requests carry measured node power, answer with the model "
+                 "whose error measured on this node is smallest (docs/models.md); published: "
+                 "by published error only")
+      ->check(CLI::IsMember({"measured", "published"}))
+      ->capture_default_str();
+  app.add_option("--selection-window", measured.window,
+                 "intervals over which measured errors are averaged (exponential weights)")
+      ->check(CLI::Range(1.0, 1e6))
+      ->capture_default_str();
+  app.add_option("--selection-min-intervals", measured.min_intervals,
+                 "intervals of measured evidence a model needs before it can be chosen")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   app.add_option("--shm-name", config.segment.name, "shared-memory segment name")
       ->capture_default_str();
   app.add_option("--slots", config.segment.slots, "requests in flight at once (1-512)")
@@ -238,6 +255,9 @@ int main(int argc, char** argv) {
   if (!no_defaults) defaults = models::embedded_model_folders();
   auto holder = std::make_shared<service::RegistryHolder>(models::Registry::build(defaults),
                                                          policy);
+  measured.enabled = selection == "measured";
+  const auto measured_selection = std::make_shared<service::MeasuredSelection>(measured);
+  holder->set_measured_selection(measured_selection);
   std::unique_ptr<service::ModelWatcher> watcher;
   if (!model_dir.empty()) {
     if (!std::filesystem::is_directory(model_dir)) {
@@ -264,6 +284,7 @@ int main(int argc, char** argv) {
   // Created before the daemon, whose dispatch threads cache cells of it, so it outlives them.
   service::Metrics metrics;
   if (!metrics_address.empty()) config.metrics = &metrics;
+  metrics.add_families([measured_selection](std::string& out) { measured_selection->render(out); });
   auto daemon = service::Daemon::start(config, holder);
   if (!daemon.ok()) {
     spdlog::error("cannot start: {}", daemon.status().to_string());

@@ -265,6 +265,11 @@ Status Metrics::add_external(std::string name, std::string help, std::string typ
   return Status::Ok();
 }
 
+void Metrics::add_families(std::function<void(std::string&)> render) {
+  std::lock_guard lock(mu_);
+  families_.push_back(std::move(render));
+}
+
 std::string Metrics::render(const models::Registry* registry) const {
   std::string out;
   out.reserve(8192);
@@ -525,6 +530,7 @@ std::string Metrics::render(const models::Registry* registry) const {
     append_number(out, e.read());
     out += '\n';
   }
+  for (const auto& families : families_) families(out);
   return out;
 }
 

@@ -123,6 +123,11 @@ class Metrics {
   // now on; kept alive here, so the fetcher may go first. Thread-safe.
   void watch_fetches(std::shared_ptr<const FetchStats> stats);
 
+  // Families rendered by their owner (measured selection's errors and choices): `render`
+  // appends complete families (HELP, TYPE, samples) to the exposition, at scrape time.
+  // It must stay callable for the life of this object. Thread-safe.
+  void add_families(std::function<void(std::string&)> render);
+
   // The whole exposition (text format 0.0.4): also estimator_build_info and the standard
   // process_* metrics (read from /proc at render time). `registry` (may be null) supplies the
   // estimator_model_info series of the models loaded now.
@@ -147,6 +152,7 @@ class Metrics {
   std::map<FallbackKey, std::unique_ptr<std::atomic<std::uint64_t>>> fallbacks_;
   std::vector<External> externals_;
   std::shared_ptr<const FetchStats> fetches_;
+  std::vector<std::function<void(std::string&)>> families_;
   RequestCell* unattributed_;
   std::atomic<std::uint64_t> pings_{0};
   std::array<std::atomic<std::uint64_t>, kCodeCount> kepler_errors_{};

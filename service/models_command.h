@@ -22,10 +22,13 @@ struct ModelsOptions {
   std::string filter{};                 // Kepler's "mae:0.5;mape:10"
   std::string error_key = "mae";
   std::string node_type{};
+  // A scrape of a running estimatord's /metrics (a file, or "-" for stdin): adds the
+  // errors measured on its node (estimator_model_measured_error) beside the published ones.
+  std::string measured_from{};
 };
 
-// Prints the listing on `out`; returns the process exit code (0, or 1 when the directory
-// cannot be read).
+// Prints the listing on `out`; returns the process exit code (0, 1 when the directory
+// cannot be read, 2 when the scrape cannot be read).
 int run_models(const ModelsOptions& options, std::FILE* out = stdout);
 
 }  // namespace estimator::service

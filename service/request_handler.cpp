@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string_view>
 
 #include "models/model.h"
+#include "service/measured_selection.h"
 #include "service/metrics.h"
 
 namespace estimator::service {
@@ -94,6 +96,15 @@ void log_fallback(const wire::ParsedRequest& req, const models::Model& chosen,
                req.source, features, skipped);
 }
 
+// The reply's model description and components.
+wire::ResponseTail tail_of(const models::ModelInfo& info, double node_cores) {
+  const double trained = info.machine_cores;
+  const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
+                                    info.output_type, info.source,  info.mae,
+                                    info.mape,        trained > 0 ? node_cores / trained : 1.0};
+  return wire::make_response_tail(desc, info.components);
+}
+
 }  // namespace
 
 bool RegistryHolder::first_report(std::uint64_t shape) const {
@@ -102,6 +113,23 @@ bool RegistryHolder::first_report(std::uint64_t shape) const {
   if (reported_.size() >= 4096) reported_.clear();
   return reported_.insert(shape).second;
 }
+
+// The candidates measured selection compares for one request shape, each with what the
+// handler needs to evaluate it on one row and to answer with it, built once per shape.
+struct RequestHandler::Shadow {
+  struct Candidate {
+    const models::Model* model;
+    std::unique_ptr<const models::Plan> plan;
+    std::vector<float> out;  // one row of predictions
+    MeasuredSelection::ModelStats* stats;
+    wire::ResponseTail tail;
+    RequestCell* cell = nullptr;
+  };
+  std::shared_ptr<MeasuredSelection> selection;
+  MeasuredSelection::Group* group = nullptr;
+  std::vector<Candidate> candidates;  // [0] = the published choice
+  std::array<MeasuredSelection::Observation, MeasuredSelection::kMaxCandidates> observations{};
+};
 
 struct RequestHandler::CachedPlan {
   std::uint64_t hash;
@@ -114,6 +142,7 @@ struct RequestHandler::CachedPlan {
   RequestCell* cell = nullptr;  // the model's metrics, resolved once (null: no metrics)
   // Counts answers when a better-ranked model was passed over (null: none was, or no metrics).
   std::atomic<std::uint64_t>* fallbacks = nullptr;
+  std::unique_ptr<Shadow> shadow;  // null: measured selection does not apply to this shape
 
   bool matches(const wire::ParsedRequest& r) const {
     if (model_name != r.model_name || trainer != r.trainer || output_type != r.output_type ||
@@ -198,14 +227,76 @@ const RequestHandler::CachedPlan* RequestHandler::find_plan(const wire::ParsedRe
                                                     passed_over.front().model->info().name);
     }
   }
-  const double trained = info.machine_cores;
-  const wire::ModelDescription desc{info.name,        info.trainer, info.model_class,
-                                    info.output_type, info.source,  info.mae,
-                                    info.mape,        trained > 0 ? node_cores_ / trained : 1.0};
-  entry->tail = wire::make_response_tail(desc, info.components);
+  entry->tail = tail_of(info, node_cores_);
+  entry->shadow = make_shadow(req, *model);
   if (cache_.size() == kPlanCacheSize) cache_.erase(cache_.begin());
   cache_.push_back(std::move(entry));
   return last_ = cache_.back().get();
+}
+
+std::unique_ptr<RequestHandler::Shadow> RequestHandler::make_shadow(const wire::ParsedRequest& req,
+                                                                    const models::Model& chosen) {
+  // Explicit choices win; measured node power is absolute, so only AbsPower answers
+  // compare with it; a model that splits the measurement cannot be judged by it.
+  if (!req.model_name.empty() || !req.trainer.empty() || req.node_power.empty() ||
+      req.output_type.empty() || models::canonical_output_type(req.output_type) != "AbsPower" ||
+      chosen.info().needs_node_power) {
+    return nullptr;
+  }
+  std::shared_ptr<MeasuredSelection> selection = registry_.measured_selection();
+  if (selection == nullptr || !selection->config().enabled) return nullptr;
+  const models::Selector sel{req.model_name, req.trainer, req.output_type, req.source, req.filter};
+  std::vector<const models::Model*> ranked =
+      current_->ranked(sel, req.feature_names, true, registry_.policy());
+  std::erase_if(ranked, [&](const models::Model* m) {
+    return m == &chosen || m->info().needs_node_power;
+  });
+  ranked.insert(ranked.begin(), &chosen);
+  auto shadow = std::make_unique<Shadow>();
+  shadow->selection = selection;
+  std::vector<const models::Model*> judged;
+  for (const models::Model* m : ranked) {
+    if (shadow->candidates.size() == MeasuredSelection::kMaxCandidates) break;
+    auto plan = m->plan(req.feature_names);
+    if (!plan.ok()) continue;
+    judged.push_back(m);
+    const models::ModelInfo& info = m->info();
+    Shadow::Candidate c{m, std::move(plan).value(), std::vector<float>(info.components.size()),
+                        selection->stats_for(*m), tail_of(info, node_cores_), nullptr};
+    if (metrics_ != nullptr) c.cell = metrics_->cell(info.name, info.source, info.output_type);
+    shadow->candidates.push_back(std::move(c));
+  }
+  if (shadow->candidates.empty() || shadow->candidates.front().model != &chosen) return nullptr;
+  shadow->group = selection->group_for(req.source, req.output_type, judged);
+  return shadow;
+}
+
+std::span<const std::uint8_t> RequestHandler::estimate_measured(const wire::ParsedRequest& req,
+                                                                Shadow& shadow,
+                                                                const CachedPlan& cp) {
+  const models::ModelInput in{models::ConstMatrixView(req.matrix, req.rows, req.cols),
+                              req.system_values, req.node_power};
+  const std::size_t n = shadow.candidates.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    Shadow::Candidate& c = shadow.candidates[i];
+    const auto ncomp = static_cast<Eigen::Index>(c.out.size());
+    const Status s = c.model->predict(*c.plan, in, models::MatrixView(c.out.data(), 1, ncomp));
+    shadow.observations[i] = {c.stats, s.ok() ? c.out.data() : nullptr};
+  }
+  const std::size_t pick =
+      shadow.selection->record(*shadow.group, {shadow.observations.data(), n}, req.node_power);
+  if (shadow.observations[pick].predicted == nullptr) return {};  // the usual path says why
+  const Shadow::Candidate& a = shadow.candidates[pick];
+  Result<float*> out = builder_.begin(1, static_cast<std::uint32_t>(a.out.size()), a.tail);
+  if (!out.ok()) {
+    last_code_ = out.status().code();
+    return builder_.error(req.request_id, out.status());
+  }
+  std::copy(a.out.begin(), a.out.end(), out.value());
+  if (a.cell != nullptr) last_cell_ = a.cell;
+  if (pick == 0 && cp.fallbacks != nullptr) cp.fallbacks->fetch_add(1, std::memory_order_relaxed);
+  last_code_ = Code::kOk;
+  return builder_.finish(req.request_id);
 }
 
 std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest& req) {
@@ -232,6 +323,12 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
         }
       }
     }
+  }
+  // One interval of node-level AbsPower with measured node power: candidates are
+  // evaluated on it and the measured choice answers (at most kMaxCandidates evaluations
+  // of one row and one short lock: the per-request budget).
+  if (cp->shadow != nullptr && req.rows == 1) {
+    if (auto reply = estimate_measured(req, *cp->shadow, *cp); !reply.empty()) return reply;
   }
   Result<float*> out = builder_.begin(req.rows, ncomp, cp->tail);
   if (!out.ok()) {

@@ -21,6 +21,7 @@
 
 namespace estimator::service {
 
+class MeasuredSelection;
 class Metrics;
 class RequestCell;
 
@@ -52,6 +53,11 @@ class RegistryHolder {
   void set_shape_observer(std::shared_ptr<const ShapeObserver> o) { observer_.store(std::move(o)); }
   std::shared_ptr<const ShapeObserver> shape_observer() const { return observer_.load(); }
 
+  // Measured selection (service/measured_selection.h), shared by every handler; null or
+  // disabled: models are chosen by published error only. Loaded once per plan-cache miss.
+  void set_measured_selection(std::shared_ptr<MeasuredSelection> s) { selection_.store(std::move(s)); }
+  std::shared_ptr<MeasuredSelection> measured_selection() const { return selection_.load(); }
+
   // True the first time a request shape (the plan cache's hash of it) is reported since
   // the last set(): each dispatch thread plans every shape itself, and a fallback to a
   // worse model is logged once. Locks; for plan-cache misses only.
@@ -62,6 +68,7 @@ class RegistryHolder {
   std::atomic<std::uint64_t> generation_{0};
   const models::SelectionPolicy policy_;
   std::atomic<std::shared_ptr<const ShapeObserver>> observer_;
+  std::atomic<std::shared_ptr<MeasuredSelection>> selection_;
   mutable std::mutex reported_mu_;
   mutable std::unordered_set<std::uint64_t> reported_;
 };
@@ -87,7 +94,13 @@ class RequestHandler {
 
  private:
   struct CachedPlan;
+  struct Shadow;
   const CachedPlan* find_plan(const wire::ParsedRequest& req, Status& error);
+  // Shadow evaluation of one interval (measured_selection.h): the reply from the model
+  // measured selection chooses, or an empty span to answer the usual way.
+  std::span<const std::uint8_t> estimate_measured(const wire::ParsedRequest& req, Shadow& shadow,
+                                                  const CachedPlan& cp);
+  std::unique_ptr<Shadow> make_shadow(const wire::ParsedRequest& req, const models::Model& chosen);
   std::span<const std::uint8_t> estimate(const wire::ParsedRequest& req);
   std::span<const std::uint8_t> handle_request(std::span<const std::uint8_t> request);
 

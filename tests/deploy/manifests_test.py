@@ -506,7 +506,7 @@ class DockerfileTest(unittest.TestCase):
                   "FlatBuffers": "libflatbuffers-dev", "spdlog": "libspdlog-dev",
                   "nlohmann_json": "nlohmann-json3-dev", "CLI11": "libcli11-dev",
                   "Threads": None, "HDF5": "libhdf5-dev", "libzip": "libzip-dev",
-                  "CURL": "libcurl4-openssl-dev"}
+                  "CURL": "libcurl4-openssl-dev", "ZLIB": "zlib1g-dev"}
         test_only = {"GTest", "benchmark", "xgboost", "EstimatorClient"}
         packages = subprocess.run(
             ["bash", "-c", 'source "$1/scripts/setup.sh" && echo "${PACKAGES[@]}"', "-", ROOT],

@@ -1,0 +1,272 @@
+// Issue 15's proof, across processes: the real estimatord serves a simulated node
+// (tests/unit/measured_node.h) whose published-best model is wrong and whose
+// published-worst model is right. An exporter sends one node-level row per interval with
+// the node power measured in it; after the minimum evidence the daemon answers with the
+// right model, logs the switch, and its metrics show the right model's measured MAE below
+// the published-best's by the factor computed here from the models' formulas. With
+// --selection published it never switches.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "clients/cpp/estimator_client.h"
+#include "tests/unit/measured_node.h"
+
+extern char** environ;
+
+namespace estimator {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::NodeSample;
+
+constexpr double kWindow = 12;
+constexpr int kMinIntervals = 8;
+
+class Watchdog {
+ public:
+  explicit Watchdog(unsigned seconds) { alarm(seconds); }
+  ~Watchdog() { alarm(0); }
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// estimatord serving `model_dir` only, its log in a file (for the metrics port and the
+// switch), metrics on an ephemeral loopback port.
+class Daemon {
+ public:
+  Daemon(std::string shm_name, const fs::path& dir) : shm_name_(std::move(shm_name)), dir_(dir) {
+    log_ = dir / "estimatord.log";
+  }
+  ~Daemon() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+  }
+
+  std::uint16_t start(const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm_name_, "--slots", "8",
+                                     "--slot-bytes", "65536", "--log-level", "info",
+                                     "--no-default-models", "--model-dir", (dir_ / "models").string(),
+                                     "--metrics-address", "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) return 0;
+    for (int i = 0; i < 1000; ++i) {
+      const std::string log = read_file(log_);
+      const std::size_t p = log.find("metrics: http://");
+      if (p != std::string::npos && log.find("ready:") != std::string::npos) {
+        const std::size_t end = log.find("/metrics", p + 16);
+        const std::string address = log.substr(p + 16, end - p - 16);
+        return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ADD_FAILURE() << "estimatord exited: " << log;
+        return 0;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    ADD_FAILURE() << "no metrics address in the log: " << read_file(log_);
+    return 0;
+  }
+
+  std::string log() const { return read_file(log_); }
+
+ private:
+  std::string shm_name_;
+  fs::path dir_, log_;
+  pid_t pid_ = -1;
+};
+
+std::string http_get(std::uint16_t port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+double sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return -1;
+}
+
+std::string error_series(const std::string& model, const std::string& component) {
+  return "estimator_model_measured_error{model=\"" + model +
+         "\",source=\"rapl-sysfs\",output_type=\"AbsPower\",component=\"" + component +
+         "\",kind=\"mae\"}";
+}
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& what)
+      : path_(fs::temp_directory_path() / ("measured-it-" + what + "-" + std::to_string(getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+    testing::write_node_models(path_ / "models");
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Sends the samples as intervals; the name of the model that answered each.
+std::vector<std::string> drive(const std::string& shm, const std::vector<NodeSample>& samples,
+                               std::vector<std::vector<float>>* powers = nullptr) {
+  client::Client c({.shm_name = shm});
+  const std::string_view names[] = {"cpu_util", "mem_mb"};
+  std::vector<std::string> models;
+  for (const NodeSample& s : samples) {
+    const float row[] = {s.cpu_util, s.mem_mb};
+    const float package[] = {s.package};
+    const float dram[] = {s.dram};
+    const NodePower power[] = {{"package", package, {}}, {"dram", dram, {}}};
+    auto reply = c.estimate({.selector = {.output_type = "AbsPower", .source = "intel_rapl"},
+                             .features = names,
+                             .matrix = row,
+                             .rows = 1,
+                             .cols = 2,
+                             .node_power = power},
+                            2000ms);
+    if (!reply.ok()) {
+      ADD_FAILURE() << reply.status().to_string();
+      break;
+    }
+    models.emplace_back(reply->model().name);
+    if (powers != nullptr) powers->emplace_back(reply->powers().begin(), reply->powers().end());
+  }
+  return models;
+}
+
+TEST(MeasuredSelectionProcess, DaemonSwitchesToTheModelRightForThisNode) {
+  Watchdog dog(120);
+  TempDir dir("switch");
+  const std::string shm = "estimator-it-measured-" + std::to_string(getpid());
+  Daemon d(shm, dir.path());
+  const std::uint16_t port = d.start({"--selection-window", std::to_string(static_cast<int>(kWindow)),
+                                      "--selection-min-intervals", std::to_string(kMinIntervals)});
+  ASSERT_NE(port, 0);
+
+  const std::vector<NodeSample> samples = testing::node_samples(60);
+  std::vector<std::vector<float>> powers;
+  const std::vector<std::string> models = drive(shm, samples, &powers);
+  ASSERT_EQ(models.size(), samples.size());
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    const bool switched = i + 1 >= static_cast<std::size_t>(kMinIntervals);
+    EXPECT_EQ(models[i], switched ? "Truth_0" : "Published_0") << "interval " << i;
+  }
+  // The last answer is the truth's formula (package, dram).
+  const NodeSample& last = samples.back();
+  ASSERT_EQ(powers.back().size(), 2U);
+  EXPECT_NEAR(powers.back()[0], testing::kTruth.package(last.cpu_util, last.mem_mb), 1e-3);
+  EXPECT_NEAR(powers.back()[1], testing::kTruth.dram(last.mem_mb), 1e-3);
+
+  const std::string scrape = http_get(port, "/metrics");
+  const auto [truth_p, truth_d] = testing::weighted_maes(testing::kTruth, samples, kWindow);
+  const auto [pub_p, pub_d] = testing::weighted_maes(testing::kPublishedBest, samples, kWindow);
+  const double got_truth_p = sample(scrape, error_series("Truth_0", "package"));
+  const double got_pub_p = sample(scrape, error_series("Published_0", "package"));
+  const double got_truth_d = sample(scrape, error_series("Truth_0", "dram"));
+  const double got_pub_d = sample(scrape, error_series("Published_0", "dram"));
+  EXPECT_NEAR(got_truth_p, truth_p, 1e-3 * (1 + truth_p)) << scrape;
+  EXPECT_NEAR(got_pub_p, pub_p, 1e-3 * (1 + pub_p));
+  EXPECT_NEAR(got_truth_d, truth_d, 1e-3 * (1 + truth_d));
+  EXPECT_NEAR(got_pub_d, pub_d, 1e-3 * (1 + pub_d));
+  // The expected factor between the published-best's measured error and the right one's.
+  const double factor = (pub_p + pub_d) / (truth_p + truth_d);
+  EXPECT_GT(factor, 20);
+  EXPECT_NEAR((got_pub_p + got_pub_d) / (got_truth_p + got_truth_d), factor, 0.01 * factor);
+  EXPECT_EQ(sample(scrape, "estimator_model_selected{source=\"rapl-sysfs\",output_type=\"AbsPower\","
+                           "candidates=\"Published_0, Middle_0, Truth_0\","
+                           "model=\"Truth_0\",basis=\"measured\"}"),
+            1);
+  EXPECT_EQ(sample(scrape, "estimator_model_measured_intervals{model=\"Truth_0\",source=\"rapl-sysfs\","
+                           "output_type=\"AbsPower\"}"),
+            static_cast<double>(samples.size()));
+  const std::string log = d.log();
+  EXPECT_NE(log.find("model Truth_0"), std::string::npos) << log;
+  EXPECT_NE(log.find("instead of Published_0"), std::string::npos) << log;
+
+  // `estimator models` shows the measured errors of the scrape beside the published ones.
+  std::ofstream(dir.path() / "scrape.txt") << scrape;
+  const std::string listing_path = (dir.path() / "listing.txt").string();
+  const std::string cmd = std::string(ESTIMATOR_CLI_PATH) + " models --model-dir " +
+                          (dir.path() / "models").string() + " --measured-from " +
+                          (dir.path() / "scrape.txt").string() + " > " + listing_path + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(listing_path);
+  const std::string listing = read_file(listing_path);
+  char want[128];
+  std::snprintf(want, sizeof want, "measured on the node: mae %.4g, mape", (got_truth_p + got_truth_d) / 2);
+  const std::size_t truth_at = listing.find("Truth_0");
+  ASSERT_NE(truth_at, std::string::npos) << listing;
+  EXPECT_NE(listing.find(want, truth_at), std::string::npos) << want << "\n" << listing;
+  EXPECT_NE(listing.find("over 60 intervals (published mae 9, mape -)", truth_at), std::string::npos)
+      << listing;
+}
+
+TEST(MeasuredSelectionProcess, PublishedSelectionNeverSwitches) {
+  Watchdog dog(120);
+  TempDir dir("published");
+  const std::string shm = "estimator-it-published-" + std::to_string(getpid());
+  Daemon d(shm, dir.path());
+  ASSERT_NE(d.start({"--selection", "published", "--selection-min-intervals", "2"}), 0);
+  for (const std::string& m : drive(shm, testing::node_samples(20))) EXPECT_EQ(m, "Published_0");
+}
+
+}  // namespace
+}  // namespace estimator
