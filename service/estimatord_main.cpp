@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "service/command_line.h"
 #include "service/daemon.h"
 #include "service/metrics.h"
