@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/text.h"
 #include "models/curve_fit.h"
 #include "models/metadata.h"
 
@@ -373,14 +374,6 @@ bool contains(const std::vector<std::string>& v, std::string_view s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const std::string& s : v) {
-    if (!out.empty()) out += ", ";
-    out += s;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -447,7 +440,8 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
   if (!info.features.empty() && !same_set) {
     spdlog::warn("{}: metadata.json lists features [{}] but the weights use [{}]; "
                  "the weights decide",
-                 file, join(info.features), join(numerical_names));
+                 file, join(std::span<const std::string>(info.features), ", "),
+                 join(std::span<const std::string>(numerical_names), ", "));
   }
   for (const std::string& f : numerical_names) {
     if (!contains(features, f)) features.push_back(f);
