@@ -43,6 +43,38 @@ struct RequestSpec {
   std::span<const SystemValue> system_values;
 };
 
+// What picks the model: the selector fields of a request, as each client names them.
+struct Selection {
+  std::string_view model_name;
+  std::string_view trainer;
+  std::string_view output_type;
+  std::string_view source;
+  std::string_view filter;
+};
+
+// The estimate request of `selection` over a rows x cols matrix (request_id left 0): the
+// one mapping from a client's own request type (the C++ client's Request, the Kepler
+// adapter's KeplerRequest) to the wire, so the clients cannot drift apart.
+inline RequestSpec estimate_spec(const Selection& selection,
+                                 std::span<const std::string_view> feature_names,
+                                 const float* matrix, std::uint32_t rows, std::uint32_t cols,
+                                 std::span<const NodePower> node_power,
+                                 std::span<const SystemValue> system_values) {
+  RequestSpec spec;
+  spec.model_name = selection.model_name;
+  spec.trainer = selection.trainer;
+  spec.output_type = selection.output_type;
+  spec.source = selection.source;
+  spec.filter = selection.filter;
+  spec.feature_names = feature_names;
+  spec.matrix = matrix;
+  spec.rows = rows;
+  spec.cols = cols;
+  spec.node_power = node_power;
+  spec.system_values = system_values;
+  return spec;
+}
+
 // An upper bound of the encoded size of `spec`, to refuse a request that cannot fit a
 // slot before building it.
 std::size_t request_size_bound(const RequestSpec& spec);
