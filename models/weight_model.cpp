@@ -285,7 +285,7 @@ CurveChoice choose_curve(const ModelInfo& info, const Json& doc) {
                           "(ExponentialRegressionTrainer, LogarithmicRegressionTrainer or "
                           "LogisticRegressionTrainer); trainer \"" + info.trainer + "\"";
     if (!info.name.empty()) problem += " (model " + info.name + ")";
-    problem += " is not supported yet";
+    problem += " is none of them";
     choice.problem = std::move(problem);
   }
   return choice;
