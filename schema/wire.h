@@ -27,29 +27,24 @@ inline constexpr std::size_t kMaxSystemValues = 32;
 
 // ---- requests ------------------------------------------------------------------------
 
-struct RequestSpec {
-  std::uint64_t request_id = 0;
-  fb::RequestKind kind = fb::RequestKind::Estimate;
-  std::string_view model_name;
-  std::string_view trainer;
-  std::string_view output_type;
-  std::string_view source;
-  std::string_view filter;                          // Kepler's "mae:0.5;mape:10"
-  std::span<const std::string_view> feature_names;  // one per column
-  const float* matrix = nullptr;                    // rows x cols, row-major
-  std::uint32_t rows = 0;
-  std::uint32_t cols = 0;
-  std::span<const NodePower> node_power;
-  std::span<const SystemValue> system_values;
-};
-
 // What picks the model: the selector fields of a request, as each client names them.
 struct Selection {
   std::string_view model_name;
   std::string_view trainer;
   std::string_view output_type;
   std::string_view source;
-  std::string_view filter;
+  std::string_view filter;  // Kepler's "mae:0.5;mape:10"
+};
+
+struct RequestSpec : Selection {
+  std::uint64_t request_id = 0;
+  fb::RequestKind kind = fb::RequestKind::Estimate;
+  std::span<const std::string_view> feature_names;  // one per column
+  const float* matrix = nullptr;                    // rows x cols, row-major
+  std::uint32_t rows = 0;
+  std::uint32_t cols = 0;
+  std::span<const NodePower> node_power;
+  std::span<const SystemValue> system_values;
 };
 
 // The estimate request of `selection` over a rows x cols matrix (request_id left 0): the
@@ -61,11 +56,7 @@ inline RequestSpec estimate_spec(const Selection& selection,
                                  std::span<const NodePower> node_power,
                                  std::span<const SystemValue> system_values) {
   RequestSpec spec;
-  spec.model_name = selection.model_name;
-  spec.trainer = selection.trainer;
-  spec.output_type = selection.output_type;
-  spec.source = selection.source;
-  spec.filter = selection.filter;
+  static_cast<Selection&>(spec) = selection;
   spec.feature_names = feature_names;
   spec.matrix = matrix;
   spec.rows = rows;

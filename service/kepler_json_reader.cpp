@@ -203,6 +203,11 @@ class KeplerJsonParser {
   bool number_list(std::vector<float>& out, std::string_view what);
   bool matrix();
   bool separator(char close, std::string_view inside);
+  // A list (null reads as empty) of at most `limit` items, each read by read(item, index);
+  // `kind` names the items for the syntax error, `unit` for the size error.
+  template <typename T, typename Read>
+  bool list(std::vector<T>& out, std::size_t limit, std::string_view what, const char* kind,
+            const char* unit, Read&& read);
 
   KeplerJsonReader& r_;
   const char* begin_;
@@ -534,12 +539,13 @@ bool KeplerJsonParser::separator(char close, std::string_view inside) {
               excerpt(p_, end_) + "'" + at());
 }
 
-bool KeplerJsonParser::string_list(std::vector<Slice>& out, std::size_t limit,
-                                   std::string_view what) {
+template <typename T, typename Read>
+bool KeplerJsonParser::list(std::vector<T>& out, std::size_t limit, std::string_view what,
+                            const char* kind, const char* unit, Read&& read) {
   out.clear();
   if (!more(what)) return false;
   if (take_null()) return true;
-  if (*p_ != '[') return fail(std::string(what) + " must be a list of strings" + at());
+  if (*p_ != '[') return fail(std::string(what) + " must be a list of " + kind + at());
   ++p_;
   if (!more(what)) return false;
   if (*p_ == ']') {
@@ -548,17 +554,23 @@ bool KeplerJsonParser::string_list(std::vector<Slice>& out, std::size_t limit,
   }
   for (;;) {
     if (out.size() == limit) {
-      return fail(Code::kTooLarge,
-                  std::string(what) + " has more than " + std::to_string(limit) + " entries");
+      return fail(Code::kTooLarge, std::string(what) + " has more than " +
+                                       std::to_string(limit) + " " + unit);
     }
-    const Where item(what, static_cast<long>(out.size()));
-    if (!more(item)) return false;
-    Slice s{};
-    if (!string_slice(s, item)) return false;
-    out.push_back(s);
+    T v{};
+    if (!read(v, static_cast<long>(out.size()))) return false;
+    out.push_back(v);
     if (!separator(']', what)) return false;
     if (*p_++ == ']') return true;
   }
+}
+
+bool KeplerJsonParser::string_list(std::vector<Slice>& out, std::size_t limit,
+                                   std::string_view what) {
+  return list(out, limit, what, "strings", "entries", [&](Slice& s, long i) {
+    const Where item(what, i);
+    return more(item) && string_slice(s, item);
+  });
 }
 
 bool KeplerJsonParser::string_field(Slice& s, std::string_view what) {
@@ -569,28 +581,9 @@ bool KeplerJsonParser::string_field(Slice& s, std::string_view what) {
 }
 
 bool KeplerJsonParser::number_list(std::vector<float>& out, std::string_view what) {
-  out.clear();
-  if (!more(what)) return false;
-  if (take_null()) return true;
-  if (*p_ != '[') return fail(std::string(what) + " must be a list of numbers" + at());
-  ++p_;
-  if (!more(what)) return false;
-  if (*p_ == ']') {
-    ++p_;
-    return true;
-  }
-  for (;;) {
-    if (out.size() == r_.limits_.max_packages) {
-      return fail(Code::kTooLarge, std::string(what) + " has more than " +
-                                       std::to_string(r_.limits_.max_packages) + " values");
-    }
-    float v = 0;
-    if (!more(what)) return false;
-    if (!number(v, Where(what, static_cast<long>(out.size())))) return false;
-    out.push_back(v);
-    if (!separator(']', what)) return false;
-    if (*p_++ == ']') return true;
-  }
+  return list(out, r_.limits_.max_packages, what, "numbers", "values", [&](float& v, long i) {
+    return more(what) && number(v, Where(what, i));
+  });
 }
 
 // `values`: a list of rows, each a list of numbers. Rows are checked against the metrics
