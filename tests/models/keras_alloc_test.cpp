@@ -42,7 +42,6 @@ TEST(KerasPredictAllocations, CountingHookWorks) {
 
 TEST(KerasPredictAllocations, HookSeesEigenProductWorkspace) {
   if (!kCountsMalloc) GTEST_SKIP() << "malloc belongs to the sanitizer in this build";
-TEST(KerasPredictAllocations, HookSeesEigenProductWorkspace) {
   // Why malloc is counted: a blocked matrix-matrix product of this size takes its
   // workspace from malloc, which counting operator new alone would not see.
   RowMatrixD a = RowMatrixD::Random(500, 512);
