@@ -15,8 +15,8 @@
 // One deliberate difference: a side that finds its peer scheduled on its own CPU (a
 // loaded machine; nothing is pinned) yields instead of pausing, since spinning there only
 // keeps the peer it waits for off the CPU until the scheduler preempts it, milliseconds
-// later. The floor is then the least a same-CPU handoff costs, which a spin-only waiter
-// (the ring's, today) cannot reach; the slow% column shows when that happened.
+// later. The ring's waiters stop spinning in that case too (shm/wait.h), so both measure
+// a same-CPU handoff alike; the slow% column shows when that happened.
 #include <sched.h>
 #include <sys/mman.h>
 #include <time.h>

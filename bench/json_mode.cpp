@@ -34,6 +34,7 @@
 #include "bench/child.h"
 #include "bench/kepler_codec.h"
 #include "bench/modes.h"
+#include "common/errno_text.h"
 #include "service/kepler_endpoint.h"
 #include "service/kepler_json.h"
 
@@ -41,8 +42,6 @@ namespace estimator::bench {
 namespace {
 
 constexpr std::size_t kMaxReplyBytes = 16U << 20U;  // a longer reply fails the run
-
-std::string errno_text(int err) { return std::strerror(err); }
 
 class JsonMode final : public Mode {
  public:

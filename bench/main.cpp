@@ -51,6 +51,7 @@
 #include "bench/workload.h"
 #include "bench/xgboost_workload.h"
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 
 extern char** environ;
 

@@ -6,8 +6,8 @@
 //
 // Why it is fair: nothing is skipped or precomputed. Each round trip encodes the request
 // anew (new request id), the daemon verifies and decodes it, evaluates the model and builds
-// the response, and the client verifies that response before the clock stops, exactly as
-// the socket baseline does. Hot: both sides spin (--spin-us, default 1 ms) for their peer,
+// the response, and the client copies that response out of its slot and verifies it
+// before the clock stops, exactly as the socket baseline verifies its own. Hot: both sides spin (--spin-us, default 1 ms) for their peer,
 // so back-to-back requests are served hot, as with a high-frequency exporter. Sleeping:
 // neither side spins, as with an exporter sampling every few seconds.
 //

@@ -20,6 +20,7 @@
 
 #include "bench/child.h"
 #include "bench/modes.h"
+#include "common/errno_text.h"
 #include "service/request_handler.h"
 
 namespace estimator::bench {
@@ -41,8 +42,6 @@ class MessageBuffer {
   std::size_t capacity_;
   std::vector<std::uint64_t> storage_;
 };
-
-std::string errno_text(int err) { return std::strerror(err); }
 
 // Sends the length and the bytes in one call; SIGPIPE suppressed (a dead peer is an error).
 Status send_message(int fd, std::span<const std::uint8_t> bytes) {

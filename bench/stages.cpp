@@ -22,6 +22,7 @@
 #include "bench/workload.h"
 #include "bench/xgboost_workload.h"
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "service/kepler_adapter.h"
 #include "service/kepler_json.h"
 #include "service/request_handler.h"

@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "models/registry.h"
+#include "models/model_folder.h"
 
 namespace estimator::models {
 

@@ -15,7 +15,7 @@
 
 #include "common/status.h"
 #include "models/model.h"
-#include "models/registry.h"
+#include "models/model_folder.h"
 
 namespace estimator::models {
 

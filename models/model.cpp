@@ -1,15 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "models/model.h"
 
-#include <algorithm>
-#include <cctype>
+#include "common/text.h"
 
 namespace estimator::models {
 
 std::string canonical_source(std::string_view source) {
-  std::string s(source);
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const std::string s = lower(source);
   // Every RAPL reader measures the same four domains, so models trained on one serve
   // requests naming another.
   if (s == "intel_rapl" || s == "rapl" || s == "rapl-msr" || s == "rapl-sysfs") {

@@ -59,10 +59,7 @@ class PipelineModel final : public Model {
 
   Status predict(const Plan& plan, const ModelInput& in, MatrixView out) const override {
     const auto* p = dynamic_cast<const PipelinePlan*>(&plan);
-    if (p == nullptr || p->request_columns != in.x.cols() || out.rows() != in.x.rows() ||
-        out.cols() != static_cast<Eigen::Index>(info().components.size())) {
-      return Status(Code::kInternal, "model " + info().name + ": plan or output shape mismatch");
-    }
+    if (Status s = check_predict_args(p, p ? p->request_columns : 0, in, out); !s.ok()) return s;
     const Eigen::Index rows = in.x.rows();
     Scratch& s = p->scratch;
     Eigen::Index first_column = 0;  // of this pipeline's outputs in `out`

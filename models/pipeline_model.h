@@ -22,7 +22,7 @@
 
 #include "models/json_fields.h"
 #include "models/model.h"
-#include "models/registry.h"
+#include "models/model_folder.h"
 #include "models/stages.h"
 
 namespace estimator::models {

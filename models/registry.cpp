@@ -20,6 +20,7 @@
 #include <system_error>
 #include <utility>
 
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "models/json_fields.h"
 #include "models/metadata.h"
@@ -39,13 +40,6 @@ namespace {
 // The feature scaler a 2022-layout folder (metadata.json naming one model_file, no
 // component map) holds beside its model.
 constexpr const char* kImplicitScaler = "scaler.pkl";
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 std::string folder_name(std::string_view origin) {
   const std::size_t cut = origin.find_last_of("/:");
@@ -99,22 +93,10 @@ bool matches_kind(const ModelInfo& m, std::string_view output_type, std::string_
   return fits(m.output_type, output_type) && fits(m.source, source);
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const std::string& s : v) {
-    if (!out.empty()) out += ", ";
-    out += s;
-  }
-  return out.empty() ? std::string("none") : out;
-}
-
-std::string join_views(std::span<const std::string_view> v) {
-  std::string out;
-  for (std::string_view s : v) {
-    if (!out.empty()) out += ", ";
-    out += s;
-  }
-  return out.empty() ? std::string("none") : out;
+// A list for a message: ", "-separated, "none" when empty.
+template <typename T>
+std::string listed(std::span<const T> v) {
+  return v.empty() ? std::string("none") : join(v, ", ");
 }
 
 std::string kind_of(const ModelInfo& m) {
@@ -659,7 +641,7 @@ Result<const Model*> Registry::select(const Selector& selector,
                                  : "no model named " + std::string(selector.name);
     return Status(Code::kNotFound,
                   what + " (loaded: " +
-                      join(std::vector<std::string>(loaded.begin(), loaded.end())) + ")");
+                      listed<std::string>(std::vector<std::string>(loaded.begin(), loaded.end())) + ")");
   }
   if (rejected.empty()) {
     // Nothing of the requested kind at all.
@@ -677,7 +659,7 @@ Result<const Model*> Registry::select(const Selector& selector,
     return Status(Code::kNotFound,
                   (by_id ? subject + " exists, but not for " : subject + " for ") +
                       wanted_kind(output_type, source) + " (loaded: " +
-                      join(std::vector<std::string>(kinds.begin(), kinds.end())) + ")");
+                      listed<std::string>(std::vector<std::string>(kinds.begin(), kinds.end())) + ")");
   }
 
   const Verdict* near = closest(rejected, policy);
@@ -685,7 +667,7 @@ Result<const Model*> Registry::select(const Selector& selector,
     const bool only_filtered = near->missing.empty() && !near->lacks_node_power;
     return Status(only_filtered ? Code::kNotFound : Code::kMissingFeatures, refusal_reason(*near));
   }
-  std::string msg = "no model fits the request (features offered: " + join_views(features);
+  std::string msg = "no model fits the request (features offered: " + listed<std::string_view>(features);
   if (!output_type.empty() || !source.empty()) msg += "; " + wanted_kind(output_type, source);
   if (!has_node_power) msg += "; no node power";
   if (!selector.filter.empty()) msg += "; filter " + std::string(selector.filter);

@@ -16,18 +16,9 @@
 
 #include "common/status.h"
 #include "models/model.h"
+#include "models/model_folder.h"
 
 namespace estimator::models {
-
-// One model folder: its files by name (relative to the folder), contents in memory.
-// Built from a directory on disk, from the embedded defaults, or (later) from a zip.
-struct ModelFolder {
-  std::string origin;                          // path or "embedded:<path>", for messages
-  std::map<std::string, std::string> files;    // "metadata.json" -> contents, ...
-  // Path components above the folder, e.g. {"rapl-sysfs", "AbsPower"}: supply source and
-  // output type when metadata.json lacks them.
-  std::vector<std::string> path_hints;
-};
 
 // What a request asks for; empty strings mean "any". The default member initializers let
 // callers name only what they set (Selector{.output_type = "AbsPower"}) without

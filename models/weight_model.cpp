@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/text.h"
 #include "models/curve_fit.h"
 #include "models/metadata.h"
 
@@ -285,7 +286,7 @@ CurveChoice choose_curve(const ModelInfo& info, const Json& doc) {
                           "(ExponentialRegressionTrainer, LogarithmicRegressionTrainer or "
                           "LogisticRegressionTrainer); trainer \"" + info.trainer + "\"";
     if (!info.name.empty()) problem += " (model " + info.name + ")";
-    problem += " is not supported yet";
+    problem += " is none of them";
     choice.problem = std::move(problem);
   }
   return choice;
@@ -374,14 +375,6 @@ bool contains(const std::vector<std::string>& v, std::string_view s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const std::string& s : v) {
-    if (!out.empty()) out += ", ";
-    out += s;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -448,7 +441,8 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
   if (!info.features.empty() && !same_set) {
     spdlog::warn("{}: metadata.json lists features [{}] but the weights use [{}]; "
                  "the weights decide",
-                 file, join(info.features), join(numerical_names));
+                 file, join(std::span<const std::string>(info.features), ", "),
+                 join(std::span<const std::string>(numerical_names), ", "));
   }
   for (const std::string& f : numerical_names) {
     if (!contains(features, f)) features.push_back(f);

@@ -28,14 +28,18 @@ inline constexpr std::size_t kMaxSystemValues = 32;
 
 // ---- requests ------------------------------------------------------------------------
 
-struct RequestSpec {
-  std::uint64_t request_id = 0;
-  fb::RequestKind kind = fb::RequestKind::Estimate;
+// What picks the model: the selector fields of a request, as each client names them.
+struct Selection {
   std::string_view model_name;
   std::string_view trainer;
   std::string_view output_type;
   std::string_view source;
-  std::string_view filter;                          // Kepler's "mae:0.5;mape:10"
+  std::string_view filter;  // Kepler's "mae:0.5;mape:10"
+};
+
+struct RequestSpec : Selection {
+  std::uint64_t request_id = 0;
+  fb::RequestKind kind = fb::RequestKind::Estimate;
   std::span<const std::string_view> feature_names;  // one per column
   const float* matrix = nullptr;                    // rows x cols, row-major
   std::uint32_t rows = 0;
@@ -43,6 +47,25 @@ struct RequestSpec {
   std::span<const NodePower> node_power;
   std::span<const SystemValue> system_values;
 };
+
+// The estimate request of `selection` over a rows x cols matrix (request_id left 0): the
+// one mapping from a client's own request type (the C++ client's Request, the Kepler
+// adapter's KeplerRequest) to the wire, so the clients cannot drift apart.
+inline RequestSpec estimate_spec(const Selection& selection,
+                                 std::span<const std::string_view> feature_names,
+                                 const float* matrix, std::uint32_t rows, std::uint32_t cols,
+                                 std::span<const NodePower> node_power,
+                                 std::span<const SystemValue> system_values) {
+  RequestSpec spec;
+  static_cast<Selection&>(spec) = selection;
+  spec.feature_names = feature_names;
+  spec.matrix = matrix;
+  spec.rows = rows;
+  spec.cols = cols;
+  spec.node_power = node_power;
+  spec.system_values = system_values;
+  return spec;
+}
 
 // An upper bound of the encoded size of `spec`, to refuse a request that cannot fit a
 // slot before building it.

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "service/command_line.h"
 #include "service/daemon.h"
 #include "service/measured_selection.h"

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "service/fetch_config.h"
 
+#include "common/text.h"
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -42,13 +43,6 @@ bool valid_key(std::string_view key) {
            return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                   c == '_';
          });
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
 }
 
 Status bad(const ConfigValue& v, std::string_view key, std::string_view why) {

@@ -75,18 +75,9 @@ std::string_view KeplerAdapter::answer(std::string_view request) {
     system_values_.push_back({k.system_features[i], k.system_values[i]});
   }
 
-  wire::RequestSpec spec;
-  spec.model_name = k.model_name;
-  spec.trainer = k.trainer_name;
-  spec.output_type = k.output_type;
-  spec.source = k.source;
-  spec.filter = k.filter;
-  spec.feature_names = k.metrics;
-  spec.matrix = k.values.data();
-  spec.rows = k.rows;
-  spec.cols = k.cols;
-  spec.node_power = node_power_;
-  spec.system_values = system_values_;
+  const wire::RequestSpec spec = wire::estimate_spec(
+      {k.model_name, k.trainer_name, k.output_type, k.source, k.filter}, k.metrics,
+      k.values.data(), k.rows, k.cols, node_power_, system_values_);
 
   ensure_capacity(wire::request_size_bound(spec) + 64,
                   std::size_t{k.rows} * kMaxComponents * sizeof(float) + kResponseOverhead);

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/errno_text.h"
 #include "common/unique_fd.h"
 #include "service/kepler_adapter.h"
 #include "service/metrics.h"
@@ -36,9 +37,6 @@ constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 // glibc keeps freed blocks of this size (its mmap threshold rises after the first such
 // free), so without a trim a burst of large requests would stay in the daemon's RSS.
 constexpr std::size_t kTrimAfterBytes = 8 << 20;
-
-std::string errno_text(int err) { return std::strerror(err); }
-
 
 bool fill_address(const std::string& path, sockaddr_un& addr) {
   std::memset(&addr, 0, sizeof addr);

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/errno_text.h"
 #include "common/unique_fd.h"
 #include "service/metrics.h"
 
@@ -27,9 +28,6 @@ namespace estimator::service {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-
-std::string errno_text(int err) { return std::strerror(err); }
 
 struct Connection {
   enum class State { kReading, kWriting, kDraining };

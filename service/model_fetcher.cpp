@@ -15,6 +15,7 @@
 #include <set>
 #include <spdlog/spdlog.h>
 
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "models/model.h"
 #include "models/registry.h"
@@ -31,13 +32,6 @@ constexpr std::size_t kMaxQueries = 256;
 constexpr std::size_t kMaxFeatures = 256;
 constexpr std::size_t kMaxFieldBytes = 256;
 constexpr long kMaxRedirects = 5;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 std::uint64_t fnv1a(std::string_view s) {
   std::uint64_t h = 1469598103934665603ULL;
@@ -94,7 +88,6 @@ struct CurlSlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
 using CurlSlist = std::unique_ptr<curl_slist, CurlSlistDeleter>;
-
 
 // A private directory removed with its contents when it goes out of scope.
 class ScratchDir {

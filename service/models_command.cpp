@@ -10,17 +10,15 @@
 #include <sstream>
 #include <tuple>
 
+#include "common/text.h"
 #include "models/embedded_defaults.h"
 #include "models/registry.h"
 
 namespace estimator::service {
 namespace {
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
-  return out;
-}
+// Comma-separated with no spaces, so that a listing line stays one token per column.
+std::string commas(std::span<const std::string> v) { return join(v, ","); }
 
 std::string figure(double v) {
   if (std::isnan(v)) return "-";
@@ -132,8 +130,8 @@ int run_models(const ModelsOptions& o, std::FILE* out) {
     std::fprintf(out, "  %-36s %-9s %-11s %-9s %8s %8s  %s\n", i.name.c_str(),
                  i.model_class.c_str(), i.source.empty() ? "unknown" : i.source.c_str(),
                  i.output_type.empty() ? "unknown" : i.output_type.c_str(), figure(i.mae).c_str(),
-                 figure(i.mape).c_str(), join(i.features).c_str());
-    std::fprintf(out, "  %-36s components %s; from %s\n", "", join(i.components).c_str(),
+                 figure(i.mape).c_str(), commas(i.features).c_str());
+    std::fprintf(out, "  %-36s components %s; from %s\n", "", commas(i.components).c_str(),
                  i.origin.c_str());
     if (!o.measured_from.empty()) {
       const auto it = measured.find({i.name, i.source, i.output_type});
@@ -159,7 +157,7 @@ int run_models(const ModelsOptions& o, std::FILE* out) {
     auto chosen = registry->select(sel, cols, false, {o.error_key, o.node_type}, &passed_over);
     if (chosen.ok()) {
       const models::ModelInfo& c = chosen.value()->info();
-      std::fprintf(out, "selection for [%s]: %s (%s %s; from %s)\n", join(o.features).c_str(),
+      std::fprintf(out, "selection for [%s]: %s (%s %s; from %s)\n", commas(o.features).c_str(),
                    c.name.c_str(), o.error_key.c_str(), figure(c.figure(o.error_key)).c_str(),
                    c.origin.c_str());
       for (const models::PassedOver& p : passed_over) {
@@ -169,7 +167,7 @@ int run_models(const ModelsOptions& o, std::FILE* out) {
                      models::describe_needs(p).c_str());
       }
     } else {
-      std::fprintf(out, "selection for [%s]: none: %s\n", join(o.features).c_str(),
+      std::fprintf(out, "selection for [%s]: none: %s\n", commas(o.features).c_str(),
                    chosen.status().message().c_str());
     }
   }

@@ -19,6 +19,7 @@
 #include <new>
 #include <utility>
 
+#include "common/errno_text.h"
 #include "schema/schema_version.h"
 #include "shm/wait.h"
 
@@ -30,8 +31,6 @@ namespace {
 constexpr const char* kShmDir = "/dev/shm/";
 // Attempts at a name that others keep re-creating between our unlink and our O_EXCL.
 constexpr int kNameAttempts = 3;
-
-std::string errno_text(int err) { return std::strerror(err); }
 
 bool valid_name(const std::string& name) {
   if (name.empty() || name.size() > 200) return false;

@@ -63,19 +63,10 @@ std::uint64_t deadline_after(std::chrono::nanoseconds timeout) {
 }
 
 wire::RequestSpec spec_of(const Request& request) {
-  wire::RequestSpec spec;
-  spec.model_name = request.selector.name;
-  spec.trainer = request.selector.trainer;
-  spec.output_type = request.selector.output_type;
-  spec.source = request.selector.source;
-  spec.filter = request.selector.filter;
-  spec.feature_names = request.features;
-  spec.matrix = request.matrix;
-  spec.rows = request.rows;
-  spec.cols = request.cols;
-  spec.node_power = request.node_power;
-  spec.system_values = request.system_values;
-  return spec;
+  const Selector& s = request.selector;
+  return wire::estimate_spec({s.name, s.trainer, s.output_type, s.source, s.filter},
+                             request.features, request.matrix, request.rows, request.cols,
+                             request.node_power, request.system_values);
 }
 
 // Before the first chunk is answered, the model's component count and the size of its

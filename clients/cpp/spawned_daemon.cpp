@@ -18,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "common/errno_text.h"
 #include "common/unique_fd.h"
 #include "clients/cpp/estimator_client.h"
 
@@ -28,8 +29,6 @@ namespace estimator::client {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string errno_text(int err) { return std::strerror(err); }
 
 bool is_executable_file(const std::string& path) {
   struct stat st {};
@@ -91,7 +90,6 @@ std::string describe_exit(int status) {
   }
   return "changed state " + std::to_string(status);
 }
-
 
 // Runs in the forked child: only async-signal-safe calls until execve.
 [[noreturn]] void exec_child(const char* path, char* const* argv, int devnull, int err_fd,

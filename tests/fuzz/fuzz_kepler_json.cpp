@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "service/kepler_adapter.h"
 #include "service/kepler_json.h"
 

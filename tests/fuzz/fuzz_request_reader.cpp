@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "service/request_handler.h"
 
 using namespace estimator;

@@ -121,9 +121,11 @@ class Daemon {
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "models");
     shm_ = unique_shm_name(what);
+    track_segment(shm_);
   }
   ~Daemon() {
     stop(SIGKILL);
+    untrack_segment(shm_);
     fs::remove_all(dir_);
   }
 
@@ -152,6 +154,7 @@ class Daemon {
     const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) return false;
+    track_child(pid_);
     for (int i = 0; i < 3000; ++i) {
       const std::string text = log();
       const std::size_t p = text.find("metrics: http://");
@@ -164,6 +167,7 @@ class Daemon {
       }
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        untrack_child(pid_);
         pid_ = -1;
         ADD_FAILURE() << "estimatord exited during start-up (status " << status << "): " << log();
         return false;
@@ -187,6 +191,7 @@ class Daemon {
     while (std::chrono::steady_clock::now() < end) {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        untrack_child(pid_);
         pid_ = -1;
         return status;
       }
@@ -194,6 +199,7 @@ class Daemon {
     }
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
+    untrack_child(pid_);
     pid_ = -1;
     return -1;
   }

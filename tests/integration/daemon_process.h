@@ -1,6 +1,7 @@
-// SPDX-License-Identifier: Apache-2.0
-// Test fixtures that run the real estimatord binary as a child process, and a watchdog
-// so that a deadlock fails the test instead of hanging CI.
+// Test fixtures that run the real estimatord binary as a child process. Each daemon runs
+// in its own process group and is tracked with its segment (tests/support/watchdog.h), so
+// a test that fails, hangs past its Watchdog or crashes leaves no estimatord and no
+// /dev/shm segment behind.
 #pragma once
 
 #include <signal.h>
@@ -14,23 +15,22 @@
 #include <vector>
 
 #include "clients/cpp/estimator_client.h"
-
-extern char** environ;
+#include "tests/support/watchdog.h"
 
 namespace estimator::testing {
-
-// Kills the whole test binary if a test runs longer than `seconds`.
-class Watchdog {
- public:
-  explicit Watchdog(unsigned seconds) { alarm(seconds); }
-  ~Watchdog() { alarm(0); }
-};
 
 class DaemonProcess {
  public:
   DaemonProcess(std::string shm_name, std::vector<std::string> extra = {})
-      : shm_name_(std::move(shm_name)), extra_(std::move(extra)) {}
-  ~DaemonProcess() { stop(SIGTERM); }
+      : shm_name_(std::move(shm_name)), extra_(std::move(extra)) {
+    track_segment(shm_name_);
+  }
+  // Stops the daemon and removes its segment when no other DaemonProcess of this test
+  // binary uses the name (a test that restarts a daemon on the same name keeps it).
+  ~DaemonProcess() {
+    stop(SIGTERM);
+    untrack_segment(shm_name_);
+  }
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
 
@@ -41,7 +41,7 @@ class DaemonProcess {
     for (int i = 0; i < 200; ++i) {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
+        reaped();
         return false;
       }
       if (probe.ping(std::chrono::milliseconds(100)).ok()) return true;
@@ -56,7 +56,7 @@ class DaemonProcess {
     while (std::chrono::steady_clock::now() < end) {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
+        reaped();
         return status;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -71,7 +71,14 @@ class DaemonProcess {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    return posix_spawn(&pid_, ESTIMATORD_PATH, nullptr, nullptr, argv.data(), environ) == 0;
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);  // its own group: whatever it starts goes with it
+    const bool ok = posix_spawn(&pid_, ESTIMATORD_PATH, nullptr, &attr, argv.data(), environ) == 0;
+    posix_spawnattr_destroy(&attr);
+    if (ok) track_child(pid_);
+    return ok;
   }
 
   // Sends `sig` and reaps the child; returns its wait status.
@@ -80,7 +87,7 @@ class DaemonProcess {
     kill(pid_, sig);
     int status = 0;
     waitpid(pid_, &status, 0);
-    pid_ = -1;
+    reaped();
     return status;
   }
 
@@ -96,6 +103,11 @@ class DaemonProcess {
   }
 
  private:
+  void reaped() {
+    untrack_child(pid_);
+    pid_ = -1;
+  }
+
   std::string shm_name_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "clients/cpp/estimator_client.h"
+#include "tests/support/watchdog.h"
 
 extern char** environ;
 
@@ -33,12 +34,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Kills the test binary if a test hangs (a deadlock must fail, not stall CI).
-class Watchdog {
- public:
-  explicit Watchdog(unsigned seconds) { alarm(seconds); }
-  ~Watchdog() { alarm(0); }
-};
+using estimator::testing::track_child;
+using estimator::testing::track_segment;
+using estimator::testing::untrack_child;
+using estimator::testing::untrack_segment;
+using estimator::testing::Watchdog;
 
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p);
@@ -52,13 +52,16 @@ class Daemon {
  public:
   explicit Daemon(std::string shm_name) : shm_name_(std::move(shm_name)) {
     log_ = std::filesystem::temp_directory_path() / (shm_name_ + ".log");
+    track_segment(shm_name_);
   }
   ~Daemon() {
     if (pid_ > 0) {
       kill(pid_, SIGTERM);
       int status = 0;
       waitpid(pid_, &status, 0);
+      untrack_child(pid_);
     }
+    untrack_segment(shm_name_);
     std::filesystem::remove(log_);
   }
 
@@ -79,6 +82,7 @@ class Daemon {
     const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) return 0;
+    track_child(pid_);
     for (int i = 0; i < 500; ++i) {
       const std::string log = read_file(log_);
       const std::size_t p = log.find("metrics: http://");
@@ -89,6 +93,7 @@ class Daemon {
       }
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        untrack_child(pid_);
         pid_ = -1;
         ADD_FAILURE() << "estimatord exited: " << log;
         return 0;

@@ -30,6 +30,7 @@
 #include "service/fetch_config.h"
 #include "service/model_fetcher.h"
 #include "service/model_watcher.h"
+#include "tests/support/watchdog.h"
 
 extern char** environ;
 
@@ -49,14 +50,9 @@ const fs::path kWeightJson =
 const fs::path kServerScript = fs::path(ESTIMATOR_SOURCE_DIR) / "tests/integration/fake_model_server.py";
 constexpr const char* kPython = "/usr/bin/python3";
 
-// Kills the whole test binary if a test runs longer than `seconds`.
-class Watchdog {
- public:
-  explicit Watchdog(unsigned seconds) { alarm(seconds); }
-  ~Watchdog() { alarm(0); }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-};
+using estimator::testing::track_child;
+using estimator::testing::untrack_child;
+using estimator::testing::Watchdog;
 
 std::string read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -80,6 +76,7 @@ class FakeServer {
     std::string python = kPython;
     char* argv[] = {python.data(), script.data(), dir.data(), nullptr};
     if (posix_spawn(&pid_, kPython, &actions, nullptr, argv, environ) != 0) pid_ = -1;
+    if (pid_ > 0) track_child(pid_);
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
     // The first line is the port; give the interpreter a few seconds to start.
@@ -101,6 +98,7 @@ class FakeServer {
       kill(pid_, SIGKILL);
       int status = 0;
       waitpid(pid_, &status, 0);
+      untrack_child(pid_);
     }
   }
   FakeServer(const FakeServer&) = delete;
@@ -707,12 +705,14 @@ class Estimatord {
     for (auto& e : envs) envp.push_back(e.data());
     envp.push_back(nullptr);
     if (posix_spawn(&pid_, ESTIMATORD_PATH, nullptr, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
+    if (pid_ > 0) track_child(pid_);
   }
   ~Estimatord() {
     if (pid_ > 0) {
       kill(pid_, SIGTERM);
       int status = 0;
       waitpid(pid_, &status, 0);
+      untrack_child(pid_);
     }
   }
   Estimatord(const Estimatord&) = delete;
@@ -723,6 +723,7 @@ class Estimatord {
     while (Clock::now() < end) {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        untrack_child(pid_);
         pid_ = -1;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
       }

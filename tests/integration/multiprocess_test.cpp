@@ -12,7 +12,7 @@
 #include <random>
 
 #include "daemon_process.h"
-#include "models/embedded_defaults.h"
+#include "reference_model.h"
 #include "shm/segment.h"
 
 namespace estimator::testing {
@@ -20,28 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string_view kFeatures[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit", "cpu_cycles"};
-
-// The expected answer, from the same model evaluated in this process.
-class Reference {
- public:
-  Reference() : registry_(models::Registry::build(models::embedded_model_folders())) {
-    auto m = registry_->select({.output_type = "AbsPower", .source = "rapl-sysfs"}, kFeatures, false);
-    model_ = m.value();
-    plan_ = std::move(model_->plan(kFeatures)).value();
-  }
-  std::vector<float> predict(const std::vector<float>& x, std::uint32_t rows) const {
-    std::vector<float> out(rows * model_->info().components.size());
-    models::ModelInput in{models::ConstMatrixView(x.data(), rows, 3), {}, {}};
-    EXPECT_TRUE(model_->predict(*plan_, in, models::MatrixView(out.data(), rows, model_->info().components.size())).ok());
-    return out;
-  }
-
- private:
-  std::shared_ptr<const models::Registry> registry_;
-  const models::Model* model_;
-  std::unique_ptr<const models::Plan> plan_;
-};
+const auto& kFeatures = kReferenceFeatures;
 
 client::Request request(const std::vector<float>& m, std::uint32_t rows) {
   return {.selector = {.output_type = "AbsPower", .source = "rapl-sysfs"},
@@ -54,7 +33,7 @@ client::Request request(const std::vector<float>& m, std::uint32_t rows) {
 // One client process: `n` requests of 1..32 rows with values unique to (client, i).
 // Exit code 0 when every reply matched its own request.
 int client_process(const std::string& shm, int client_id, int n) {
-  Reference ref;
+  ReferenceModel ref;
   client::Client c({.shm_name = shm});
   std::mt19937 rng(static_cast<unsigned>(client_id));
   int bad = 0;
@@ -132,7 +111,7 @@ void survive_restart(int kill_signal) {
   const std::string shm = unique_shm_name("restart" + std::to_string(kill_signal));
   DaemonProcess first(shm);
   ASSERT_TRUE(first.start());
-  Reference ref;
+  ReferenceModel ref;
   client::Client c({.shm_name = shm});
   const std::vector<float> m{500, 1, 2};
   const std::vector<float> want = ref.predict(m, 1);
@@ -209,6 +188,7 @@ TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
   pid_t pid = -1;
   ASSERT_EQ(posix_spawn(&pid, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ), 0);
   posix_spawn_file_actions_destroy(&fa);
+  track_child(pid);
   close(fds[1]);
   close(fds[0]);  // nobody reads the log any more
   struct Reap {  // a failed assertion below must not leave the daemon running
@@ -218,6 +198,7 @@ TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
         kill(pid, SIGKILL);
         waitpid(pid, nullptr, 0);
       }
+      if (pid > 0) untrack_child(pid);
     }
   } reap{pid};
 

@@ -36,6 +36,7 @@
 #include "shm/segment.h"
 #include "shm/server_ring.h"
 #include "shm/wait.h"
+#include "tests/support/process_stats.h"
 
 namespace estimator::testing {
 namespace {
@@ -184,25 +185,6 @@ pid_t spawn(const std::vector<std::string>& args, int stderr_fd = -1) {
   if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);
   return pid;
-}
-
-// What /proc says about the daemon.
-int open_fds(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (readdir(d) != nullptr) ++n;
-  closedir(d);
-  return n - 2;  // . and ..
-}
-
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  }
-  return -1;
 }
 
 // A view of the slot states, through a mapping of our own (as any client has).

@@ -111,6 +111,7 @@ class LoggedDaemon {
     posix_spawn_file_actions_addopen(&files, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (posix_spawn(&pid_, ESTIMATORD_PATH, &files, nullptr, argv.data(), environ) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&files);
+    if (pid_ > 0) track_child(pid_);
   }
   ~LoggedDaemon() { stop(SIGTERM); }
 
@@ -123,6 +124,7 @@ class LoggedDaemon {
     kill(pid_, sig);
     int status = 0;
     waitpid(pid_, &status, 0);
+    untrack_child(pid_);
     pid_ = -1;
     return status;
   }

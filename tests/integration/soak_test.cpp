@@ -18,6 +18,7 @@
 #include "daemon_process.h"
 #include "models/embedded_defaults.h"
 #include "models/registry.h"
+#include "tests/support/process_stats.h"
 
 namespace estimator::testing {
 namespace {
@@ -26,24 +27,6 @@ using namespace std::chrono_literals;
 
 const std::string_view kFeatures[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit", "cpu_cycles"};
 constexpr int kClients = 8;
-
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  }
-  return -1;
-}
-
-int open_fds(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (readdir(d) != nullptr) ++n;
-  closedir(d);
-  return n - 2;
-}
 
 // Per-client progress and verdicts, in memory shared with the forked clients.
 struct Shared {

@@ -242,7 +242,7 @@ TEST(CurveFitRefusal, BadNumbers) {
 TEST(CurveFitRefusal, UnknownOrConflictingTrainer) {
   expect_mentions(load_error("PolynomialRegressionTrainer_1", curve_doc("[2.0, 1.0, 5.0]", 2.0)),
                   {"package.All_Weights.CurveFit_Weights", "curve-fit",
-                   "trainer \"PolynomialRegressionTrainer\"", "not supported yet"});
+                   "trainer \"PolynomialRegressionTrainer\"", "is none of them"});
   const std::string doc = R"({"model_name": "LogisticRegressionTrainer_1",)" +
                           curve_doc("[2.0, 1.0, 5.0]", 2.0).substr(1);
   expect_mentions(load_error("ExponentialRegressionTrainer_1", doc),

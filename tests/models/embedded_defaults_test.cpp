@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The defaults compiled into the binary load cleanly and compute Kepler v0.9.0's formula.
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 
 #include <gtest/gtest.h>
 

@@ -1,69 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
 // A Keras model's predict() must not allocate once its Scratch has grown (DESIGN.md
-// section 7). Separate binary: it replaces malloc itself, not only operator new, because
-// Eigen takes its temporaries (a matrix product's workspace) straight from malloc.
-// Under a sanitizer, which owns malloc, only operator new is counted.
+// section 7). Separate binary: it counts malloc itself, not only operator new, because
+// Eigen takes its temporaries (a matrix product's workspace) straight from malloc
+// (tests/support/allocation_counter.h; under a sanitizer only operator new is counted).
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
-#include <new>
 #include <optional>
 #include <string>
 
 #include "models/keras_model.h"
 
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<long> g_allocations{0};
-
-void count() {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-}  // namespace
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define KERAS_ALLOC_TEST_COUNTS_MALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define KERAS_ALLOC_TEST_COUNTS_MALLOC 0
-#endif
-#endif
-#ifndef KERAS_ALLOC_TEST_COUNTS_MALLOC
-#define KERAS_ALLOC_TEST_COUNTS_MALLOC 1
-#endif
-
-#if KERAS_ALLOC_TEST_COUNTS_MALLOC
-// glibc's own entry point; memory from it is released by glibc's free as usual.
-extern "C" void* __libc_malloc(std::size_t n) noexcept;  // NOLINT(bugprone-reserved-identifier)
-extern "C" void* malloc(std::size_t n) noexcept {
-  count();
-  return __libc_malloc(n);
-}
-#endif
-
-namespace {
-void* counted_new(std::size_t n) {
-#if !KERAS_ALLOC_TEST_COUNTS_MALLOC
-  count();  // otherwise counted in malloc
-#endif
-  void* p = std::malloc(n == 0 ? 1 : n);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return counted_new(n); }
-void* operator new[](std::size_t n) { return counted_new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t /*unused*/) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t /*unused*/) noexcept { std::free(p); }
+#define ESTIMATOR_COUNT_MALLOC 1
+#include "tests/support/allocation_counter.h"
 
 namespace estimator::models {
 namespace {
@@ -74,31 +25,33 @@ std::optional<std::string> read_bytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+using testing::AllocationWindow;
+using testing::kCountsMalloc;
+
 TEST(KerasPredictAllocations, CountingHookWorks) {
-  g_allocations = 0;
-  g_counting = true;
-  void* p = std::malloc(64);
-  auto* v = new std::string(100, 'x');
-  g_counting = false;
-  std::free(p);
-  delete v;
-  EXPECT_GE(g_allocations.load(), KERAS_ALLOC_TEST_COUNTS_MALLOC ? 2 : 1);
+  long counted = 0;
+  {
+    AllocationWindow window;
+    void* p = std::malloc(64);
+    auto* v = new std::string(100, 'x');
+    counted = window.count();
+    std::free(p);
+    delete v;
+  }
+  EXPECT_GE(counted, kCountsMalloc ? 2 : 1);
 }
 
-#if KERAS_ALLOC_TEST_COUNTS_MALLOC
 TEST(KerasPredictAllocations, HookSeesEigenProductWorkspace) {
+  if (!kCountsMalloc) GTEST_SKIP() << "malloc belongs to the sanitizer in this build";
   // Why malloc is counted: a blocked matrix-matrix product of this size takes its
   // workspace from malloc, which counting operator new alone would not see.
   RowMatrixD a = RowMatrixD::Random(500, 512);
   RowMatrixD b = RowMatrixD::Random(512, 512);
   RowMatrixD c(500, 512);
-  g_allocations = 0;
-  g_counting = true;
+  AllocationWindow window;
   c.noalias() = a * b;
-  g_counting = false;
-  EXPECT_GT(g_allocations.load(), 0);
+  EXPECT_GT(window.count(), 0);
 }
-#endif
 
 // Model, rows: wide layers (512 and 100 units) at Kepler's largest request, 500 rows, so a
 // matrix-matrix product would need a heap workspace.
@@ -115,15 +68,17 @@ void expect_no_allocation(const std::string& path, const std::string& name) {
   Scratch scratch;
   model.predict(x, out, scratch);  // grows the scratch once
 
-  g_allocations = 0;
-  g_counting = true;
-  for (int i = 0; i < 20; ++i) {
-    model.predict(x, out, scratch);
-    model.predict(x.topRows(1), out.topRows(1), scratch);
-    model.predict(x.middleRows(3, 200), out.middleRows(3, 200), scratch);
+  long counted = 0;
+  {
+    AllocationWindow window;
+    for (int i = 0; i < 20; ++i) {
+      model.predict(x, out, scratch);
+      model.predict(x.topRows(1), out.topRows(1), scratch);
+      model.predict(x.middleRows(3, 200), out.middleRows(3, 200), scratch);
+    }
+    counted = window.count();
   }
-  g_counting = false;
-  EXPECT_EQ(g_allocations.load(), 0) << name;
+  EXPECT_EQ(counted, 0) << name;
 }
 
 TEST(KerasPredictAllocations, RealSoftmaxModel512Units) {

@@ -5,6 +5,7 @@
 
 
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "test_util.h"
 #include "tests/support/allocation_counter.h"
 

@@ -280,13 +280,16 @@ TEST(WeightModelRefusal, NegativeVariance) {
                   {"All_Weights.Numerical_Variables.x.variance", "negative"});
 }
 
-TEST(WeightModelRefusal, CurveFitNotSupportedYet) {
+// Curve fits load (curvefit_model_test.cpp), but only when a trainer names the curve: the
+// weights alone do not say which of the three it is.
+TEST(WeightModelRefusal, CurveFitWithoutACurveTrainerIsRefused) {
   const Status s = load_error(R"({"package": {"All_Weights": {"Categorical_Variables": {},
       "Numerical_Variables": {"bpf_cpu_time_ms": {"scale": 95877.0}},
       "CurveFit_Weights": [1.0, 0.5, 2.0]}}})");
   EXPECT_EQ(s.code(), Code::kInvalidArgument);
   expect_mentions(s, {"weights.json", "package.All_Weights.CurveFit_Weights", "curve-fit",
-                      "not supported yet"});
+                      "need the trainer to choose the curve", "trainer \"Hand\"",
+                      "is none of them"});
 }
 
 }  // namespace

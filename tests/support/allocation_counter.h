@@ -4,8 +4,10 @@
 // with versions that count while an AllocationWindow is open.
 //
 // Include in exactly ONE .cpp file of a test executable: the replacements are definitions,
-// and a binary has one operator new. Only operator new is counted; a test that must also
-// see malloc (Eigen's workspaces) replaces malloc itself (tests/models/keras_alloc_test.cpp).
+// and a binary has one operator new. Define ESTIMATOR_COUNT_MALLOC before including it to
+// count malloc as well (Eigen takes a matrix product's workspace straight from malloc,
+// which operator new alone would not see); under a sanitizer, which owns malloc, only
+// operator new is counted, and kCountsMalloc says which.
 #pragma once
 
 #include <atomic>
@@ -13,10 +15,34 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(ESTIMATOR_COUNT_MALLOC) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if !__has_feature(address_sanitizer) && !__has_feature(thread_sanitizer) && \
+    !__has_feature(memory_sanitizer)
+#define ESTIMATOR_ALLOCATION_COUNTER_MALLOC 1
+#endif
+#else
+#define ESTIMATOR_ALLOCATION_COUNTER_MALLOC 1
+#endif
+#endif
+
 namespace estimator::testing {
 
 inline std::atomic<bool> g_counting_allocations{false};
 inline std::atomic<long> g_allocations{0};
+
+#ifdef ESTIMATOR_ALLOCATION_COUNTER_MALLOC
+inline constexpr bool kCountsMalloc = true;
+#else
+inline constexpr bool kCountsMalloc = false;
+#endif
+
+inline void count_allocation() {
+  if (g_counting_allocations.load(std::memory_order_relaxed)) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
+}
 
 // Counts the allocations of every thread while alive.
 class AllocationWindow {
@@ -32,9 +58,8 @@ class AllocationWindow {
 };
 
 inline void* counted_alloc(std::size_t n, std::size_t align = 0) {
-  if (g_counting_allocations.load(std::memory_order_relaxed)) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-  }
+  // With malloc counted, the malloc below counts (aligned_alloc is not counted: count here).
+  if (!kCountsMalloc || align != 0) count_allocation();
   if (n == 0) n = 1;
   void* p = align == 0 ? std::malloc(n) : std::aligned_alloc(align, (n + align - 1) / align * align);
   if (p == nullptr) throw std::bad_alloc();
@@ -50,6 +75,15 @@ inline void* counted_alloc_nothrow(std::size_t n, std::size_t align = 0) noexcep
 }
 
 }  // namespace estimator::testing
+
+#ifdef ESTIMATOR_ALLOCATION_COUNTER_MALLOC
+// glibc's own entry point; memory from it is released by glibc's free as usual.
+extern "C" void* __libc_malloc(std::size_t n) noexcept;  // NOLINT(bugprone-reserved-identifier)
+extern "C" void* malloc(std::size_t n) noexcept {
+  estimator::testing::count_allocation();
+  return __libc_malloc(n);
+}
+#endif
 
 void* operator new(std::size_t n) { return estimator::testing::counted_alloc(n); }
 void* operator new[](std::size_t n) { return estimator::testing::counted_alloc(n); }

@@ -18,6 +18,7 @@
 
 #include "common/power_total.h"
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "common/unique_fd.h"
 #include "service/kepler_adapter.h"
 #include "service/kepler_endpoint.h"

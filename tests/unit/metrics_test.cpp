@@ -551,12 +551,36 @@ TEST(MetricsTest, MeteredRequestHandlerAllocatesNothingAfterWarmUp) {
     for (int i = 0; i < 1000; ++i) sut.handle(request);
     EXPECT_EQ(window.count(), 0);
   }
+  // A request above 8 KiB (1200 rows: 9.6 KB of matrix alone), alternating with the small
+  // one: large requests take no other path that allocates.
+  std::vector<float> big_matrix(2 * 1200);
+  for (std::size_t i = 0; i < big_matrix.size(); ++i) big_matrix[i] = static_cast<float>(i % 97);
+  wire::RequestSpec big_spec = spec;
+  big_spec.request_id = 2;
+  big_spec.matrix = big_matrix.data();
+  big_spec.rows = 1200;
+  alignas(64) static std::uint8_t big_area[1 << 16];
+  auto big_built = wire::build_request(big_spec, {big_area, sizeof big_area});
+  ASSERT_TRUE(big_built.ok()) << big_built.status().to_string();
+  const std::span<const std::uint8_t> big = *big_built;
+  ASSERT_GT(big.size(), 8u * 1024u);
+  sut.handle(big);  // warm: a plan for this shape's scratch
+  ASSERT_EQ(sut.last_code(), Code::kOk);
+  {
+    estimator::testing::AllocationWindow window;
+    for (int i = 0; i < 100; ++i) {
+      sut.handle(big);
+      sut.handle(request);
+    }
+    EXPECT_EQ(window.count(), 0);
+  }
+  ASSERT_EQ(sut.last_code(), Code::kOk);
   const std::uint8_t garbage[] = {1, 2, 3, 4, 5, 6, 7, 8};
   sut.handle(garbage);
   EXPECT_NE(sut.last_code(), Code::kOk);
 
   RequestCell* cell = metrics.cell("SGDRegressorTrainer_0", "rapl-sysfs", "AbsPower");
-  EXPECT_EQ(cell->count(Code::kOk), 1001u);
+  EXPECT_EQ(cell->count(Code::kOk), 1001u + 1u + 200u);
   EXPECT_EQ(metrics.unattributed()->count(sut.last_code()), 1u);
 }
 

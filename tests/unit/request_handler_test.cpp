@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/embedded_defaults.h"
+#include "models/registry.h"
 #include "service/request_handler.h"
 
 namespace estimator::service {

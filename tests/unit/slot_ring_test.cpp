@@ -19,6 +19,7 @@
 #include "shm/reply_seal.h"
 #include "shm/server_ring.h"
 #include "shm/wait.h"
+#include "tests/support/watchdog.h"
 
 namespace estimator::shm {
 namespace {
@@ -29,11 +30,15 @@ std::string unique_name(const char* what) {
   return "estimator-test-" + std::string(what) + "-" + std::to_string(getpid());
 }
 
+// Every test of the ring runs under a watchdog: a protocol bug shows as a thread spinning
+// or waiting forever, which must fail the test (and remove the segment), not hang CI.
 class SlotRingTest : public ::testing::Test {
  protected:
   void SetUp() override {
     SegmentConfig cfg;
     cfg.name = unique_name("ring");
+    segment_name_ = cfg.name;
+    estimator::testing::track_segment(segment_name_);
     cfg.slots = 4;
     cfg.request_capacity = 4096;
     cfg.response_capacity = 4096;
@@ -52,6 +57,15 @@ class SlotRingTest : public ::testing::Test {
   }
   std::uint64_t later(std::uint64_t ns) const { return monotonic_ns() + ns; }
 
+  void TearDown() override {
+    sut.reset();
+    client_seg.reset();
+    server.reset();
+    estimator::testing::untrack_segment(segment_name_);
+  }
+
+  const estimator::testing::Watchdog watchdog_{60};
+  std::string segment_name_;
   std::unique_ptr<ServerSegment> server;
   std::unique_ptr<ClientSegment> client_seg;
   std::unique_ptr<ClientRing> sut;
@@ -438,6 +452,7 @@ TEST(ReplySeal, DigestChangesWithAnyBitLengthOrKey) {
 }
 
 TEST(ReplySeal, NoncesAreNeverZeroAndDifferInThreadsAndForkedChildren) {
+  const estimator::testing::Watchdog watchdog(60);
   std::vector<std::uint64_t> seen;
   for (int k = 0; k < 1000; ++k) seen.push_back(next_nonce());
   std::thread([&] {

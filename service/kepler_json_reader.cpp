@@ -1,4 +1,5 @@
-// SPDX-License-Identifier: Apache-2.0
+// The request side of Kepler's JSON protocol: KeplerJsonReader and DocumentEnd (how much
+// of a stream is one request). The protocol's rules are in kepler_json.h.
 #include "service/kepler_json.h"
 
 #include <algorithm>
@@ -13,7 +14,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "common/power_total.h"
+#include "service/utf8.h"
 
 namespace estimator::service::kepler {
 namespace {
@@ -96,29 +97,6 @@ DigitRun digit_run(const char* p) {
        (((d >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >>
       32;
   return {count, static_cast<std::uint32_t>(d)};
-}
-
-// Length of the valid UTF-8 sequence starting at `p` (before `end`), 0 when invalid
-// (overlong forms, surrogates and code points above U+10FFFF are invalid).
-std::size_t utf8_sequence(const unsigned char* p, const unsigned char* end) {
-  const unsigned char c = p[0];
-  const auto left = static_cast<std::size_t>(end - p);
-  auto cont = [](unsigned char b) { return (b & 0xC0) == 0x80; };
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return left >= 2 && cont(p[1]) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (left < 3 || !cont(p[1]) || !cont(p[2])) return 0;
-    if (c == 0xE0 && p[1] < 0xA0) return 0;  // overlong
-    if (c == 0xED && p[1] > 0x9F) return 0;  // UTF-16 surrogate
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (left < 4 || !cont(p[1]) || !cont(p[2]) || !cont(p[3])) return 0;
-    if (c == 0xF0 && p[1] < 0x90) return 0;  // overlong
-    if (c == 0xF4 && p[1] > 0x8F) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;
 }
 
 void append_utf8(std::string& out, std::uint32_t cp) {
@@ -225,6 +203,11 @@ class KeplerJsonParser {
   bool number_list(std::vector<float>& out, std::string_view what);
   bool matrix();
   bool separator(char close, std::string_view inside);
+  // A list (null reads as empty) of at most `limit` items, each read by read(item, index);
+  // `kind` names the items for the syntax error, `unit` for the size error.
+  template <typename T, typename Read>
+  bool list(std::vector<T>& out, std::size_t limit, std::string_view what, const char* kind,
+            const char* unit, Read&& read);
 
   KeplerJsonReader& r_;
   const char* begin_;
@@ -556,12 +539,13 @@ bool KeplerJsonParser::separator(char close, std::string_view inside) {
               excerpt(p_, end_) + "'" + at());
 }
 
-bool KeplerJsonParser::string_list(std::vector<Slice>& out, std::size_t limit,
-                                   std::string_view what) {
+template <typename T, typename Read>
+bool KeplerJsonParser::list(std::vector<T>& out, std::size_t limit, std::string_view what,
+                            const char* kind, const char* unit, Read&& read) {
   out.clear();
   if (!more(what)) return false;
   if (take_null()) return true;
-  if (*p_ != '[') return fail(std::string(what) + " must be a list of strings" + at());
+  if (*p_ != '[') return fail(std::string(what) + " must be a list of " + kind + at());
   ++p_;
   if (!more(what)) return false;
   if (*p_ == ']') {
@@ -570,17 +554,23 @@ bool KeplerJsonParser::string_list(std::vector<Slice>& out, std::size_t limit,
   }
   for (;;) {
     if (out.size() == limit) {
-      return fail(Code::kTooLarge,
-                  std::string(what) + " has more than " + std::to_string(limit) + " entries");
+      return fail(Code::kTooLarge, std::string(what) + " has more than " +
+                                       std::to_string(limit) + " " + unit);
     }
-    const Where item(what, static_cast<long>(out.size()));
-    if (!more(item)) return false;
-    Slice s{};
-    if (!string_slice(s, item)) return false;
-    out.push_back(s);
+    T v{};
+    if (!read(v, static_cast<long>(out.size()))) return false;
+    out.push_back(v);
     if (!separator(']', what)) return false;
     if (*p_++ == ']') return true;
   }
+}
+
+bool KeplerJsonParser::string_list(std::vector<Slice>& out, std::size_t limit,
+                                   std::string_view what) {
+  return list(out, limit, what, "strings", "entries", [&](Slice& s, long i) {
+    const Where item(what, i);
+    return more(item) && string_slice(s, item);
+  });
 }
 
 bool KeplerJsonParser::string_field(Slice& s, std::string_view what) {
@@ -591,28 +581,9 @@ bool KeplerJsonParser::string_field(Slice& s, std::string_view what) {
 }
 
 bool KeplerJsonParser::number_list(std::vector<float>& out, std::string_view what) {
-  out.clear();
-  if (!more(what)) return false;
-  if (take_null()) return true;
-  if (*p_ != '[') return fail(std::string(what) + " must be a list of numbers" + at());
-  ++p_;
-  if (!more(what)) return false;
-  if (*p_ == ']') {
-    ++p_;
-    return true;
-  }
-  for (;;) {
-    if (out.size() == r_.limits_.max_packages) {
-      return fail(Code::kTooLarge, std::string(what) + " has more than " +
-                                       std::to_string(r_.limits_.max_packages) + " values");
-    }
-    float v = 0;
-    if (!more(what)) return false;
-    if (!number(v, Where(what, static_cast<long>(out.size())))) return false;
-    out.push_back(v);
-    if (!separator(']', what)) return false;
-    if (*p_++ == ']') return true;
-  }
+  return list(out, r_.limits_.max_packages, what, "numbers", "values", [&](float& v, long i) {
+    return more(what) && number(v, Where(what, i));
+  });
 }
 
 // `values`: a list of rows, each a list of numbers. Rows are checked against the metrics
@@ -827,52 +798,7 @@ Status KeplerJsonReader::parse(std::string_view json, KeplerRequest& out) {
   return parser.run(out);
 }
 
-// ---- replies ---------------------------------------------------------------------------
-
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    const unsigned char c = *p;
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-      ++p;
-    } else if (c < 0x20) {
-      switch (c) {
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xF];
-      }
-      ++p;
-    } else if (c < 0x80) {
-      out += static_cast<char>(c);
-      ++p;
-    } else if (const std::size_t n = utf8_sequence(p, end); n != 0) {
-      out.append(reinterpret_cast<const char*>(p), n);
-      p += n;
-    } else {
-      out += "\\ufffd";
-      ++p;
-    }
-  }
-  out += '"';
-}
-
 namespace {
-
-template <typename T>
-void append_number(std::string& out, T v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
 
 // Bytes that can change DocumentEnd's state: quotes, the escape and the brackets.
 constexpr std::array<bool, 256> kStructural = [] {
@@ -962,88 +888,6 @@ std::size_t DocumentEnd::feed(std::string_view bytes) {
     // a backslash outside a string is invalid JSON; the parser reports it
   }
   return done(nullptr);
-}
-
-void write_error(std::string_view message, std::string& out) {
-  static constexpr std::string_view kHead = R"({"powers":false,"msg":)";
-  if (message.empty()) message = "unknown error";
-  out.assign(kHead);
-  append_json_string(out, message);
-  out += '}';
-  // Too long once escaped: cut the message (at a UTF-8 boundary) until it fits. An input
-  // byte takes one to six bytes escaped, so each step drops a sixth of the excess, at
-  // least one byte.
-  std::size_t keep = std::min(message.size(), kMaxErrorReplyBytes);
-  std::string cut;
-  while (out.size() > kMaxErrorReplyBytes) {  // ends: with keep = 0 it fits
-    while (keep > 0 && keep < message.size() &&
-           (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) {
-      --keep;
-    }
-    cut.assign(message.substr(0, keep));
-    cut += "...";
-    out.assign(kHead);
-    append_json_string(out, cut);
-    out += '}';
-    if (out.size() > kMaxErrorReplyBytes) {
-      keep -= std::min(keep, std::max<std::size_t>(1, (out.size() - kMaxErrorReplyBytes) / 6));
-    }
-  }
-}
-
-Status write_reply(Form form, std::span<const std::string_view> components,
-                 std::span<const float> powers, std::uint32_t rows, double core_ratio,
-                 std::string& out) {
-  const std::size_t cols = components.size();
-  if (powers.size() != std::size_t{rows} * cols) {
-    Status s(Code::kInternal, std::to_string(powers.size()) + " powers for " +
-                                  std::to_string(rows) + " rows x " + std::to_string(cols) +
-                                  " components");
-    write_error(s.message(), out);
-    return s;
-  }
-  for (std::size_t i = 0; i < powers.size(); ++i) {
-    if (!std::isfinite(powers[i])) {
-      Status s(Code::kInvalidValue, "the model gave a non-finite power for row " +
-                                        std::to_string(i / cols) + ", component " +
-                                        std::string(components[i % cols]));
-      write_error(s.message(), out);
-      return s;
-    }
-  }
-  out.clear();
-  if (form != Form::k2022) {
-    out += R"({"powers":{)";
-    for (std::size_t c = 0; c < cols; ++c) {
-      if (c != 0) out += ',';
-      append_json_string(out, components[c]);
-      out += ":[";
-      for (std::uint32_t r = 0; r < rows; ++r) {
-        if (r != 0) out += ',';
-        append_number(out, powers[r * cols + c]);
-      }
-      out += ']';
-    }
-    out += R"(},"msg":"","core_ratio":)";
-    append_number(out, std::isfinite(core_ratio) ? core_ratio : 1.0);
-    out += '}';
-    return Status::Ok();
-  }
-  out += R"({"powers":[)";
-  for (std::uint32_t r = 0; r < rows; ++r) {
-    if (r != 0) out += ',';
-    const double total = total_power<float>(components, powers.subspan(r * cols, cols));
-    const auto t = static_cast<float>(total);
-    if (!std::isfinite(t)) {
-      Status s(Code::kInvalidValue, "the total power of row " + std::to_string(r) +
-                                        " is not finite");
-      write_error(s.message(), out);
-      return s;
-    }
-    append_number(out, t);
-  }
-  out += R"(],"msg":""})";
-  return Status::Ok();
 }
 
 }  // namespace estimator::service::kepler
