@@ -7,10 +7,12 @@
 //
 //   * GLOBAL / STACK_GLOBAL resolve a name only when it is on the allow list (a few numpy,
 //     joblib and standard-library names built in, plus the caller's classes); any other
-//     name is refused with "class <module>.<name> is not allowed".
+//     name is refused with "class <module>.<name> is not allowed" (plus the caller's
+//     Options::refusal_note).
 //   * REDUCE / NEWOBJ never call: they record an Object {module, name, args}; BUILD records
 //     its state. Only the numpy constructors (_reconstruct, scalar, dtype, _frombuffer) and
-//     _codecs.encode(s, "latin1") are interpreted, into Array, Dtype and Bytes values.
+//     _codecs.encode(s, "latin1") and bytearray(bytes) are interpreted, into Array, Dtype
+//     and Bytes values.
 //   * The result is a graph of Values owned by one Document (memo references may share a
 //     node, and a hostile file may even build a cycle: consumers walk known paths, never
 //     the whole graph).
@@ -60,7 +62,8 @@ namespace estimator::models::pickle {
 
 // A name GLOBAL may resolve, besides the built-in ones (numpy's _reconstruct / scalar /
 // dtype / ndarray / _frombuffer under numpy.core and numpy._core, joblib's
-// NumpyArrayWrapper, _codecs.encode, copyreg._reconstructor, builtins.object/bytes).
+// NumpyArrayWrapper, _codecs.encode, copyreg._reconstructor, builtins.object/bytes/
+// bytearray; a bytearray is read as Bytes).
 struct ClassName {
   std::string_view module;
   std::string_view name;
@@ -77,6 +80,9 @@ struct Limits {
 struct Options {
   std::span<const ClassName> allowed;  // the caller's classes (e.g. scikit-learn's)
   Limits limits;
+  // What the caller adds to "class <module>.<name> is not allowed" (e.g. that the class is
+  // a classifier); nullptr adds nothing.
+  std::string (*refusal_note)(std::string_view module, std::string_view name) = nullptr;
 };
 
 // The parsed file: owns every Value; root() is what the pickle's STOP returned.

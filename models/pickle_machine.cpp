@@ -85,6 +85,7 @@ enum class Special {
   kNdarray,        // numpy.ndarray: only as _reconstruct's / the wrapper's subtype
   kCodecsEncode,   // _codecs.encode(str, "latin1"): how protocol 2 writes bytes
   kBytes,          // builtins.bytes(): protocol 2's empty bytes
+  kByteArray,      // builtins.bytearray(bytes): how protocols 2-4 write a bytearray
   kReconstructor,  // copyreg._reconstructor(cls, base, state)
   kObject,         // builtins.object
   kArrayWrapper,   // joblib.numpy_pickle.NumpyArrayWrapper
@@ -107,6 +108,7 @@ constexpr Builtin kBuiltins[] = {
     {"numpy", "ndarray", Special::kNdarray},
     {"_codecs", "encode", Special::kCodecsEncode},
     {"builtins", "bytes", Special::kBytes},
+    {"builtins", "bytearray", Special::kByteArray},
     {"builtins", "object", Special::kObject},
     {"copyreg", "_reconstructor", Special::kReconstructor},
     {"joblib.numpy_pickle", "NumpyArrayWrapper", Special::kArrayWrapper},
@@ -395,7 +397,11 @@ class Reader {
     for (const ClassName& c : options_.allowed) {
       if (c.module == module && c.name == name) allowed = true;
     }
-    if (!allowed) fail(at, "class " + module + "." + name + " is not allowed");
+    if (!allowed) {
+      std::string why = "class " + module + "." + name + " is not allowed";
+      if (options_.refusal_note != nullptr) why += options_.refusal_note(module, name);
+      fail(at, why);
+    }
     const std::size_t payload = module.size() + name.size();
     return make(Global{std::move(module), std::move(name)}, payload, at);
   }
@@ -511,6 +517,14 @@ class Reader {
       case Special::kBytes:
         if (!t->items.empty()) fail(at, "builtins.bytes is only read without arguments");
         return make(Bytes{}, 0, at);
+      case Special::kByteArray: {
+        // Read as the bytes it holds (xgboost's Booster state keeps its model in one).
+        if (t->items.empty()) return make(Bytes{}, 0, at);
+        const Bytes* b = t->items[0]->as<Bytes>();
+        if (b == nullptr || t->items.size() != 1)
+          fail(at, "builtins.bytearray is only read from one bytes argument");
+        return make(Bytes{b->data}, b->data.size(), at);
+      }
       case Special::kReconstructor: {
         const Global* cls = arg(0)->as<Global>();
         if (cls == nullptr) fail(at, "copyreg._reconstructor of " + describe(*arg(0)));

@@ -33,7 +33,11 @@ Result<SklearnStage> build_polynomial_features(const Attrs& a, int depth);
 // sklearn_linear.cpp
 Result<SklearnStage> build_linear(const Attrs& a, int depth);
 // sklearn_trees.cpp
+Result<SklearnStage> build_decision_tree(const Attrs& a, int depth);
+Result<SklearnStage> build_forest(const Attrs& a, int depth);  // random and extra trees
 Result<SklearnStage> build_gradient_boosting(const Attrs& a, int depth);
+// sklearn_xgboost.cpp
+Result<SklearnStage> build_xgb_regressor(const Attrs& a, int depth);
 // sklearn_neighbors.cpp
 Result<SklearnStage> build_k_neighbors(const Attrs& a, int depth);
 // sklearn_svm.cpp

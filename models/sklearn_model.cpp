@@ -2,9 +2,11 @@
 // sends each estimator class to its family's builder (models/sklearn_estimators.h).
 #include "models/sklearn_model.h"
 
+#include <algorithm>
 #include <iterator>
 #include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/curve_fit.h"
@@ -26,15 +28,25 @@ constexpr pickle::ClassName kClasses[] = {
     {"sklearn.preprocessing._polynomial", "PolynomialFeatures"},
     {"sklearn.linear_model._base", "LinearRegression"},
     {"sklearn.linear_model._ridge", "Ridge"},
+    {"sklearn.linear_model._ridge", "RidgeCV"},
     {"sklearn.linear_model._coordinate_descent", "Lasso"},
+    {"sklearn.linear_model._coordinate_descent", "LassoCV"},
+    {"sklearn.linear_model._coordinate_descent", "ElasticNet"},
+    {"sklearn.linear_model._coordinate_descent", "ElasticNetCV"},
     {"sklearn.linear_model._stochastic_gradient", "SGDRegressor"},
+    {"sklearn.svm._classes", "LinearSVR"},
     {"sklearn.ensemble._gb", "GradientBoostingRegressor"},
+    {"sklearn.ensemble._forest", "RandomForestRegressor"},
+    {"sklearn.ensemble._forest", "ExtraTreesRegressor"},
+    {"xgboost.sklearn", "XGBRegressor"},
+    {"xgboost.core", "Booster"},
     {"sklearn.neighbors._regression", "KNeighborsRegressor"},
     {"sklearn.svm._classes", "SVR"},
     {"sklearn.pipeline", "Pipeline"},
     // Parts of GradientBoosting: its init estimator, trees and (inert) loss objects.
     {"sklearn.dummy", "DummyRegressor"},
     {"sklearn.tree._classes", "DecisionTreeRegressor"},
+    {"sklearn.tree._classes", "ExtraTreeRegressor"},
     {"sklearn.tree._tree", "Tree"},
     {"sklearn.ensemble._gb_losses", "LeastSquaresError"},
     {"sklearn.ensemble._gb_losses", "LeastAbsoluteError"},
@@ -104,13 +116,53 @@ constexpr Entry kBuilders[] = {
     {"PolynomialFeatures", sklearn::build_polynomial_features},
     {"LinearRegression", sklearn::build_linear},
     {"Ridge", sklearn::build_linear},
+    {"RidgeCV", sklearn::build_linear},
     {"Lasso", sklearn::build_linear},
+    {"LassoCV", sklearn::build_linear},
+    {"ElasticNet", sklearn::build_linear},
+    {"ElasticNetCV", sklearn::build_linear},
     {"SGDRegressor", sklearn::build_linear},
+    {"LinearSVR", sklearn::build_linear},
+    {"DecisionTreeRegressor", sklearn::build_decision_tree},
+    {"RandomForestRegressor", sklearn::build_forest},
+    {"ExtraTreesRegressor", sklearn::build_forest},
     {"GradientBoostingRegressor", sklearn::build_gradient_boosting},
+    {"XGBRegressor", sklearn::build_xgb_regressor},
     {"KNeighborsRegressor", sklearn::build_k_neighbors},
     {"SVR", sklearn::build_svr},
     {"Pipeline", sklearn::build_pipeline},
 };
+
+// Names of classifiers that do not end in "Classifier".
+constexpr std::string_view kOtherClassifiers[] = {
+    "LogisticRegression", "LogisticRegressionCV", "SVC", "NuSVC", "LinearSVC",
+    "Perceptron", "GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB",
+    "CategoricalNB", "LinearDiscriminantAnalysis", "QuadraticDiscriminantAnalysis",
+    "RidgeClassifierCV", "OneVsRestClassifier", "OneVsOneClassifier"};
+
+bool is_classifier(std::string_view name) {
+  constexpr std::string_view kSuffix = "Classifier";
+  if (name.size() >= kSuffix.size() && name.substr(name.size() - kSuffix.size()) == kSuffix)
+    return true;
+  return std::find(std::begin(kOtherClassifiers), std::end(kOtherClassifiers), name) !=
+         std::end(kOtherClassifiers);
+}
+
+// Why a name the pickle reader refused is not supported, for the user who saved it.
+std::string refusal_note(std::string_view module, std::string_view name) {
+  if (is_classifier(name)) {
+    return ": " + std::string(name) +
+           " is a classifier; it predicts class labels, and averaging class labels is not a "
+           "power (use a regressor)";
+  }
+  if (module == "__main__" || (module.substr(0, 8) != "sklearn." && module.substr(0, 6) != "numpy." &&
+                               module.substr(0, 8) != "xgboost.")) {
+    return ": a custom or third-party class; only the scikit-learn and XGBoost regressors "
+           "listed in docs/models.md are read, and no class of a pickle is ever run";
+  }
+  return ": not one of the supported scikit-learn regressors (docs/models.md) or of their "
+         "parts";
+}
 
 Result<SklearnStage> build_curve_fit(const sklearn::Attrs& a, int) {
   Result<std::unique_ptr<Regressor>> r = load_curve_fit(a.object());
@@ -167,6 +219,7 @@ Result<SklearnStage> sklearn_stage(const pickle::Value& root, std::string_view f
 Result<SklearnStage> load_sklearn_pickle(std::string_view bytes, std::string_view file) {
   pickle::Options options;
   options.allowed = sklearn_classes();
+  options.refusal_note = refusal_note;
   Result<std::unique_ptr<pickle::Document>> doc = pickle::read_pickle(bytes, file, options);
   if (!doc.ok()) return doc.status();
   return sklearn_stage((*doc)->root(), file);

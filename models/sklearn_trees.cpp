@@ -1,6 +1,7 @@
-// scikit-learn's tree models: GradientBoostingRegressor (init + learning_rate * the sum
-// of its trees' leaves). Every tree is flattened into one node array and walked with the
-// comparison sklearn uses (float32(x) <= threshold in double).
+// scikit-learn's tree models: DecisionTreeRegressor (its leaf), RandomForestRegressor and
+// ExtraTreesRegressor (the mean of their trees' leaves), GradientBoostingRegressor (init +
+// learning_rate * the sum of its trees' leaves). Every tree is flattened into one node
+// array and walked with the comparison sklearn uses (float32(x) <= threshold in double).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -215,7 +216,54 @@ Status append_estimator(const Value& ev, const std::string& what, Eigen::Index f
   return append_tree(*tv, what + ".tree_", features, outputs, scale, forest);
 }
 
+// n_outputs_ of a tree or forest: 1..1024.
+Result<std::int64_t> output_count(const Attrs& a) {
+  std::int64_t outputs = 1;
+  if (a.find("n_outputs_") != nullptr) {
+    SKLEARN_TRY(outputs, a.integer("n_outputs_"));
+  }
+  if (outputs < 1 || outputs > 1024)
+    return refuse(a.where("n_outputs_") + " is " + std::to_string(outputs));
+  return outputs;
+}
+
 }  // namespace
+
+Result<SklearnStage> build_decision_tree(const Attrs& a, int) {
+  SKLEARN_TRY(const std::int64_t outputs, output_count(a));
+  SKLEARN_TRY(const Value* tv, a.need("tree_"));
+  std::int64_t from_tree = -1;
+  if (const Object* t = tv->as<Object>(); t != nullptr && t->args != nullptr &&
+                                          !pickle::items(*t->args).empty()) {
+    from_tree = pickle::as_int(*pickle::items(*t->args)[0]).value_or(-1);
+  }
+  SKLEARN_TRY(const Eigen::Index features, feature_count(a, from_tree));
+  Forest forest;
+  SKLEARN_CHECK(append_tree(*tv, a.where("tree_"), features, outputs, 1.0, forest));
+  return as_regressor(std::make_unique<TreeEnsemble>(
+      a.cls(), features, Eigen::RowVectorXd::Zero(static_cast<Eigen::Index>(outputs)), 1.0,
+      std::move(forest.nodes), std::move(forest.leaf_values), std::move(forest.roots)));
+}
+
+Result<SklearnStage> build_forest(const Attrs& a, int) {
+  SKLEARN_TRY(const std::int64_t outputs, output_count(a));
+  SKLEARN_TRY(const Value* ev, a.need("estimators_"));
+  const std::span<Value* const> trees = pickle::items(*ev);
+  if (trees.empty()) {
+    return refuse(a.where("estimators_") + " must be a non-empty list of trees, got " +
+                  pickle::describe(*ev));
+  }
+  SKLEARN_TRY(const Eigen::Index features, feature_count(a, tree_features(*trees[0])));
+  Forest forest;
+  for (std::size_t i = 0; i < trees.size(); ++i) {
+    const std::string what = a.where("estimators_") + "[" + std::to_string(i) + "]";
+    SKLEARN_CHECK(append_estimator(*trees[i], what, features, outputs, 1.0, forest));
+  }
+  return as_regressor(std::make_unique<TreeEnsemble>(
+      a.cls(), features, Eigen::RowVectorXd::Zero(static_cast<Eigen::Index>(outputs)),
+      static_cast<double>(trees.size()), std::move(forest.nodes), std::move(forest.leaf_values),
+      std::move(forest.roots)));
+}
 
 Result<SklearnStage> build_gradient_boosting(const Attrs& a, int) {
   SKLEARN_TRY(const double lr, a.number("learning_rate"));
