@@ -8,10 +8,12 @@
 //
 //   * GLOBAL / STACK_GLOBAL resolve a name only when it is on the allow list (a few numpy,
 //     joblib and standard-library names built in, plus the caller's classes); any other
-//     name is refused with "class <module>.<name> is not allowed".
+//     name is refused with "class <module>.<name> is not allowed" (plus the caller's
+//     Options::refusal_note).
 //   * REDUCE / NEWOBJ never call: they record an Object {module, name, args}; BUILD records
 //     its state. Only the numpy constructors (_reconstruct, scalar, dtype, _frombuffer) and
-//     _codecs.encode(s, "latin1") are interpreted, into Array, Dtype and Bytes values.
+//     _codecs.encode(s, "latin1") and bytearray(bytes) are interpreted, into Array, Dtype
+//     and Bytes values.
 //   * The result is a graph of Values owned by one Document (memo references may share a
 //     node, and a hostile file may even build a cycle: consumers walk known paths, never
 //     the whole graph).
@@ -35,6 +37,10 @@
 // the memo, the value stack and MARK nesting are bounded, and the memory built is charged
 // against a budget proportional to the file size (Limits). A truncated file is refused
 // with the offset where bytes ran out.
+//
+// Three files: pickle_machine.cpp runs the opcodes (this header's read_pickle),
+// pickle_value.h is the object model it builds, pickle_numpy.h rebuilds numpy's dtypes and
+// arrays and reads their elements. No exception leaves read_pickle.
 #pragma once
 
 #include <cstddef>
@@ -50,147 +56,15 @@
 #include <vector>
 
 #include "common/status.h"
+#include "models/pickle_numpy.h"
+#include "models/pickle_value.h"
 
 namespace estimator::models::pickle {
 
-class Value;
-
-struct None {};
-struct Str {
-  std::string text;  // UTF-8
-};
-struct Bytes {
-  std::string data;
-};
-// An integer wider than 64 bits (LONG1/LONG4), kept as little-endian two's complement.
-// Seen in inert state only (numpy SeedSequence entropy); it has no numeric accessor.
-struct BigInt {
-  std::string le_bytes;
-};
-struct List {  // also sets and frozensets, read as lists
-  std::vector<Value*> items;
-};
-struct Tuple {
-  std::vector<Value*> items;
-};
-// Insertion order; a key set twice appears twice and find() returns the later entry,
-// which is what Python's dict would hold.
-struct Dict {
-  std::vector<std::pair<Value*, Value*>> entries;
-  const Value* find(std::string_view key) const;  // string keys only
-};
-// A resolved (allowed) module-level name: a class or a function.
-struct Global {
-  std::string module;
-  std::string name;
-  std::string qualified() const { return module + "." + name; }
-};
-// What REDUCE / NEWOBJ of a Global, then BUILD, produce: nothing is constructed.
-struct Object {
-  std::string module;
-  std::string name;
-  Value* args = nullptr;   // a Tuple
-  Value* state = nullptr;  // BUILD's argument; nullptr when never built
-  std::string qualified() const { return module + "." + name; }
-  // state[key] when the state is a dict (or a (dict, slots) pair); nullptr otherwise.
-  const Value* attr(std::string_view key) const;
-};
-
-struct DtypeField {
-  std::string name;
-  const Value* dtype;  // a Dtype value
-  std::int64_t offset;
-};
-// numpy.dtype: built from its pickle ("f8", align, copy) then BUILD state
-// (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata]).
-struct Dtype {
-  char kind = 0;         // numpy kind: b i u f c O V U S M m
-  char byteorder = '|';  // '<' or '>' ('=' is stored as the host's), '|' = not applicable
-  std::int64_t itemsize = 0;
-  bool has_subarray = false;
-  std::vector<DtypeField> fields;  // structured dtypes, in names order
-  bool is_object() const { return kind == 'O'; }
-  const DtypeField* field(std::string_view name) const;
-};
-// numpy.ndarray (from _reconstruct + BUILD, scalar, _frombuffer, or a joblib wrapper).
-// A numpy scalar is a 0-d array. Data is always stored in C order.
-struct Array {
-  const Value* dtype = nullptr;  // a Dtype value; nullptr until built
-  std::vector<std::int64_t> shape;
-  std::string data;                   // count() * itemsize bytes, C order (non-object)
-  std::vector<const Value*> objects;  // count() elements, C order (object dtype)
-  bool built = false;
-  std::int64_t count() const;  // product of shape (1 for 0-d)
-  const Dtype& type() const;
-};
-
-enum class Kind : std::uint8_t {
-  kNone,
-  kBool,
-  kInt,
-  kBigInt,
-  kFloat,
-  kStr,
-  kBytes,
-  kList,
-  kTuple,
-  kDict,
-  kGlobal,
-  kObject,
-  kDtype,
-  kArray,
-};
-std::string_view kind_name(Kind k);
-
-class Value {
- public:
-  using Data = std::variant<None, bool, std::int64_t, BigInt, double, Str, Bytes, List, Tuple, Dict,
-                            Global, Object, Dtype, Array>;
-  Value(Data d, std::size_t offset) : data_(std::move(d)), offset_(offset) {}
-
-  Kind kind() const { return static_cast<Kind>(data_.index()); }
-  std::size_t offset() const { return offset_; }  // where it was made in the file
-
-  template <typename T>
-  const T* as() const {
-    return std::get_if<T>(&data_);
-  }
-  template <typename T>
-  T* as_mutable() {
-    return std::get_if<T>(&data_);
-  }
-
-  const Data& data() const { return data_; }
-
- private:
-  Data data_;
-  std::size_t offset_;
-};
-
-// Helpers that read a value the way Python code would use it. nullopt = wrong kind.
-std::optional<std::int64_t> as_int(const Value& v);  // int, bool, integer 0-d array
-std::optional<double> as_number(const Value& v);     // int, bool, float, numeric 0-d array
-std::optional<bool> as_bool(const Value& v);         // bool, numpy bool_ scalar
-std::optional<std::string_view> as_str(const Value& v);
-std::span<Value* const> items(const Value& v);  // list or tuple; empty otherwise
-// A one-line description for messages: "str 'zero'", "int 3", "ndarray f8 (5,)", ...
-std::string describe(const Value& v);
-
-// Element access of numeric arrays (kinds b, i, u, f with itemsize 1/2/4/8, byte order
-// honoured), converted to double or int64. array_doubles also reads an object array whose
-// every element is a float or an int (Python's or a numpy scalar; not a bool), and refuses
-// any other element naming its type. Messages name `what`.
-Result<std::vector<double>> array_doubles(const Array& a, std::string_view what);
-Result<std::vector<std::int64_t>> array_ints(const Array& a, std::string_view what);
-// One field of a structured array, e.g. the "threshold" of sklearn's tree nodes.
-Result<std::vector<double>> field_doubles(const Array& a, std::string_view field,
-                                          std::string_view what);
-Result<std::vector<std::int64_t>> field_ints(const Array& a, std::string_view field,
-                                             std::string_view what);
-
 // A name GLOBAL may resolve, besides the built-in ones (numpy's _reconstruct / scalar /
 // dtype / ndarray / _frombuffer under numpy.core and numpy._core, joblib's
-// NumpyArrayWrapper, _codecs.encode, copyreg._reconstructor, builtins.object/bytes).
+// NumpyArrayWrapper, _codecs.encode, copyreg._reconstructor, builtins.object/bytes/
+// bytearray; a bytearray is read as Bytes).
 struct ClassName {
   std::string_view module;
   std::string_view name;
@@ -207,6 +81,9 @@ struct Limits {
 struct Options {
   std::span<const ClassName> allowed;  // the caller's classes (e.g. scikit-learn's)
   Limits limits;
+  // What the caller adds to "class <module>.<name> is not allowed" (e.g. that the class is
+  // a classifier); nullptr adds nothing.
+  std::string (*refusal_note)(std::string_view module, std::string_view name) = nullptr;
 };
 
 // The parsed file: owns every Value; root() is what the pickle's STOP returned.

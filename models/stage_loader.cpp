@@ -4,6 +4,7 @@
 #include "models/keras_model.h"
 #include "models/sklearn_model.h"
 #include "models/xgboost_model.h"
+#include "models/xgboost_ubjson.h"
 
 namespace estimator::models {
 namespace {
@@ -21,11 +22,12 @@ Result<Stage> load_stage(std::string_view file, std::string_view bytes) {
     return load_sklearn_pickle(bytes, file);
   }
   if (file.ends_with(".json")) return as_stage(load_xgboost_json(bytes, file));
+  if (file.ends_with(".ubj")) return as_stage(load_xgboost_ubjson(bytes, file));
   if (file.ends_with(".h5")) return as_stage(load_keras_h5(bytes, file));
   if (file.ends_with(".keras")) return as_stage(load_keras_zip(bytes, file));
   return Status(Code::kInvalidArgument,
                 std::string(file) + ": unknown model file type (expected .pkl, .sav, .joblib, "
-                                    ".json, .h5 or .keras)");
+                                    ".json, .ubj, .h5 or .keras)");
 }
 
 }  // namespace estimator::models

@@ -3,6 +3,7 @@
 //   .pkl .sav .joblib  scikit-learn joblib pickle (restricted reader, models/sklearn_model.h;
 //                      Kepler's curve-fit pickles too, models/curve_fit.h)
 //   .json              XGBoost JSON (models/xgboost_model.h)
+//   .ubj               XGBoost UBJSON (models/xgboost_ubjson.h)
 //   .h5                Keras HDF5 (models/keras_model.h)
 //   .keras             Keras 3 zip (models/keras_model.h)
 // Anything else is refused naming the file.

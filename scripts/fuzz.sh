@@ -26,6 +26,7 @@ declare -A seeds=(
   [fuzz_request_reader]=""
   [fuzz_pickle]="$F/sklearn"
   [fuzz_xgboost]="$F/xgboost"
+  [fuzz_ubjson]="$F/xgboost_ubj"
   [fuzz_model_folder]=""
   [fuzz_zip]="$F/zip"
   [fuzz_kepler_json]="$ROOT/tests/fuzz/kepler_json_seeds"

@@ -830,7 +830,7 @@ TEST(SklearnCrafted, MalformedTreesAreRefused) {
 TEST(SklearnCrafted, UnsupportedEstimatorsAreRefusedByName) {
   PickleWriter rf;
   rf.proto(4)
-      .stack_global("sklearn.ensemble._forest", "RandomForestRegressor")
+      .stack_global("sklearn.ensemble._bagging", "BaggingRegressor")
       .empty_tuple()
       .newobj()
       .empty_dict()
@@ -841,13 +841,14 @@ TEST(SklearnCrafted, UnsupportedEstimatorsAreRefusedByName) {
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
   EXPECT_EQ(r.status().message().rfind("rf.pkl: offset ", 0), 0u) << r.status().message();
   EXPECT_NE(r.status().message().find(
-                ": class sklearn.ensemble._forest.RandomForestRegressor is not allowed"),
+                ": class sklearn.ensemble._bagging.BaggingRegressor is not allowed: not one of "
+                "the supported scikit-learn regressors"),
             std::string::npos)
       << r.status().message();
   // An allowed class that is not a model by itself.
   PickleWriter dt;
   dt.proto(4)
-      .stack_global("sklearn.tree._classes", "DecisionTreeRegressor")
+      .stack_global("sklearn.dummy", "DummyRegressor")
       .empty_tuple()
       .newobj()
       .empty_dict()
@@ -856,8 +857,7 @@ TEST(SklearnCrafted, UnsupportedEstimatorsAreRefusedByName) {
   auto d = load_sklearn_pickle(dt.done(), "dt.pkl");
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.status().message(),
-            "dt.pkl: scikit-learn estimator sklearn.tree._classes.DecisionTreeRegressor is not "
-            "supported");
+            "dt.pkl: scikit-learn estimator sklearn.dummy.DummyRegressor is not supported");
   // Not an estimator at all.
   PickleWriter n;
   n.proto(4).integer(3).stop();

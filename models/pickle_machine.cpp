@@ -1,5 +1,8 @@
-// SPDX-License-Identifier: Apache-2.0
+// The opcode machine of the restricted pickle reader (models/pickle.h): the stack, the
+// memo, MARKs, the allow list of names and the memory budget. What the values mean is
+// models/pickle_value.h; numpy's dtypes and arrays are built by models/pickle_numpy.h.
 #include "models/pickle.h"
+#include "models/pickle_numpy.h"
 #include "models/shape_text.h"
 
 #include <algorithm>
@@ -71,8 +74,6 @@ enum Op : std::uint8_t {
 };
 
 constexpr std::size_t kMaxGlobalLine = 256;  // module or name of GLOBAL
-constexpr std::int64_t kMaxDim = std::int64_t{1} << 40;
-constexpr std::int64_t kMaxItemsize = std::int64_t{1} << 20;
 
 // Names with a meaning to the reader. Everything else that is allowed is inert.
 enum class Special {
@@ -84,6 +85,7 @@ enum class Special {
   kNdarray,        // numpy.ndarray: only as _reconstruct's / the wrapper's subtype
   kCodecsEncode,   // _codecs.encode(str, "latin1"): how protocol 2 writes bytes
   kBytes,          // builtins.bytes(): protocol 2's empty bytes
+  kByteArray,      // builtins.bytearray(bytes): how protocols 2-4 write a bytearray
   kReconstructor,  // copyreg._reconstructor(cls, base, state)
   kObject,         // builtins.object
   kArrayWrapper,   // joblib.numpy_pickle.NumpyArrayWrapper
@@ -106,6 +108,7 @@ constexpr Builtin kBuiltins[] = {
     {"numpy", "ndarray", Special::kNdarray},
     {"_codecs", "encode", Special::kCodecsEncode},
     {"builtins", "bytes", Special::kBytes},
+    {"builtins", "bytearray", Special::kByteArray},
     {"builtins", "object", Special::kObject},
     {"copyreg", "_reconstructor", Special::kReconstructor},
     {"joblib.numpy_pickle", "NumpyArrayWrapper", Special::kArrayWrapper},
@@ -118,6 +121,8 @@ Special special_of(std::string_view module, std::string_view name) {
   return Special::kNone;
 }
 
+bool is_ndarray(const Global& g) { return special_of(g.module, g.name) == Special::kNdarray; }
+
 struct ParseError {
   Code code;
   std::string message;
@@ -128,16 +133,6 @@ std::string hex_byte(std::uint8_t b) {
   std::string s = "0x";
   s += kDigits[b >> 4];
   s += kDigits[b & 15];
-  return s;
-}
-
-
-std::string dtype_text(const Dtype& d) {
-  std::string s;
-  if (d.byteorder == '>') s += '>';
-  s += d.kind;
-  s += std::to_string(d.itemsize);
-  if (!d.fields.empty()) s += "{" + std::to_string(d.fields.size()) + " fields}";
   return s;
 }
 
@@ -223,6 +218,8 @@ class Reader {
                          Code code = Code::kInvalidArgument) const {
     throw ParseError{code, "offset " + std::to_string(at) + ": " + std::move(message)};
   }
+
+  [[noreturn]] void fail(std::size_t at, const Status& s) const { fail(at, s.message(), s.code()); }
 
   void check_container() const {
     if (in_.empty()) fail(0, "empty file");
@@ -400,7 +397,11 @@ class Reader {
     for (const ClassName& c : options_.allowed) {
       if (c.module == module && c.name == name) allowed = true;
     }
-    if (!allowed) fail(at, "class " + module + "." + name + " is not allowed");
+    if (!allowed) {
+      std::string why = "class " + module + "." + name + " is not allowed";
+      if (options_.refusal_note != nullptr) why += options_.refusal_note(module, name);
+      fail(at, why);
+    }
     const std::size_t payload = module.size() + name.size();
     return make(Global{std::move(module), std::move(name)}, payload, at);
   }
@@ -413,223 +414,23 @@ class Reader {
     return p;
   }
 
-  std::int64_t expect_int(const Value* v, const char* what, std::size_t at) {
-    const std::optional<std::int64_t> i = as_int(*v);
-    if (!i) fail(at, std::string(what) + " must be an int, got " + describe(*v));
-    return *i;
+  // The numpy layer reports a Status; here it becomes a failure at this opcode's offset.
+  template <typename T>
+  T checked(Result<T> r, std::size_t at) {
+    if (!r.ok()) fail(at, r.status());
+    return std::move(r).value();
   }
 
-  const Dtype& expect_dtype(const Value* v, const char* what, std::size_t at) {
-    const Dtype* d = v->as<Dtype>();
-    if (d == nullptr) fail(at, std::string(what) + " must be a numpy dtype, got " + describe(*v));
-    if (d->itemsize <= 0 && !d->is_object()) {
-      fail(at, std::string(what) + " has no item size (" + describe(*v) + ")");
-    }
-    return *d;
-  }
-
-  std::vector<std::int64_t> expect_shape(const Value* v, std::size_t at) {
-    const Tuple* t = v->as<Tuple>();
-    if (t == nullptr) fail(at, "array shape must be a tuple, got " + describe(*v));
-    if (t->items.size() > 32) fail(at, "array has more than 32 dimensions");
-    std::vector<std::int64_t> shape;
-    for (const Value* d : t->items) {
-      const std::int64_t n = expect_int(d, "array dimension", at);
-      if (n < 0 || n > kMaxDim) fail(at, "array dimension " + std::to_string(n) + " out of range");
-      shape.push_back(n);
-    }
-    return shape;
-  }
-
-  std::int64_t element_count(const std::vector<std::int64_t>& shape, std::size_t at) {
-    std::int64_t count = 1;
-    for (std::int64_t d : shape) {
-      if (d != 0 && count > kMaxDim / d)
-        fail(at, "array of shape " + shape_text(shape) + " is too large", Code::kTooLarge);
-      count *= d;
-    }
-    return count;
-  }
-
-  std::size_t byte_count(const std::vector<std::int64_t>& shape, const Dtype& dt, std::size_t at) {
-    const std::int64_t count = element_count(shape, at);
-    if (dt.itemsize != 0 && count > std::numeric_limits<std::int64_t>::max() / dt.itemsize) {
-      fail(at, "array of shape " + shape_text(shape) + " is too large", Code::kTooLarge);
-    }
-    return static_cast<std::size_t>(count * dt.itemsize);
-  }
-
-  // Raw bytes in `fortran` order -> C order.
-  static std::string to_c_order(std::string_view raw, const std::vector<std::int64_t>& shape,
-                                std::size_t itemsize) {
-    std::string out(raw.size(), '\0');
-    const std::size_t nd = shape.size();
-    std::vector<std::int64_t> idx(nd, 0);
-    std::vector<std::int64_t> fstride(nd, 1);  // element strides of the Fortran layout
-    for (std::size_t k = 1; k < nd; ++k) fstride[k] = fstride[k - 1] * shape[k - 1];
-    const std::size_t count = itemsize == 0 ? 0 : raw.size() / itemsize;
-    for (std::size_t c = 0; c < count; ++c) {
-      std::int64_t f = 0;
-      for (std::size_t k = 0; k < nd; ++k) f += idx[k] * fstride[k];
-      std::memcpy(out.data() + c * itemsize, raw.data() + static_cast<std::size_t>(f) * itemsize,
-                  itemsize);
-      for (std::size_t k = nd; k-- > 0;) {  // advance the C-order index
-        if (++idx[k] < shape[k]) break;
-        idx[k] = 0;
-      }
-    }
-    return out;
-  }
-
-  void set_array_data(Array& a, std::string_view raw, bool fortran) {
+  void store_array_data(Array& a, std::string_view raw, bool fortran) {
     charge(raw.size());
-    if (fortran && a.shape.size() > 1) {
-      a.data = to_c_order(raw, a.shape, static_cast<std::size_t>(a.type().itemsize));
-    } else {
-      a.data.assign(raw);
-    }
-  }
-
-  // numpy.dtype(typestr, align, copy): "f8", "i8", "u1", "b1", "O8", "V64", "U20", ...
-  Value* make_dtype(const Tuple& args, std::size_t at) {
-    if (args.items.empty()) fail(at, "numpy.dtype() without arguments");
-    const std::optional<std::string_view> s = as_str(*args.items[0]);
-    if (!s || s->empty())
-      fail(at, "numpy.dtype() argument must be a type string, got " + describe(*args.items[0]));
-    Dtype d;
-    d.kind = (*s)[0];
-    if (std::string_view("biufcOVUSMm").find(d.kind) == std::string_view::npos) {
-      fail(at, "numpy dtype '" + std::string(*s) + "' is not supported");
-    }
-    bool ok = true;
-    const std::string_view digits = s->substr(1);
-    const std::uint64_t size = digits.empty() ? 0 : decimal(digits, ok);
-    if (!ok || size > static_cast<std::uint64_t>(kMaxItemsize)) {
-      fail(at, "numpy dtype '" + std::string(*s) + "' has a bad item size");
-    }
-    d.itemsize = static_cast<std::int64_t>(size);
-    if (d.kind == 'O' && d.itemsize == 0) d.itemsize = 8;
-    const bool single =
-        d.itemsize <= 1 || d.kind == 'O' || d.kind == 'V' || d.kind == 'S' || d.kind == 'b';
-    d.byteorder = single ? '|' : (std::endian::native == std::endian::little ? '<' : '>');
-    return make(std::move(d), 0, at);
-  }
-
-  void build_dtype(Dtype& d, const Value* state, std::size_t at) {
-    const Tuple* t = state->as<Tuple>();
-    if (t == nullptr || (t->items.size() != 8 && t->items.size() != 9)) {
-      fail(at, "numpy dtype state must be a tuple of 8 or 9 items, got " + describe(*state));
-    }
-    const std::int64_t version = expect_int(t->items[0], "dtype state version", at);
-    if (version != 3 && version != 4)
-      fail(at, "numpy dtype state version " + std::to_string(version) + " is not supported");
-    const std::optional<std::string_view> order = as_str(*t->items[1]);
-    if (!order || order->size() != 1 ||
-        std::string_view("<>|=").find((*order)[0]) == std::string_view::npos) {
-      fail(at, "bad dtype byte order " + describe(*t->items[1]));
-    }
-    const char bo = (*order)[0];
-    d.byteorder = bo == '=' ? (std::endian::native == std::endian::little ? '<' : '>') : bo;
-    d.has_subarray = t->items[2]->kind() != Kind::kNone;
-    const std::int64_t elsize = expect_int(t->items[5], "dtype element size", at);
-    if (elsize > kMaxItemsize)
-      fail(at, "dtype element size " + std::to_string(elsize) + " is too large");
-    if (elsize >= 0 && (d.kind == 'V' || d.kind == 'U' || d.kind == 'S')) d.itemsize = elsize;
-
-    const Value* names = t->items[3];
-    const Value* fields = t->items[4];
-    if (names->kind() == Kind::kNone) return;
-    const Tuple* nt = names->as<Tuple>();
-    const Dict* fd = fields->as<Dict>();
-    if (nt == nullptr || fd == nullptr)
-      fail(at, "structured dtype needs a names tuple and a fields dict");
-    for (const Value* n : nt->items) {
-      const std::optional<std::string_view> name = as_str(*n);
-      if (!name) fail(at, "dtype field name must be a str, got " + describe(*n));
-      const Value* f = fd->find(*name);
-      const Tuple* ft = f == nullptr ? nullptr : f->as<Tuple>();
-      if (ft == nullptr || ft->items.size() < 2)
-        fail(at, "dtype field '" + std::string(*name) + "' has no (dtype, offset) entry");
-      const Dtype& sub = expect_dtype(ft->items[0], "dtype field type", at);
-      const std::int64_t offset = expect_int(ft->items[1], "dtype field offset", at);
-      if (offset < 0 || sub.itemsize > d.itemsize || offset > d.itemsize - sub.itemsize) {
-        fail(at, "dtype field '" + std::string(*name) + "' at offset " + std::to_string(offset) +
-                     " does not fit in an item of " + std::to_string(d.itemsize) + " bytes");
-      }
-      charge(sizeof(DtypeField) + name->size());
-      d.fields.push_back(DtypeField{std::string(*name), ft->items[0], offset});
-    }
-  }
-
-  // ndarray.__setstate__: (version, shape, dtype, is_fortran, data) or without version.
-  void build_array(Array& a, const Value* state, std::size_t at) {
-    if (a.built) fail(at, "ndarray built twice");
-    const Tuple* t = state->as<Tuple>();
-    if (t == nullptr || (t->items.size() != 4 && t->items.size() != 5)) {
-      fail(at, "ndarray state must be a tuple of 4 or 5 items, got " + describe(*state));
-    }
-    const std::size_t o = t->items.size() - 4;
-    if (o == 1) {
-      const std::int64_t version = expect_int(t->items[0], "ndarray state version", at);
-      if (version != 1)
-        fail(at, "ndarray state version " + std::to_string(version) + " is not supported");
-    }
-    a.shape = expect_shape(t->items[o], at);
-    const Dtype& dt = expect_dtype(t->items[o + 1], "ndarray dtype", at);
-    a.dtype = t->items[o + 1];
-    const std::optional<bool> fortran = as_bool(*t->items[o + 2]);
-    if (!fortran) fail(at, "ndarray is_fortran must be a bool, got " + describe(*t->items[o + 2]));
-    const Value* data = t->items[o + 3];
-    if (dt.is_object()) {
-      const List* l = data->as<List>();
-      if (l == nullptr) fail(at, "object ndarray data must be a list, got " + describe(*data));
-      const auto count = static_cast<std::size_t>(element_count(a.shape, at));
-      if (l->items.size() != count) {
-        fail(at, "object ndarray of shape " + shape_text(a.shape) + " has " +
-                     std::to_string(l->items.size()) + " elements");
-      }
-      if (*fortran && a.shape.size() > 1)
-        fail(at, "Fortran-ordered object arrays are not supported");
-      charge(count * sizeof(Value*));
-      a.objects.assign(l->items.begin(), l->items.end());
-    } else {
-      const Bytes* b = data->as<Bytes>();
-      if (b == nullptr) fail(at, "ndarray data must be bytes, got " + describe(*data));
-      const std::size_t need = byte_count(a.shape, dt, at);
-      if (b->data.size() != need) {
-        fail(at, "ndarray of shape " + shape_text(a.shape) + " and dtype " + dtype_text(dt) +
-                     " needs " + std::to_string(need) + " bytes, the pickle holds " +
-                     std::to_string(b->data.size()));
-      }
-      set_array_data(a, b->data, *fortran);
-    }
-    a.built = true;
+    set_array_data(a, raw, fortran);
   }
 
   // After joblib's NumpyArrayWrapper is BUILT, its array follows in the stream.
   Value* read_wrapped_array(Machine& m, const Value* state, std::size_t at) {
     if (m.nested) fail(at, "NumpyArrayWrapper inside a nested pickle");
-    const Dict* d = state->as<Dict>();
-    if (d == nullptr) fail(at, "NumpyArrayWrapper state must be a dict, got " + describe(*state));
-    const auto need = [&](std::string_view key) {
-      const Value* v = d->find(key);
-      if (v == nullptr) fail(at, "NumpyArrayWrapper state has no '" + std::string(key) + "'");
-      return v;
-    };
-    const Value* subclass = need("subclass");
-    const Global* g = subclass->as<Global>();
-    if (g == nullptr || special_of(g->module, g->name) != Special::kNdarray) {
-      fail(at, "NumpyArrayWrapper of " + describe(*subclass) + ": only numpy.ndarray is supported");
-    }
-    Array a;
-    a.shape = expect_shape(need("shape"), at);
-    const Value* dtv = need("dtype");
-    const Dtype& dt = expect_dtype(dtv, "NumpyArrayWrapper dtype", at);
-    a.dtype = dtv;
-    const std::optional<std::string_view> order = as_str(*need("order"));
-    if (!order || (*order != "C" && *order != "F"))
-      fail(at, "NumpyArrayWrapper order must be 'C' or 'F'");
-
+    WrappedArray w = checked(wrapper_header(*state, is_ndarray), at);
+    const Dtype& dt = w.array.type();
     if (dt.is_object()) {
       // The whole ndarray was pickled again (protocol 2) right here.
       const std::size_t nested_at = pos_;
@@ -638,38 +439,37 @@ class Reader {
       if (ia == nullptr || !ia->built || !ia->type().is_object()) {
         fail(nested_at, "the nested pickle of an object array holds " + describe(*inner));
       }
-      if (ia->shape != a.shape) {
+      if (ia->shape != w.array.shape) {
         fail(nested_at, "the nested object array has shape " + shape_text(ia->shape) +
-                            ", its wrapper says " + shape_text(a.shape));
+                            ", its wrapper says " + shape_text(w.array.shape));
       }
       return inner;
     }
-
-    const Value* align = d->find("numpy_array_alignment_bytes");
-    if (align != nullptr && align->kind() != Kind::kNone) {
-      const std::int64_t alignment = expect_int(align, "numpy_array_alignment_bytes", at);
-      if (alignment < 1 || alignment > 255)
-        fail(at, "bad numpy_array_alignment_bytes " + std::to_string(alignment));
+    if (w.alignment) {
       const std::size_t pad_at = pos_;
       const auto pad = static_cast<std::int64_t>(uint_le(1, "array padding length"));
-      if (pad > alignment) {
+      if (pad > *w.alignment) {
         fail(pad_at, "array padding of " + std::to_string(pad) + " bytes exceeds the alignment " +
-                         std::to_string(alignment));
+                         std::to_string(*w.alignment));
       }
       take(static_cast<std::size_t>(pad), "array padding");
     }
     const std::size_t data_at = pos_;
-    const std::size_t bytes = byte_count(a.shape, dt, at);
+    const std::size_t bytes = checked(data_size(w.array.shape, dt), at);
     if (bytes > left()) {
-      fail(data_at, "truncated file: array of shape " + shape_text(a.shape) + " and dtype " +
+      fail(data_at, "truncated file: array of shape " + shape_text(w.array.shape) + " and dtype " +
                         dtype_text(dt) + " needs " + std::to_string(bytes) + " bytes, " +
                         std::to_string(left()) + " left");
     }
-    a.built = true;
-    Value* v = make(std::move(a), 0, at);
-    Array& stored = *v->as_mutable<Array>();
-    set_array_data(stored, take(bytes, "array data"), *order == "F");
+    w.array.built = true;
+    Value* v = make(std::move(w.array), 0, at);
+    store_array_data(*v->as_mutable<Array>(), take(bytes, "array data"), w.fortran);
     return v;
+  }
+
+  Value* make_array(Array a, std::size_t at) {
+    charge(a.data.size() + a.objects.size() * sizeof(Value*));
+    return make(std::move(a), 0, at);
   }
 
   // REDUCE and NEWOBJ: nothing is called; numpy's constructors are read as data.
@@ -689,51 +489,20 @@ class Reader {
     switch (newobj ? Special::kNone : special_of(g->module, g->name)) {
       case Special::kReconstruct: {
         const Global* sub = arg(0)->as<Global>();
-        if (sub == nullptr || special_of(sub->module, sub->name) != Special::kNdarray) {
+        if (sub == nullptr || !is_ndarray(*sub)) {
           fail(at, "_reconstruct of " + describe(*arg(0)) + ": only numpy.ndarray is supported");
         }
         return make(Array{}, 0, at);
       }
-      case Special::kScalar: {
-        const Dtype& dt = expect_dtype(arg(0), "numpy scalar dtype", at);
-        if (dt.is_object()) fail(at, "object numpy scalars are not supported");
-        const Bytes* b = arg(1)->as<Bytes>();
-        if (b == nullptr) fail(at, "numpy scalar data must be bytes, got " + describe(*arg(1)));
-        if (static_cast<std::int64_t>(b->data.size()) != dt.itemsize) {
-          fail(at, "numpy scalar of dtype " + dtype_text(dt) + " holds " +
-                       std::to_string(b->data.size()) + " bytes");
-        }
-        Array a;
-        a.dtype = arg(0);
-        a.built = true;
-        Value* v = make(std::move(a), 0, at);
-        set_array_data(*v->as_mutable<Array>(), b->data, false);
-        return v;
+      case Special::kScalar:
+        return make_array(checked(scalar_from_args(t->items), at), at);
+      case Special::kFromBuffer:
+        return make_array(checked(array_from_buffer(t->items), at), at);
+      case Special::kDtype: {
+        Result<Dtype> d = dtype_from_args(*t);
+        if (!d.ok()) fail(at, d.status());
+        return make(std::move(*d), 0, at);
       }
-      case Special::kFromBuffer: {
-        const Bytes* b = arg(0)->as<Bytes>();
-        if (b == nullptr) fail(at, "_frombuffer data must be bytes, got " + describe(*arg(0)));
-        const Dtype& dt = expect_dtype(arg(1), "_frombuffer dtype", at);
-        if (dt.is_object()) fail(at, "_frombuffer of an object dtype");
-        Array a;
-        a.dtype = arg(1);
-        a.shape = expect_shape(arg(2), at);
-        const std::optional<std::string_view> order = as_str(*arg(3));
-        if (!order || (*order != "C" && *order != "F"))
-          fail(at, "_frombuffer order must be 'C' or 'F'");
-        const std::size_t need = byte_count(a.shape, dt, at);
-        if (b->data.size() != need) {
-          fail(at, "_frombuffer of shape " + shape_text(a.shape) + " needs " +
-                       std::to_string(need) + " bytes, the pickle holds " +
-                       std::to_string(b->data.size()));
-        }
-        a.built = true;
-        Value* v = make(std::move(a), 0, at);
-        set_array_data(*v->as_mutable<Array>(), b->data, *order == "F");
-        return v;
-      }
-      case Special::kDtype:
-        return make_dtype(*t, at);
       case Special::kCodecsEncode: {
         const std::optional<std::string_view> s = as_str(*arg(0));
         const std::optional<std::string_view> enc = as_str(*arg(1));
@@ -748,6 +517,14 @@ class Reader {
       case Special::kBytes:
         if (!t->items.empty()) fail(at, "builtins.bytes is only read without arguments");
         return make(Bytes{}, 0, at);
+      case Special::kByteArray: {
+        // Read as the bytes it holds (xgboost's Booster state keeps its model in one).
+        if (t->items.empty()) return make(Bytes{}, 0, at);
+        const Bytes* b = t->items[0]->as<Bytes>();
+        if (b == nullptr || t->items.size() != 1)
+          fail(at, "builtins.bytearray is only read from one bytes argument");
+        return make(Bytes{b->data}, b->data.size(), at);
+      }
       case Special::kReconstructor: {
         const Global* cls = arg(0)->as<Global>();
         if (cls == nullptr) fail(at, "copyreg._reconstructor of " + describe(*arg(0)));
@@ -772,11 +549,15 @@ class Reader {
       return;
     }
     if (Array* a = target->as_mutable<Array>()) {
-      build_array(*a, state, at);
+      const Status s = set_array_state(*a, *state);
+      if (!s.ok()) fail(at, s);
+      charge(a->data.size() + a->objects.size() * sizeof(Value*));
       return;
     }
     if (Dtype* d = target->as_mutable<Dtype>()) {
-      build_dtype(*d, state, at);
+      const Status s = set_dtype_state(*d, *state);
+      if (!s.ok()) fail(at, s);
+      charge(d->fields.size() * sizeof(DtypeField));
       return;
     }
     fail(at, "BUILD of " + describe(*target));
@@ -1038,315 +819,6 @@ class Reader {
   std::size_t pos_ = 0;
   std::size_t budget_ = 0;
 };
-
-// ---------------------------------------------------------------------------------------
-// Value helpers.
-
-const Value* Dict::find(std::string_view key) const {
-  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
-    const Str* s = it->first->as<Str>();
-    if (s != nullptr && s->text == key) return it->second;
-  }
-  return nullptr;
-}
-
-const Value* Object::attr(std::string_view key) const {
-  if (state == nullptr) return nullptr;
-  if (const Dict* d = state->as<Dict>()) return d->find(key);
-  if (const Tuple* t = state->as<Tuple>(); t != nullptr && t->items.size() == 2) {
-    for (const Value* part : t->items) {
-      if (const Dict* d = part->as<Dict>()) {
-        if (const Value* v = d->find(key)) return v;
-      }
-    }
-  }
-  return nullptr;
-}
-
-const DtypeField* Dtype::field(std::string_view name) const {
-  for (const DtypeField& f : fields) {
-    if (f.name == name) return &f;
-  }
-  return nullptr;
-}
-
-std::int64_t Array::count() const {
-  std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
-  return n;
-}
-
-const Dtype& Array::type() const { return *dtype->as<Dtype>(); }
-
-std::string_view kind_name(Kind k) {
-  switch (k) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return "bool";
-    case Kind::kInt:
-      return "int";
-    case Kind::kBigInt:
-      return "int (over 64 bits)";
-    case Kind::kFloat:
-      return "float";
-    case Kind::kStr:
-      return "str";
-    case Kind::kBytes:
-      return "bytes";
-    case Kind::kList:
-      return "list";
-    case Kind::kTuple:
-      return "tuple";
-    case Kind::kDict:
-      return "dict";
-    case Kind::kGlobal:
-      return "class";
-    case Kind::kObject:
-      return "object";
-    case Kind::kDtype:
-      return "dtype";
-    case Kind::kArray:
-      return "ndarray";
-  }
-  return "?";
-}
-
-namespace {
-
-bool numeric_kind(const Dtype& d) {
-  if (d.has_subarray || !d.fields.empty()) return false;
-  const bool sized = d.itemsize == 1 || d.itemsize == 2 || d.itemsize == 4 || d.itemsize == 8;
-  switch (d.kind) {
-    case 'b':
-      return d.itemsize == 1;
-    case 'i':
-    case 'u':
-      return sized;
-    case 'f':
-      return d.itemsize == 4 || d.itemsize == 8;
-    default:
-      return false;
-  }
-}
-
-std::uint64_t load_bits(const char* p, std::size_t n, char byteorder) {
-  std::uint64_t u = 0;
-  const bool big = byteorder == '>';
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t k = big ? n - 1 - i : i;  // k = significance of byte i
-    u |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * k);
-  }
-  return u;
-}
-
-// One element of a numeric dtype at p, as double and as int64 (floats truncate).
-double element_double(const Dtype& d, const char* p) {
-  const auto n = static_cast<std::size_t>(d.itemsize);
-  const std::uint64_t u = load_bits(p, n, d.byteorder);
-  switch (d.kind) {
-    case 'f':
-      if (n == 4) return static_cast<double>(std::bit_cast<float>(static_cast<std::uint32_t>(u)));
-      return std::bit_cast<double>(u);
-    case 'i': {
-      const unsigned shift = static_cast<unsigned>(64 - 8 * n);
-      return static_cast<double>(static_cast<std::int64_t>(u << shift) >> shift);
-    }
-    default:
-      return static_cast<double>(u);
-  }
-}
-
-std::optional<std::int64_t> element_int(const Dtype& d, const char* p) {
-  const auto n = static_cast<std::size_t>(d.itemsize);
-  const std::uint64_t u = load_bits(p, n, d.byteorder);
-  switch (d.kind) {
-    case 'i': {
-      const unsigned shift = static_cast<unsigned>(64 - 8 * n);
-      return static_cast<std::int64_t>(u << shift) >> shift;
-    }
-    case 'u':
-    case 'b':
-      if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        return std::nullopt;
-      return static_cast<std::int64_t>(u);
-    default:
-      return std::nullopt;
-  }
-}
-
-const Array* scalar_array(const Value& v) {
-  const Array* a = v.as<Array>();
-  if (a == nullptr || !a->built || !a->shape.empty() || !numeric_kind(a->type())) return nullptr;
-  return a;
-}
-
-std::string array_text(const Array& a) {
-  if (!a.built) return "ndarray (never built)";
-  return "ndarray " + dtype_text(a.type()) + " " + shape_text(a.shape);
-}
-
-}  // namespace
-
-std::optional<std::int64_t> as_int(const Value& v) {
-  if (const auto* i = v.as<std::int64_t>()) return *i;
-  if (const auto* b = v.as<bool>()) return *b ? 1 : 0;
-  if (const Array* a = scalar_array(v)) return element_int(a->type(), a->data.data());
-  return std::nullopt;
-}
-
-std::optional<double> as_number(const Value& v) {
-  if (const auto* f = v.as<double>()) return *f;
-  if (const auto* i = v.as<std::int64_t>()) return static_cast<double>(*i);
-  if (const auto* b = v.as<bool>()) return *b ? 1.0 : 0.0;
-  if (const Array* a = scalar_array(v)) return element_double(a->type(), a->data.data());
-  return std::nullopt;
-}
-
-std::optional<bool> as_bool(const Value& v) {
-  if (const auto* b = v.as<bool>()) return *b;
-  if (const Array* a = scalar_array(v); a != nullptr && a->type().kind == 'b')
-    return a->data[0] != 0;
-  return std::nullopt;
-}
-
-std::optional<std::string_view> as_str(const Value& v) {
-  if (const Str* s = v.as<Str>()) return std::string_view(s->text);
-  return std::nullopt;
-}
-
-std::span<Value* const> items(const Value& v) {
-  if (const List* l = v.as<List>()) return l->items;
-  if (const Tuple* t = v.as<Tuple>()) return t->items;
-  return {};
-}
-
-std::string describe(const Value& v) {
-  switch (v.kind()) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return std::string("bool ") + (*v.as<bool>() ? "True" : "False");
-    case Kind::kInt:
-      return "int " + std::to_string(*v.as<std::int64_t>());
-    case Kind::kFloat:
-      return "float " + std::to_string(*v.as<double>());
-    case Kind::kStr: {
-      const std::string& t = v.as<Str>()->text;
-      return "str '" + (t.size() > 40 ? t.substr(0, 40) + "..." : t) + "'";
-    }
-    case Kind::kBytes:
-      return "bytes (" + std::to_string(v.as<Bytes>()->data.size()) + ")";
-    case Kind::kList:
-      return "list (" + std::to_string(v.as<List>()->items.size()) + " items)";
-    case Kind::kTuple:
-      return "tuple (" + std::to_string(v.as<Tuple>()->items.size()) + " items)";
-    case Kind::kDict:
-      return "dict (" + std::to_string(v.as<Dict>()->entries.size()) + " items)";
-    case Kind::kGlobal:
-      return "class " + v.as<Global>()->qualified();
-    case Kind::kObject:
-      return "object " + v.as<Object>()->qualified();
-    case Kind::kDtype:
-      return "dtype " + dtype_text(*v.as<Dtype>());
-    case Kind::kArray:
-      return array_text(*v.as<Array>());
-    case Kind::kBigInt:
-      return "int (over 64 bits)";
-  }
-  return "?";
-}
-
-namespace {
-
-template <typename T, typename F>
-Result<std::vector<T>> elements(const Array& a, const Dtype& elem, std::size_t offset,
-                                std::string_view what, F&& convert) {
-  if (!a.built)
-    return Status(Code::kInvalidArgument, std::string(what) + " is an ndarray never built");
-  if (!numeric_kind(elem)) {
-    return Status(Code::kInvalidArgument,
-                  std::string(what) + " has dtype " + dtype_text(elem) + ", not a numeric type");
-  }
-  const auto stride = static_cast<std::size_t>(a.type().itemsize);
-  const auto n = static_cast<std::size_t>(a.count());
-  std::vector<T> out;
-  out.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::optional<T> v = convert(elem, a.data.data() + i * stride + offset);
-    if (!v)
-      return Status(Code::kInvalidArgument,
-                    std::string(what) + " element " + std::to_string(i) + " is not an integer");
-    out.push_back(*v);
-  }
-  return out;
-}
-
-std::optional<double> to_double(const Dtype& d, const char* p) { return element_double(d, p); }
-
-// An object array of Python numbers, as scikit-learn 1.1 kept a KNeighborsRegressor's _y
-// when it was fitted on a list of floats: read as numpy's astype(float64) would, but only
-// from floats and ints (Python's or numpy's scalars); anything else is not a number here.
-Result<std::vector<double>> object_doubles(const Array& a, std::string_view what) {
-  std::vector<double> out;
-  out.reserve(a.objects.size());
-  for (std::size_t i = 0; i < a.objects.size(); ++i) {
-    const Value& v = *a.objects[i];
-    const Array* s = scalar_array(v);
-    const bool number = v.kind() == Kind::kFloat || v.kind() == Kind::kInt ||
-                        (s != nullptr && s->type().kind != 'b');
-    if (!number) {
-      return Status(Code::kInvalidArgument,
-                    std::string(what) + " is an object array whose element " + std::to_string(i) +
-                        " is " + describe(v) + ": only floats and ints are read as numbers");
-    }
-    out.push_back(*as_number(v));
-  }
-  return out;
-}
-
-Result<const DtypeField*> find_field(const Array& a, std::string_view field,
-                                     std::string_view what) {
-  if (!a.built)
-    return Status(Code::kInvalidArgument, std::string(what) + " is an ndarray never built");
-  const DtypeField* f = a.type().field(field);
-  if (f == nullptr) {
-    return Status(Code::kInvalidArgument,
-                  std::string(what) + " has no field '" + std::string(field) + "'");
-  }
-  return f;
-}
-
-}  // namespace
-
-Result<std::vector<double>> array_doubles(const Array& a, std::string_view what) {
-  if (!a.built)
-    return Status(Code::kInvalidArgument, std::string(what) + " is an ndarray never built");
-  if (a.type().is_object()) return object_doubles(a, what);
-  return elements<double>(a, a.type(), 0, what, to_double);
-}
-
-Result<std::vector<std::int64_t>> array_ints(const Array& a, std::string_view what) {
-  if (!a.built)
-    return Status(Code::kInvalidArgument, std::string(what) + " is an ndarray never built");
-  return elements<std::int64_t>(a, a.type(), 0, what, element_int);
-}
-
-Result<std::vector<double>> field_doubles(const Array& a, std::string_view field,
-                                          std::string_view what) {
-  Result<const DtypeField*> f = find_field(a, field, what);
-  if (!f.ok()) return f.status();
-  return elements<double>(a, *(*f)->dtype->as<Dtype>(), static_cast<std::size_t>((*f)->offset),
-                          what, to_double);
-}
-
-Result<std::vector<std::int64_t>> field_ints(const Array& a, std::string_view field,
-                                             std::string_view what) {
-  Result<const DtypeField*> f = find_field(a, field, what);
-  if (!f.ok()) return f.status();
-  return elements<std::int64_t>(a, *(*f)->dtype->as<Dtype>(),
-                                static_cast<std::size_t>((*f)->offset), what, element_int);
-}
 
 Result<std::unique_ptr<Document>> read_pickle(std::string_view bytes, std::string_view file,
                                               const Options& options) {
