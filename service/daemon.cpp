@@ -114,6 +114,8 @@ void Daemon::dispatch_loop(unsigned index) {
       SPDLOG_DEBUG("slot {}: {}", taken->slot, code_name(handler.last_code()));
     }
   }
+  spdlog::debug("dispatch thread {}: {} predicted wake-ups, {} of them missed", index,
+                ring.windows(), ring.missed_windows());
 }
 
 void Daemon::housekeeping_loop() {

@@ -14,6 +14,9 @@ constexpr std::uint64_t kMaxWindowNs = 500'000;
 // busy machine is itself late by some microseconds.
 constexpr std::uint64_t kMinEarlyNs = 30'000;
 constexpr std::uint64_t kMinLateNs = 20'000;
+// An interval within 1/kTolerance of the period keeps the rhythm: an exporter's ticks on a
+// busy node come late by up to milliseconds, and its period does not change for that.
+constexpr std::uint64_t kTolerance = 4;
 
 std::uint64_t diff(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : b - a; }
 
@@ -38,14 +41,15 @@ void ArrivalPredictor::arrived(std::uint64_t key, std::uint64_t now_ns) {
   }
   const std::uint64_t interval = now_ns - e.last_ns;
   e.last_ns = now_ns;
+  e.suspended = false;
   if (interval < kMinPeriodNs || interval > kMaxPeriodNs) {
     e.period_ns = e.jitter_ns = 0;
     e.hits = 0;
     return;
   }
   const std::uint64_t dev = diff(interval, e.period_ns);
-  if (e.period_ns == 0 || dev > e.period_ns / 8) {
-    // A new rhythm (or none): start learning it from this interval.
+  if (e.period_ns == 0 || dev > e.period_ns / kTolerance) {
+    // A new rhythm (or none): learn it from this interval on.
     e.period_ns = interval;
     e.jitter_ns = 0;
     e.hits = 0;
@@ -70,10 +74,11 @@ ArrivalPredictor::Window ArrivalPredictor::window(const Entry& e) {
 std::optional<ArrivalPredictor::Window> ArrivalPredictor::next_window(std::uint64_t now_ns) {
   std::optional<Window> best;
   for (Entry& e : entries_) {
-    if (e.hits < kConfidentAfter) continue;
+    if (e.hits < kConfidentAfter || e.suspended) continue;
     const Window w = window(e);
     if (w.end_ns <= now_ns) {
-      e.hits = 0;  // missed: trusted again only after kConfidentAfter good intervals
+      e.suspended = true;  // missed: not predicted again before its next request
+      misses_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     if (!best || w.start_ns < best->start_ns) best = w;
@@ -83,7 +88,7 @@ std::optional<ArrivalPredictor::Window> ArrivalPredictor::next_window(std::uint6
 
 std::uint64_t ArrivalPredictor::period_of(std::uint64_t key) const {
   const Entry& e = entries_[key % kEntries];
-  return e.key == key && e.hits >= kConfidentAfter ? e.period_ns : 0;
+  return e.key == key && e.hits >= kConfidentAfter && !e.suspended ? e.period_ns : 0;
 }
 
 }  // namespace estimator::shm

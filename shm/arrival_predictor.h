@@ -16,6 +16,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -43,12 +44,18 @@ class ArrivalPredictor {
 
   // The earliest window of a confident client that has not closed at now_ns (its start
   // may have passed). A window that closed without its client's request is a miss: that
-  // client is no longer trusted until its rhythm is seen again, so a client that stops
-  // costs one window.
+  // client is not predicted again until its next request, so a client that stops costs
+  // one window. When that request keeps the rhythm (the client was late, or the thread
+  // woke too late for the window), it is trusted again at once; otherwise its rhythm is
+  // learned anew.
   std::optional<Window> next_window(std::uint64_t now_ns);
 
   // The learned period of `key`, 0 when it has none it trusts.
   std::uint64_t period_of(std::uint64_t key) const;
+
+  // Windows that closed without their client's request (whether the thread spun through
+  // them or woke too late for them). Atomic only so that another thread may read it.
+  std::uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
 
  private:
   struct Entry {
@@ -57,9 +64,11 @@ class ArrivalPredictor {
     std::uint64_t period_ns = 0;  // 0: none yet
     std::uint64_t jitter_ns = 0;  // mean absolute deviation of the intervals from it
     std::uint32_t hits = 0;       // consistent intervals in a row
+    bool suspended = false;       // its last window closed without it; until it comes
   };
   static Window window(const Entry& e);
   std::array<Entry, kEntries> entries_{};
+  std::atomic<std::uint64_t> misses_{0};
 };
 
 }  // namespace estimator::shm

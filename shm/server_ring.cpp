@@ -7,6 +7,12 @@
 #include "shm/wait.h"
 
 namespace estimator::shm {
+namespace {
+
+// The most a dispatch thread's timer is set early to make up for late wake-ups.
+constexpr std::uint64_t kMaxWakeLateNs = 2'000'000;
+
+}  // namespace
 
 ServerRing::ServerRing(const SegmentView& view, bool predict)
     : view_(view),
@@ -49,8 +55,13 @@ std::optional<ServerRing::Taken> ServerRing::take() {
       last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
       idle_ = false;
       if (predict_) {
+        // When the client published, from its stamp if plausible (at most 1 s before now,
+        // the stamp wrapping every 71 minutes); else now.
+        const std::uint64_t now = monotonic_ns();
+        const std::uint32_t ago_us = static_cast<std::uint32_t>(now / 1000) - c->publish_us;
+        const std::uint64_t published = ago_us <= 1'000'000 ? now - std::uint64_t{ago_us} * 1000 : now;
         last_key_ = ArrivalPredictor::client_key(c->owner_pidns, sw.pid, i);
-        predictor_.arrived(last_key_, monotonic_ns());
+        predictor_.arrived(last_key_, published);
       }
       // Stored only when it changes: the line is read by spinning clients, and a store on
       // every request would pull it away from them each time.
@@ -125,7 +136,12 @@ bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) 
     const std::optional<ArrivalPredictor::Window> w =
         predict_ ? predictor_.next_window(now) : std::nullopt;
     std::uint64_t deadline = give_up;
-    if (w && w->start_ns <= now) {
+    bool window_timer = false;
+    // The timer is set early by how late this thread's timer wake-ups have been (waiting
+    // for a CPU costs none, only the spin once running does), by at most the window's
+    // length, so that a wake-up on time spins at most twice the window.
+    const std::uint64_t early = w ? std::min(wake_late_ns_, w->end_ns - w->start_ns) : 0;
+    if (w && w->start_ns <= now + early) {
       // In a window: spin through it. Stopped early only when the client we expect ran on
       // this CPU (it would need the CPU we spin on): then wait for it asleep.
       windows_.fetch_add(1, std::memory_order_relaxed);
@@ -134,19 +150,28 @@ bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) 
         return true;
       }
       if (monotonic_ns() >= w->end_ns) {
-        missed_windows_.fetch_add(1, std::memory_order_relaxed);  // no longer trusted
-        continue;
+        continue;  // next_window() counts the miss and stops predicting that client
       }
       deadline = w->end_ns;
-    } else if (w && w->start_ns < give_up) {
-      deadline = w->start_ns;
+    } else if (w && w->start_ns - early < give_up) {
+      deadline = w->start_ns - early;
+      window_timer = true;
     }
     if (now >= give_up) {
       idle_ = true;
       return false;
     }
     bool woken = false;
-    if (sleep_until(deadline, woken)) {
+    const bool work = sleep_until(deadline, woken);
+    if (window_timer && !woken) {
+      // A slow average of the lateness, at most kMaxWakeLateNs (a wake-up later than
+      // that is a stall, not the machine's habit).
+      const std::uint64_t late = std::min(monotonic_ns() - std::min(monotonic_ns(), deadline),
+                                          kMaxWakeLateNs);
+      wake_late_ns_ = late > wake_late_ns_ ? wake_late_ns_ + (late - wake_late_ns_) / 4
+                                           : wake_late_ns_ - (wake_late_ns_ - late) / 4;
+    }
+    if (work) {
       idle_ = false;
       return true;
     }

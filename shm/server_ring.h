@@ -24,7 +24,7 @@ class ServerRing {
  public:
   // `predict`: learn the clients' periods and wake up just before their next request
   // (shm/arrival_predictor.h); otherwise sleep until a doorbell or the timeout.
-  explicit ServerRing(const SegmentView& view, bool predict = true);
+  explicit ServerRing(const SegmentView& view, bool predict = false);
 
   // Takes the next published slot (Ready -> Busy); nullopt when nothing is pending. The
   // request is copied into this ring's private buffer (a peer may rewrite the slot at any
@@ -55,10 +55,11 @@ class ServerRing {
   // doorbell as before, so an unpredicted request is served as without prediction.
   bool wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns);
 
-  // Predicted windows spun through, and those of them nothing arrived in (for tests and
-  // the benchmark: a miss is what a client that stops being periodic costs).
+  // Predicted windows this thread was awake for, and windows that closed without their
+  // request (spun through, or woken too late for them): a miss is what a client that
+  // stops being periodic costs, and what a machine that delays timer wake-ups causes.
   std::uint64_t windows() const { return windows_.load(std::memory_order_relaxed); }
-  std::uint64_t missed_windows() const { return missed_windows_.load(std::memory_order_relaxed); }
+  std::uint64_t missed_windows() const { return predictor_.misses(); }
 
   // Marks every slot found in state Ready as pending, whatever the mask says.
   void scan();
@@ -72,9 +73,9 @@ class ServerRing {
   bool predict_;
   ArrivalPredictor predictor_;
   std::uint64_t last_key_ = 0;                        // the client served last
+  std::uint64_t wake_late_ns_ = 0;  // how late this thread's window timers fire, on average
   // Atomic only so that another thread may read them (tests); one writer.
   std::atomic<std::uint64_t> windows_{0};
-  std::atomic<std::uint64_t> missed_windows_{0};
   std::uint32_t mask_words_;                         // those covering the ring
   std::uint64_t last_word_bits_;                     // the ring's bits in the last of them
   std::vector<std::uint8_t> request_copy_;           // request_capacity bytes

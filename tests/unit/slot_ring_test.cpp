@@ -449,9 +449,25 @@ TEST(ArrivalPredictor, AClientThatStopsCostsOneWindow) {
   EXPECT_FALSE(p.next_window(w->end_ns).has_value()) << "missed: no longer trusted";
   EXPECT_FALSE(p.next_window(w->end_ns + 5 * kPeriod).has_value());
   EXPECT_EQ(p.period_of(key), 0U);
+  EXPECT_EQ(p.misses(), 1U);
   // Its rhythm seen again (a period, then two consistent intervals), it is trusted again.
   t += 20 * kPeriod;
   for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
+  EXPECT_TRUE(p.next_window(t).has_value());
+}
+
+TEST(ArrivalPredictor, ALateRequestThatKeepsTheRhythmIsTrustedAtOnce) {
+  // The window passed (the client was late, or the daemon woke too late for it); the
+  // request then comes within the rhythm: the next one is predicted again.
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(7, 99, 1);
+  constexpr std::uint64_t kPeriod = 10'000'000;
+  std::uint64_t t = kSecond;
+  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
+  const auto w = p.next_window(t);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_FALSE(p.next_window(w->end_ns).has_value());
+  p.arrived(key, t += kPeriod + 1'000'000);  // 1 ms late
   EXPECT_TRUE(p.next_window(t).has_value());
 }
 
@@ -514,7 +530,7 @@ TEST_F(SlotRingTest, PeriodicClientFindsTheDaemonAwakeAndItSleepsBetween) {
   std::atomic<bool> stop{false};
   std::atomic<int> found_awake{0};  // requests published while the daemon did not sleep
   std::atomic<int> seen_asleep{0};  // mid-gap looks that found the daemon asleep
-  ServerRing ring(server->view());
+  ServerRing ring(server->view(), /*predict=*/true);
   std::thread daemon([&] {
     while (!stop.load()) {
       if (auto t = ring.take()) {
@@ -568,7 +584,7 @@ TEST_F(SlotRingTest, PeriodicClientFindsTheDaemonAwakeAndItSleepsBetween) {
 // predicted one (another client, or this one off its rhythm) is not left waiting.
 TEST_F(SlotRingTest, PredictedSleepStillWakesOnTheDoorbell) {
   constexpr std::uint64_t kPeriod = 200'000'000;
-  ServerRing ring(server->view());
+  ServerRing ring(server->view(), /*predict=*/true);
   for (int i = 0; i < 4; ++i) {
     auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
     ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
