@@ -40,11 +40,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "bench/modes.h"
+#include "bench/periodic.h"
 #include "bench/report.h"
 #include "bench/resources.h"
 #include "bench/stats.h"
@@ -110,6 +112,14 @@ std::size_t add_case(std::vector<CaseSpec>& specs, const CaseSpec& spec) {
   return specs.size() - 1;
 }
 
+RingRegime regime_of(const std::string& variant) {
+  for (const RingRegime r : {RingRegime::kDefault, RingRegime::kSpin, RingRegime::kSleep,
+                             RingRegime::kPredict}) {
+    if (variant == regime_variant(r)) return r;
+  }
+  return RingRegime::kDefault;
+}
+
 // Starts every lane's server. The socket lane last: a child inherits the parent's
 // descriptors, and no other server should hold the socket's client end.
 Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
@@ -118,21 +128,24 @@ Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
   for (Lane& l : lanes) order.push_back(&l);
   std::stable_sort(order.begin(), order.end(),
                    [](const Lane* a, const Lane* b) { return a->start_order < b->start_order; });
-  std::shared_ptr<RingDaemon> hot, sleeping;
+  std::map<std::string, std::shared_ptr<RingDaemon>> daemons;  // one per regime
   for (Lane* l : order) {
     std::fflush(nullptr);
     const std::string& m = l->label.mode;
     Result<std::unique_ptr<Mode>> mode = Status(Code::kInternal, "unknown mode " + m);
     if (m == "ring") {
-      std::shared_ptr<RingDaemon>& daemon = l->label.variant == "block" ? sleeping : hot;
+      // The shared-client lane calls the spinning daemon (beside the one client per thread).
+      const bool shared = l->label.variant == "shared";
+      const std::string regime = shared ? "spin" : l->label.variant;
+      std::shared_ptr<RingDaemon>& daemon = daemons[regime];
       if (daemon == nullptr) {
-        auto d = start_ring_daemon(registry, options, l->label.variant == "block");
+        auto d = start_ring_daemon(registry, options, regime_of(regime));
         if (!d.ok()) return d.status();
         daemon = std::move(d).value();
       }
-      mode = ring_clients(daemon, cases, l->label.clients);
+      mode = ring_clients(daemon, cases, l->label.clients, shared);
     } else if (m == "socket") {
-      mode = start_socket(cases, registry, options);
+      mode = start_socket(cases, registry, options, l->label.variant == "poll");
     } else if (m == "json") {
       mode = start_json(cases, registry, options, l->label.variant == "kepler");
     } else if (m == "floor") {
@@ -259,13 +272,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ring", "socket", "json", "floor", "cacheline", "futex", "memcpy"}))
       ->delimiter(',')
       ->capture_default_str();
-  std::vector<std::string> sets{"primary", "features", "xgboost", "sleeping", "clients"};
+  std::vector<std::string> sets{"primary", "features", "xgboost", "sleeping", "clients",
+                                "periodic"};
   app.add_option("--sets", sets,
                  "case sets: primary (linear, 10 features, --rows, every mode), features "
                  "(--feature-counts x --feature-rows: ring, socket, floor, memcpy), xgboost "
                  "(--xgboost-rows: ring, socket), sleeping (sleeping ring at "
-                 "--parallel-rows), clients (--clients threads at --parallel-rows)")
-      ->check(CLI::IsMember({"primary", "features", "xgboost", "sleeping", "clients"}))
+                 "--parallel-rows), clients (--clients threads at --parallel-rows), "
+                 "periodic (one request every --periods-ms at --parallel-rows: ring with the "
+                 "predictive wake-up, ring as shipped, blocking socket; after the rest)")
+      ->check(CLI::IsMember({"primary", "features", "xgboost", "sleeping", "clients",
+                             "periodic"}))
       ->delimiter(',')
       ->capture_default_str();
   std::vector<std::uint32_t> rows{1, 10, 100, 500, 1000};
@@ -291,6 +308,12 @@ int main(int argc, char** argv) {
   std::vector<std::uint32_t> parallel_rows{1, 100};
   app.add_option("--parallel-rows", parallel_rows, "row counts of the sleeping and clients sets")
       ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
+      ->delimiter(',')
+      ->capture_default_str();
+  std::vector<double> periods_ms{1, 10, 100, 1000};
+  app.add_option("--periods-ms", periods_ms,
+                 "periods of the periodic set (--quick: those up to 10 ms)")
+      ->check(CLI::Range(0.1, 10000.0))
       ->delimiter(',')
       ->capture_default_str();
   std::vector<unsigned> client_counts{2, 4};
@@ -352,7 +375,7 @@ int main(int argc, char** argv) {
           add_case(specs, {.rows = r, .cols = kPrimaryFeatures, .model = ModelKind::kXGBoost}));
     }
   }
-  if (has(sets, "sleeping") || has(sets, "clients")) {
+  if (has(sets, "sleeping") || has(sets, "clients") || has(sets, "periodic")) {
     for (const auto r : parallel_rows) {
       parallel.push_back(add_case(specs, {.rows = r, .cols = kPrimaryFeatures}));
     }
@@ -377,14 +400,17 @@ int main(int argc, char** argv) {
                          start_order});
   };
   lane("ring", "spin", 1, join({&primary, &features, &xgboost}), 5);
+  lane("ring", "default", 1, primary, 5);
   if (has(sets, "clients")) {
     for (const unsigned n : client_counts) lane("ring", "spin", n, parallel, 5);
+    lane("ring", "shared", 4, parallel, 5);
   }
   if (has(sets, "sleeping")) lane("ring", "block", 1, parallel, 5);
   if (has(sets, "sleeping") && has(sets, "clients")) {
     for (const unsigned n : client_counts) lane("ring", "block", n, parallel, 5);
   }
-  lane("socket", "persistent", 1, join({&primary, &features, &xgboost}), 9);
+  lane("socket", "block", 1, join({&primary, &features, &xgboost}), 9);
+  lane("socket", "poll", 1, primary, 9);
   lane("json", "endpoint", 1, primary, 4);
   lane("json", "kepler", 1, primary, 4);
   // The sleeping target adds the floor to a futex ping-pong at the sleeping ring's sizes.
@@ -443,7 +469,47 @@ int main(int argc, char** argv) {
   const std::string load_start = load_average();
 
   Status status = start_lanes(lanes, *cases, registry, options);
+  // The periodic lanes' servers, started now: they fork, and measure() starts threads.
+  std::vector<PeriodicLane> periodic;
+  if (status.ok() && has(sets, "periodic")) {
+    if (quick) std::erase_if(periods_ms, [](double p) { return p > 10; });
+    if (has(modes, "ring")) {
+      for (const RingRegime r : {RingRegime::kPredict, RingRegime::kDefault}) {
+        std::fflush(nullptr);
+        auto d = start_ring_daemon(registry, options, r);
+        if (!d.ok()) {
+          status = d.status();
+          break;
+        }
+        auto m = ring_clients(std::move(d).value(), *cases, 1);
+        if (!m.ok()) {
+          status = m.status();
+          break;
+        }
+        periodic.push_back({{"ring", regime_variant(r), 1}, std::move(m).value()});
+      }
+    }
+    if (status.ok() && has(modes, "socket")) {
+      std::fflush(nullptr);
+      auto m = start_socket(*cases, registry, options, false);
+      if (m.ok()) {
+        periodic.push_back({{"socket", "block", 1}, std::move(m).value()});
+      } else {
+        status = m.status();
+      }
+    }
+  }
   if (status.ok()) status = measure(lanes, *cases, plan);
+  std::vector<PeriodicRow> periodic_rows;
+  if (status.ok() && !periodic.empty()) {
+    auto got = run_periodic(periodic, *cases, parallel, periods_ms, quick);
+    if (got.ok()) {
+      periodic_rows = std::move(got).value();
+    } else {
+      status = got.status();
+    }
+  }
+  periodic.clear();
   // Stop every server before anything is printed.
   for (Lane& l : lanes) l.mode.reset();
   std::printf("%ld CPUs, nothing pinned; load average %s at start, %s at end (a load above "
@@ -488,7 +554,12 @@ int main(int argc, char** argv) {
     }
   }
   const std::vector<Row> valid = status.ok() ? table : std::vector<Row>{};
+  if (!periodic_rows.empty()) {
+    print_periodic(periodic_rows);
+    std::printf("\n");
+  }
   print_targets(valid);
+  if (!periodic_rows.empty()) print_periodic_targets(periodic_rows, valid);
   std::printf("\n");
   print_ratios(valid);
   return exit_code;

@@ -38,7 +38,9 @@ double p50(const std::vector<Row>& rows, const Key& k, std::uint32_t n) {
 
 const Key kHotRing{"ring", "spin"};
 const Key kSleepingRing{"ring", "block"};
-const Key kSocket{"socket", ""};
+const Key kSocket{"socket", "block"};
+const Key kSocketPoll{"socket", "poll"};
+const Key kDefaultRing{"ring", "default"};
 const Key kJson{"json", "endpoint"};
 const Key kJsonKepler{"json", "kepler"};
 const Key kFloor{"floor", ""};
@@ -204,9 +206,12 @@ void print_ratios(const std::vector<Row>& rows) {
   const double ring_100 = p50(rows, kHotRing, 100);
   const double socket_100 = p50(rows, kSocket, 100);
   std::printf("ring_vs_limit_p50_100=%.3f ring_vs_socket_p50=%.3f ring_vs_socket_p50_100=%.3f "
-              "json_vs_socket_p50_100=%.3f\n",
+              "json_vs_socket_p50_100=%.3f spin_ring_vs_poll_socket_p50=%.3f "
+              "default_ring_vs_socket_p50=%.3f ring_vs_floor_p50_1=%.3f\n",
               ring_100 / p50(rows, kFloor, 100), ring_1 / p50(rows, kSocket, 1),
-              ring_100 / socket_100, p50(rows, kJson, 100) / socket_100);
+              ring_100 / socket_100, p50(rows, kJson, 100) / socket_100,
+              ring_1 / p50(rows, kSocketPoll, 1), p50(rows, kDefaultRing, 1) / p50(rows, kSocket, 1),
+              ring_1 / p50(rows, kFloor, 1));
   std::fflush(stdout);
 }
 

@@ -15,7 +15,7 @@
 namespace estimator::bench {
 
 // Which lane measured a row: mode ("ring", "socket", ...), its variant ("spin", "block",
-// "persistent", ...) and the number of client threads.
+// "default", "poll", ...) and the number of client threads.
 struct LaneLabel {
   std::string mode;
   std::string variant;

@@ -5,15 +5,19 @@
 // into a slot, publishes it, waits for the answer and verifies it.
 //
 // Why it is fair: nothing is skipped or precomputed. Each round trip encodes the request
-// anew (new request id), the daemon verifies and decodes it, evaluates the model and builds
-// the response, and the client copies that response out of its slot and verifies it
-// before the clock stops, exactly as the socket baseline verifies its own. Hot: both sides spin (--spin-us, default 1 ms) for their peer,
-// so back-to-back requests are served hot, as with a high-frequency exporter. Sleeping:
-// neither side spins, as with an exporter sampling every few seconds.
+// (the client's encoder patches a new request id and the matrix into the last request of
+// the same shape, as the socket lane's encoder does), the daemon verifies and decodes it,
+// evaluates the model and builds the response, and the client verifies that response
+// before the clock stops, exactly as the socket baseline does. The regimes (RingRegime):
+// default, as shipped (50 us spins); predict, the same with the predictive wake-up; spin,
+// both sides spin --spin-us (default 1 ms), so back-to-back requests are served hot;
+// sleep, neither side spins, so every request and every answer is a wake-up.
 //
 // Several clients: one client::Client per thread (as several exporters would each have
 // their own), all started together on each run's share and joined before it returns; the
-// daemon keeps its one dispatch thread (its default).
+// daemon keeps its one dispatch thread (its default). Shared: the threads call one
+// client::Client together (variant "shared", on the spinning daemon). Every lane calls
+// estimate(request, reply, timeout), reusing one Reply per thread: no allocation per call.
 #include <signal.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -22,6 +26,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -34,10 +39,8 @@ namespace estimator::bench {
 
 class RingDaemon {
  public:
-  RingDaemon(std::string shm_name, const ModeOptions& options, bool sleeping)
-      : shm_name_(std::move(shm_name)),
-        timeout_(options.timeout),
-        spin_(sleeping ? std::chrono::microseconds(0) : options.spin) {}
+  RingDaemon(std::string shm_name, const ModeOptions& options, std::chrono::microseconds spin)
+      : shm_name_(std::move(shm_name)), timeout_(options.timeout), spin_(spin) {}
   ~RingDaemon() {
     if (child_ != nullptr) child_->stop();
     // The daemon removes its segment when it stops; this covers one that had to be killed.
@@ -78,13 +81,14 @@ Status call_loop(client::Client& client, const Case& c, std::size_t count,
       .cols = c.cols,
   };
   if (c.by_name) request.selector.name = c.model_name;
+  static thread_local client::Reply reply;
   for (std::size_t i = 0; i < count; ++i) {
     const auto t0 = Clock::now();
-    Result<client::Reply> reply = client.estimate(request, timeout);
+    const Status got = client.estimate(request, reply, timeout);
     const auto t1 = Clock::now();
-    if (!reply.ok()) return Status(reply.status().code(), "ring: " + reply.status().message());
-    if (Status s = check_reply(c, reply->rows(), reply->cols(), reply->powers().data(),
-                               reply->model().name);
+    if (!got.ok()) return Status(got.code(), "ring: " + got.message());
+    if (Status s = check_reply(c, reply.rows(), reply.cols(), reply.powers().data(),
+                               reply.model().name);
         !s.ok()) {
       return Status(s.code(), "ring: " + s.message());
     }
@@ -97,9 +101,10 @@ Status call_loop(client::Client& client, const Case& c, std::size_t count,
 
 class RingMode final : public Mode {
  public:
-  RingMode(std::shared_ptr<RingDaemon> daemon, const std::vector<Case>& cases, unsigned clients)
-      : daemon_(std::move(daemon)), cases_(cases) {
-    for (unsigned k = 0; k < clients; ++k) {
+  RingMode(std::shared_ptr<RingDaemon> daemon, const std::vector<Case>& cases, unsigned clients,
+           bool shared)
+      : daemon_(std::move(daemon)), cases_(cases), threads_(clients) {
+    for (unsigned k = 0; k < (shared ? 1 : clients); ++k) {
       clients_.push_back(std::make_unique<client::Client>(daemon_->client_options()));
     }
     per_thread_.resize(clients);
@@ -112,10 +117,12 @@ class RingMode final : public Mode {
 
   Status ping() { return clients_.front()->ping(daemon_->timeout()); }
 
+  pid_t server_pid() const override { return ring_daemon_pid(*daemon_); }
+
   Status run(std::size_t index, std::size_t count, Clock::time_point deadline,
              Samples* out) override {
     const Case& c = cases_[index];
-    if (clients_.size() == 1) {
+    if (threads_ == 1) {
       std::vector<std::int64_t>& ns = per_thread_[0];
       ns.clear();
       Status s = call_loop(*clients_[0], c, count, deadline, daemon_->timeout(),
@@ -125,7 +132,7 @@ class RingMode final : public Mode {
       }
       return s;
     }
-    const std::size_t n = clients_.size();
+    const std::size_t n = threads_;
     std::vector<Status> status(n);
     {
       std::vector<std::jthread> threads;
@@ -134,7 +141,8 @@ class RingMode final : public Mode {
         const std::size_t share = count / n + (k < count % n ? 1 : 0);
         threads.emplace_back([&, k, share] {
           per_thread_[k].clear();
-          status[k] = call_loop(*clients_[k], c, share, deadline, daemon_->timeout(),
+          status[k] = call_loop(*clients_[k % clients_.size()], c, share, deadline,
+                                daemon_->timeout(),
                                 out != nullptr ? &per_thread_[k] : nullptr);
         });
       }
@@ -153,7 +161,8 @@ class RingMode final : public Mode {
  private:
   std::shared_ptr<RingDaemon> daemon_;
   const std::vector<Case>& cases_;
-  std::vector<std::unique_ptr<client::Client>> clients_;
+  std::size_t threads_;
+  std::vector<std::unique_ptr<client::Client>> clients_;  // one per thread, or one shared
   std::vector<std::vector<std::int64_t>> per_thread_;  // latencies, kept between runs
 };
 
@@ -161,7 +170,7 @@ class RingMode final : public Mode {
 // parent dies), then a clean stop that removes the segment.
 int serve_ring(const service::DaemonConfig& config,
                std::shared_ptr<const models::Registry> registry, const Child::Ready& ready) {
-  spdlog::set_level(spdlog::level::warn);
+  spdlog::set_level(std::getenv("ESTIMATOR_BENCH_DAEMON_DEBUG") != nullptr ? spdlog::level::debug : spdlog::level::warn);
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
@@ -183,20 +192,48 @@ std::atomic<unsigned> daemons_started{0};
 
 }  // namespace
 
+const char* regime_variant(RingRegime regime) {
+  switch (regime) {
+    case RingRegime::kDefault: return "default";
+    case RingRegime::kSpin: return "spin";
+    case RingRegime::kSleep: return "block";
+    case RingRegime::kPredict: return "predict";
+  }
+  return "?";
+}
+
+pid_t ring_daemon_pid(const RingDaemon& daemon) {
+  return daemon.child_ != nullptr ? daemon.child_->pid() : -1;
+}
+
 Result<std::shared_ptr<RingDaemon>> start_ring_daemon(
     std::shared_ptr<const models::Registry> registry, const ModeOptions& options,
-    bool sleeping) {
+    RingRegime regime) {
   service::DaemonConfig config;
   config.segment.name = "estimator-bench-" + std::to_string(getpid()) + "-" +
                         std::to_string(daemons_started.fetch_add(1));
-  config.spin_ns = sleeping ? 0
-                            : static_cast<std::uint64_t>(
-                                  std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                      options.spin)
-                                      .count());
+  const client::ClientOptions shipped;
+  std::chrono::microseconds client_spin = shipped.spin;  // the defaults
+  switch (regime) {
+    case RingRegime::kDefault:
+      break;
+    case RingRegime::kPredict:
+      config.predict = true;
+      break;
+    case RingRegime::kSpin:
+      client_spin = options.spin;
+      config.spin_ns = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
+      break;
+    case RingRegime::kSleep:
+      client_spin = std::chrono::microseconds(0);
+      config.spin_ns = 0;
+      config.predict = false;
+      break;
+  }
   config.threads = 1;
-  auto daemon = std::make_shared<RingDaemon>(config.segment.name, options, sleeping);
-  auto child = Child::spawn(sleeping ? "sleeping ring daemon" : "ring daemon",
+  auto daemon = std::make_shared<RingDaemon>(config.segment.name, options, client_spin);
+  auto child = Child::spawn(std::string(regime_variant(regime)) + " ring daemon",
                             [config, registry](const Child::Ready& ready) {
                               return serve_ring(config, registry, ready);
                             });
@@ -207,9 +244,10 @@ Result<std::shared_ptr<RingDaemon>> start_ring_daemon(
 }
 
 Result<std::unique_ptr<Mode>> ring_clients(std::shared_ptr<RingDaemon> daemon,
-                                           const std::vector<Case>& cases, unsigned clients) {
+                                           const std::vector<Case>& cases, unsigned clients,
+                                           bool shared) {
   if (clients == 0) return Status(Code::kInvalidArgument, "ring: 0 clients");
-  auto mode = std::make_unique<RingMode>(std::move(daemon), cases, clients);
+  auto mode = std::make_unique<RingMode>(std::move(daemon), cases, clients, shared);
   if (Status s = mode->ping(); !s.ok()) {
     return Status(s.code(), "ring: daemon does not answer a ping: " + s.message());
   }

@@ -7,9 +7,14 @@
 //
 // Why it is fair: the connection is made once and kept (no connect per request, the best
 // case for a socket), each message goes out in one sendmsg and is usually read in one
-// recv, reads block as a socket client's would, and both sides do the same encoding,
-// decoding and model work as in ring mode. Only the transport differs.
+// recv, and both sides do the same encoding (wire::RequestEncoder, which patches the id
+// and the matrix into the last request of the same shape, as the ring's client does),
+// decoding and model work as in ring mode. Only the transport differs. Reads block as a
+// socket client's would (variant "block"), or busy-poll (variant "poll": non-blocking
+// recv in a loop for the spin budget on both ends, then a blocking one), the socket's
+// answer to the spinning ring.
 #include <errno.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -22,6 +27,7 @@
 #include "bench/modes.h"
 #include "common/errno_text.h"
 #include "service/request_handler.h"
+#include "shm/wait.h"
 
 namespace estimator::bench {
 namespace {
@@ -77,15 +83,27 @@ Status send_message(int fd, std::span<const std::uint8_t> bytes) {
 }
 
 // Receives one message into `buf`; its body is buf.body()[0, len). One request is in
-// flight at a time, so a read never returns bytes of the next message.
-Status receive_message(int fd, MessageBuffer& buf, std::uint32_t& len) {
+// flight at a time, so a read never returns bytes of the next message. With poll_ns,
+// non-blocking reads are tried in a loop for that long before a blocking one.
+Status receive_message(int fd, MessageBuffer& buf, std::uint32_t& len, std::uint64_t poll_ns) {
   std::uint8_t* frame = buf.frame();
   std::size_t have = 0;
   std::size_t need = 4;
   std::size_t room = buf.capacity() + 4;
+  const std::uint64_t poll_end = poll_ns != 0 ? shm::monotonic_ns() + poll_ns : 0;
+  bool polling = poll_ns != 0;
   while (have < need) {
-    const ssize_t n = recv(fd, frame + have, room - have, 0);
+    const ssize_t n = recv(fd, frame + have, room - have, polling ? MSG_DONTWAIT : 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && polling && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Yield between polls: nothing is pinned, and a poller sharing its CPU with the
+      // peer would otherwise keep it off that CPU until preempted (milliseconds). The
+      // ring's spin stops for the same reason (shm/wait.h); a socket cannot see where
+      // its peer runs, so it yields every time (one syscall more per poll).
+      sched_yield();
+      polling = shm::monotonic_ns() < poll_end;
+      continue;
+    }
     if (n < 0) {
       return errno == EAGAIN ? Status(Code::kDeadlineExceeded, "no answer within the timeout")
                              : Status(Code::kUnavailable, "recv: " + errno_text(errno));
@@ -107,7 +125,7 @@ Status receive_message(int fd, MessageBuffer& buf, std::uint32_t& len) {
 
 // The child: one connection, answered until the client closes it.
 int serve_socket(int listener, std::shared_ptr<const models::Registry> registry,
-                 const Child::Ready& ready) {
+                 std::uint64_t poll_ns, const Child::Ready& ready) {
   service::RegistryHolder holder(std::move(registry));
   service::RequestHandler handler(holder, request_capacity(), response_capacity());
   MessageBuffer in(request_capacity());
@@ -117,7 +135,7 @@ int serve_socket(int listener, std::shared_ptr<const models::Registry> registry,
   if (fd < 0) return 1;
   for (;;) {
     std::uint32_t len = 0;
-    if (!receive_message(fd, in, len).ok()) break;  // the client closed: done
+    if (!receive_message(fd, in, len, poll_ns).ok()) break;  // the client closed: done
     const std::span<const std::uint8_t> reply = handler.handle({in.body(), len});
     if (!send_message(fd, reply).ok()) break;
   }
@@ -127,10 +145,10 @@ int serve_socket(int listener, std::shared_ptr<const models::Registry> registry,
 
 class SocketMode final : public Mode {
  public:
-  explicit SocketMode(const std::vector<Case>& cases)
-      : cases_(cases),
-        area_(request_capacity()),
-        in_(response_capacity()) {}
+  SocketMode(const std::vector<Case>& cases, std::uint64_t poll_ns)
+      : cases_(cases), poll_ns_(poll_ns), in_(response_capacity()) {}
+
+  pid_t server_pid() const override { return child_ != nullptr ? child_->pid() : -1; }
 
   ~SocketMode() override {
     if (fd_ >= 0) close(fd_);  // the server sees end of file and exits
@@ -143,13 +161,13 @@ class SocketMode final : public Mode {
     for (std::size_t i = 0; i < count; ++i) {
       const std::uint64_t id = ++next_id_;
       const auto t0 = Clock::now();
-      auto built = wire::build_request(request_spec(c, id), area_);
+      auto built = encoder_.encode(request_spec(c, id), request_capacity());
       if (!built.ok()) return built.status();
       if (Status s = send_message(fd_, *built); !s.ok()) {
         return Status(s.code(), "socket: " + s.message());
       }
       std::uint32_t len = 0;
-      if (Status s = receive_message(fd_, in_, len); !s.ok()) {
+      if (Status s = receive_message(fd_, in_, len, poll_ns_); !s.ok()) {
         return Status(s.code(), "socket: " + s.message());
       }
       auto parsed = wire::read_response({in_.body(), len});
@@ -179,7 +197,8 @@ class SocketMode final : public Mode {
 
  private:
   const std::vector<Case>& cases_;
-  std::vector<std::uint8_t> area_;
+  std::uint64_t poll_ns_;
+  wire::RequestEncoder encoder_;
   MessageBuffer in_;
   std::uint64_t next_id_ = 0;
 };
@@ -227,15 +246,22 @@ Status connect_to(int fd, const std::string& path, std::chrono::milliseconds tim
 
 Result<std::unique_ptr<Mode>> start_socket(const std::vector<Case>& cases,
                                            std::shared_ptr<const models::Registry> registry,
-                                           const ModeOptions& options) {
-  auto mode = std::make_unique<SocketMode>(cases);
-  const std::string path = "/tmp/estimator-bench-" + std::to_string(getpid()) + ".sock";
+                                           const ModeOptions& options, bool poll) {
+  const std::uint64_t poll_ns =
+      poll ? static_cast<std::uint64_t>(
+                 std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count())
+           : 0;
+  auto mode = std::make_unique<SocketMode>(cases, poll_ns);
+  static unsigned sockets_started = 0;
+  const std::string path = "/tmp/estimator-bench-" + std::to_string(getpid()) + "-" +
+                           std::to_string(sockets_started++) + ".sock";
   Status error;
   const int listener = listen_at(path, error);
   if (listener < 0) return error;
-  auto child = Child::spawn("socket server", [listener, registry](const Child::Ready& ready) {
-    return serve_socket(listener, registry, ready);
-  });
+  auto child = Child::spawn(poll ? "polling socket server" : "socket server",
+                           [listener, registry, poll_ns](const Child::Ready& ready) {
+                             return serve_socket(listener, registry, poll_ns, ready);
+                           });
   close(listener);  // the child holds it now
   if (!child.ok()) {
     unlink(path.c_str());

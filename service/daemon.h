@@ -20,6 +20,9 @@ namespace estimator::service {
 struct DaemonConfig {
   shm::SegmentConfig segment;
   std::uint64_t spin_ns = 50'000;  // spin this long for the next request before sleeping
+  // Wake up just before each periodic client's next request (shm/arrival_predictor.h).
+  // Off by default until it is shown to pay on a quiet machine (docs/benchmarks.md).
+  bool predict = false;
   unsigned threads = 1;            // dispatch threads
   Metrics* metrics = nullptr;      // counts and times requests when set; must outlive the daemon
 };

@@ -134,6 +134,10 @@ int main(int argc, char** argv) {
                  "microseconds to spin for the next request before sleeping")
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
+  bool predict = false;
+  app.add_flag("--predictive-wake", predict,
+               "learn each client's request period and wake just before its next request "
+               "instead of when it rings (docs/architecture.md, waiting; experimental)");
   app.add_option("--threads", config.threads, "dispatch threads (1-64)")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -197,6 +201,7 @@ int main(int argc, char** argv) {
   config.segment.request_capacity = slot_bytes;
   config.segment.response_capacity = slot_bytes / 2;
   config.spin_ns = static_cast<std::uint64_t>(spin_us * 1000.0);
+  config.predict = predict;
   try {
     config.segment.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
   } catch (const std::exception&) {

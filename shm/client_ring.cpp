@@ -75,6 +75,7 @@ Status ClientRing::publish(const Claim& claim, std::span<const std::uint8_t> req
   c->request_nonce = nonce;
   c->request_len = static_cast<std::uint32_t>(request.size());
   c->client_cpu.store(static_cast<std::uint32_t>(sched_getcpu()), std::memory_order_relaxed);
+  c->publish_us = static_cast<std::uint32_t>(monotonic_ns() / 1000);
   std::uint64_t w = c->word.load(std::memory_order_relaxed);
   const SlotWord sw = SlotWord::unpack(w);
   if (sw.state != SlotState::kClaimed || !mine(sw, claim) ||
@@ -135,6 +136,16 @@ WaitOutcome ClientRing::wait_answer(const Claim& claim, std::uint64_t deadline_n
 
 Result<ReplyBytes> ClientRing::receive(const Claim& claim, std::uint64_t nonce,
                                        std::uint64_t request_digest) const {
+  ReplyBytes out{std::make_unique_for_overwrite<std::uint8_t[]>(view_.response_capacity()), 0};
+  auto len = receive_into(claim, nonce, request_digest, {out.data.get(), view_.response_capacity()});
+  if (!len.ok()) return len.status();
+  out.size = len.value();
+  return out;
+}
+
+Result<std::uint32_t> ClientRing::receive_into(const Claim& claim, std::uint64_t nonce,
+                                               std::uint64_t request_digest,
+                                               std::span<std::uint8_t> out) const {
   const SlotRef ref = view_.slot(claim.slot);
   const SlotControl* c = ref.control;
   // Each field read once: a peer may rewrite them while we look.
@@ -153,12 +164,15 @@ Result<ReplyBytes> ClientRing::receive(const Claim& claim, std::uint64_t nonce,
   }
   if (echoed_digest != request_digest) return forged("the daemon read other request bytes");
   if (len > cap) return forged("length beyond the response area");
-  ReplyBytes out{std::make_unique_for_overwrite<std::uint8_t[]>(len), len};
-  std::memcpy(out.data.get(), ref.response + (cap - len), len);
-  if (reply_check(nonce, generation, request_digest, {out.data.get(), len}) != check) {
+  if (len > out.size()) {
+    return Status(Code::kTooLarge, "reply of " + std::to_string(len) + " bytes for a buffer of " +
+                                       std::to_string(out.size()));
+  }
+  if (len != 0) std::memcpy(out.data(), ref.response + (cap - len), len);
+  if (reply_check(nonce, generation, request_digest, {out.data(), len}) != check) {
     return forged("reply bytes changed");
   }
-  return out;
+  return len;
 }
 
 void ClientRing::extend_lease(const Claim& claim, std::uint64_t lease_deadline_ns) {

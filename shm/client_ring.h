@@ -62,6 +62,11 @@ class ClientRing {
   // process wrote the slot.
   Result<ReplyBytes> receive(const Claim& claim, std::uint64_t nonce,
                              std::uint64_t request_digest) const;
+  // The same into caller-provided storage (no allocation); returns the reply's length.
+  // `out` must hold response_capacity() bytes, or kTooLarge when the reply does not fit.
+  Result<std::uint32_t> receive_into(const Claim& claim, std::uint64_t nonce,
+                                     std::uint64_t request_digest,
+                                     std::span<std::uint8_t> out) const;
 
   // Extends the lease of an answered slot while its reply is read (clients in another
   // pid namespace are reclaimed by lease alone).

@@ -38,7 +38,8 @@
 //    8 | client_sleeping atomic u32 | client_cpu atomic u32                          (C)
 //   16 | request_nonce u64 | request_len u32                       (C, before publishing)
 //   28 | response_len u32 | response_nonce u64 | request_digest u64 |
-//   48 | response_check u64 | response_generation u32 | pad       (S, before answering)
+//   48 | response_check u64 | response_generation u32 (S, before answering) |
+//      | publish_us u32 (C, before publishing: CLOCK_MONOTONIC in us, low 32 bits)
 //   64 | lease_deadline_ns atomic u64 | owner_pidns u32 | pad                  (C, claim)
 //   80 | response_ready ShmSemaphore (32 B) | pad
 //
@@ -171,7 +172,10 @@ struct alignas(kCacheLine) SlotControl {
   std::uint64_t request_digest;           // digest of the request bytes it evaluated,
   std::uint64_t response_check;           // reply_check() of the reply,
   std::uint32_t response_generation;      // and the generation of the word it took
-  std::uint32_t pad0;
+  // When the client published (CLOCK_MONOTONIC microseconds, wrapping): the daemon learns
+  // a client's period from these, not from when it woke up to take the request (which a
+  // loaded machine delays by milliseconds). A hint only: implausible values are ignored.
+  std::uint32_t publish_us;
   // line 1
   alignas(kCacheLine) std::atomic<std::uint64_t> lease_deadline_ns;  // CLOCK_MONOTONIC; 0 = not yet set
   std::uint32_t owner_pidns;
@@ -212,6 +216,7 @@ static_assert(offsetof(SlotControl, response_nonce) == 32);
 static_assert(offsetof(SlotControl, request_digest) == 40);
 static_assert(offsetof(SlotControl, response_check) == 48);
 static_assert(offsetof(SlotControl, response_generation) == 56);
+static_assert(offsetof(SlotControl, publish_us) == 60);
 static_assert(offsetof(SlotControl, lease_deadline_ns) == kCacheLine);
 static_assert(offsetof(SlotControl, owner_pidns) == kCacheLine + 8);
 static_assert(offsetof(SlotControl, response_ready) == kCacheLine + 16);

@@ -8,9 +8,16 @@
 #include "shm/wait.h"
 
 namespace estimator::shm {
+namespace {
 
-ServerRing::ServerRing(const SegmentView& view)
+// The most a dispatch thread's timer is set early to make up for late wake-ups.
+constexpr std::uint64_t kMaxWakeLateNs = 2'000'000;
+
+}  // namespace
+
+ServerRing::ServerRing(const SegmentView& view, bool predict)
     : view_(view),
+      predict_(predict),
       mask_words_((view.slot_count() + 63) / 64),
       last_word_bits_(view.slot_count() % 64 == 0 ? ~0ULL : (1ULL << (view.slot_count() % 64)) - 1),
       request_copy_(view.request_capacity()) {}
@@ -48,6 +55,15 @@ std::optional<ServerRing::Taken> ServerRing::take() {
       if (!c->word.compare_exchange_strong(word, busy, std::memory_order_acquire)) continue;
       last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
       idle_ = false;
+      if (predict_) {
+        // When the client published, from its stamp if plausible (at most 1 s before now,
+        // the stamp wrapping every 71 minutes); else now.
+        const std::uint64_t now = monotonic_ns();
+        const std::uint32_t ago_us = static_cast<std::uint32_t>(now / 1000) - c->publish_us;
+        const std::uint64_t published = ago_us <= 1'000'000 ? now - std::uint64_t{ago_us} * 1000 : now;
+        last_key_ = ArrivalPredictor::client_key(c->owner_pidns, sw.pid, i);
+        predictor_.arrived(last_key_, published);
+      }
       // Stored only when it changes: the line is read by spinning clients, and a store on
       // every request would pull it away from them each time.
       if (const auto cpu = static_cast<std::uint32_t>(sched_getcpu());
@@ -96,27 +112,84 @@ void ServerRing::answer(const Taken& taken, std::span<const std::uint8_t> reply)
   }
 }
 
+bool ServerRing::sleep_until(std::uint64_t deadline_ns, bool& woken) {
+  SegmentHeader& h = view_.header();
+  h.server_sleeping.store(1, std::memory_order_seq_cst);
+  woken = any_pending();  // re-check after announcing sleep (see ClientRing::publish)
+  if (!woken) woken = sem_wait_until(&h.doorbell, deadline_ns);
+  h.server_sleeping.store(0, std::memory_order_relaxed);
+  return any_pending();
+}
+
 bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) {
   // The client we answered last is the likeliest to call next; if it runs on our CPU,
   // our spinning would only stand in its way.
   // After an idle timeout nobody is calling: sleep straight away (idle costs no CPU).
-  if (spin_until([this] { return any_pending(); }, idle_ ? 0 : spin_ns,
-                 [this] { return last_client_cpu_; })) {
-    return true;
+  // A client calling every millisecond or more will not call within the spin either.
+  const auto client_cpu = [this] { return last_client_cpu_; };
+  const auto pending = [this] { return any_pending(); };
+  const bool periodic = predict_ && predictor_.period_of(last_key_) >= std::max<std::uint64_t>(
+                                                                         20 * spin_ns, 1'000'000);
+  if (spin_until(pending, idle_ || periodic ? 0 : spin_ns, client_cpu)) return true;
+  const std::uint64_t give_up = monotonic_ns() + timeout_ns;
+  for (;;) {
+    const std::uint64_t now = monotonic_ns();
+    const std::optional<ArrivalPredictor::Window> w =
+        predict_ ? predictor_.next_window(now) : std::nullopt;
+    std::uint64_t deadline = give_up;
+    bool window_timer = false;
+    // The timer is set early by how late this thread's timer wake-ups have been (waiting
+    // for a CPU costs none, only the spin once running does), by at most the window's
+    // length, so that a wake-up on time spins at most twice the window.
+    const std::uint64_t early = w ? std::min(wake_late_ns_, w->end_ns - w->start_ns) : 0;
+    if (w && w->start_ns <= now + early) {
+      // In a window: spin through it. Stopped early only when the client we expect ran on
+      // this CPU (it would need the CPU we spin on): then wait for it asleep.
+      windows_.fetch_add(1, std::memory_order_relaxed);
+      if (spin_until_time(pending, w->end_ns, client_cpu)) {
+        idle_ = false;
+        return true;
+      }
+      if (monotonic_ns() >= w->end_ns) {
+        continue;  // next_window() counts the miss and stops predicting that client
+      }
+      deadline = w->end_ns;
+    } else if (w && w->start_ns - early < give_up) {
+      deadline = w->start_ns - early;
+      window_timer = true;
+    }
+    if (now >= give_up) {
+      idle_ = true;
+      return false;
+    }
+    bool woken = false;
+    const bool work = sleep_until(deadline, woken);
+    if (window_timer && !woken) {
+      // A slow average of the lateness, at most kMaxWakeLateNs (a wake-up later than
+      // that is a stall, not the machine's habit).
+      const std::uint64_t late = std::min(monotonic_ns() - std::min(monotonic_ns(), deadline),
+                                          kMaxWakeLateNs);
+      wake_late_ns_ = late > wake_late_ns_ ? wake_late_ns_ + (late - wake_late_ns_) / 4
+                                           : wake_late_ns_ - (wake_late_ns_ - late) / 4;
+    }
+    if (work) {
+      idle_ = false;
+      return true;
+    }
+    if (woken) {
+      // A doorbell with nothing behind it: a post another thread's take() already
+      // answered, or a count a peer wrote. Drained, and no spin after it, so that a forged
+      // count of billions cannot keep the daemon busy. A request it hid is found by the
+      // caller's scan (false means: scan).
+      sem_drain(&view_.header().doorbell);
+      idle_ = true;
+      return false;
+    }
+    if (deadline == give_up) {
+      idle_ = true;
+      return false;
+    }
   }
-  SegmentHeader& h = view_.header();
-  h.server_sleeping.store(1, std::memory_order_seq_cst);
-  bool woken = any_pending();  // re-check after announcing sleep (see ClientRing::publish)
-  if (!woken) woken = sem_wait_until(&h.doorbell, monotonic_ns() + timeout_ns);
-  h.server_sleeping.store(0, std::memory_order_relaxed);
-  const bool work = any_pending();
-  // A doorbell with nothing behind it: a post another thread's take() already answered, or
-  // a count a peer wrote. Drained, and no spin after it, so that a forged count of
-  // billions cannot keep the daemon busy. A request it hid is found by the caller's scan
-  // (false means: scan).
-  if (woken && !work) sem_drain(&h.doorbell);
-  idle_ = !work;
-  return work;
 }
 
 void ServerRing::scan() {

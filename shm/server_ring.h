@@ -8,12 +8,14 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "shm/arrival_predictor.h"
 #include "shm/layout.h"
 #include "shm/segment.h"
 
@@ -21,7 +23,9 @@ namespace estimator::shm {
 
 class ServerRing {
  public:
-  explicit ServerRing(const SegmentView& view);
+  // `predict`: learn the clients' periods and wake up just before their next request
+  // (shm/arrival_predictor.h); otherwise sleep until a doorbell or the timeout.
+  explicit ServerRing(const SegmentView& view, bool predict = false);
 
   // Takes the next published slot (Ready -> Busy); nullopt when nothing is pending. The
   // request is copied into this ring's private buffer (a peer may rewrite the slot at any
@@ -44,14 +48,35 @@ class ServerRing {
   // timeout_ns from now. Returns false when no slot is pending: on timeout, or after a
   // wake-up with nothing behind it, which drains the doorbell (the caller then runs
   // scan()).
+  //
+  // With prediction, the spin is skipped after answering a client known to call only
+  // every millisecond or more (spinning would not reach its next request), and the sleep
+  // is cut into: asleep until the window before the next predicted request, awake and
+  // spinning through that window, asleep again if nothing came. The sleep ends on the
+  // doorbell as before, so an unpredicted request is served as without prediction.
   bool wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns);
+
+  // Predicted windows this thread was awake for, and windows that closed without their
+  // request (spun through, or woken too late for them): a miss is what a client that
+  // stops being periodic costs, and what a machine that delays timer wake-ups causes.
+  std::uint64_t windows() const { return windows_.load(std::memory_order_relaxed); }
+  std::uint64_t missed_windows() const { return predictor_.misses(); }
 
   // Marks every slot found in state Ready as pending, whatever the mask says.
   void scan();
 
  private:
   bool any_pending() const;
+  // Sleeps on the doorbell until deadline_ns (the sleep flag set meanwhile); `woken` says
+  // whether it was posted. Returns whether a slot is pending.
+  bool sleep_until(std::uint64_t deadline_ns, bool& woken);
   SegmentView view_;
+  bool predict_;
+  ArrivalPredictor predictor_;
+  std::uint64_t last_key_ = 0;                        // the client served last
+  std::uint64_t wake_late_ns_ = 0;  // how late this thread's window timers fire, on average
+  // Atomic only so that another thread may read them (tests); one writer.
+  std::atomic<std::uint64_t> windows_{0};
   std::uint32_t mask_words_;                         // those covering the ring
   std::uint64_t last_word_bits_;                     // the ring's bits in the last of them
   std::vector<std::uint8_t> request_copy_;           // request_capacity bytes

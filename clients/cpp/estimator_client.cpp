@@ -22,7 +22,8 @@ namespace estimator::client {
 
 using shm::ReplyBytes;
 
-// One attachment per daemon epoch; Replies keep theirs alive past a re-attach.
+// One attachment per daemon epoch. Replies hold their own copy of the bytes, never the
+// attachment.
 struct Attachment {
   std::unique_ptr<shm::ClientSegment> segment;
   std::unique_ptr<shm::ClientRing> ring;
@@ -113,46 +114,101 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
 
 Client::~Client() = default;
 
-Result<std::shared_ptr<Attachment>> Client::attachment() {
-  if (!policy_error_.ok()) return policy_error_;
-  std::lock_guard lock(mu_);
-  if (attachment_ != nullptr) {
-    // A clean stop or a restart marks the old segment, a truncation zeroes it; re-attach
-    // without failing a call.
-    const auto state = attachment_->segment->view().header().state.load(std::memory_order_acquire);
-    if (state == static_cast<std::uint32_t>(shm::ServerState::kServing) &&
-        !attachment_->segment->tripped()) {
-      return attachment_;
+namespace {
+
+bool usable(const Attachment& a) {
+  // A clean stop or a restart marks the old segment, a truncation zeroes it; re-attach
+  // without failing a call.
+  return a.segment->view().header().state.load(std::memory_order_acquire) ==
+             static_cast<std::uint32_t>(shm::ServerState::kServing) &&
+         !a.segment->tripped();
+}
+
+}  // namespace
+
+// A call's use of the client's attachment, from before it loads it until it is done; the
+// last call to finish frees attachments retired meanwhile.
+class Client::Use {
+ public:
+  explicit Use(Client& client) : client_(client) {
+    client_.active_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  ~Use() {
+    if (client_.active_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        client_.have_retired_.load(std::memory_order_relaxed)) {
+      std::unique_lock lock(client_.mu_, std::try_to_lock);
+      if (lock.owns_lock()) client_.reclaim_retired();
     }
-    attachment_.reset();
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+
+ private:
+  Client& client_;
+};
+
+Result<Attachment*> Client::attachment() {
+  if (!policy_error_.ok()) return policy_error_;
+  // The common case: one load, no lock (seq_cst: see reclaim_retired).
+  if (Attachment* a = current_.load(std::memory_order_seq_cst); a != nullptr && usable(*a)) {
+    return a;
+  }
+  std::lock_guard lock(mu_);
+  if (Attachment* a = current_.load(std::memory_order_seq_cst); a != nullptr) {
+    if (usable(*a)) return a;  // another thread re-attached meanwhile
+    current_.store(nullptr, std::memory_order_seq_cst);
+    have_retired_.store(true, std::memory_order_relaxed);
   }
   auto seg = shm::ClientSegment::attach(
       options_.shm_name, {static_cast<uid_t>(options_.daemon_uid),
                           static_cast<mode_t>(options_.shm_mode)});
   if (!seg.ok()) return seg.status();
-  auto a = std::make_shared<Attachment>();
+  auto a = std::make_unique<Attachment>();
   a->segment = std::move(seg).value();
   a->ring = std::make_unique<shm::ClientRing>(*a->segment);
-  attachment_ = a;
-  return a;
+  Attachment* raw = a.get();
+  attachments_.push_back(std::move(a));
+  current_.store(raw, std::memory_order_seq_cst);
+  return raw;
 }
 
-void Client::forget(const std::shared_ptr<Attachment>& stale) {
+void Client::forget(Attachment* stale) {
   std::lock_guard lock(mu_);
-  if (attachment_ == stale) attachment_.reset();
+  Attachment* expected = stale;
+  if (current_.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst)) {
+    have_retired_.store(true, std::memory_order_relaxed);
+  }
 }
 
-Result<Reply> Client::call(const Request& request, bool ping, std::uint64_t deadline,
-                          std::chrono::nanoseconds timeout) {
+void Client::reclaim_retired() {
+  // Every call announces itself (active_) before it loads current_, and a retired
+  // attachment was swapped out of current_ before this runs: with no call in flight now,
+  // none can still hold it, and later calls load only the current one.
+  if (active_.load(std::memory_order_seq_cst) != 0) return;
+  Attachment* keep = current_.load(std::memory_order_seq_cst);
+  std::erase_if(attachments_, [keep](const std::unique_ptr<Attachment>& a) { return a.get() != keep; });
+  have_retired_.store(false, std::memory_order_relaxed);
+}
+
+Status Client::call(const Request& request, bool ping, std::uint64_t deadline,
+                    std::chrono::nanoseconds timeout, Reply& out) {
+  out.size_ = 0;
+  out.joined_.reset();
+  out.request_id_ = 0;
+  out.rows_ = out.cols_ = 0;
+  out.powers_ = nullptr;
+  out.components_ = nullptr;
+  out.model_ = {};
   if (!ping && (request.features.size() != request.cols ||
                 (request.matrix == nullptr && request.rows * request.cols != 0))) {
     return Status(Code::kInvalidArgument, std::to_string(request.features.size()) +
                                               " feature names for " +
                                               std::to_string(request.cols) + " columns");
   }
+  const Use use(*this);
   auto att = attachment();
   if (!att.ok()) return att.status();
-  std::shared_ptr<Attachment> a = std::move(att).value();
+  Attachment* a = att.value();
   shm::ClientRing& ring = *a->ring;
 
   wire::RequestSpec spec = spec_of(request);
@@ -167,11 +223,16 @@ Result<Reply> Client::call(const Request& request, bool ping, std::uint64_t dead
   if (!built.ok()) return built.status();
   const std::span<const std::uint8_t> bytes = built.value();
   const auto spin = static_cast<std::uint64_t>(std::chrono::nanoseconds(options_.spin).count());
+  // The reply's storage, sized once for any reply of this daemon and reused after.
+  if (const std::uint32_t cap = ring.view().response_capacity(); out.capacity_ < cap) {
+    out.bytes_ = std::make_unique_for_overwrite<std::uint8_t[]>(cap);
+    out.capacity_ = cap;
+  }
 
   // A reply that fails its seal was written by another process: never returned, and the
   // request is sent again in a fresh claim while the deadline allows.
   Status rejected;
-  ReplyBytes received;
+  std::uint32_t received = 0;
   for (;;) {
     auto claimed = ring.claim(deadline, deadline + shm::kLeaseGraceNs, thread_hint());
     if (!claimed.ok()) {
@@ -198,10 +259,10 @@ Result<Reply> Client::call(const Request& request, bool ping, std::uint64_t dead
       return Status(Code::kUnavailable, "estimator unavailable: the daemon stopped or died");
     }
     if (waited == shm::WaitOutcome::kAnswered) {
-      auto got = ring.receive(claim, nonce, request_digest);
+      auto got = ring.receive_into(claim, nonce, request_digest, {out.bytes_.get(), out.capacity_});
       ring.release(claim);
       if (got.ok()) {
-        received = std::move(got).value();
+        received = got.value();
         break;
       }
       rejected = got.status();
@@ -213,10 +274,7 @@ Result<Reply> Client::call(const Request& request, bool ping, std::uint64_t dead
     rejected_replies_.fetch_add(1, std::memory_order_relaxed);
     if (shm::monotonic_ns() >= deadline) return rejected;
   }
-  Reply reply;
-  reply.bytes_ = std::move(received.data);
-  reply.size_ = received.size;
-  auto parsed = wire::read_response({reply.bytes_.get(), received.size});
+  auto parsed = wire::read_response({out.bytes_.get(), received});
   if (!parsed.ok()) return parsed.status();
   const wire::ParsedResponse& r = parsed.value();
   if (r.request_id != spec.request_id) {
@@ -224,31 +282,44 @@ Result<Reply> Client::call(const Request& request, bool ping, std::uint64_t dead
                                        " received for request " + std::to_string(spec.request_id));
   }
   if (r.status != Code::kOk) return Status(r.status, std::string(r.message));
-  reply.request_id_ = r.request_id;
-  reply.rows_ = r.rows;
-  reply.cols_ = r.cols;
-  reply.powers_ = r.powers;
-  reply.components_ = r.components;
-  if (r.model != nullptr) {
-    reply.model_ = {wire::view_of(r.model->name()),        wire::view_of(r.model->trainer()),
-                    wire::view_of(r.model->model_class()), wire::view_of(r.model->output_type()),
-                    wire::view_of(r.model->source()),      r.model->mae(),
-                    r.model->mape(),                       r.model->core_ratio()};
-  }
   if (!ping && r.rows != request.rows) {
     return Status(Code::kInternal, "answer has " + std::to_string(r.rows) + " rows for " +
                                        std::to_string(request.rows));
   }
-  return reply;
+  out.size_ = received;
+  out.request_id_ = r.request_id;
+  out.rows_ = r.rows;
+  out.cols_ = r.cols;
+  out.powers_ = r.powers;
+  out.components_ = r.components;
+  if (r.model != nullptr) {
+    out.model_ = {wire::view_of(r.model->name()),        wire::view_of(r.model->trainer()),
+                  wire::view_of(r.model->model_class()), wire::view_of(r.model->output_type()),
+                  wire::view_of(r.model->source()),      r.model->mae(),
+                  r.model->mape(),                       r.model->core_ratio()};
+  }
+  return Status::Ok();
 }
 
 Result<Reply> Client::estimate(const Request& request, std::chrono::nanoseconds timeout) {
   const std::uint64_t deadline = deadline_after(timeout);
   // A request that fits one slot goes as it is; one too large for it (found while encoding
   // it, before any slot is claimed, or by the daemon for its reply) is split.
-  Result<Reply> reply = call(request, false, deadline, timeout);
-  if (reply.ok() || reply.status().code() != Code::kTooLarge) return reply;
-  return estimate_in_chunks(request, reply.status(), deadline, timeout);
+  Reply reply;
+  const Status s = call(request, false, deadline, timeout, reply);
+  if (s.ok()) return reply;
+  if (s.code() != Code::kTooLarge) return s;
+  return estimate_in_chunks(request, s, deadline, timeout);
+}
+
+Status Client::estimate(const Request& request, Reply& reply, std::chrono::nanoseconds timeout) {
+  const std::uint64_t deadline = deadline_after(timeout);
+  const Status s = call(request, false, deadline, timeout, reply);
+  if (s.ok() || s.code() != Code::kTooLarge) return s;
+  auto joined = estimate_in_chunks(request, s, deadline, timeout);
+  if (!joined.ok()) return joined.status();
+  reply = std::move(joined).value();
+  return Status::Ok();
 }
 
 Result<Reply> Client::estimate_in_chunks(const Request& request, const Status& too_large,
@@ -260,6 +331,7 @@ Result<Reply> Client::estimate_in_chunks(const Request& request, const Status& t
                                        " (a request with node power is not split: its power is"
                                        " shared among all its rows)");
   }
+  const Use use(*this);
   auto att = attachment();
   if (!att.ok()) return att.status();
   const shm::SegmentView& view = att.value()->ring->view();
@@ -299,20 +371,19 @@ Result<Reply> Client::send_chunks(const Request& request, std::uint32_t request_
     const std::uint32_t n = std::min(chunk, request.rows - row);
     part.matrix = request.matrix + std::size_t{row} * request.cols;
     part.rows = n;
-    Result<Reply> got = call(part, false, deadline, timeout);
-    if (!got.ok()) {
+    Reply got;
+    if (const Status s = call(part, false, deadline, timeout, got); !s.ok()) {
       // A reply larger than assumed (more components, a longer description) or slots
       // shrunk by a restarted daemon: halve the chunk and send it again.
-      if (got.status().code() == Code::kTooLarge && n > 1) {
+      if (s.code() == Code::kTooLarge && n > 1) {
         chunk = n / 2;
         continue;
       }
-      return Status(got.status().code(),
-                    row_range(row, n, request.rows) + ": " + got.status().message());
+      return Status(s.code(), row_range(row, n, request.rows) + ": " + s.message());
     }
-    const std::uint32_t components = got->cols();
+    const std::uint32_t components = got.cols();
     if (!first) {
-      first.emplace(std::move(got).value());
+      first.emplace(std::move(got));
       first->joined_ = std::make_unique_for_overwrite<float[]>(std::size_t{request.rows} * components);
       std::ranges::copy(first->powers(), first->joined_.get());
       // Every answer of this model carries what the first one carries besides its powers:
@@ -323,16 +394,16 @@ Result<Reply> Client::send_chunks(const Request& request, std::uint32_t request_
       row += n;
       continue;
     }
-    if (!same_model(*first, *got)) {
+    if (!same_model(*first, got)) {
       model_changed = true;
       return Status(Code::kUnavailable,
                     row_range(row, n, request.rows) + " were answered by model " +
-                        std::string(got->model().name) + " (" + std::string(got->model().source) +
+                        std::string(got.model().name) + " (" + std::string(got.model().source) +
                         "), the rows before by " + std::string(first->model().name) + " (" +
                         std::string(first->model().source) +
                         "): the daemon reloaded its models between the requests");
     }
-    std::ranges::copy(got->powers(), first->joined_.get() + std::size_t{row} * components);
+    std::ranges::copy(got.powers(), first->joined_.get() + std::size_t{row} * components);
     row += n;
   }
   first->rows_ = request.rows;
@@ -341,7 +412,8 @@ Result<Reply> Client::send_chunks(const Request& request, std::uint32_t request_
 }
 
 Status Client::ping(std::chrono::nanoseconds timeout) {
-  return call(Request{}, true, deadline_after(timeout), timeout).status();
+  Reply reply;
+  return call(Request{}, true, deadline_after(timeout), timeout, reply);
 }
 
 std::string_view Reply::component(std::uint32_t c) const {

@@ -11,7 +11,10 @@
 // The request is encoded privately and copied into a slot of the daemon's shared-memory
 // ring; the reply is copied out of the slot and returned only if its seal shows it
 // answers this very request (shm/reply_seal.h). A Client may be used from many threads
-// at once. It attaches lazily,
+// at once, without a lock between them: a call reads the current attachment with one
+// atomic load (a mutex is taken only to attach or re-attach). With estimate(request,
+// reply, timeout), which reuses the Reply's storage, a thread's calls allocate nothing
+// once the first has sized its encoder and the Reply (docs/clients.md). It attaches lazily,
 // and re-attaches by itself when the daemon restarts (a new epoch): calls in between fail
 // with kUnavailable ("estimator unavailable") within their deadline, never hang.
 #pragma once
@@ -84,6 +87,8 @@ class Client;
 // already be another's); the slot is free again as soon as the bytes are copied.
 class Reply {
  public:
+  // An empty reply, to be filled (and refilled) by Client::estimate(request, reply, ...).
+  Reply() = default;
   Reply(Reply&&) noexcept = default;
   Reply& operator=(Reply&&) noexcept = default;
   Reply(const Reply&) = delete;
@@ -100,10 +105,10 @@ class Reply {
 
  private:
   friend class Client;
-  Reply() = default;
 
   std::unique_ptr<std::uint8_t[]> bytes_;  // the response; every view below points into it
   std::size_t size_ = 0;                   // of the response in bytes_
+  std::size_t capacity_ = 0;               // of bytes_, kept for the next call
   // The powers of all chunks of a request sent in several (powers_ points here then; the
   // model and components stay those of the first chunk's response, in bytes_).
   std::unique_ptr<float[]> joined_;
@@ -129,6 +134,10 @@ class Client {
   // fits one slot is sent as it is, at no extra cost.
   Result<Reply> estimate(const Request& request, std::chrono::nanoseconds timeout);
   Result<Reply> estimate(const Request& request) { return estimate(request, options_.timeout); }
+  // The same into `reply`, whose storage is reused: no allocation once it has held a
+  // reply of this daemon's slot size (a request sent in several parts still allocates).
+  // On error `reply` is left empty.
+  Status estimate(const Request& request, Reply& reply, std::chrono::nanoseconds timeout);
 
   // Ok when a daemon answers within the timeout.
   Status ping(std::chrono::nanoseconds timeout);
@@ -165,10 +174,15 @@ class Client {
   std::uint64_t rejected_replies() const { return rejected_replies_.load(std::memory_order_relaxed); }
 
  private:
-  Result<std::shared_ptr<Attachment>> attachment();
-  void forget(const std::shared_ptr<Attachment>& stale);
-  Result<Reply> call(const Request& request, bool ping, std::uint64_t deadline,
-                     std::chrono::nanoseconds timeout);
+  class Use;
+  // The current attachment, attaching (under mu_) when there is none or it went stale.
+  // The caller must hold a use (active_) from before the call until it no longer reads it.
+  Result<Attachment*> attachment();
+  void forget(Attachment* stale);
+  // Frees retired attachments once no call can still read them (under mu_).
+  void reclaim_retired();
+  Status call(const Request& request, bool ping, std::uint64_t deadline,
+              std::chrono::nanoseconds timeout, Reply& out);
   Result<Reply> estimate_in_chunks(const Request& request, const Status& too_large,
                                    std::uint64_t deadline, std::chrono::nanoseconds timeout);
   Result<Reply> send_chunks(const Request& request, std::uint32_t request_rows,
@@ -177,8 +191,14 @@ class Client {
 
   ClientOptions options_;
   Status policy_error_;  // an unreadable ESTIMATOR_DAEMON_UID / ESTIMATOR_SHM_MODE
-  std::mutex mu_;                        // guards attachment_ (not the calls)
-  std::shared_ptr<Attachment> attachment_;
+  // The attachment calls use: read with one load by every call, replaced only under mu_.
+  // A replaced one is retired, not freed, until a moment when no call is in flight
+  // (active_ == 0), so a call that loaded it before the swap never reads freed memory.
+  std::atomic<Attachment*> current_{nullptr};
+  std::atomic<std::uint32_t> active_{0};  // calls in flight
+  std::atomic<bool> have_retired_{false};
+  std::mutex mu_;                          // attaching, retiring, freeing; not the calls
+  std::vector<std::unique_ptr<Attachment>> attachments_;  // current and retired, under mu_
   std::atomic<std::uint64_t> rejected_replies_{0};
 };
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "schema/schema_version.h"
+#include "shm/arrival_predictor.h"
 #include "shm/client_ring.h"
 #include "shm/reply_seal.h"
 #include "shm/server_ring.h"
@@ -432,6 +433,193 @@ TEST_F(SlotRingTest, HeaderGuardRestoresTheFieldsOnlyTheDaemonWrites) {
   EXPECT_EQ(h.magic, kMagic);
   EXPECT_FALSE(guard.restore());
   EXPECT_TRUE(ClientSegment::attach(server->name()).ok()) << "clients can attach again";
+}
+
+TEST(ArrivalPredictor, LearnsAPeriodAndWakesAShortBoundedWindowBeforeIt) {
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(7, 1234, 3);
+  constexpr std::uint64_t kPeriod = 10'000'000;  // 10 ms
+  std::uint64_t t = kSecond;
+  p.arrived(key, t);
+  EXPECT_FALSE(p.next_window(t).has_value()) << "one request is no rhythm";
+  for (int i = 0; i < 3; ++i) p.arrived(key, t += kPeriod);
+  EXPECT_EQ(p.period_of(key), kPeriod);
+  const auto w = p.next_window(t + 1000);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_LT(w->start_ns, t + kPeriod);
+  EXPECT_GT(w->end_ns, t + kPeriod);
+  // The whole window is a small share of the period: what the daemon spins per request.
+  EXPECT_LE(w->end_ns - w->start_ns, kPeriod / 100);
+  EXPECT_GE(w->end_ns - w->start_ns, 20'000U);
+}
+
+TEST(ArrivalPredictor, AClientThatStopsCostsOneWindow) {
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(7, 1234, 3);
+  constexpr std::uint64_t kPeriod = 10'000'000;
+  std::uint64_t t = kSecond;
+  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
+  const auto w = p.next_window(t);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_FALSE(p.next_window(w->end_ns).has_value()) << "missed: no longer trusted";
+  EXPECT_FALSE(p.next_window(w->end_ns + 5 * kPeriod).has_value());
+  EXPECT_EQ(p.period_of(key), 0U);
+  EXPECT_EQ(p.misses(), 1U);
+  // Its rhythm seen again (a period, then two consistent intervals), it is trusted again.
+  t += 20 * kPeriod;
+  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
+  EXPECT_TRUE(p.next_window(t).has_value());
+}
+
+TEST(ArrivalPredictor, ALateRequestThatKeepsTheRhythmIsTrustedAtOnce) {
+  // The window passed (the client was late, or the daemon woke too late for it); the
+  // request then comes within the rhythm: the next one is predicted again.
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(7, 99, 1);
+  constexpr std::uint64_t kPeriod = 10'000'000;
+  std::uint64_t t = kSecond;
+  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
+  const auto w = p.next_window(t);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_FALSE(p.next_window(w->end_ns).has_value());
+  p.arrived(key, t += kPeriod + 1'000'000);  // 1 ms late
+  EXPECT_TRUE(p.next_window(t).has_value());
+}
+
+TEST(ArrivalPredictor, BackToBackAndIrregularClientsAreNotPredicted) {
+  ArrivalPredictor p;
+  const std::uint64_t fast = ArrivalPredictor::client_key(1, 10, 0);
+  const std::uint64_t odd = ArrivalPredictor::client_key(1, 11, 1);
+  std::uint64_t t = kSecond;
+  for (int i = 0; i < 100; ++i) p.arrived(fast, t += 20'000);  // every 20 us: the spin's
+  std::uint64_t u = kSecond;
+  const std::uint64_t gaps[] = {3'000'000, 11'000'000, 5'000'000, 40'000'000, 2'000'000};
+  for (const std::uint64_t g : gaps) p.arrived(odd, u += g);
+  EXPECT_EQ(p.period_of(fast), 0U);
+  EXPECT_EQ(p.period_of(odd), 0U);
+  EXPECT_FALSE(p.next_window(std::max(t, u)).has_value());
+}
+
+TEST(ArrivalPredictor, TheWindowIsBoundedWhateverTheJitterOrPeriod) {
+  // A client claiming a rhythm (a peer can send whatever it likes) buys at most a fixed
+  // share of each period it really keeps, and at most 0.5 ms.
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(1, 2, 3);
+  std::uint64_t t = kSecond;
+  for (int i = 0; i < 50; ++i) p.arrived(key, t += (i % 2 == 0 ? 10'900'000 : 9'600'000));
+  auto w = p.next_window(t);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_LE(w->end_ns - w->start_ns, p.period_of(key) / 160 + 1);
+  ArrivalPredictor q;
+  t = kSecond;
+  for (int i = 0; i < 5; ++i) q.arrived(key, t += 30 * kSecond);
+  w = q.next_window(t);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_LE(w->end_ns - w->start_ns, 500'000U);
+}
+
+TEST(ArrivalPredictor, TheTableIsFixedAndEveryClientHasItsOwnEntry) {
+  ArrivalPredictor p;
+  std::uint64_t t = kSecond;
+  // Thousands of clients (pids) take turns: the table never grows; a collision only
+  // costs the two clients their prediction.
+  for (int round = 0; round < 4; ++round) {
+    t += 10'000'000;
+    for (std::int32_t pid = 1; pid < 5000; ++pid) {
+      p.arrived(ArrivalPredictor::client_key(1, pid, 0), t + static_cast<std::uint64_t>(pid));
+    }
+  }
+  static_assert(sizeof(ArrivalPredictor) < 4 * 1024, "a fixed table, private to a thread");
+  SUCCEED();
+}
+
+// A client calling every 100 ms: after a few requests the daemon is awake (spinning, not
+// asleep) when the request comes, and sleeps in between; a client that then stops costs
+// one missed window, after which the daemon sleeps until its timeout. The period is long
+// and the bounds loose because the test machine is shared: a client thread can wake
+// milliseconds late, which breaks its rhythm (the daemon then rightly stops predicting).
+TEST_F(SlotRingTest, PeriodicClientFindsTheDaemonAwakeAndItSleepsBetween) {
+  constexpr std::uint64_t kPeriod = 100'000'000;
+  constexpr int kRequests = 12;
+  std::atomic<int> served{0};
+  std::atomic<bool> stop{false};
+  std::atomic<int> found_awake{0};  // requests published while the daemon did not sleep
+  std::atomic<int> seen_asleep{0};  // mid-gap looks that found the daemon asleep
+  ServerRing ring(server->view(), /*predict=*/true);
+  std::thread daemon([&] {
+    while (!stop.load()) {
+      if (auto t = ring.take()) {
+        ring.answer(*t, request_bytes(8, 0));
+        ++served;
+        continue;
+      }
+      ring.wait_for_work(50'000, kSecond / 4);
+    }
+  });
+  SegmentHeader& h = server->view().header();
+  std::uint64_t next = monotonic_ns() + kPeriod;
+  std::uint64_t worst_lateness = 0;  // of the client's own publishing, from i = 1 on
+  for (int i = 0; i < kRequests; ++i) {
+    // Half-way through the gap the daemon should be asleep.
+    std::this_thread::sleep_for(std::chrono::nanoseconds(next - kPeriod / 2 - monotonic_ns()));
+    if (h.server_sleeping.load() != 0) ++seen_asleep;
+    while (monotonic_ns() < next) {
+    }
+    if (i > 0) worst_lateness = std::max(worst_lateness, monotonic_ns() - next);
+    auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+    if (i >= 5 && h.server_sleeping.load() == 0) ++found_awake;
+    ASSERT_TRUE(sut->publish(a, request_bytes(16, static_cast<std::uint8_t>(i)), 1).ok());
+    ASSERT_EQ(sut->wait_answer(a, later(kSecond), 50'000), WaitOutcome::kAnswered);
+    sut->release(a);
+    next += kPeriod;
+  }
+  const std::uint64_t windows = ring.windows();
+  const std::uint64_t missed_before = ring.missed_windows();
+  // Stops: the daemon misses one window and sleeps on.
+  std::this_thread::sleep_for(std::chrono::nanoseconds(5 * kPeriod));
+  stop = true;
+  h.server_sleeping.store(0);
+  sem_post_shared(&h.doorbell);
+  daemon.join();
+  EXPECT_EQ(served.load(), kRequests);
+  if (worst_lateness < kPeriod / 50) {
+    EXPECT_GE(windows, 2U) << "the daemon never woke before a request";
+    EXPECT_GE(found_awake.load(), 1) << "the daemon was asleep at every request";
+  } else {
+    // The machine did not let the client keep its rhythm: nothing to predict.
+    std::printf("client late by up to %.1f ms: rhythm not kept, prediction not checked\n",
+                static_cast<double>(worst_lateness) / 1e6);
+  }
+  EXPECT_GE(seen_asleep.load(), kRequests / 2) << "the daemon did not sleep between requests";
+  EXPECT_LE(ring.missed_windows() - missed_before, 1U)
+      << "a stopped client costs a window, not one per period";
+}
+
+// The predicted sleep still ends on the doorbell: a request that comes long before the
+// predicted one (another client, or this one off its rhythm) is not left waiting.
+TEST_F(SlotRingTest, PredictedSleepStillWakesOnTheDoorbell) {
+  constexpr std::uint64_t kPeriod = 200'000'000;
+  ServerRing ring(server->view(), /*predict=*/true);
+  for (int i = 0; i < 4; ++i) {
+    auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+    ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
+    auto t = ring.take();
+    ASSERT_TRUE(t.has_value());
+    ring.answer(*t, request_bytes(8, 0));
+    ASSERT_EQ(sut->wait_answer(a, later(kSecond), 0), WaitOutcome::kAnswered);
+    sut->release(a);
+    if (i < 3) std::this_thread::sleep_for(std::chrono::nanoseconds(kPeriod));
+  }
+  std::atomic<bool> woke{false};
+  std::thread daemon([&] { woke = ring.wait_for_work(50'000, 5 * kSecond); });
+  while (server->view().header().server_sleeping.load() == 0) std::this_thread::yield();
+  const std::uint64_t t0 = monotonic_ns();
+  auto a = sut->claim(later(kSecond), later(2 * kSecond), 1).value();
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
+  daemon.join();
+  EXPECT_TRUE(woke);
+  EXPECT_LT(monotonic_ns() - t0, kPeriod / 2) << "waited for the predicted window";
+  EXPECT_TRUE(ring.take().has_value());
 }
 
 TEST(ReplySeal, DigestChangesWithAnyBitLengthOrKey) {

@@ -1,0 +1,74 @@
+// When the next request of a periodic client is due, so that a dispatch thread can sleep
+// through the gap and be awake, spinning, a short window before it.
+//
+// Why: an exporter sends one request per interval (Kepler every 3 s, fast exporters every
+// 1-10 ms). Spinning the whole gap costs a core; sleeping it costs every request a
+// wake-up of the daemon, which makes the ring no faster than a socket. Most clients are
+// metronomes, so the daemon learns each one's period from the times it takes their
+// requests and wakes itself on a high-resolution timer just before the next one.
+//
+// Private to one dispatch thread: no atomics, no allocation (a fixed table of kEntries).
+// A client is its (pid namespace, pid, slot) as the slot showed them when its request was
+// taken. These are written by clients, so a peer can only mislead the prediction: a false
+// entry costs at most one window (a few tens of microseconds of spinning, bounded by a
+// fraction of the period it claims to have, see window()) per period it really keeps by
+// sending requests, which it could make the daemon serve anyway.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+namespace estimator::shm {
+
+class ArrivalPredictor {
+ public:
+  static constexpr std::uint32_t kEntries = 64;
+  // Intervals shorter than this are back-to-back traffic, which the spin after an answer
+  // already serves hot; longer than kMaxPeriodNs, the client counts as new.
+  static constexpr std::uint64_t kMinPeriodNs = 200'000;
+  static constexpr std::uint64_t kMaxPeriodNs = 60'000'000'000ULL;
+  // Consistent intervals seen before the period is trusted.
+  static constexpr std::uint32_t kConfidentAfter = 2;
+
+  struct Window {
+    std::uint64_t start_ns;  // wake up and start spinning (CLOCK_MONOTONIC)
+    std::uint64_t end_ns;    // stop spinning: the client is late or stopped
+  };
+
+  static std::uint64_t client_key(std::uint32_t pidns, std::int32_t pid, std::uint32_t slot);
+
+  // A request of `key` was taken at now_ns.
+  void arrived(std::uint64_t key, std::uint64_t now_ns);
+
+  // The earliest window of a confident client that has not closed at now_ns (its start
+  // may have passed). A window that closed without its client's request is a miss: that
+  // client is not predicted again until its next request, so a client that stops costs
+  // one window. When that request keeps the rhythm (the client was late, or the thread
+  // woke too late for the window), it is trusted again at once; otherwise its rhythm is
+  // learned anew.
+  std::optional<Window> next_window(std::uint64_t now_ns);
+
+  // The learned period of `key`, 0 when it has none it trusts.
+  std::uint64_t period_of(std::uint64_t key) const;
+
+  // Windows that closed without their client's request (whether the thread spun through
+  // them or woke too late for them). Atomic only so that another thread may read it.
+  std::uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Entry {
+    std::uint64_t key = 0;
+    std::uint64_t last_ns = 0;    // 0: unused
+    std::uint64_t period_ns = 0;  // 0: none yet
+    std::uint64_t jitter_ns = 0;  // mean absolute deviation of the intervals from it
+    std::uint32_t hits = 0;       // consistent intervals in a row
+    bool suspended = false;       // its last window closed without it; until it comes
+  };
+  static Window window(const Entry& e);
+  std::array<Entry, kEntries> entries_{};
+  std::atomic<std::uint64_t> misses_{0};
+};
+
+}  // namespace estimator::shm
