@@ -1,13 +1,7 @@
 #include "models/keras_model.h"
-#include "models/shape_text.h"
 
-
-#include <algorithm>
-#include <cassert>
 #include <cctype>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
 #include <exception>
 #include <functional>
 #include <map>
@@ -20,8 +14,11 @@
 
 #include "models/hdf5_file.h"
 #include "models/isolated_call.h"
-#include "models/zip_archive.h"
 #include "models/json_fields.h"
+#include "models/keras_config.h"
+#include "models/keras_eval.h"
+#include "models/shape_text.h"
+#include "models/zip_archive.h"
 
 namespace estimator::models {
 
@@ -29,567 +26,19 @@ namespace {
 
 using json::Json;
 using json::Where;
+using keras::Activation;
+using keras::KerasRegressor;
+using keras::LayerKind;
+using keras::LayerSpec;
+using keras::ModelSpec;
+using keras::Step;
 
 // Bounds that keep a hostile file from making the loader allocate without limit. Kepler's
 // Keras models have a few thousand weights; these are far above any real MLP.
 constexpr std::size_t kMaxTensorValues = std::size_t{1} << 24;  // per weight, 128 MiB
 constexpr std::size_t kMaxMemberBytes = std::size_t{1} << 28;   // per zip member, 256 MiB
-constexpr double kMaxWidth = 1 << 20;                           // features or units
 
 Status invalid(std::string message) { return Status(Code::kInvalidArgument, std::move(message)); }
-
-// ---------------------------------------------------------------- activations
-
-enum class Activation {
-  kLinear,
-  kRelu,
-  kSigmoid,
-  kTanh,
-  kSoftmax,
-  kSoftplus,
-  kSoftsign,
-  kElu,
-  kSelu,
-  kSwish,
-  kExponential,
-};
-
-struct ActivationName {
-  std::string_view name;
-  Activation activation;
-};
-
-// Keras's names. "swish" and "silu" are the same function (Keras 3 renamed it).
-constexpr ActivationName kActivations[] = {
-    {"linear", Activation::kLinear},     {"relu", Activation::kRelu},
-    {"sigmoid", Activation::kSigmoid},   {"tanh", Activation::kTanh},
-    {"softmax", Activation::kSoftmax},   {"softplus", Activation::kSoftplus},
-    {"softsign", Activation::kSoftsign}, {"elu", Activation::kElu},
-    {"selu", Activation::kSelu},         {"swish", Activation::kSwish},
-    {"silu", Activation::kSwish},        {"exponential", Activation::kExponential},
-};
-
-std::string_view activation_name(Activation a) {
-  for (const ActivationName& n : kActivations) {
-    if (n.activation == a) return n.name;
-  }
-  return "?";
-}
-
-// A Dense or Activation layer's "activation": a name; null (Keras's default, linear); or,
-// as some Keras 3 versions serialize functions, {"class_name": ..., "config": "<name>"}.
-Result<Activation> parse_activation(const Json* value, const Where& where) {
-  if (value == nullptr) return Activation::kLinear;
-  const Json* name = value;
-  if (value->is_object()) {
-    name = json::optional_member(*value, "config");
-    if (name == nullptr || !name->is_string()) {
-      return json::invalid(where,
-                           "an activation given as an object must name a built-in "
-                           "function in \"config\"");
-    }
-  }
-  if (!name->is_string()) {
-    return json::invalid(where,
-                         std::string("expected an activation name, got ") + name->type_name());
-  }
-  const std::string& s = name->get_ref<const std::string&>();
-  for (const ActivationName& n : kActivations) {
-    if (s == n.name) return n.activation;
-  }
-  std::string supported;
-  for (const ActivationName& n : kActivations) {
-    if (!supported.empty()) supported += ", ";
-    supported += n.name;
-  }
-  return json::invalid(where,
-                       "activation \"" + s + "\" is not supported (supported: " + supported + ")");
-}
-
-// Keras's constants (keras.activations.selu; elu with its default alpha 1).
-constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
-constexpr double kSeluScale = 1.0507009873554804934193349852946;
-
-double sigmoid(double x) {
-  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
-  const double e = std::exp(x);
-  return e / (1.0 + e);
-}
-
-using MutView = Eigen::Map<RowMatrixD, 0, Eigen::OuterStride<>>;
-using ConstView = Eigen::Map<const RowMatrixD, 0, Eigen::OuterStride<>>;
-
-// In place, coefficient by coefficient (softmax row by row); never allocates.
-void apply(Activation a, MutView m) {
-  switch (a) {
-    case Activation::kLinear:
-      return;
-    case Activation::kRelu:
-      m = m.cwiseMax(0.0);
-      return;
-    case Activation::kSigmoid:
-      m = m.unaryExpr([](double x) { return sigmoid(x); });
-      return;
-    case Activation::kTanh:
-      m = m.array().tanh().matrix();
-      return;
-    case Activation::kSoftmax:
-      for (Eigen::Index r = 0; r < m.rows(); ++r) {
-        auto row = m.row(r);
-        const double top = row.maxCoeff();
-        row = (row.array() - top).exp().matrix();
-        row /= row.sum();
-      }
-      return;
-    case Activation::kSoftplus:
-      m = m.unaryExpr(
-          [](double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); });
-      return;
-    case Activation::kSoftsign:
-      m = m.unaryExpr([](double x) { return x / (1.0 + std::abs(x)); });
-      return;
-    case Activation::kElu:
-      m = m.unaryExpr([](double x) { return x > 0 ? x : std::expm1(x); });
-      return;
-    case Activation::kSelu:
-      m = m.unaryExpr(
-          [](double x) { return kSeluScale * (x > 0 ? x : kSeluAlpha * std::expm1(x)); });
-      return;
-    case Activation::kSwish:
-      m = m.unaryExpr([](double x) { return x * sigmoid(x); });
-      return;
-    case Activation::kExponential:
-      m = m.array().exp().matrix();
-      return;
-  }
-}
-
-// ---------------------------------------------------------------- model_config
-
-enum class LayerKind { kIdentity, kDense, kActivation };
-
-struct LayerSpec {
-  std::string class_name;
-  std::string name;
-  LayerKind kind = LayerKind::kIdentity;
-  Activation activation = Activation::kLinear;
-  bool use_bias = true;
-  Eigen::Index units = 0;
-  Where where;
-};
-
-struct ModelSpec {
-  std::string class_name;         // Sequential or Functional
-  std::vector<LayerSpec> layers;  // in evaluation order
-  Eigen::Index input_width = -1;  // as declared by the config; -1 when it declares none
-};
-
-// Layers that do nothing at inference on a batch of flat rows.
-constexpr std::string_view kIdentityLayers[] = {"InputLayer",   "Flatten",         "Dropout",
-                                                "AlphaDropout", "GaussianDropout", "GaussianNoise"};
-
-constexpr std::string_view kSupportedLayers =
-    "Dense, Activation, InputLayer, Flatten, Dropout, AlphaDropout, GaussianDropout, "
-    "GaussianNoise";
-
-Result<Eigen::Index> positive_count(const Json& value, const Where& where) {
-  if (!value.is_number() ||
-      (!value.is_number_integer() && std::floor(value.get<double>()) != value.get<double>())) {
-    return json::invalid(where, std::string("expected a positive integer, got ") +
-                                    (value.is_number() ? "a fraction" : value.type_name()));
-  }
-  const double d = value.get<double>();
-  if (d < 1 || d > kMaxWidth) {
-    return json::invalid(where, "expected a positive integer up to " +
-                                    std::to_string(static_cast<long>(kMaxWidth)) + ", got " +
-                                    value.dump());
-  }
-  return static_cast<Eigen::Index>(d);
-}
-
-// A batch shape such as [null, 9]: the rows the model takes must be flat feature vectors.
-Status declare_input(const Json& shape, const Where& where, ModelSpec& spec) {
-  if (!shape.is_array()) {
-    return json::invalid(where, std::string("expected a shape array, got ") + shape.type_name());
-  }
-  if (shape.size() != 2) {
-    return json::invalid(
-        where, "input shape " + shape.dump() + " is not a batch of flat rows ([null, features])");
-  }
-  Result<Eigen::Index> width = positive_count(shape[1], where / "[1]");
-  if (!width.ok()) return width.status();
-  if (spec.input_width >= 0 && spec.input_width != *width) {
-    return json::invalid(where, "input width " + std::to_string(*width) +
-                                    " disagrees with the width declared earlier, " +
-                                    std::to_string(spec.input_width));
-  }
-  spec.input_width = *width;
-  return Status::Ok();
-}
-
-Result<LayerSpec> parse_layer(const Json& layer, const Where& where, ModelSpec& spec) {
-  Result<const Json*> cls = json::member(layer, where, "class_name");
-  if (!cls.ok()) return cls.status();
-  Result<std::string> class_name = json::string_value(**cls, where / "class_name");
-  if (!class_name.ok()) return class_name.status();
-  Result<const Json*> cfg_ptr = json::member(layer, where, "config");
-  if (!cfg_ptr.ok()) return cfg_ptr.status();
-  const Json& cfg = **cfg_ptr;
-  const Where cfg_where = where / "config";
-
-  LayerSpec out;
-  out.class_name = std::move(*class_name);
-  out.where = where;
-  const Json* name = json::optional_member(cfg, "name");
-  if (name == nullptr) name = json::optional_member(layer, "name");
-  if (name != nullptr && name->is_string()) out.name = name->get<std::string>();
-  const std::string label = "layer '" + out.name + "' (" + out.class_name + ")";
-
-  if (out.class_name == "Sequential" || out.class_name == "Functional" ||
-      out.class_name == "Model") {
-    return json::invalid(where, label + " is a nested model, which is not supported");
-  }
-  const bool identity = std::find(std::begin(kIdentityLayers), std::end(kIdentityLayers),
-                                  out.class_name) != std::end(kIdentityLayers);
-  if (out.class_name != "Dense" && out.class_name != "Activation" && !identity) {
-    return json::invalid(where, label + " is not supported (supported layers: " +
-                                    std::string(kSupportedLayers) + ")");
-  }
-  if (Status s = json::expect_object(cfg, cfg_where); !s.ok()) return s;
-
-  // Where each generation declares the input: batch_input_shape (Keras 2, on InputLayer or
-  // on the first layer), batch_shape (Keras 3 InputLayer).
-  for (const char* key : {"batch_input_shape", "batch_shape"}) {
-    if (const Json* shape = json::optional_member(cfg, key); shape != nullptr) {
-      if (Status s = declare_input(*shape, cfg_where / key, spec); !s.ok()) return s;
-    }
-  }
-
-  if (out.class_name == "Dense") {
-    out.kind = LayerKind::kDense;
-    Result<const Json*> units = json::member(cfg, cfg_where, "units");
-    if (!units.ok()) return units.status();
-    Result<Eigen::Index> n = positive_count(**units, cfg_where / "units");
-    if (!n.ok()) return n.status();
-    out.units = *n;
-    Result<Activation> a =
-        parse_activation(json::optional_member(cfg, "activation"), cfg_where / "activation");
-    if (!a.ok()) return a.status();
-    out.activation = *a;
-    if (const Json* bias = json::optional_member(cfg, "use_bias"); bias != nullptr) {
-      if (!bias->is_boolean()) {
-        return json::invalid(cfg_where / "use_bias",
-                             std::string("expected true or false, got ") + bias->type_name());
-      }
-      out.use_bias = bias->get<bool>();
-    }
-  } else if (out.class_name == "Activation") {
-    out.kind = LayerKind::kActivation;
-    Result<const Json*> a_json = json::member(cfg, cfg_where, "activation");
-    if (!a_json.ok()) return a_json.status();
-    Result<Activation> a = parse_activation(*a_json, cfg_where / "activation");
-    if (!a.ok()) return a.status();
-    out.activation = *a;
-  }
-  return out;
-}
-
-Status parse_layer_list(const Json& layers, const Where& where, ModelSpec& spec) {
-  if (!layers.is_array()) {
-    return json::invalid(where,
-                         std::string("expected an array of layers, got ") + layers.type_name());
-  }
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    Result<LayerSpec> l = parse_layer(layers[i], where / ("[" + std::to_string(i) + "]"), spec);
-    if (!l.ok()) return l.status();
-    spec.layers.push_back(std::move(*l));
-  }
-  return Status::Ok();
-}
-
-// The layers an inbound node of a Functional layer reads from. Keras 2 writes a node as
-// [[name, node, tensor, kwargs], ...]; Keras 3 as {"args": [...], "kwargs": {...}} holding
-// {"class_name": "__keras_tensor__", "config": {"keras_history": [name, node, tensor]}}.
-void keras3_sources(const Json& v, std::vector<std::string>& out) {
-  if (v.is_object()) {
-    const Json* cls = json::optional_member(v, "class_name");
-    const Json* cfg = json::optional_member(v, "config");
-    if (cls != nullptr && cls->is_string() && *cls == "__keras_tensor__" && cfg != nullptr) {
-      const Json* history = json::optional_member(*cfg, "keras_history");
-      if (history != nullptr && history->is_array() && !history->empty() &&
-          (*history)[0].is_string()) {
-        out.push_back((*history)[0].get<std::string>());
-        return;
-      }
-    }
-    for (const auto& item : v.items()) keras3_sources(item.value(), out);
-  } else if (v.is_array()) {
-    for (const Json& item : v) keras3_sources(item, out);
-  }
-}
-
-Result<std::vector<std::string>> node_sources(const Json& node, const Where& where) {
-  std::vector<std::string> out;
-  if (node.is_object()) {
-    keras3_sources(node, out);
-  } else if (node.is_array()) {
-    for (const Json& entry : node) {
-      if (!entry.is_array() || entry.empty() || !entry[0].is_string()) {
-        return json::invalid(where, "unrecognized inbound node entry " + entry.dump());
-      }
-      out.push_back(entry[0].get<std::string>());
-    }
-  } else {
-    return json::invalid(where, std::string("unrecognized inbound node, a ") + node.type_name());
-  }
-  return out;
-}
-
-// input_layers / output_layers: [[name, 0, 0], ...] or, for a single tensor, [name, 0, 0].
-Result<std::vector<std::string>> endpoint_names(const Json& obj, const Where& where,
-                                                std::string_view key) {
-  Result<const Json*> v = json::member(obj, where, key);
-  if (!v.ok()) return v.status();
-  const Json& list = **v;
-  std::vector<std::string> out;
-  if (list.is_array() && !list.empty() && list[0].is_string()) {
-    out.push_back(list[0].get<std::string>());
-    return out;
-  }
-  if (list.is_array()) {
-    for (const Json& e : list) {
-      if (!e.is_array() || e.empty() || !e[0].is_string()) {
-        return json::invalid(where / key, "unrecognized entry " + e.dump());
-      }
-      out.push_back(e[0].get<std::string>());
-    }
-    return out;
-  }
-  return json::invalid(where / key, std::string("expected an array, got ") + list.type_name());
-}
-
-// A Functional model is accepted when it is a chain in config order: an InputLayer, then
-// layers each fed by exactly the previous one, the last being the only output.
-Status check_functional_chain(const Json& cfg, const Where& where, const ModelSpec& spec) {
-  const Json& layers = cfg["layers"];
-  const std::string refusal =
-      "Functional model is not a single chain of layers; only "
-      "Sequential models and Functional chains are supported";
-  if (spec.layers.empty() || spec.layers.front().class_name != "InputLayer") {
-    return json::invalid(where / "layers", refusal + " (the first layer is not an InputLayer)");
-  }
-  for (std::size_t i = 1; i < spec.layers.size(); ++i) {
-    const Where lw = where / "layers" / ("[" + std::to_string(i) + "]") / "inbound_nodes";
-    const Json* nodes = json::optional_member(layers[i], "inbound_nodes");
-    if (nodes == nullptr || !nodes->is_array() || nodes->size() != 1) {
-      return json::invalid(
-          lw, refusal + " (layer '" + spec.layers[i].name + "' is not called exactly once)");
-    }
-    Result<std::vector<std::string>> src = node_sources((*nodes)[0], lw / "[0]");
-    if (!src.ok()) return src.status();
-    if (src->size() != 1 || src->front() != spec.layers[i - 1].name) {
-      std::string got;
-      for (const std::string& s : *src) got += (got.empty() ? "" : ", ") + s;
-      return json::invalid(lw, refusal + " (layer '" + spec.layers[i].name + "' reads [" + got +
-                                   "], not '" + spec.layers[i - 1].name + "')");
-    }
-  }
-  Result<std::vector<std::string>> inputs = endpoint_names(cfg, where, "input_layers");
-  if (!inputs.ok()) return inputs.status();
-  Result<std::vector<std::string>> outputs = endpoint_names(cfg, where, "output_layers");
-  if (!outputs.ok()) return outputs.status();
-  if (*inputs != std::vector<std::string>{spec.layers.front().name}) {
-    return json::invalid(where / "input_layers", refusal + " (inputs are not the first layer)");
-  }
-  if (*outputs != std::vector<std::string>{spec.layers.back().name}) {
-    return json::invalid(where / "output_layers", refusal + " (outputs are not the last layer)");
-  }
-  return Status::Ok();
-}
-
-Result<ModelSpec> parse_model_config(const Json& doc, const Where& where) {
-  Result<const Json*> cls = json::member(doc, where, "class_name");
-  if (!cls.ok()) return cls.status();
-  Result<std::string> class_name = json::string_value(**cls, where / "class_name");
-  if (!class_name.ok()) return class_name.status();
-  Result<const Json*> cfg = json::member(doc, where, "config");
-  if (!cfg.ok()) return cfg.status();
-  const Where cw = where / "config";
-
-  ModelSpec spec;
-  spec.class_name = *class_name;
-  if (spec.class_name == "Sequential") {
-    if ((*cfg)->is_array()) {
-      // Keras up to 2.2: the config is the list of layers itself.
-      if (Status s = parse_layer_list(**cfg, cw, spec); !s.ok()) return s;
-    } else {
-      Result<const Json*> layers = json::member(**cfg, cw, "layers");
-      if (!layers.ok()) return layers.status();
-      if (Status s = parse_layer_list(**layers, cw / "layers", spec); !s.ok()) return s;
-      if (const Json* shape = json::optional_member(**cfg, "build_input_shape"); shape != nullptr) {
-        if (Status s = declare_input(*shape, cw / "build_input_shape", spec); !s.ok()) return s;
-      }
-    }
-  } else if (spec.class_name == "Functional" || spec.class_name == "Model") {
-    spec.class_name = "Functional";
-    Result<const Json*> layers = json::member(**cfg, cw, "layers");
-    if (!layers.ok()) return layers.status();
-    if (Status s = parse_layer_list(**layers, cw / "layers", spec); !s.ok()) return s;
-    if (Status s = check_functional_chain(**cfg, cw, spec); !s.ok()) return s;
-  } else {
-    return json::invalid(
-        where / "class_name",
-        "model class " + spec.class_name + " is not supported (Sequential, or a Functional chain)");
-  }
-  return spec;
-}
-
-// ---------------------------------------------------------------- the regressor
-
-struct Step {
-  bool dense = false;
-  RowMatrixD kernel;        // in x out, as Keras stores it: y = x K + b
-  Eigen::RowVectorXd bias;  // empty when the layer has no bias
-  Activation activation = Activation::kLinear;
-};
-
-class KerasRegressor final : public Regressor {
- public:
-  KerasRegressor(std::vector<Step> steps, Eigen::Index inputs, std::string description)
-      : steps_(std::move(steps)), inputs_(inputs), description_(std::move(description)) {
-    for (std::size_t i = 0; i < steps_.size(); ++i) {
-      if (steps_[i].dense) last_dense_ = i;
-    }
-    outputs_ = steps_[last_dense_].kernel.cols();
-  }
-
-  Eigen::Index inputs() const override { return inputs_; }
-  Eigen::Index outputs() const override { return outputs_; }
-  std::string describe() const override { return description_; }
-
-  // Dense layers alternate between two scratch slots; the last one writes into `out`,
-  // and the activations after it apply there in place. Each row is one matrix-vector
-  // product: Eigen's products of a contiguous row need no heap memory, whatever the size,
-  // where its blocked matrix-matrix product takes a heap workspace beyond 128 KiB.
-  void predict(const ConstRowsD& in, RowsD out, Scratch& scratch) const override {
-    assert(in.cols() == inputs_ && out.rows() == in.rows() && out.cols() == outputs_);
-    const Eigen::Index rows = in.rows();
-    const double* cur = in.data();
-    double* cur_mut = nullptr;  // null while the current values are the caller's input
-    Eigen::Index cur_cols = in.cols();
-    Eigen::Index cur_stride = in.outerStride();
-    std::size_t next_slot = kRegressorSlots;
-
-    for (std::size_t i = 0; i < steps_.size(); ++i) {
-      const Step& step = steps_[i];
-      if (step.dense) {
-        const Eigen::Index width = step.kernel.cols();
-        double* dst = nullptr;
-        Eigen::Index dst_stride = width;
-        if (i == last_dense_) {
-          dst = out.data();
-          dst_stride = out.outerStride();
-        } else {
-          dst = scratch.matrix(next_slot, rows, width).data();
-          next_slot = next_slot == kRegressorSlots ? kRegressorSlots + 1 : kRegressorSlots;
-        }
-        const ConstView src(cur, rows, cur_cols, Eigen::OuterStride<>(cur_stride));
-        MutView y(dst, rows, width, Eigen::OuterStride<>(dst_stride));
-        for (Eigen::Index r = 0; r < rows; ++r) y.row(r).noalias() = src.row(r) * step.kernel;
-        if (step.bias.size() != 0) y.rowwise() += step.bias;
-        apply(step.activation, y);
-        cur = dst;
-        cur_mut = dst;
-        cur_cols = width;
-        cur_stride = dst_stride;
-      } else {
-        if (cur_mut == nullptr) {  // an activation before any Dense: copy, then apply
-          RowsD copy = scratch.matrix(next_slot, rows, cur_cols);
-          next_slot = next_slot == kRegressorSlots ? kRegressorSlots + 1 : kRegressorSlots;
-          copy = ConstView(cur, rows, cur_cols, Eigen::OuterStride<>(cur_stride));
-          cur_mut = copy.data();
-          cur = cur_mut;
-          cur_stride = cur_cols;
-        }
-        apply(step.activation, MutView(cur_mut, rows, cur_cols, Eigen::OuterStride<>(cur_stride)));
-      }
-    }
-  }
-
- // The loaded model as bytes, for the trip from the isolated loader (a child process,
-  // see load_isolated) back to the daemon: native-endian, same binary on both ends.
-  std::string serialize() const {
-    std::string out;
-    auto put = [&out](const auto& v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
-    put(static_cast<std::uint64_t>(inputs_));
-    put(static_cast<std::uint64_t>(description_.size()));
-    out += description_;
-    put(static_cast<std::uint64_t>(steps_.size()));
-    for (const Step& s : steps_) {
-      put(static_cast<std::uint8_t>(s.dense));
-      put(static_cast<std::uint8_t>(s.activation));
-      put(static_cast<std::uint64_t>(s.kernel.rows()));
-      put(static_cast<std::uint64_t>(s.kernel.cols()));
-      put(static_cast<std::uint64_t>(s.bias.size()));
-      out.append(reinterpret_cast<const char*>(s.kernel.data()),
-                 sizeof(double) * static_cast<std::size_t>(s.kernel.size()));
-      out.append(reinterpret_cast<const char*>(s.bias.data()),
-                 sizeof(double) * static_cast<std::size_t>(s.bias.size()));
-    }
-    return out;
-  }
-
-  // The inverse of serialize(); checks every length against the bytes it has.
-  static Result<std::unique_ptr<Regressor>> deserialize(std::string_view bytes,
-                                                        std::string_view file) {
-    const Status bad(Code::kInternal, std::string(file) + ": malformed result from the loader");
-    std::size_t at = 0;
-    auto get = [&](auto& v) {
-      if (bytes.size() - at < sizeof v) return false;
-      std::memcpy(&v, bytes.data() + at, sizeof v);
-      at += sizeof v;
-      return true;
-    };
-    auto get_doubles = [&](double* dst, std::uint64_t n) {
-      if (n > (bytes.size() - at) / sizeof(double)) return false;
-      std::memcpy(dst, bytes.data() + at, n * sizeof(double));
-      at += n * sizeof(double);
-      return true;
-    };
-    std::uint64_t inputs = 0, desc_len = 0, count = 0;
-    if (!get(inputs) || !get(desc_len) || desc_len > bytes.size() - at) return bad;
-    std::string description(bytes.substr(at, desc_len));
-    at += desc_len;
-    if (!get(count) || count > bytes.size()) return bad;
-    std::vector<Step> steps(count);
-    bool any_dense = false;
-    for (Step& s : steps) {
-      std::uint8_t dense = 0, activation = 0;
-      std::uint64_t rows = 0, cols = 0, bias = 0;
-      if (!get(dense) || !get(activation) || !get(rows) || !get(cols) || !get(bias) ||
-          activation > static_cast<std::uint8_t>(Activation::kExponential) ||
-          (rows != 0 && cols > bytes.size() / rows) || bias > bytes.size()) {
-        return bad;
-      }
-      s.dense = dense != 0;
-      s.activation = static_cast<Activation>(activation);
-      s.kernel.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
-      s.bias.resize(static_cast<Eigen::Index>(bias));
-      if (!get_doubles(s.kernel.data(), rows * cols) || !get_doubles(s.bias.data(), bias)) return bad;
-      any_dense = any_dense || (s.dense && cols > 0);
-    }
-    if (!any_dense || at != bytes.size()) return bad;
-    return std::unique_ptr<Regressor>(std::make_unique<KerasRegressor>(
-        std::move(steps), static_cast<Eigen::Index>(inputs), std::move(description)));
-  }
-
- private:
-  std::vector<Step> steps_;
-  std::size_t last_dense_ = 0;
-  Eigen::Index inputs_;
-  Eigen::Index outputs_ = 0;
-  std::string description_;
-};
 
 // The weights of one Dense layer as found in the file, with where they were found.
 struct DenseWeights {
@@ -631,7 +80,7 @@ Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightRead
     if (layer.kind == LayerKind::kIdentity) continue;
     if (layer.kind == LayerKind::kActivation) {
       if (layer.activation == Activation::kLinear) continue;
-      topology += " -> " + std::string(activation_name(layer.activation));
+      topology += " -> " + std::string(keras::activation_name(layer.activation));
       // Folded into the Dense before it when that one is linear: same function, one pass.
       if (!steps.empty() && steps.back().dense && steps.back().activation == Activation::kLinear) {
         steps.back().activation = layer.activation;
@@ -682,7 +131,7 @@ Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightRead
     width = k_out;
     topology += " -> Dense " + std::to_string(k_out);
     if (layer.activation != Activation::kLinear) {
-      topology += " " + std::string(activation_name(layer.activation));
+      topology += " " + std::string(keras::activation_name(layer.activation));
     }
   }
   if (dense_index == 0) {
@@ -736,7 +185,7 @@ Result<std::unique_ptr<Regressor>> load_h5(std::string_view bytes, std::string_v
   if (!text.ok()) return text.status();
   Result<Json> doc = json::parse(*text, config_file);
   if (!doc.ok()) return doc.status();
-  Result<ModelSpec> spec = parse_model_config(*doc, Where{config_file, ""});
+  Result<ModelSpec> spec = keras::parse_model_config(*doc, Where{config_file, ""});
   if (!spec.ok()) return spec.status();
 
   std::string version;
@@ -871,7 +320,7 @@ Result<std::unique_ptr<Regressor>> load_zip(std::string_view bytes, std::string_
   const std::string config_file = std::string(file) + ": config.json";
   Result<Json> doc = json::parse(*config_text, config_file);
   if (!doc.ok()) return doc.status();
-  Result<ModelSpec> spec = parse_model_config(*doc, Where{config_file, ""});
+  Result<ModelSpec> spec = keras::parse_model_config(*doc, Where{config_file, ""});
   if (!spec.ok()) return spec.status();
 
   // Keras addresses a layer's variables by its class and rank among layers of that class.
