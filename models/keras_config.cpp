@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +14,8 @@ using json::Json;
 using json::Where;
 
 namespace {
+
+// ---------------------------------------------------------------- activations
 
 struct ActivationName {
   std::string_view name;
@@ -28,11 +32,24 @@ constexpr ActivationName kActivations[] = {
     {"silu", Activation::kSwish},        {"exponential", Activation::kExponential},
 };
 
+std::string_view activation_name(Activation a) {
+  for (const ActivationName& n : kActivations) {
+    if (n.activation == a) return n.name;
+  }
+  return "?";
+}
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
 
 // A Dense or Activation layer's "activation": a name; null (Keras's default, linear); or,
 // as some Keras 3 versions serialize functions, {"class_name": ..., "config": "<name>"}.
-Result<Activation> parse_activation(const Json* value, const Where& where) {
-  if (value == nullptr) return Activation::kLinear;
+// The named functions take their default parameters (relu plain, elu with alpha 1).
+Result<ActivationFn> parse_activation(const Json* value, const Where& where) {
+  if (value == nullptr || value->is_null()) return ActivationFn{};
   const Json* name = value;
   if (value->is_object()) {
     name = json::optional_member(*value, "config");
@@ -48,7 +65,7 @@ Result<Activation> parse_activation(const Json* value, const Where& where) {
   }
   const std::string& s = name->get_ref<const std::string&>();
   for (const ActivationName& n : kActivations) {
-    if (s == n.name) return n.activation;
+    if (s == n.name) return ActivationFn{.kind = n.activation};
   }
   std::string supported;
   for (const ActivationName& n : kActivations) {
@@ -59,13 +76,7 @@ Result<Activation> parse_activation(const Json* value, const Where& where) {
                        "activation \"" + s + "\" is not supported (supported: " + supported + ")");
 }
 
-// Layers that do nothing at inference on a batch of flat rows.
-constexpr std::string_view kIdentityLayers[] = {"InputLayer",   "Flatten",         "Dropout",
-                                                "AlphaDropout", "GaussianDropout", "GaussianNoise"};
-
-constexpr std::string_view kSupportedLayers =
-    "Dense, Activation, InputLayer, Flatten, Dropout, AlphaDropout, GaussianDropout, "
-    "GaussianNoise";
+// ---------------------------------------------------------------- layer settings
 
 Result<Eigen::Index> positive_count(const Json& value, const Where& where) {
   if (!value.is_number() ||
@@ -80,6 +91,38 @@ Result<Eigen::Index> positive_count(const Json& value, const Where& where) {
                                     value.dump());
   }
   return static_cast<Eigen::Index>(d);
+}
+
+// A finite number at cfg[key], `fallback` when absent. With `allow_null`, null also gives
+// the fallback (ReLU's max_value: null means no cap).
+Result<double> number_or(const Json& cfg, const Where& where, std::string_view key,
+                         double fallback, bool allow_null = false) {
+  const Json* v = json::optional_member(cfg, key);
+  if (v == nullptr || (allow_null && v->is_null())) return fallback;
+  return json::finite_number(*v, where / key);
+}
+
+Result<bool> bool_or(const Json& cfg, const Where& where, std::string_view key, bool fallback) {
+  const Json* v = json::optional_member(cfg, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_boolean()) {
+    return json::invalid(where / key, std::string("expected true or false, got ") + v->type_name());
+  }
+  return v->get<bool>();
+}
+
+// An "axis" that must be the last one of a batch of flat rows: -1 or 1, alone or in a
+// list (tf.keras 2 saves BatchNormalization's axis as [1] once built).
+Status expect_last_axis(const Json& cfg, const Where& where, const std::string& label) {
+  const Json* v = json::optional_member(cfg, "axis");
+  if (v == nullptr) return Status::Ok();
+  const Json* a = v;
+  if (v->is_array() && v->size() == 1) a = &(*v)[0];
+  if (a->is_number_integer() && (a->get<long>() == -1 || a->get<long>() == 1)) {
+    return Status::Ok();
+  }
+  return json::invalid(where / "axis", label + " works on axis " + v->dump() +
+                                           "; only the last axis of flat rows (-1) is supported");
 }
 
 // A batch shape such as [null, 9]: the rows the model takes must be flat feature vectors.
@@ -102,7 +145,132 @@ Status declare_input(const Json& shape, const Where& where, ModelSpec& spec) {
   return Status::Ok();
 }
 
+// Layers that pass their input on unchanged at inference, on a batch of flat rows.
+constexpr std::string_view kIdentityLayers[] = {"Flatten",         "Dropout",      "AlphaDropout",
+                                                "GaussianDropout", "GaussianNoise"};
+
+constexpr std::string_view kSupportedLayers =
+    "InputLayer, Dense, Activation, ReLU, LeakyReLU, ELU, Softmax, BatchNormalization, "
+    "Concatenate, Add, Flatten, Reshape, Dropout, AlphaDropout, GaussianDropout, GaussianNoise";
+
+Status parse_settings(const Json& cfg, const Where& cw, const std::string& label, LayerSpec& out) {
+  const std::string& cls = out.class_name;
+  if (cls == "InputLayer") {
+    out.kind = LayerKind::kInput;
+  } else if (std::find(std::begin(kIdentityLayers), std::end(kIdentityLayers), cls) !=
+             std::end(kIdentityLayers)) {
+    out.kind = LayerKind::kIdentity;
+  } else if (cls == "Reshape") {
+    out.kind = LayerKind::kIdentity;
+    Result<const Json*> t = json::member(cfg, cw, "target_shape");
+    if (!t.ok()) return t.status();
+    if (!(*t)->is_array()) {
+      return json::invalid(cw / "target_shape", std::string("expected an array, got ") +
+                                                    (*t)->type_name());
+    }
+    for (const Json& d : **t) {
+      if (!d.is_number_integer()) {
+        return json::invalid(cw / "target_shape", "expected integers, got " + (*t)->dump());
+      }
+      out.target_shape.push_back(d.get<long>());
+    }
+  } else if (cls == "Dense") {
+    out.kind = LayerKind::kDense;
+    Result<const Json*> units = json::member(cfg, cw, "units");
+    if (!units.ok()) return units.status();
+    Result<Eigen::Index> n = positive_count(**units, cw / "units");
+    if (!n.ok()) return n.status();
+    out.units = *n;
+    Result<ActivationFn> a =
+        parse_activation(json::optional_member(cfg, "activation"), cw / "activation");
+    if (!a.ok()) return a.status();
+    out.activation = *a;
+    Result<bool> bias = bool_or(cfg, cw, "use_bias", true);
+    if (!bias.ok()) return bias.status();
+    out.use_bias = *bias;
+  } else if (cls == "Activation") {
+    out.kind = LayerKind::kActivation;
+    Result<const Json*> a_json = json::member(cfg, cw, "activation");
+    if (!a_json.ok()) return a_json.status();
+    Result<ActivationFn> a = parse_activation(*a_json, cw / "activation");
+    if (!a.ok()) return a.status();
+    out.activation = *a;
+  } else if (cls == "ReLU") {
+    out.kind = LayerKind::kActivation;
+    out.activation.kind = Activation::kRelu;
+    const double inf = std::numeric_limits<double>::infinity();
+    Result<double> max_value = number_or(cfg, cw, "max_value", inf, /*allow_null=*/true);
+    if (!max_value.ok()) return max_value.status();
+    Result<double> slope = number_or(cfg, cw, "negative_slope", 0.0);
+    if (!slope.ok()) return slope.status();
+    Result<double> threshold = number_or(cfg, cw, "threshold", 0.0);
+    if (!threshold.ok()) return threshold.status();
+    // Keras's ReLU layer refuses negative values of all three; its function is defined
+    // (and computed here) for those it accepts.
+    for (auto [key, v] : {std::pair{"max_value", *max_value}, std::pair{"negative_slope", *slope},
+                          std::pair{"threshold", *threshold}}) {
+      if (v < 0) return json::invalid(cw / key, label + ": a negative " + key + " is not valid");
+    }
+    out.activation.max_value = *max_value;
+    out.activation.negative_slope = *slope;
+    out.activation.threshold = *threshold;
+  } else if (cls == "LeakyReLU") {
+    out.kind = LayerKind::kActivation;
+    out.activation.kind = Activation::kRelu;
+    // Keras 3 saves negative_slope, Keras 2 alpha; both default to 0.3.
+    const char* key = json::optional_member(cfg, "negative_slope") != nullptr ? "negative_slope"
+                                                                              : "alpha";
+    Result<double> slope = number_or(cfg, cw, key, 0.3);
+    if (!slope.ok()) return slope.status();
+    out.activation.negative_slope = *slope;
+  } else if (cls == "ELU") {
+    out.kind = LayerKind::kActivation;
+    out.activation.kind = Activation::kElu;
+    Result<double> alpha = number_or(cfg, cw, "alpha", 1.0);
+    if (!alpha.ok()) return alpha.status();
+    out.activation.alpha = *alpha;
+  } else if (cls == "Softmax") {
+    out.kind = LayerKind::kActivation;
+    out.activation.kind = Activation::kSoftmax;
+    if (Status s = expect_last_axis(cfg, cw, label); !s.ok()) return s;
+  } else if (cls == "BatchNormalization") {
+    out.kind = LayerKind::kBatchNorm;
+    if (Status s = expect_last_axis(cfg, cw, label); !s.ok()) return s;
+    Result<double> eps = number_or(cfg, cw, "epsilon", 1e-3);
+    if (!eps.ok()) return eps.status();
+    if (*eps < 0) return json::invalid(cw / "epsilon", label + ": a negative epsilon");
+    out.epsilon = *eps;
+    Result<bool> center = bool_or(cfg, cw, "center", true);
+    if (!center.ok()) return center.status();
+    Result<bool> scale = bool_or(cfg, cw, "scale", true);
+    if (!scale.ok()) return scale.status();
+    out.center = *center;
+    out.scale = *scale;
+    // Variants whose inference is not the moving-statistics formula, or that add weights.
+    Result<bool> renorm = bool_or(cfg, cw, "renorm", false);
+    if (!renorm.ok()) return renorm.status();
+    if (*renorm) return json::invalid(cw / "renorm", label + ": renorm is not supported");
+    for (const char* key : {"virtual_batch_size", "adjustment"}) {
+      const Json* v = json::optional_member(cfg, key);
+      if (v != nullptr && !v->is_null()) {
+        return json::invalid(cw / key, label + ": " + key + " is not supported");
+      }
+    }
+  } else if (cls == "Concatenate") {
+    out.kind = LayerKind::kConcatenate;
+    if (Status s = expect_last_axis(cfg, cw, label); !s.ok()) return s;
+  } else if (cls == "Add") {
+    out.kind = LayerKind::kAdd;
+  } else {
+    return json::invalid(cw.path.empty() ? cw : out.where,
+                         label + " is not supported (supported layers: " +
+                             std::string(kSupportedLayers) + ")");
+  }
+  return Status::Ok();
+}
+
 Result<LayerSpec> parse_layer(const Json& layer, const Where& where, ModelSpec& spec) {
+  if (Status s = json::expect_object(layer, where); !s.ok()) return s;
   Result<const Json*> cls = json::member(layer, where, "class_name");
   if (!cls.ok()) return cls.status();
   Result<std::string> class_name = json::string_value(**cls, where / "class_name");
@@ -115,22 +283,30 @@ Result<LayerSpec> parse_layer(const Json& layer, const Where& where, ModelSpec& 
   LayerSpec out;
   out.class_name = std::move(*class_name);
   out.where = where;
-  const Json* name = json::optional_member(cfg, "name");
+  const Json* name = cfg.is_object() ? json::optional_member(cfg, "name") : nullptr;
   if (name == nullptr) name = json::optional_member(layer, "name");
   if (name != nullptr && name->is_string()) out.name = name->get<std::string>();
-  const std::string label = "layer '" + out.name + "' (" + out.class_name + ")";
+  std::string label = "layer '" + out.name + "' (" + out.class_name + ")";
 
   if (out.class_name == "Sequential" || out.class_name == "Functional" ||
       out.class_name == "Model") {
     return json::invalid(where, label + " is a nested model, which is not supported");
   }
-  const bool identity = std::find(std::begin(kIdentityLayers), std::end(kIdentityLayers),
-                                  out.class_name) != std::end(kIdentityLayers);
-  if (out.class_name != "Dense" && out.class_name != "Activation" && !identity) {
-    return json::invalid(where, label + " is not supported (supported layers: " +
-                                    std::string(kSupportedLayers) + ")");
+  // Keras 3 records where a class comes from: a custom class is named as such.
+  const Json* module = json::optional_member(layer, "module");
+  if (module != nullptr && module->is_string() &&
+      module->get_ref<const std::string&>().rfind("keras", 0) != 0) {
+    label += ", a custom class from module '" + module->get<std::string>() + "',";
+  } else if (const Json* reg = json::optional_member(layer, "registered_name");
+             reg != nullptr && reg->is_string() && *reg != out.class_name &&
+             reg->get_ref<const std::string&>().find('>') != std::string::npos) {
+    label += ", the custom class '" + reg->get<std::string>() + "',";
   }
   if (Status s = json::expect_object(cfg, cfg_where); !s.ok()) return s;
+  if (Status s = parse_settings(cfg, cfg_where, label, out); !s.ok()) {
+    // An unknown class is reported at the layer, with its name and class.
+    return s;
+  }
 
   // Where each generation declares the input: batch_input_shape (Keras 2, on InputLayer or
   // on the first layer), batch_shape (Keras 3 InputLayer).
@@ -138,33 +314,6 @@ Result<LayerSpec> parse_layer(const Json& layer, const Where& where, ModelSpec& 
     if (const Json* shape = json::optional_member(cfg, key); shape != nullptr) {
       if (Status s = declare_input(*shape, cfg_where / key, spec); !s.ok()) return s;
     }
-  }
-
-  if (out.class_name == "Dense") {
-    out.kind = LayerKind::kDense;
-    Result<const Json*> units = json::member(cfg, cfg_where, "units");
-    if (!units.ok()) return units.status();
-    Result<Eigen::Index> n = positive_count(**units, cfg_where / "units");
-    if (!n.ok()) return n.status();
-    out.units = *n;
-    Result<Activation> a =
-        parse_activation(json::optional_member(cfg, "activation"), cfg_where / "activation");
-    if (!a.ok()) return a.status();
-    out.activation = *a;
-    if (const Json* bias = json::optional_member(cfg, "use_bias"); bias != nullptr) {
-      if (!bias->is_boolean()) {
-        return json::invalid(cfg_where / "use_bias",
-                             std::string("expected true or false, got ") + bias->type_name());
-      }
-      out.use_bias = bias->get<bool>();
-    }
-  } else if (out.class_name == "Activation") {
-    out.kind = LayerKind::kActivation;
-    Result<const Json*> a_json = json::member(cfg, cfg_where, "activation");
-    if (!a_json.ok()) return a_json.status();
-    Result<Activation> a = parse_activation(*a_json, cfg_where / "activation");
-    if (!a.ok()) return a.status();
-    out.activation = *a;
   }
   return out;
 }
@@ -182,37 +331,60 @@ Status parse_layer_list(const Json& layers, const Where& where, ModelSpec& spec)
   return Status::Ok();
 }
 
-// The layers an inbound node of a Functional layer reads from. Keras 2 writes a node as
-// [[name, node, tensor, kwargs], ...]; Keras 3 as {"args": [...], "kwargs": {...}} holding
-// {"class_name": "__keras_tensor__", "config": {"keras_history": [name, node, tensor]}}.
-void keras3_sources(const Json& v, std::vector<std::string>& out) {
+// ---------------------------------------------------------------- the graph
+
+// One tensor a layer reads: the layer that made it, which call of that layer (node), and
+// which of its outputs.
+struct TensorRef {
+  std::string layer;
+  long node = 0;
+  long tensor = 0;
+};
+
+bool small_index(const Json& v) { return v.is_number_integer() && v.get<long>() >= 0; }
+
+// The tensors a Keras 3 node reads: {"args": [...], "kwargs": {...}} holding, at any depth
+// (Concatenate and Add take a list), {"class_name": "__keras_tensor__", "config":
+// {"keras_history": [name, node, tensor]}}.
+Status keras3_sources(const Json& v, const Where& where, std::vector<TensorRef>& out, int depth) {
+  if (depth > 16) return json::invalid(where, "inbound node nested too deeply");
   if (v.is_object()) {
     const Json* cls = json::optional_member(v, "class_name");
-    const Json* cfg = json::optional_member(v, "config");
-    if (cls != nullptr && cls->is_string() && *cls == "__keras_tensor__" && cfg != nullptr) {
-      const Json* history = json::optional_member(*cfg, "keras_history");
-      if (history != nullptr && history->is_array() && !history->empty() &&
-          (*history)[0].is_string()) {
-        out.push_back((*history)[0].get<std::string>());
-        return;
+    if (cls != nullptr && cls->is_string() && *cls == "__keras_tensor__") {
+      const Json* cfg = json::optional_member(v, "config");
+      const Json* h = cfg != nullptr && cfg->is_object()
+                          ? json::optional_member(*cfg, "keras_history")
+                          : nullptr;
+      if (h == nullptr || !h->is_array() || h->size() != 3 || !(*h)[0].is_string() ||
+          !small_index((*h)[1]) || !small_index((*h)[2])) {
+        return json::invalid(where, "unrecognized keras_history in " + v.dump());
       }
+      out.push_back({(*h)[0].get<std::string>(), (*h)[1].get<long>(), (*h)[2].get<long>()});
+      return Status::Ok();
     }
-    for (const auto& item : v.items()) keras3_sources(item.value(), out);
+    for (const auto& item : v.items()) {
+      if (Status s = keras3_sources(item.value(), where, out, depth + 1); !s.ok()) return s;
+    }
   } else if (v.is_array()) {
-    for (const Json& item : v) keras3_sources(item, out);
+    for (const Json& item : v) {
+      if (Status s = keras3_sources(item, where, out, depth + 1); !s.ok()) return s;
+    }
   }
+  return Status::Ok();
 }
 
-Result<std::vector<std::string>> node_sources(const Json& node, const Where& where) {
-  std::vector<std::string> out;
+// Keras 2 writes a node as [[name, node, tensor, kwargs], ...]; Keras 3 as an object.
+Result<std::vector<TensorRef>> node_sources(const Json& node, const Where& where) {
+  std::vector<TensorRef> out;
   if (node.is_object()) {
-    keras3_sources(node, out);
+    if (Status s = keras3_sources(node, where, out, 0); !s.ok()) return s;
   } else if (node.is_array()) {
-    for (const Json& entry : node) {
-      if (!entry.is_array() || entry.empty() || !entry[0].is_string()) {
-        return json::invalid(where, "unrecognized inbound node entry " + entry.dump());
+    for (const Json& e : node) {
+      if (!e.is_array() || e.size() < 3 || !e[0].is_string() || !small_index(e[1]) ||
+          !small_index(e[2])) {
+        return json::invalid(where, "unrecognized inbound node entry " + e.dump());
       }
-      out.push_back(entry[0].get<std::string>());
+      out.push_back({e[0].get<std::string>(), e[1].get<long>(), e[2].get<long>()});
     }
   } else {
     return json::invalid(where, std::string("unrecognized inbound node, a ") + node.type_name());
@@ -221,71 +393,213 @@ Result<std::vector<std::string>> node_sources(const Json& node, const Where& whe
 }
 
 // input_layers / output_layers: [[name, 0, 0], ...] or, for a single tensor, [name, 0, 0].
-Result<std::vector<std::string>> endpoint_names(const Json& obj, const Where& where,
-                                                std::string_view key) {
+Result<std::vector<TensorRef>> endpoints(const Json& obj, const Where& where,
+                                         std::string_view key) {
   Result<const Json*> v = json::member(obj, where, key);
   if (!v.ok()) return v.status();
   const Json& list = **v;
-  std::vector<std::string> out;
-  if (list.is_array() && !list.empty() && list[0].is_string()) {
-    out.push_back(list[0].get<std::string>());
-    return out;
+  if (!list.is_array()) {
+    return json::invalid(where / key, std::string("expected an array, got ") + list.type_name());
   }
-  if (list.is_array()) {
-    for (const Json& e : list) {
-      if (!e.is_array() || e.empty() || !e[0].is_string()) {
-        return json::invalid(where / key, "unrecognized entry " + e.dump());
-      }
-      out.push_back(e[0].get<std::string>());
+  auto one = [&](const Json& e) -> Result<TensorRef> {
+    if (!e.is_array() || e.size() != 3 || !e[0].is_string() || !small_index(e[1]) ||
+        !small_index(e[2])) {
+      return json::invalid(where / key, "unrecognized entry " + e.dump());
     }
+    return TensorRef{e[0].get<std::string>(), e[1].get<long>(), e[2].get<long>()};
+  };
+  std::vector<TensorRef> out;
+  if (!list.empty() && list[0].is_string()) {
+    Result<TensorRef> r = one(list);
+    if (!r.ok()) return r.status();
+    out.push_back(std::move(*r));
     return out;
   }
-  return json::invalid(where / key, std::string("expected an array, got ") + list.type_name());
+  for (const Json& e : list) {
+    Result<TensorRef> r = one(e);
+    if (!r.ok()) return r.status();
+    out.push_back(std::move(*r));
+  }
+  return out;
 }
 
-// A Functional model is accepted when it is a chain in config order: an InputLayer, then
-// layers each fed by exactly the previous one, the last being the only output.
-Status check_functional_chain(const Json& cfg, const Where& where, const ModelSpec& spec) {
+// Resolves a tensor reference to a layer index. Every supported layer makes one tensor per
+// call, and a layer called more than once (a shared layer) is refused before this.
+Result<std::size_t> resolve(const TensorRef& ref, const std::map<std::string, std::size_t>& index,
+                            const Where& where, const std::string& reader) {
+  auto it = index.find(ref.layer);
+  if (it == index.end()) {
+    return json::invalid(where, reader + " reads layer '" + ref.layer +
+                                    "', which is not in the model (a dangling reference)");
+  }
+  if (ref.node != 0 || ref.tensor != 0) {
+    return json::invalid(where, reader + " reads output " + std::to_string(ref.tensor) +
+                                    " of call " + std::to_string(ref.node) + " of layer '" +
+                                    ref.layer + "', which has one call and one output");
+  }
+  return it->second;
+}
+
+// Kahn's algorithm, taking ready layers in config order; layers left over lie on a cycle
+// (or downstream of one) and are named.
+Status topological_order(ModelSpec& spec, const Where& where) {
+  const std::size_t n = spec.layers.size();
+  std::vector<std::size_t> pending(n, 0);
+  std::vector<std::vector<std::size_t>> readers(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t src : spec.layers[i].inputs) {
+      ++pending[i];
+      readers[src].push_back(i);
+    }
+  }
+  std::vector<bool> done(n, false);
+  spec.order.clear();
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (done[i] || pending[i] != 0) continue;
+      done[i] = true;
+      progress = true;
+      spec.order.push_back(i);
+      for (std::size_t r : readers[i]) --pending[r];
+    }
+  }
+  if (spec.order.size() == n) return Status::Ok();
+  std::string stuck;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!done[i]) stuck += (stuck.empty() ? "'" : ", '") + spec.layers[i].name + "'";
+  }
+  return json::invalid(where / "layers",
+                       "the layers form a cycle; no evaluation order exists for " + stuck);
+}
+
+Status build_functional(const Json& cfg, const Where& cw, ModelSpec& spec) {
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < spec.layers.size(); ++i) {
+    if (!index.emplace(spec.layers[i].name, i).second) {
+      return json::invalid(spec.layers[i].where,
+                           "two layers are named '" + spec.layers[i].name + "'");
+    }
+  }
   const Json& layers = cfg["layers"];
-  const std::string refusal =
-      "Functional model is not a single chain of layers; only "
-      "Sequential models and Functional chains are supported";
-  if (spec.layers.empty() || spec.layers.front().class_name != "InputLayer") {
-    return json::invalid(where / "layers", refusal + " (the first layer is not an InputLayer)");
+  for (std::size_t i = 0; i < spec.layers.size(); ++i) {
+    LayerSpec& l = spec.layers[i];
+    const std::string label = "layer '" + l.name + "' (" + l.class_name + ")";
+    const Where nw = l.where / "inbound_nodes";
+    const Json* nodes = json::optional_member(layers[i], "inbound_nodes");
+    if (nodes != nullptr && !nodes->is_array()) {
+      return json::invalid(nw, std::string("expected an array, got ") + nodes->type_name());
+    }
+    const std::size_t calls = nodes == nullptr ? 0 : nodes->size();
+    if (l.kind == LayerKind::kInput) {
+      if (calls != 0) return json::invalid(nw, label + " is an input but reads other layers");
+      continue;
+    }
+    if (calls == 0) {
+      return json::invalid(nw, label + " reads nothing: it is not connected to the model's input");
+    }
+    if (calls > 1) {
+      return json::invalid(nw, label + " is called " + std::to_string(calls) +
+                                   " times; shared layers are not supported");
+    }
+    Result<std::vector<TensorRef>> refs = node_sources((*nodes)[0], nw / "[0]");
+    if (!refs.ok()) return refs.status();
+    for (const TensorRef& ref : *refs) {
+      Result<std::size_t> src = resolve(ref, index, nw, label);
+      if (!src.ok()) return src.status();
+      l.inputs.push_back(*src);
+    }
+    const bool merge = l.kind == LayerKind::kConcatenate || l.kind == LayerKind::kAdd;
+    if (l.inputs.empty() || (!merge && l.inputs.size() != 1)) {
+      return json::invalid(nw, label + " reads " + std::to_string(l.inputs.size()) +
+                                   " tensors; it takes " + (merge ? "one or more" : "one"));
+    }
+  }
+
+  Result<std::vector<TensorRef>> ins = endpoints(cfg, cw, "input_layers");
+  if (!ins.ok()) return ins.status();
+  if (ins->size() != 1) {
+    return json::invalid(cw / "input_layers",
+                         "the model has " + std::to_string(ins->size()) +
+                             " inputs; one input (the feature matrix) is supported");
+  }
+  Result<std::size_t> in = resolve(ins->front(), index, cw / "input_layers", "the model");
+  if (!in.ok()) return in.status();
+  if (spec.layers[*in].kind != LayerKind::kInput) {
+    return json::invalid(cw / "input_layers",
+                         "the model's input '" + spec.layers[*in].name + "' is not an InputLayer");
+  }
+  spec.input = *in;
+  for (std::size_t i = 0; i < spec.layers.size(); ++i) {
+    if (spec.layers[i].kind == LayerKind::kInput && i != spec.input) {
+      return json::invalid(spec.layers[i].where,
+                           "InputLayer '" + spec.layers[i].name +
+                               "' is not the model's input (a dangling input)");
+    }
+  }
+  Result<std::vector<TensorRef>> outs = endpoints(cfg, cw, "output_layers");
+  if (!outs.ok()) return outs.status();
+  if (outs->empty()) return json::invalid(cw / "output_layers", "the model has no output");
+  for (const TensorRef& ref : *outs) {
+    Result<std::size_t> o = resolve(ref, index, cw / "output_layers", "the model's output");
+    if (!o.ok()) return o.status();
+    spec.outputs.push_back(*o);
+  }
+  return topological_order(spec, cw);
+}
+
+// A Sequential model is a chain; it is given an InputLayer at its head when it has none.
+Status build_sequential(const Where& cw, ModelSpec& spec) {
+  if (spec.layers.empty() || spec.layers.front().kind != LayerKind::kInput) {
+    LayerSpec input;
+    input.class_name = "InputLayer";
+    input.name = "(input)";
+    input.kind = LayerKind::kInput;
+    input.where = cw;
+    spec.layers.insert(spec.layers.begin(), std::move(input));
   }
   for (std::size_t i = 1; i < spec.layers.size(); ++i) {
-    const Where lw = where / "layers" / ("[" + std::to_string(i) + "]") / "inbound_nodes";
-    const Json* nodes = json::optional_member(layers[i], "inbound_nodes");
-    if (nodes == nullptr || !nodes->is_array() || nodes->size() != 1) {
-      return json::invalid(
-          lw, refusal + " (layer '" + spec.layers[i].name + "' is not called exactly once)");
+    if (spec.layers[i].kind == LayerKind::kInput) {
+      return json::invalid(spec.layers[i].where, "InputLayer '" + spec.layers[i].name +
+                                                     "' inside a Sequential model");
     }
-    Result<std::vector<std::string>> src = node_sources((*nodes)[0], lw / "[0]");
-    if (!src.ok()) return src.status();
-    if (src->size() != 1 || src->front() != spec.layers[i - 1].name) {
-      std::string got;
-      for (const std::string& s : *src) got += (got.empty() ? "" : ", ") + s;
-      return json::invalid(lw, refusal + " (layer '" + spec.layers[i].name + "' reads [" + got +
-                                   "], not '" + spec.layers[i - 1].name + "')");
+    if (spec.layers[i].kind == LayerKind::kConcatenate || spec.layers[i].kind == LayerKind::kAdd) {
+      return json::invalid(spec.layers[i].where,
+                           "layer '" + spec.layers[i].name + "' (" + spec.layers[i].class_name +
+                               ") merges tensors, which a Sequential model cannot feed");
     }
+    spec.layers[i].inputs = {i - 1};
   }
-  Result<std::vector<std::string>> inputs = endpoint_names(cfg, where, "input_layers");
-  if (!inputs.ok()) return inputs.status();
-  Result<std::vector<std::string>> outputs = endpoint_names(cfg, where, "output_layers");
-  if (!outputs.ok()) return outputs.status();
-  if (*inputs != std::vector<std::string>{spec.layers.front().name}) {
-    return json::invalid(where / "input_layers", refusal + " (inputs are not the first layer)");
-  }
-  if (*outputs != std::vector<std::string>{spec.layers.back().name}) {
-    return json::invalid(where / "output_layers", refusal + " (outputs are not the last layer)");
-  }
+  spec.input = 0;
+  spec.outputs = {spec.layers.size() - 1};
+  spec.order.resize(spec.layers.size());
+  for (std::size_t i = 0; i < spec.order.size(); ++i) spec.order[i] = i;
   return Status::Ok();
 }
 
-
 }  // namespace
 
+std::string describe(const ActivationFn& a) {
+  std::string s(activation_name(a.kind));
+  std::string params;
+  auto add = [&](const char* key, double v) {
+    params += (params.empty() ? "" : ", ") + std::string(key) + " " + number_text(v);
+  };
+  if (a.kind == Activation::kRelu) {
+    if (a.negative_slope != 0 && std::isinf(a.max_value) && a.threshold == 0) {
+      return "leaky_relu(" + number_text(a.negative_slope) + ")";
+    }
+    if (!std::isinf(a.max_value)) add("max_value", a.max_value);
+    if (a.negative_slope != 0) add("negative_slope", a.negative_slope);
+    if (a.threshold != 0) add("threshold", a.threshold);
+  } else if (a.kind == Activation::kElu && a.alpha != 1) {
+    add("alpha", a.alpha);
+  }
+  return params.empty() ? s : s + "(" + params + ")";
+}
+
 Result<ModelSpec> parse_model_config(const Json& doc, const Where& where) {
+  if (Status s = json::expect_object(doc, where); !s.ok()) return s;
   Result<const Json*> cls = json::member(doc, where, "class_name");
   if (!cls.ok()) return cls.status();
   Result<std::string> class_name = json::string_value(**cls, where / "class_name");
@@ -301,32 +615,28 @@ Result<ModelSpec> parse_model_config(const Json& doc, const Where& where) {
       // Keras up to 2.2: the config is the list of layers itself.
       if (Status s = parse_layer_list(**cfg, cw, spec); !s.ok()) return s;
     } else {
+      if (Status s = json::expect_object(**cfg, cw); !s.ok()) return s;
       Result<const Json*> layers = json::member(**cfg, cw, "layers");
       if (!layers.ok()) return layers.status();
       if (Status s = parse_layer_list(**layers, cw / "layers", spec); !s.ok()) return s;
-      if (const Json* shape = json::optional_member(**cfg, "build_input_shape"); shape != nullptr) {
+      if (const Json* shape = json::optional_member(**cfg, "build_input_shape");
+          shape != nullptr && !shape->is_null()) {
         if (Status s = declare_input(*shape, cw / "build_input_shape", spec); !s.ok()) return s;
       }
     }
+    if (Status s = build_sequential(cw, spec); !s.ok()) return s;
   } else if (spec.class_name == "Functional" || spec.class_name == "Model") {
     spec.class_name = "Functional";
+    if (Status s = json::expect_object(**cfg, cw); !s.ok()) return s;
     Result<const Json*> layers = json::member(**cfg, cw, "layers");
     if (!layers.ok()) return layers.status();
     if (Status s = parse_layer_list(**layers, cw / "layers", spec); !s.ok()) return s;
-    if (Status s = check_functional_chain(**cfg, cw, spec); !s.ok()) return s;
+    if (Status s = build_functional(**cfg, cw, spec); !s.ok()) return s;
   } else {
-    return json::invalid(
-        where / "class_name",
-        "model class " + spec.class_name + " is not supported (Sequential, or a Functional chain)");
+    return json::invalid(where / "class_name", "model class " + spec.class_name +
+                                                   " is not supported (Sequential or Functional)");
   }
   return spec;
-}
-
-std::string_view activation_name(Activation a) {
-  for (const ActivationName& n : kActivations) {
-    if (n.activation == a) return n.name;
-  }
-  return "?";
 }
 
 }  // namespace estimator::models::keras

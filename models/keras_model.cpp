@@ -27,11 +27,9 @@ namespace {
 using json::Json;
 using json::Where;
 using keras::Activation;
-using keras::KerasRegressor;
 using keras::LayerKind;
 using keras::LayerSpec;
 using keras::ModelSpec;
-using keras::Step;
 
 // Bounds that keep a hostile file from making the loader allocate without limit. Kepler's
 // Keras models have a few thousand weights; these are far above any real MLP.
@@ -40,18 +38,56 @@ constexpr std::size_t kMaxMemberBytes = std::size_t{1} << 28;   // per zip membe
 
 Status invalid(std::string message) { return Status(Code::kInvalidArgument, std::move(message)); }
 
-// The weights of one Dense layer as found in the file, with where they were found.
-struct DenseWeights {
-  hdf5::Tensor kernel;
-  std::optional<hdf5::Tensor> bias;
-  std::string kernel_at;  // "<file>: <HDF5 path>", for messages
-  std::string bias_at;
+// The weights of one layer as found in the file, in Keras's order (Dense: kernel, bias;
+// BatchNormalization: gamma, beta, moving_mean, moving_variance, the first two only when
+// scale and center), with where each was found ("<file>: <HDF5 path>", for messages).
+struct LayerWeights {
+  std::vector<hdf5::Tensor> tensors;
+  std::vector<std::string> at;
 };
 
-// Reads the weights of the Dense layer at `position` in ModelSpec::layers, which is the
-// `dense_index`-th Dense layer of the model (both 0-based).
-using WeightReader =
-    std::function<Result<DenseWeights>(std::size_t position, std::size_t dense_index)>;
+// Reads the `expected` weights of the layer at `position` in ModelSpec::layers, which is
+// the `index`-th layer with weights of the model (both 0-based).
+using WeightReader = std::function<Result<LayerWeights>(std::size_t position, std::size_t index,
+                                                        std::size_t expected)>;
+
+bool has_weights(const LayerSpec& l) {
+  return l.kind == LayerKind::kDense || l.kind == LayerKind::kBatchNorm;
+}
+
+std::vector<std::string> weight_roles(const LayerSpec& l) {
+  if (l.kind == LayerKind::kDense) {
+    return l.use_bias ? std::vector<std::string>{"kernel", "bias"}
+                      : std::vector<std::string>{"kernel"};
+  }
+  if (l.kind == LayerKind::kBatchNorm) {
+    std::vector<std::string> r;
+    if (l.scale) r.emplace_back("gamma");
+    if (l.center) r.emplace_back("beta");
+    r.emplace_back("moving_mean");
+    r.emplace_back("moving_variance");
+    return r;
+  }
+  return {};
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// "Dense layer 'd' has 1 (kernel; use_bias is false)" and the like, for count mismatches.
+std::string expected_weights(const LayerSpec& l) {
+  std::string s = l.class_name + " layer '" + l.name + "' has " +
+                  std::to_string(weight_roles(l).size()) + " (" + joined(weight_roles(l));
+  if (l.kind == LayerKind::kDense && !l.use_bias) s += "; use_bias is false";
+  if (l.kind == LayerKind::kBatchNorm && !(l.center && l.scale)) {
+    s += std::string("; center ") + (l.center ? "true" : "false") + ", scale " +
+         (l.scale ? "true" : "false");
+  }
+  return s + ")";
+}
 
 // `what`: "<file>: layer 'x' (Dense): kernel <HDF5 path>".
 Status check_finite(const hdf5::Tensor& t, const std::string& what) {
@@ -64,83 +100,214 @@ Status check_finite(const hdf5::Tensor& t, const std::string& what) {
   return Status::Ok();
 }
 
+std::string node_text(const keras::Node& n, const LayerSpec& l) {
+  switch (n.op) {
+    case keras::Op::kDense: {
+      std::string s = "Dense " + std::to_string(n.width);
+      if (n.activation.kind != Activation::kLinear) s += " " + keras::describe(n.activation);
+      return s;
+    }
+    case keras::Op::kActivation:
+      return keras::describe(n.activation);
+    default:
+      return l.class_name;
+  }
+}
 
+// Turns the spec and the file's weights into a planned graph: widths are checked layer by
+// layer, BatchNormalization becomes a per-column affine map, and layers that pass their
+// input on become no node at all.
 Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightReader& read,
                                          std::string_view file, std::string_view version) {
-  std::vector<Step> steps;
-  Eigen::Index width = spec.input_width;
-  Eigen::Index inputs = spec.input_width;
-  std::size_t dense_index = 0;
-  std::string topology;
+  const std::size_t n_layers = spec.layers.size();
+  auto label = [&](const LayerSpec& l) {
+    return std::string(file) + ": layer '" + l.name + "' (" + l.class_name + ")";
+  };
 
-  for (std::size_t pos = 0; pos < spec.layers.size(); ++pos) {
-    const LayerSpec& layer = spec.layers[pos];
-    const std::string label =
-        std::string(file) + ": layer '" + layer.name + "' (" + layer.class_name + ")";
-    if (layer.kind == LayerKind::kIdentity) continue;
-    if (layer.kind == LayerKind::kActivation) {
-      if (layer.activation == Activation::kLinear) continue;
-      topology += " -> " + std::string(keras::activation_name(layer.activation));
-      // Folded into the Dense before it when that one is linear: same function, one pass.
-      if (!steps.empty() && steps.back().dense && steps.back().activation == Activation::kLinear) {
-        steps.back().activation = layer.activation;
-      } else {
-        Step s;
-        s.activation = layer.activation;
-        steps.push_back(std::move(s));
+  // Every layer with weights is read, in config order: the order Keras pairs them in.
+  std::vector<LayerWeights> weights(n_layers);
+  std::size_t weighted = 0;
+  for (std::size_t pos = 0; pos < n_layers; ++pos) {
+    const LayerSpec& l = spec.layers[pos];
+    if (!has_weights(l)) continue;
+    const std::vector<std::string> roles = weight_roles(l);
+    Result<LayerWeights> w = read(pos, weighted++, roles.size());
+    if (!w.ok()) return w.status();
+    if (w->tensors.size() != roles.size() || w->at.size() != roles.size()) {
+      return invalid(label(l) + ": expected " + std::to_string(roles.size()) + " weights");
+    }
+    for (std::size_t k = 0; k < roles.size(); ++k) {
+      if (Status s = check_finite(w->tensors[k], label(l) + ": " + roles[k] + " " + w->at[k]);
+          !s.ok()) {
+        return s;
       }
+    }
+    weights[pos] = std::move(*w);
+  }
+
+  // The input width: declared by the config, else the rows of the first Dense kernel.
+  Eigen::Index input_width = spec.input_width;
+  for (std::size_t pos : spec.order) {
+    if (input_width >= 0) break;
+    if (spec.layers[pos].kind == LayerKind::kDense && !weights[pos].tensors.empty() &&
+        weights[pos].tensors[0].shape.size() == 2) {
+      input_width = static_cast<Eigen::Index>(weights[pos].tensors[0].shape[0]);
+    }
+  }
+  if (input_width < 1) {
+    return invalid(std::string(file) +
+                   ": the model declares no input shape and has no Dense layer to take it from");
+  }
+
+  std::vector<keras::Node> nodes(1);
+  nodes[0].width = input_width;
+  std::vector<std::size_t> node_of(n_layers, 0);
+  std::vector<bool> shown(1, false);  // whether a node appears in the description
+  std::vector<std::size_t> layer_of(1, spec.input);
+  for (std::size_t pos : spec.order) {
+    const LayerSpec& l = spec.layers[pos];
+    if (l.kind == LayerKind::kInput) {
+      node_of[pos] = 0;
       continue;
     }
-
-    Result<DenseWeights> w = read(pos, dense_index++);
-    if (!w.ok()) return w.status();
-    const hdf5::Tensor& k = w->kernel;
-    if (k.shape.size() != 2) {
-      return invalid(label + ": kernel " + w->kernel_at + " has shape " + shape_text(k.shape) +
-                     ", expected (inputs, units)");
-    }
-    const auto k_in = static_cast<Eigen::Index>(k.shape[0]);
-    const auto k_out = static_cast<Eigen::Index>(k.shape[1]);
-    if (k_out != layer.units) {
-      return invalid(label + ": kernel " + w->kernel_at + " has shape " + shape_text(k.shape) +
-                     " but the layer has " + std::to_string(layer.units) + " units");
-    }
-    if (k_in == 0) return invalid(label + ": kernel " + w->kernel_at + " has no input rows");
-    if (width >= 0 && k_in != width) {
-      return invalid(label + ": kernel " + w->kernel_at + " has shape " + shape_text(k.shape) +
-                     " but its input has width " + std::to_string(width));
-    }
-    if (Status s = check_finite(k, label + ": kernel " + w->kernel_at); !s.ok()) return s;
-    if (inputs < 0) inputs = k_in;
-    if (topology.empty()) topology = std::to_string(k_in);
-
-    Step step;
-    step.dense = true;
-    step.activation = layer.activation;
-    step.kernel = Eigen::Map<const RowMatrixD>(k.values.data(), k_in, k_out);
-    if (w->bias.has_value()) {
-      const hdf5::Tensor& b = *w->bias;
-      if (b.shape.size() != 1 || static_cast<Eigen::Index>(b.shape[0]) != k_out) {
-        return invalid(label + ": bias " + w->bias_at + " has shape " + shape_text(b.shape) +
-                       ", expected (" + std::to_string(k_out) + ",)");
+    const std::size_t src = node_of[l.inputs.front()];
+    const Eigen::Index in = nodes[src].width;
+    if (l.kind == LayerKind::kIdentity) {
+      if (l.class_name == "Reshape" &&
+          !(l.target_shape.size() == 1 && (l.target_shape[0] == in || l.target_shape[0] == -1))) {
+        std::string shape;
+        for (long d : l.target_shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+        return invalid(label(l) + ": reshapes rows of " + std::to_string(in) + " values to (" +
+                       shape + "); only a reshape that keeps flat rows is supported");
       }
-      if (Status s = check_finite(b, label + ": bias " + w->bias_at); !s.ok()) return s;
-      step.bias = Eigen::Map<const Eigen::RowVectorXd>(b.values.data(), k_out);
+      node_of[pos] = src;
+      continue;
     }
-    steps.push_back(std::move(step));
-    width = k_out;
-    topology += " -> Dense " + std::to_string(k_out);
-    if (layer.activation != Activation::kLinear) {
-      topology += " " + std::string(keras::activation_name(layer.activation));
+    keras::Node n;
+    for (std::size_t s : l.inputs) n.inputs.push_back(node_of[s]);
+    n.activation = l.activation;
+    n.width = in;
+    const LayerWeights& w = weights[pos];
+    switch (l.kind) {
+      case LayerKind::kDense: {
+        n.op = keras::Op::kDense;
+        const hdf5::Tensor& k = w.tensors[0];
+        const std::string k_text = ": kernel " + w.at[0] + " has shape " + shape_text(k.shape);
+        if (k.shape.size() != 2) return invalid(label(l) + k_text + ", expected (inputs, units)");
+        const auto k_in = static_cast<Eigen::Index>(k.shape[0]);
+        const auto k_out = static_cast<Eigen::Index>(k.shape[1]);
+        if (k_out != l.units) {
+          return invalid(label(l) + k_text + " but the layer has " + std::to_string(l.units) +
+                         " units");
+        }
+        if (k_in != in) {
+          return invalid(label(l) + k_text + " but its input has width " + std::to_string(in));
+        }
+        n.width = k_out;
+        n.kernel = Eigen::Map<const RowMatrixD>(k.values.data(), k_in, k_out);
+        if (l.use_bias) {
+          const hdf5::Tensor& b = w.tensors[1];
+          if (b.shape.size() != 1 || static_cast<Eigen::Index>(b.shape[0]) != k_out) {
+            return invalid(label(l) + ": bias " + w.at[1] + " has shape " + shape_text(b.shape) +
+                           ", expected (" + std::to_string(k_out) + ",)");
+          }
+          n.bias = Eigen::Map<const Eigen::RowVectorXd>(b.values.data(), k_out);
+        }
+        break;
+      }
+      case LayerKind::kActivation:
+        n.op = keras::Op::kActivation;
+        break;
+      case LayerKind::kBatchNorm: {
+        n.op = keras::Op::kAffine;
+        const std::vector<std::string> roles = weight_roles(l);
+        for (std::size_t k = 0; k < roles.size(); ++k) {
+          const hdf5::Tensor& t = w.tensors[k];
+          if (t.shape.size() != 1 || static_cast<Eigen::Index>(t.shape[0]) != in) {
+            return invalid(label(l) + ": " + roles[k] + " " + w.at[k] + " has shape " +
+                           shape_text(t.shape) + ", expected (" + std::to_string(in) + ",)");
+          }
+        }
+        auto vec = [&](std::size_t k) {
+          return Eigen::Map<const Eigen::ArrayXd>(w.tensors[k].values.data(), in);
+        };
+        std::size_t k = 0;
+        const Eigen::ArrayXd gamma = l.scale ? Eigen::ArrayXd(vec(k++)) : Eigen::ArrayXd::Ones(in);
+        const Eigen::ArrayXd beta = l.center ? Eigen::ArrayXd(vec(k++)) : Eigen::ArrayXd::Zero(in);
+        const Eigen::ArrayXd mean = vec(k++);
+        const Eigen::ArrayXd var = vec(k++) + l.epsilon;
+        for (Eigen::Index c = 0; c < in; ++c) {
+          if (!(var[c] > 0)) {
+            return invalid(label(l) + ": moving_variance + epsilon is " + std::to_string(var[c]) +
+                           " at " + std::to_string(c) + ", not positive");
+          }
+        }
+        // Keras's inference form: x * (gamma / sqrt(var + eps)) + (beta - mean * that).
+        const Eigen::ArrayXd scale = gamma / var.sqrt();
+        n.scale = scale.matrix().transpose();
+        n.bias = (beta - mean * scale).matrix().transpose();
+        break;
+      }
+      case LayerKind::kConcatenate:
+        n.op = keras::Op::kConcatenate;
+        n.width = 0;
+        for (std::size_t s : n.inputs) n.width += nodes[s].width;
+        break;
+      case LayerKind::kAdd:
+        n.op = keras::Op::kAdd;
+        for (std::size_t s : n.inputs) {
+          if (nodes[s].width != in) {
+            return invalid(label(l) + ": adds tensors of widths " + std::to_string(in) + " and " +
+                           std::to_string(nodes[s].width));
+          }
+        }
+        break;
+      case LayerKind::kInput:
+      case LayerKind::kIdentity:
+        break;
     }
+    node_of[pos] = nodes.size();
+    nodes.push_back(std::move(n));
+    layer_of.push_back(pos);
   }
-  if (dense_index == 0) {
-    return invalid(std::string(file) + ": the model has no Dense layer");
+
+  std::vector<std::size_t> outputs;
+  for (std::size_t o : spec.outputs) outputs.push_back(node_of[o]);
+
+  // A chain reads as "4 -> Dense 8 relu -> Dense 1"; any other graph lists its nodes with
+  // what each reads.
+  bool chain = outputs.size() == 1 && outputs[0] == nodes.size() - 1;
+  for (std::size_t i = 1; i < nodes.size() && chain; ++i) {
+    chain = nodes[i].inputs.size() == 1 && nodes[i].inputs[0] == i - 1;
   }
-  std::string description = "Keras " + spec.class_name + " " + topology;
+  std::string description = "Keras " + spec.class_name + " ";
+  auto node_name = [&](std::size_t i) { return i == 0 ? std::string("input") : spec.layers[layer_of[i]].name; };
+  if (chain) {
+    description += std::to_string(input_width);
+    for (std::size_t i = 1; i < nodes.size(); ++i) {
+      description += " -> " + node_text(nodes[i], spec.layers[layer_of[i]]);
+    }
+  } else {
+    description += "graph, " + std::to_string(input_width) + " inputs:";
+    for (std::size_t i = 1; i < nodes.size(); ++i) {
+      std::string reads;
+      for (std::size_t s : nodes[i].inputs) reads += (reads.empty() ? "" : ", ") + node_name(s);
+      description += (i == 1 ? " " : "; ") + node_name(i) + " = " +
+                     node_text(nodes[i], spec.layers[layer_of[i]]) + "(" + reads + ")";
+    }
+    std::string outs;
+    for (std::size_t o : outputs) outs += (outs.empty() ? "" : ", ") + node_name(o);
+    description += "; outputs " + outs;
+  }
   if (!version.empty()) description += " (keras " + std::string(version) + ")";
-  return std::unique_ptr<Regressor>(
-      std::make_unique<KerasRegressor>(std::move(steps), inputs, std::move(description)));
+  (void)shown;
+
+  Result<std::unique_ptr<keras::KerasGraph>> graph =
+      keras::KerasGraph::plan(std::move(nodes), std::move(outputs), std::move(description));
+  if (!graph.ok()) {
+    return invalid(std::string(file) + ": " + graph.status().message());
+  }
+  return std::unique_ptr<Regressor>(std::move(*graph));
 }
 
 // Converts what escapes a loader (allocation failure, a library throwing) into a Status.
@@ -156,12 +323,6 @@ Result<std::unique_ptr<Regressor>> guarded(std::string_view file, F&& body) {
 }
 
 // ---------------------------------------------------------------- legacy .h5
-
-std::string joined(const std::vector<std::string>& names) {
-  std::string s;
-  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
 
 Result<std::unique_ptr<Regressor>> load_h5(std::string_view bytes, std::string_view file) {
   Result<std::unique_ptr<hdf5::File>> h5 = hdf5::File::open_image(bytes, file);
@@ -213,42 +374,36 @@ Result<std::unique_ptr<Regressor>> load_h5(std::string_view bytes, std::string_v
     if (!wn.ok()) return wn.status();
     if (!wn->empty()) with_weights.push_back({name, std::move(*wn)});
   }
-  std::vector<std::string> dense_names;
+  std::vector<std::string> weighted_names;
   for (const LayerSpec& l : spec->layers) {
-    if (l.kind == LayerKind::kDense) dense_names.push_back(l.name);
+    if (has_weights(l)) weighted_names.push_back(l.name);
   }
-  if (with_weights.size() != dense_names.size()) {
+  if (with_weights.size() != weighted_names.size()) {
     std::vector<std::string> file_names;
     for (const FileLayer& f : with_weights) file_names.push_back(f.name);
     return invalid(std::string(file) + ": model_weights has weights for " +
                    std::to_string(with_weights.size()) + " layers (" + joined(file_names) +
-                   ") but model_config has " + std::to_string(dense_names.size()) +
-                   " Dense layers (" + joined(dense_names) + ")");
+                   ") but model_config has " + std::to_string(weighted_names.size()) +
+                   " layers with weights (" + joined(weighted_names) + ")");
   }
 
   const hdf5::Group& wg = *weights;
-  const WeightReader read = [&](std::size_t pos, std::size_t index) -> Result<DenseWeights> {
+  const WeightReader read = [&](std::size_t pos, std::size_t index,
+                                std::size_t expected) -> Result<LayerWeights> {
     const LayerSpec& layer = spec->layers[pos];
     const FileLayer& fl = with_weights[index];
     Result<hdf5::Group> g = wg.group(fl.name);
     if (!g.ok()) return g.status();
-    const std::size_t expected = layer.use_bias ? 2 : 1;
     if (fl.weight_names.size() != expected) {
       return invalid(g->where() + ": weight_names lists " + std::to_string(fl.weight_names.size()) +
-                     " weights [" + joined(fl.weight_names) + "] but Dense layer '" + layer.name +
-                     "' has " + std::to_string(expected) +
-                     (layer.use_bias ? " (kernel, bias)" : " (kernel; use_bias is false)"));
+                     " weights [" + joined(fl.weight_names) + "] but " + expected_weights(layer));
     }
-    DenseWeights w;
-    Result<hdf5::Tensor> k = g->read_float_dataset(fl.weight_names[0], kMaxTensorValues);
-    if (!k.ok()) return k.status();
-    w.kernel = std::move(*k);
-    w.kernel_at = g->path() + "/" + fl.weight_names[0];
-    if (layer.use_bias) {
-      Result<hdf5::Tensor> b = g->read_float_dataset(fl.weight_names[1], kMaxTensorValues);
-      if (!b.ok()) return b.status();
-      w.bias = std::move(*b);
-      w.bias_at = g->path() + "/" + fl.weight_names[1];
+    LayerWeights w;
+    for (const std::string& name : fl.weight_names) {
+      Result<hdf5::Tensor> t = g->read_float_dataset(name, kMaxTensorValues);
+      if (!t.ok()) return t.status();
+      w.tensors.push_back(std::move(*t));
+      w.at.push_back(g->path() + "/" + name);
     }
     return w;
   };
@@ -344,8 +499,8 @@ Result<std::unique_ptr<Regressor>> load_zip(std::string_view bytes, std::string_
                               : "_layer_checkpoint_dependencies";
 
   const hdf5::Group& rg = *root;
-  const WeightReader read = [&](std::size_t pos,
-                                std::size_t /*dense_index*/) -> Result<DenseWeights> {
+  const WeightReader read = [&](std::size_t pos, std::size_t /*index*/,
+                                std::size_t expected) -> Result<LayerWeights> {
     const LayerSpec& layer = spec->layers[pos];
     const std::string path = std::string(container) + "/" + keys[pos] + "/vars";
     Result<hdf5::Group> vars = rg.group(path);
@@ -363,23 +518,17 @@ Result<std::unique_ptr<Regressor>> load_zip(std::string_view bytes, std::string_
     }
     Result<std::vector<std::string>> present = vars->children();
     if (!present.ok()) return present.status();
-    const std::size_t expected = layer.use_bias ? 2 : 1;
     if (present->size() != expected) {
       return invalid(vars->where() + ": has " + std::to_string(present->size()) + " variables [" +
-                     joined(*present) + "] but Dense layer '" + layer.name + "' has " +
-                     std::to_string(expected) +
-                     (layer.use_bias ? " (kernel, bias)" : " (kernel; use_bias is false)"));
+                     joined(*present) + "] but " + expected_weights(layer));
     }
-    DenseWeights w;
-    Result<hdf5::Tensor> k = vars->read_float_dataset("0", kMaxTensorValues);
-    if (!k.ok()) return k.status();
-    w.kernel = std::move(*k);
-    w.kernel_at = vars->path() + "/0";
-    if (layer.use_bias) {
-      Result<hdf5::Tensor> b = vars->read_float_dataset("1", kMaxTensorValues);
-      if (!b.ok()) return b.status();
-      w.bias = std::move(*b);
-      w.bias_at = vars->path() + "/1";
+    LayerWeights w;
+    for (std::size_t k = 0; k < expected; ++k) {
+      const std::string name = std::to_string(k);
+      Result<hdf5::Tensor> t = vars->read_float_dataset(name, kMaxTensorValues);
+      if (!t.ok()) return t.status();
+      w.tensors.push_back(std::move(*t));
+      w.at.push_back(vars->path() + "/" + name);
     }
     return w;
   };
@@ -399,11 +548,11 @@ Result<std::unique_ptr<Regressor>> load_isolated(std::string_view file,
     lock.unlock();
     Result<std::unique_ptr<Regressor>> r = guarded(file, loader);
     if (!r.ok()) return r.status();
-    return static_cast<const KerasRegressor&>(**r).serialize();
+    return static_cast<const keras::KerasGraph&>(**r).serialize();
   }, limits);
   lock.unlock();
   if (!bytes.ok()) return bytes.status();
-  return KerasRegressor::deserialize(*bytes, file);
+  return keras::KerasGraph::deserialize(*bytes, file);
 }
 
 }  // namespace
