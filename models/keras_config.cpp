@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <string>
 #include <utility>
@@ -111,6 +113,20 @@ Result<bool> bool_or(const Json& cfg, const Where& where, std::string_view key, 
   return v->get<bool>();
 }
 
+// An integer of the JSON document as int64, false when it is not one or does not fit
+// (a huge unsigned value must not wrap around to -1).
+bool as_int64(const Json& v, std::int64_t& out) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return false;
+    out = static_cast<std::int64_t>(u);
+    return true;
+  }
+  if (!v.is_number_integer()) return false;
+  out = v.get<std::int64_t>();
+  return true;
+}
+
 // An "axis" that must be the last one of a batch of flat rows: -1 or 1, alone or in a
 // list (tf.keras 2 saves BatchNormalization's axis as [1] once built).
 Status expect_last_axis(const Json& cfg, const Where& where, const std::string& label) {
@@ -118,9 +134,8 @@ Status expect_last_axis(const Json& cfg, const Where& where, const std::string& 
   if (v == nullptr) return Status::Ok();
   const Json* a = v;
   if (v->is_array() && v->size() == 1) a = &(*v)[0];
-  if (a->is_number_integer() && (a->get<long>() == -1 || a->get<long>() == 1)) {
-    return Status::Ok();
-  }
+  std::int64_t axis = 0;
+  if (as_int64(*a, axis) && (axis == -1 || axis == 1)) return Status::Ok();
   return json::invalid(where / "axis", label + " works on axis " + v->dump() +
                                            "; only the last axis of flat rows (-1) is supported");
 }
@@ -169,10 +184,11 @@ Status parse_settings(const Json& cfg, const Where& cw, const std::string& label
                                                     (*t)->type_name());
     }
     for (const Json& d : **t) {
-      if (!d.is_number_integer()) {
-        return json::invalid(cw / "target_shape", "expected integers, got " + (*t)->dump());
+      std::int64_t v = 0;
+      if (!as_int64(d, v) || out.target_shape.size() > 8) {
+        return json::invalid(cw / "target_shape", "expected a few integers, got " + (*t)->dump());
       }
-      out.target_shape.push_back(d.get<long>());
+      out.target_shape.push_back(v);
     }
   } else if (cls == "Dense") {
     out.kind = LayerKind::kDense;
@@ -262,8 +278,7 @@ Status parse_settings(const Json& cfg, const Where& cw, const std::string& label
   } else if (cls == "Add") {
     out.kind = LayerKind::kAdd;
   } else {
-    return json::invalid(cw.path.empty() ? cw : out.where,
-                         label + " is not supported (supported layers: " +
+    return json::invalid(out.where, label + " is not supported (supported layers: " +
                              std::string(kSupportedLayers) + ")");
   }
   return Status::Ok();
@@ -303,10 +318,7 @@ Result<LayerSpec> parse_layer(const Json& layer, const Where& where, ModelSpec& 
     label += ", the custom class '" + reg->get<std::string>() + "',";
   }
   if (Status s = json::expect_object(cfg, cfg_where); !s.ok()) return s;
-  if (Status s = parse_settings(cfg, cfg_where, label, out); !s.ok()) {
-    // An unknown class is reported at the layer, with its name and class.
-    return s;
-  }
+  if (Status s = parse_settings(cfg, cfg_where, label, out); !s.ok()) return s;
 
   // Where each generation declares the input: batch_input_shape (Keras 2, on InputLayer or
   // on the first layer), batch_shape (Keras 3 InputLayer).
@@ -341,7 +353,10 @@ struct TensorRef {
   long tensor = 0;
 };
 
-bool small_index(const Json& v) { return v.is_number_integer() && v.get<long>() >= 0; }
+bool small_index(const Json& v) {
+  std::int64_t i = 0;
+  return as_int64(v, i) && i >= 0 && i < (std::int64_t{1} << 31);
+}
 
 // The tensors a Keras 3 node reads: {"args": [...], "kwargs": {...}} holding, at any depth
 // (Concatenate and Add take a list), {"class_name": "__keras_tensor__", "config":
@@ -440,10 +455,21 @@ Result<std::size_t> resolve(const TensorRef& ref, const std::map<std::string, st
   return it->second;
 }
 
-// Kahn's algorithm, taking ready layers in config order; layers left over lie on a cycle
-// (or downstream of one) and are named.
+// Kahn's algorithm (linear in layers and edges: a hostile config may hold many layers);
+// layers never ready lie on a cycle, or downstream of one, and are named.
 Status topological_order(ModelSpec& spec, const Where& where) {
   const std::size_t n = spec.layers.size();
+  // Keras writes layers in an evaluation order; that order is kept when it is one, so
+  // that descriptions follow the file.
+  bool config_order = true;
+  for (std::size_t i = 0; i < n && config_order; ++i) {
+    for (std::size_t src : spec.layers[i].inputs) config_order = config_order && src < i;
+  }
+  if (config_order) {
+    spec.order.resize(n);
+    for (std::size_t i = 0; i < n; ++i) spec.order[i] = i;
+    return Status::Ok();
+  }
   std::vector<std::size_t> pending(n, 0);
   std::vector<std::vector<std::size_t>> readers(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -452,22 +478,19 @@ Status topological_order(ModelSpec& spec, const Where& where) {
       readers[src].push_back(i);
     }
   }
-  std::vector<bool> done(n, false);
   spec.order.clear();
-  for (bool progress = true; progress;) {
-    progress = false;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (done[i] || pending[i] != 0) continue;
-      done[i] = true;
-      progress = true;
-      spec.order.push_back(i);
-      for (std::size_t r : readers[i]) --pending[r];
+  for (std::size_t i = 0; i < n; ++i) {
+    if (pending[i] == 0) spec.order.push_back(i);
+  }
+  for (std::size_t next = 0; next < spec.order.size(); ++next) {
+    for (std::size_t r : readers[spec.order[next]]) {
+      if (--pending[r] == 0) spec.order.push_back(r);
     }
   }
   if (spec.order.size() == n) return Status::Ok();
   std::string stuck;
   for (std::size_t i = 0; i < n; ++i) {
-    if (!done[i]) stuck += (stuck.empty() ? "'" : ", '") + spec.layers[i].name + "'";
+    if (pending[i] != 0) stuck += (stuck.empty() ? "'" : ", '") + spec.layers[i].name + "'";
   }
   return json::invalid(where / "layers",
                        "the layers form a cycle; no evaluation order exists for " + stuck);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -70,7 +71,7 @@ struct LayerSpec {
   Eigen::Index units = 0;                   // Dense
   double epsilon = 1e-3;                    // BatchNormalization
   bool center = true, scale = true;         // BatchNormalization: beta, gamma present
-  std::vector<long> target_shape;           // Reshape, without the batch axis
+  std::vector<std::int64_t> target_shape;   // Reshape, without the batch axis
   std::vector<std::size_t> inputs;          // indices into ModelSpec::layers
   json::Where where;
 };

@@ -1,6 +1,7 @@
 #include "models/keras_model.h"
 
 #include <cctype>
+#include <cstdint>
 #include <cmath>
 #include <exception>
 #include <functional>
@@ -162,7 +163,6 @@ Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightRead
   std::vector<keras::Node> nodes(1);
   nodes[0].width = input_width;
   std::vector<std::size_t> node_of(n_layers, 0);
-  std::vector<bool> shown(1, false);  // whether a node appears in the description
   std::vector<std::size_t> layer_of(1, spec.input);
   for (std::size_t pos : spec.order) {
     const LayerSpec& l = spec.layers[pos];
@@ -176,7 +176,7 @@ Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightRead
       if (l.class_name == "Reshape" &&
           !(l.target_shape.size() == 1 && (l.target_shape[0] == in || l.target_shape[0] == -1))) {
         std::string shape;
-        for (long d : l.target_shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+        for (std::int64_t d : l.target_shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
         return invalid(label(l) + ": reshapes rows of " + std::to_string(in) + " values to (" +
                        shape + "); only a reshape that keeps flat rows is supported");
       }
@@ -244,8 +244,14 @@ Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightRead
         }
         // Keras's inference form: x * (gamma / sqrt(var + eps)) + (beta - mean * that).
         const Eigen::ArrayXd scale = gamma / var.sqrt();
+        const Eigen::ArrayXd offset = beta - mean * scale;
+        if (!scale.allFinite() || !offset.allFinite()) {
+          // A tiny variance with a large gamma: the layer's outputs would not be numbers.
+          return Status(Code::kInvalidValue,
+                        label(l) + ": gamma / sqrt(moving_variance + epsilon) overflows");
+        }
         n.scale = scale.matrix().transpose();
-        n.bias = (beta - mean * scale).matrix().transpose();
+        n.bias = offset.matrix().transpose();
         break;
       }
       case LayerKind::kConcatenate:
@@ -300,7 +306,6 @@ Result<std::unique_ptr<Regressor>> build(const ModelSpec& spec, const WeightRead
     description += "; outputs " + outs;
   }
   if (!version.empty()) description += " (keras " + std::string(version) + ")";
-  (void)shown;
 
   Result<std::unique_ptr<keras::KerasGraph>> graph =
       keras::KerasGraph::plan(std::move(nodes), std::move(outputs), std::move(description));

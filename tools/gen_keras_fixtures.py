@@ -360,6 +360,10 @@ def layers_fixtures(rng, record):
                  model_name="functional", keras_version="3.5.0",
                  layer_order=["input_layer"] + functional_names(cfg))
     record("functional_dag_k3_legacy.h5", 5, n_rows=6, spread=1.5)
+    # The same graph with its layers listed in reverse: the loader must find the order.
+    cfg["config"]["layers"] = cfg["config"]["layers"][::-1]
+    write_keras_zip(os.path.join(OUT, "functional_dag_k3_reversed.keras"), cfg, w)
+    record("functional_dag_k3_reversed.keras", 5, n_rows=6, spread=1.5)
 
 
 def negative_graphs(rng):

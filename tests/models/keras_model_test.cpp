@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -26,6 +27,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include "models/registry.h"
 #include "test_util.h"
@@ -390,7 +393,8 @@ TEST(KerasFixtures, ExpectedFileListsEveryPositiveFixture) {
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{
                        "functional_dag_k2.h5", "functional_dag_k3.keras",
-                       "functional_dag_k3_legacy.h5", "functional_k2.h5", "functional_k3.keras",
+                       "functional_dag_k3_legacy.h5", "functional_dag_k3_reversed.keras",
+                       "functional_k2.h5", "functional_k3.keras",
                        "keras22_list_config.h5", "keras3_layers.keras", "keras3_legacy.h5",
                        "keras3_names.keras", "tfkeras2_activations.h5", "tfkeras2_layers.h5"}));
 }
@@ -435,6 +439,23 @@ TEST(KerasFixtures, FunctionalChainsLoad) {
   std::unique_ptr<Regressor> k3 = must_load_fixture("functional_k3.keras");
   ASSERT_NE(k3, nullptr);
   EXPECT_EQ(k3->describe(), "Keras Functional 4 -> Dense 6 softplus -> Dense 1 (keras 3.7.0)");
+}
+
+TEST(KerasFixtures, DescribeShowsLayersAndGraphs) {
+  std::unique_ptr<Regressor> seq = must_load_fixture("tfkeras2_layers.h5");
+  ASSERT_NE(seq, nullptr);
+  EXPECT_EQ(seq->describe(),
+            "Keras Sequential 5 -> Dense 8 -> BatchNormalization -> relu(max_value 1.5, "
+            "negative_slope 0.1, threshold 0.2) -> Dense 8 -> leaky_relu(0.2) -> Dense 6 -> "
+            "elu(alpha 0.7) -> BatchNormalization -> relu -> Dense 4 -> softmax (keras 2.7.0)");
+  std::unique_ptr<Regressor> dag = must_load_fixture("functional_dag_k2.h5");
+  ASSERT_NE(dag, nullptr);
+  EXPECT_EQ(dag->describe(),
+            "Keras Functional graph, 6 inputs: a = Dense 8 relu(input); b = Dense 8 tanh(input); "
+            "add = Add(a, b); bn = BatchNormalization(add); cat = Concatenate(bn, input); "
+            "leaky = leaky_relu(0.3)(cat); power = Dense 1(leaky); logits = Dense 3(bn); "
+            "share = softmax(logits); outputs power, share (keras 2.7.0)");
+  EXPECT_EQ(dag->outputs(), 4);  // power (1) then share (3), side by side
 }
 
 TEST(KerasFixtures, RowsAreIndependentOfBatchAndScratchReuse) {
@@ -641,6 +662,39 @@ TEST(KerasRefusals, UnsupportedModelClassIsNamed) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("model class Sequentia2 is not supported"), std::string::npos)
       << s.message();
+}
+
+// A TensorFlow SavedModel in a model folder, as a directory of it or as the folder itself.
+TEST(KerasRefusals, SavedModelDirectoriesAreRefusedByName) {
+  namespace fs = std::filesystem;
+  const fs::path root =
+      fs::temp_directory_path() / ("keras_savedmodel_test_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto write = [](const fs::path& p, const std::string& text) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << text;
+  };
+  const std::string metadata = R"({"model_name": "m", "model_class": "keras"})";
+  write(root / "inner" / "metadata.json", metadata);
+  write(root / "inner" / "saved" / "saved_model.pb", "not read");
+  write(root / "inner" / "saved" / "variables" / "variables.index", "not read");
+  write(root / "itself" / "metadata.json", metadata);
+  write(root / "itself" / "saved_model.pb", "not read");
+  fs::create_directories(root / "itself" / "variables");
+
+  std::vector<models::Refusal> refused;
+  Result<std::vector<ModelFolder>> folders = Registry::scan_directory(root, refused);
+  ASSERT_TRUE(folders.ok()) << folders.status().to_string();
+  std::map<std::string, std::string> by_origin;
+  for (const models::Refusal& r : refused) by_origin[r.origin] = r.reason.message();
+  for (const fs::path& saved : {root / "inner" / "saved", root / "itself"}) {
+    ASSERT_EQ(by_origin.count(saved.string()), 1U) << saved;
+    EXPECT_NE(by_origin[saved.string()].find(saved.string() +
+                                             " is a TensorFlow SavedModel directory"),
+              std::string::npos)
+        << by_origin[saved.string()];
+  }
+  fs::remove_all(root);
 }
 
 TEST(KerasRefusals, TruncatedH5) {
