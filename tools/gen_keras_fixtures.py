@@ -15,7 +15,18 @@ the Keras generations write, as observed in real files (../shared/model-samples/
                            while their variables live at layers/dense, layers/dense_1, ...
   functional_k2.h5         tf.keras 2 Functional chain (inbound_nodes [[[name,0,0,{}]]])
   functional_k3.keras      Keras 3 Functional chain (keras_history tensors)
-  neg_*.{h5,keras}         files the loader must refuse (see NEGATIVE below)
+  tfkeras2_layers.h5       tf.keras 2 Sequential: BatchNormalization, ReLU (max_value,
+                           negative_slope, threshold), LeakyReLU (alpha), ELU, Reshape,
+                           Flatten, Softmax
+  keras3_layers.keras      the same kinds in Keras 3 spellings (negative_slope, BN without
+                           center and scale)
+  functional_dag_k2.h5     tf.keras 2 Functional DAG: Add, Concatenate, two outputs
+  functional_dag_k3.keras  Keras 3 Functional DAG (keras_history; merge layers take a list),
+                           two outputs; also as Keras 3 legacy h5 (functional_dag_k3_legacy.h5)
+                           and with its layers listed in reverse (functional_dag_k3_reversed)
+  neg_*.{h5,keras}         files the loader must refuse (see NEGATIVE below, and
+                           negative_graphs: cycles, dangling references and inputs, shared
+                           layers, LSTM, Conv1D, custom classes, bad BatchNormalization)
 
 and expected.json: for each positive fixture, input rows and the outputs of the numpy
 forward pass of tools/keras_reference.py (which reads the files back through h5py).

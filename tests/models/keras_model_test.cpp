@@ -458,6 +458,39 @@ TEST(KerasFixtures, DescribeShowsLayersAndGraphs) {
   EXPECT_EQ(dag->outputs(), 4);  // power (1) then share (3), side by side
 }
 
+// Two output layers (power: 1 unit, share: 3 units) serve four components, in
+// output_layers order, through the same path as any multi-output model.
+TEST(KerasFixtures, OutputLayersAreComponentsInOrder) {
+  const std::string name = "functional_dag_k2.h5";
+  const std::optional<std::string> bytes = read_bytes(kFixtureDir + name);
+  ASSERT_TRUE(bytes.has_value());
+  std::unique_ptr<Model> sut = testing::must_load(testing::make_folder(
+      "mem/dag", {{"metadata.json",
+                   R"({"model_name": "dag", "model_class": "keras", "model_file": "m.h5", )"
+                   R"("features": ["f0", "f1", "f2", "f3", "f4", "f5"], )"
+                   R"("components": ["package", "core", "uncore", "dram"]})"},
+                  {"m.h5", *bytes}}));
+  ASSERT_NE(sut, nullptr);
+  EXPECT_EQ(sut->info().components,
+            (std::vector<std::string>{"package", "core", "uncore", "dram"}));
+  if (!python_reference_available()) {
+    GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy not available";
+  }
+  RowMatrixD x = sine_rows(12, 6, 2.0);
+  const RowMatrixF xf = x.cast<float>();
+  x = xf.cast<double>();  // requests carry float32: the reference gets the same values
+  const std::optional<RowMatrixD> expected = python_reference(kFixtureDir + name, x, 4);
+  ASSERT_TRUE(expected.has_value());
+  const std::vector<std::string_view> columns = {"f0", "f1", "f2", "f3", "f4", "f5"};
+  const testing::Evaluation e = testing::evaluate(*sut, columns, xf);
+  ASSERT_TRUE(e.status.ok()) << e.status.to_string();
+  // Models clamp negative predictions to 0 (docs/models.md).
+  const RowMatrixD clamped = expected->cwiseMax(0.0);
+  const double worst = max_relative_error(clamped, e.out.cast<double>());
+  EXPECT_LE(worst, 1e-6);  // the model's answer is float32
+  std::printf("[ max rel ] %s, 4 components vs numpy, 12 rows: %.3g\n", name.c_str(), worst);
+}
+
 TEST(KerasFixtures, RowsAreIndependentOfBatchAndScratchReuse) {
   std::unique_ptr<Regressor> sut = must_load_fixture("tfkeras2_activations.h5");
   ASSERT_NE(sut, nullptr);
