@@ -273,6 +273,18 @@ ModelFolder read_folder(const fs::path& folder, const fs::path& root,
     const fs::path p = it->path();
     if (hidden(p)) continue;
     std::error_code sec;
+    // A TensorFlow SavedModel (the folder itself, or a directory in it) is a TensorFlow
+    // graph, not a Keras file: refused by name rather than skipped without a word.
+    if (p.filename() == "saved_model.pb" || fs::exists(p / "saved_model.pb", sec)) {
+      const fs::path saved = p.filename() == "saved_model.pb" ? folder : p;
+      refused.push_back(Refusal{
+          saved.string(),
+          Status(Code::kInvalidArgument,
+                 saved.string() + " is a TensorFlow SavedModel directory (saved_model.pb, "
+                                  "variables/), which is not supported: save the model as "
+                                  ".keras or .h5")});
+      continue;
+    }
     if (!fs::is_regular_file(p, sec)) continue;  // follows symlinks; skips directories
     if (fs::is_symlink(it->symlink_status(sec))) {
       const fs::path target = fs::canonical(p, sec);

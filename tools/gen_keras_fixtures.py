@@ -16,7 +16,18 @@ the Keras generations write, as observed in real files (../shared/model-samples/
                            while their variables live at layers/dense, layers/dense_1, ...
   functional_k2.h5         tf.keras 2 Functional chain (inbound_nodes [[[name,0,0,{}]]])
   functional_k3.keras      Keras 3 Functional chain (keras_history tensors)
-  neg_*.{h5,keras}         files the loader must refuse (see NEGATIVE below)
+  tfkeras2_layers.h5       tf.keras 2 Sequential: BatchNormalization, ReLU (max_value,
+                           negative_slope, threshold), LeakyReLU (alpha), ELU, Reshape,
+                           Flatten, Softmax
+  keras3_layers.keras      the same kinds in Keras 3 spellings (negative_slope, BN without
+                           center and scale)
+  functional_dag_k2.h5     tf.keras 2 Functional DAG: Add, Concatenate, two outputs
+  functional_dag_k3.keras  Keras 3 Functional DAG (keras_history; merge layers take a list),
+                           two outputs; also as Keras 3 legacy h5 (functional_dag_k3_legacy.h5)
+                           and with its layers listed in reverse (functional_dag_k3_reversed)
+  neg_*.{h5,keras}         files the loader must refuse (see NEGATIVE below, and
+                           negative_graphs: cycles, dangling references and inputs, shared
+                           layers, LSTM, Conv1D, custom classes, bad BatchNormalization)
 
 and expected.json: for each positive fixture, input rows and the outputs of the numpy
 forward pass of tools/keras_reference.py (which reads the files back through h5py).
@@ -175,10 +186,9 @@ def write_keras_zip(path, config, weights, *, vars_names=None, compress=True,
             lname = spec["config"]["name"]
             vars_g = layers_g.create_group(key).create_group("vars")
             set_string(vars_g, "name", (vars_names or {}).get(lname, lname), "vlen-utf8")
-            w = weights.get(lname, {})
-            for i, k in enumerate(("kernel", "bias")):
-                if k in w:
-                    vars_g.create_dataset(str(i), data=w[k])
+            # Keras's variable order: kernel, bias; gamma, beta, moving_mean, moving_variance.
+            for i, value in enumerate(weights.get(lname, {}).values()):
+                vars_g.create_dataset(str(i), data=value)
         opt = f.create_group("optimizer")
         set_string(opt.create_group("vars"), "name", "adam", "vlen-utf8")
         opt["vars"].create_dataset("0", data=np.array(7, dtype=np.int64))
@@ -202,13 +212,253 @@ def sequential(name, layers, **extra):
     return {"class_name": "Sequential", "config": cfg}
 
 
+# --- layers beyond Dense, and Functional graphs ------------------------------------------
+
+def dense_w(rng, n_in, units, use_bias=True, spread=1.2):
+    w = {"kernel": rng.normal(0.0, spread / np.sqrt(n_in), (n_in, units)).astype(np.float32)}
+    if use_bias:
+        w["bias"] = rng.normal(0.0, 0.3, units).astype(np.float32)
+    return w
+
+
+def bn_w(rng, n, center=True, scale=True):
+    """BatchNormalization weights in Keras's order, with moving statistics far from 0 and 1
+    so that a formula that ignored them would fail."""
+    w = {}
+    if scale:
+        w["gamma"] = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    if center:
+        w["beta"] = rng.normal(0.0, 0.5, n).astype(np.float32)
+    w["moving_mean"] = rng.normal(0.0, 1.0, n).astype(np.float32)
+    w["moving_variance"] = rng.uniform(0.2, 3.0, n).astype(np.float32)
+    return w
+
+
+def k3_layer(cls, name, inbound=None, **cfg):
+    """A Keras 3 Functional layer entry; `inbound` is a source name or a list of them
+    (a merge layer takes its tensors as one list argument)."""
+    entry = {"module": "keras.layers", "class_name": cls,
+             "config": dict(name=name, trainable=True, dtype="float32", **cfg),
+             "registered_name": None, "name": name, "inbound_nodes": []}
+    if inbound is not None:
+        def tensor(src):
+            return {"class_name": "__keras_tensor__",
+                    "config": {"shape": [None, None], "dtype": "float32",
+                               "keras_history": [src, 0, 0]}}
+        arg = [tensor(s) for s in inbound] if isinstance(inbound, list) else tensor(inbound)
+        entry["inbound_nodes"] = [{"args": [arg], "kwargs": {}}]
+    return entry
+
+
+def k2_layer(cls, name, inbound=None, **cfg):
+    """A tf.keras 2 Functional layer entry: inbound_nodes [[[name, 0, 0, {}], ...]]."""
+    entry = {"class_name": cls, "config": dict(name=name, trainable=True, dtype="float32", **cfg),
+             "name": name, "inbound_nodes": []}
+    if inbound is not None:
+        srcs = inbound if isinstance(inbound, list) else [inbound]
+        entry["inbound_nodes"] = [[[s, 0, 0, {}] for s in srcs]]
+    return entry
+
+
+def functional(name, layers, inputs, outputs, keras3):
+    if keras3:
+        ins = [inputs[0], 0, 0] if len(inputs) == 1 else [[i, 0, 0] for i in inputs]
+        outs = [outputs[0], 0, 0] if len(outputs) == 1 else [[o, 0, 0] for o in outputs]
+        return {"module": "keras", "class_name": "Functional", "registered_name": "Functional",
+                "config": {"name": name, "trainable": True, "layers": layers,
+                           "input_layers": ins, "output_layers": outs}}
+    return {"class_name": "Functional",
+            "config": {"name": name, "layers": layers,
+                       "input_layers": [[i, 0, 0] for i in inputs],
+                       "output_layers": [[o, 0, 0] for o in outputs]}}
+
+
+def functional_names(cfg):
+    return [l["name"] for l in cfg["config"]["layers"] if l["class_name"] != "InputLayer"]
+
+
+def layers_fixtures(rng, record):
+    # --- tf.keras 2 Sequential with every supported layer kind --------------------------------
+    layers = [layer("InputLayer", "input_1", batch_input_shape=[None, 5], dtype="float32",
+                    sparse=False, ragged=False),
+              dense("d0", 8),
+              layer("BatchNormalization", "bn0", axis=[1], momentum=0.99, epsilon=0.001,
+                    center=True, scale=True, beta_initializer={"class_name": "Zeros"}),
+              layer("ReLU", "relu_capped", max_value=1.5, negative_slope=0.1, threshold=0.2),
+              dense("d1", 8),
+              layer("LeakyReLU", "leaky", alpha=0.2),
+              dense("d2", 6),
+              layer("ELU", "elu", alpha=0.7),
+              layer("Reshape", "reshape", target_shape=[6]),
+              layer("Flatten", "flatten", data_format="channels_last"),
+              layer("BatchNormalization", "bn1", axis=-1, momentum=0.9, epsilon=0.01,
+                    center=False, scale=True),
+              layer("ReLU", "relu_plain", max_value=None, negative_slope=0.0, threshold=0.0),
+              dense("d3", 4, use_bias=False),
+              layer("Softmax", "softmax", axis=-1)]
+    w = {"d0": dense_w(rng, 5, 8, spread=3.0), "bn0": bn_w(rng, 8), "d1": dense_w(rng, 8, 8),
+         "d2": dense_w(rng, 8, 6), "bn1": bn_w(rng, 6, center=False),
+         "d3": dense_w(rng, 6, 4, use_bias=False)}
+    write_legacy(os.path.join(OUT, "tfkeras2_layers.h5"), sequential("sequential", layers), w,
+                 flavor="tf2")
+    record("tfkeras2_layers.h5", 5, n_rows=8, spread=2.0)
+
+    # --- Keras 3 .keras Sequential with the Keras 3 spellings ---------------------------------
+    layers = [k3_layer("InputLayer", "input_layer", batch_shape=[None, 4], sparse=False),
+              k3_layer("Dense", "dense", units=6, activation="linear", use_bias=True),
+              k3_layer("BatchNormalization", "batch_normalization", axis=-1, momentum=0.99,
+                       epsilon=0.001, center=False, scale=False),
+              k3_layer("LeakyReLU", "leaky_re_lu", negative_slope=0.05),
+              k3_layer("Dense", "dense_1", units=6, activation="linear", use_bias=False),
+              k3_layer("ReLU", "re_lu", max_value=None, negative_slope=0.0, threshold=0.5),
+              k3_layer("Dropout", "dropout", rate=0.2, seed=None, noise_shape=None),
+              k3_layer("ELU", "elu", alpha=1.3),
+              k3_layer("Dense", "dense_2", units=3, activation="linear", use_bias=True),
+              k3_layer("Softmax", "softmax", axis=-1)]
+    for l in layers:
+        del l["inbound_nodes"], l["name"]
+    cfg = {"module": "keras", "class_name": "Sequential", "registered_name": None,
+           "config": {"name": "sequential", "trainable": True, "dtype": "float32",
+                      "layers": layers}}
+    w = {"dense": dense_w(rng, 4, 6), "batch_normalization": bn_w(rng, 6, False, False),
+         "dense_1": dense_w(rng, 6, 6, use_bias=False), "dense_2": dense_w(rng, 6, 3)}
+    write_keras_zip(os.path.join(OUT, "keras3_layers.keras"), cfg, w)
+    record("keras3_layers.keras", 4, n_rows=8, spread=1.5)
+
+    # --- tf.keras 2 Functional DAG, two outputs ---------------------------------------------
+    layers = [k2_layer("InputLayer", "input_1", batch_input_shape=[None, 6], sparse=False,
+                       ragged=False),
+              k2_layer("Dense", "a", "input_1", units=8, activation="relu", use_bias=True),
+              k2_layer("Dense", "b", "input_1", units=8, activation="tanh", use_bias=True),
+              k2_layer("Add", "add", ["a", "b"]),
+              k2_layer("BatchNormalization", "bn", "add", axis=[1], epsilon=0.001, center=True,
+                       scale=True, momentum=0.99),
+              k2_layer("Concatenate", "cat", ["bn", "input_1"], axis=-1),
+              k2_layer("LeakyReLU", "leaky", "cat", alpha=0.3),
+              k2_layer("Dropout", "drop", "leaky", rate=0.5),
+              k2_layer("Dense", "power", "drop", units=1, activation="linear", use_bias=True),
+              k2_layer("Dense", "logits", "bn", units=3, activation="linear", use_bias=True),
+              k2_layer("Softmax", "share", "logits", axis=-1)]
+    cfg = functional("model", layers, ["input_1"], ["power", "share"], keras3=False)
+    w = {"a": dense_w(rng, 6, 8), "b": dense_w(rng, 6, 8), "bn": bn_w(rng, 8),
+         "power": dense_w(rng, 14, 1), "logits": dense_w(rng, 8, 3)}
+    write_legacy(os.path.join(OUT, "functional_dag_k2.h5"), cfg, w, flavor="tf2",
+                 layer_order=["input_1"] + functional_names(cfg))
+    record("functional_dag_k2.h5", 6, n_rows=6)
+
+    # --- Keras 3 Functional DAG (keras_history tensors), two outputs, .keras and legacy h5 ----
+    layers = [k3_layer("InputLayer", "input_layer", batch_shape=[None, 5], sparse=False),
+              k3_layer("Dense", "d1", "input_layer", units=7, activation="elu", use_bias=True),
+              k3_layer("Dense", "d2", "input_layer", units=7, activation="linear",
+                       use_bias=False),
+              k3_layer("ReLU", "capped", "d2", max_value=6.0, negative_slope=0.0,
+                       threshold=0.0),
+              k3_layer("Add", "sum", ["d1", "capped"]),
+              k3_layer("Concatenate", "joined", ["sum", "input_layer", "d1"], axis=-1),
+              k3_layer("BatchNormalization", "norm", "joined", axis=-1, epsilon=0.002,
+                       center=True, scale=False, momentum=0.99),
+              k3_layer("ELU", "soft_floor", "norm", alpha=0.5),
+              k3_layer("Dense", "watts", "soft_floor", units=2, activation="linear",
+                       use_bias=True),
+              k3_layer("Activation", "gate", "joined", activation="sigmoid"),
+              k3_layer("Dense", "idle", "gate", units=1, activation="softplus", use_bias=True)]
+    cfg = functional("functional", layers, ["input_layer"], ["watts", "idle"], keras3=True)
+    w = {"d1": dense_w(rng, 5, 7), "d2": dense_w(rng, 5, 7, use_bias=False, spread=6.0),
+         "norm": bn_w(rng, 19, scale=False), "watts": dense_w(rng, 19, 2),
+         "idle": dense_w(rng, 19, 1)}
+    write_keras_zip(os.path.join(OUT, "functional_dag_k3.keras"), cfg, w)
+    record("functional_dag_k3.keras", 5, n_rows=6, spread=1.5)
+    write_legacy(os.path.join(OUT, "functional_dag_k3_legacy.h5"), cfg, w, flavor="k3",
+                 model_name="functional", keras_version="3.5.0",
+                 layer_order=["input_layer"] + functional_names(cfg))
+    record("functional_dag_k3_legacy.h5", 5, n_rows=6, spread=1.5)
+    # The same graph with its layers listed in reverse: the loader must find the order.
+    cfg["config"]["layers"] = cfg["config"]["layers"][::-1]
+    write_keras_zip(os.path.join(OUT, "functional_dag_k3_reversed.keras"), cfg, w)
+    record("functional_dag_k3_reversed.keras", 5, n_rows=6, spread=1.5)
+
+
+def negative_graphs(rng):
+    """Functional graphs and layers the loader must refuse, each naming what is at fault."""
+    def k3_file(fname, layers, inputs=("input_layer",), outputs=("out",)):
+        cfg = functional("functional", layers, list(inputs), list(outputs), keras3=True)
+        w = {}
+        write_keras_zip(os.path.join(OUT, fname), cfg, w)
+
+    def k2_file(fname, layers, weights, inputs=("input_1",), outputs=("out",)):
+        cfg = functional("model", layers, list(inputs), list(outputs), keras3=False)
+        write_legacy(os.path.join(OUT, fname), cfg, weights, flavor="tf2",
+                     layer_order=[l["name"] for l in layers])
+
+    inp3 = k3_layer("InputLayer", "input_layer", batch_shape=[None, 3], sparse=False)
+    inp2 = k2_layer("InputLayer", "input_1", batch_input_shape=[None, 3])
+
+    # a reads b, b reads a.
+    k2_file("neg_cycle.h5", [inp2,
+                             k2_layer("ReLU", "a", "b"), k2_layer("ELU", "b", "a"),
+                             k2_layer("Add", "out", ["input_1", "b"])], {})
+    k3_file("neg_cycle.keras", [inp3, k3_layer("ReLU", "a", "c"), k3_layer("ELU", "b", "a"),
+                                k3_layer("Softmax", "c", "b"),
+                                k3_layer("Add", "out", ["input_layer", "c"])])
+    # A layer reading a layer that is not in the model.
+    k3_file("neg_dangling_ref.keras", [inp3, k3_layer("ReLU", "out", "ghost")])
+    # A second InputLayer feeding the graph.
+    k2_file("neg_dangling_input.h5",
+            [inp2, k2_layer("InputLayer", "input_2", batch_input_shape=[None, 3]),
+             k2_layer("Add", "out", ["input_1", "input_2"])], {})
+    # An output that names no layer.
+    k3_file("neg_unknown_output.keras", [inp3, k3_layer("ReLU", "relu", "input_layer")],
+            outputs=("nowhere",))
+    # Two inputs.
+    k3_file("neg_two_inputs.keras",
+            [inp3, k3_layer("InputLayer", "input_layer_1", batch_shape=[None, 3]),
+             k3_layer("Concatenate", "out", ["input_layer", "input_layer_1"], axis=-1)],
+            inputs=("input_layer", "input_layer_1"))
+    # A layer called twice (a shared layer).
+    shared = k2_layer("ReLU", "shared", "input_1")
+    shared["inbound_nodes"].append([["input_1", 0, 0, {}]])
+    k2_file("neg_shared_layer.h5", [inp2, shared, k2_layer("Add", "out", ["shared", "input_1"])],
+            {})
+    # Add of widths 4 and 3.
+    k2_file("neg_add_widths.h5",
+            [inp2, k2_layer("Dense", "d", "input_1", units=4, activation="linear",
+                            use_bias=True),
+             k2_layer("Add", "out", ["d", "input_1"])], {"d": dense_w(rng, 3, 4)})
+    # Reshape out of flat rows.
+    k3_file("neg_reshape.keras", [inp3, k3_layer("Reshape", "out", "input_layer",
+                                                 target_shape=[3, 1])])
+    # moving_variance + epsilon not positive.
+    bad_bn = bn_w(rng, 3)
+    bad_bn["moving_variance"][1] = -0.5
+    k2_file("neg_bn_variance.h5",
+            [inp2, k2_layer("BatchNormalization", "out", "input_1", axis=[1], epsilon=0.001,
+                            center=True, scale=True)], {"out": bad_bn})
+    # BatchNormalization with fewer weights than center and scale imply.
+    short_bn = bn_w(rng, 3)
+    del short_bn["beta"]
+    k2_file("neg_bn_weights.h5",
+            [inp2, k2_layer("BatchNormalization", "out", "input_1", axis=[1], epsilon=0.001,
+                            center=True, scale=True)], {"out": short_bn})
+    # Recurrent, convolutional and custom classes.
+    k2_file("neg_lstm.h5", [inp2, k2_layer("LSTM", "out", "input_1", units=4)],
+            {"out": {"kernel": np.ones((3, 16), np.float32),
+                     "recurrent_kernel": np.ones((4, 16), np.float32),
+                     "bias": np.ones(16, np.float32)}})
+    k3_file("neg_conv1d.keras", [inp3, k3_layer("Conv1D", "out", "input_layer", filters=2,
+                                                kernel_size=[1])])
+    custom = k3_layer("Scaler", "out", "input_layer", factor=2.0)
+    custom["module"] = "my_project.layers"
+    custom["registered_name"] = "MyProject>Scaler"
+    k3_file("neg_custom_class.keras", [inp3, custom])
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(20251128)
     expected = {}
 
-    def record(fname, n_in, n_rows=5):
-        rows = np.round(rng.normal(0.0, 1.0, (n_rows, n_in)), 6)
+    def record(fname, n_in, n_rows=5, spread=1.0):
+        rows = np.round(rng.normal(0.0, spread, (n_rows, n_in)), 6)
         out = keras_reference.predict(os.path.join(OUT, fname), rows)
         expected[fname] = {"inputs": n_in, "outputs": int(out.shape[1]),
                            "rows": rows.tolist(), "expected": out.tolist()}
@@ -312,6 +562,8 @@ def main():
     write_keras_zip(os.path.join(OUT, "functional_k3.keras"), cfg, w)
     record("functional_k3.keras", 4)
 
+    layers_fixtures(rng, record)
+
     # --- NEGATIVE: files the loader must refuse ---------------------------------------------
     small = [layer("InputLayer", "input_layer", batch_shape=[None, 3]),
              dense("dense", 4, "relu"), dense("dense_1", 2, "linear")]
@@ -335,10 +587,10 @@ def main():
     write_legacy(os.path.join(OUT, "neg_int_weights.h5"), small_cfg, bad, flavor="tf2")
 
     # A layer class the loader does not evaluate.
-    bn = [small[0], dense("dense", 4, "relu"),
-          layer("BatchNormalization", "batch_normalization", axis=-1, momentum=0.99),
+    ln = [small[0], dense("dense", 4, "relu"),
+          layer("LayerNormalization", "layer_normalization", axis=-1, epsilon=0.001),
           dense("dense_1", 2, "linear")]
-    write_legacy(os.path.join(OUT, "neg_unknown_layer.h5"), sequential("sequential", bn),
+    write_legacy(os.path.join(OUT, "neg_unknown_layer.h5"), sequential("sequential", ln),
                  small_w, flavor="tf2")
 
     # model_config that is not JSON.
@@ -372,6 +624,8 @@ def main():
     # .keras without model.weights.h5.
     write_keras_zip(os.path.join(OUT, "neg_no_weights.keras"), keras3_cfg, keras3_w,
                     include_weights=False)
+
+    negative_graphs(rng)
 
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         # One line per row; repr() of a float64 reads back to the same double.

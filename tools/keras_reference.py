@@ -1,6 +1,5 @@
 #!/usr/bin/python3
-# SPDX-License-Identifier: Apache-2.0
-"""Reference outputs of a Keras MLP, computed with h5py and numpy only (no Keras).
+"""Reference outputs of a Keras model (Sequential or a Functional DAG), computed with h5py and numpy only (no Keras).
 
 An implementation independent of models/keras_model.cpp, for its tests: it reads the
 architecture and the weights of a Keras file and runs the forward pass in float64.
@@ -87,41 +86,148 @@ def snake(name):
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def dense_weights_legacy(f, layer):
-    name = layer["config"].get("name") or layer.get("name")
-    group = f["model_weights"][name]
-    wn = _names(group.attrs["weight_names"])
-    kernel = np.asarray(group[wn[0]], dtype=np.float64)
-    bias = np.asarray(group[wn[1]], dtype=np.float64) if len(wn) > 1 else None
-    return kernel, bias
+def layer_name(layer):
+    return layer["config"].get("name") or layer.get("name")
 
 
-def forward(config, weights_for, x):
-    x = np.asarray(x, dtype=np.float64)
-    counters = {}
+def weights_legacy(f, layer):
+    """A layer's weights in a legacy .h5, found by its name and its weight_names."""
+    group = f["model_weights"][layer_name(layer)]
+    return [np.asarray(group[n], dtype=np.float64) for n in _names(group.attrs["weight_names"])]
+
+
+def relu_layer(cfg, x):
+    # The ReLU layer as Keras documents it: max_value above max_value, x from the threshold
+    # up, negative_slope * (x - threshold) below it.
+    max_value = cfg.get("max_value")
+    slope = cfg.get("negative_slope", 0.0)
+    threshold = cfg.get("threshold", 0.0)
+    out = np.where(x >= threshold, x, slope * (x - threshold))
+    if max_value is not None:
+        out = np.where(x >= max_value, max_value, out)
+    return out
+
+
+def batch_norm(cfg, weights, x):
+    w = list(weights)
+    gamma = w.pop(0) if cfg.get("scale", True) else 1.0
+    beta = w.pop(0) if cfg.get("center", True) else 0.0
+    mean, var = w
+    return (x - mean) / np.sqrt(var + cfg.get("epsilon", 1e-3)) * gamma + beta
+
+
+def apply_layer(layer, weights, inputs):
+    """One layer on its list of input tensors (float64 arrays of rows)."""
+    cls = layer["class_name"]
+    cfg = layer["config"]
+    x = inputs[0]
+    if cls == "Dense":
+        y = x @ weights[0]
+        if cfg.get("use_bias", True):
+            y = y + weights[1]
+        return activation(cfg.get("activation"), y)
+    if cls == "Activation":
+        return activation(cfg["activation"], x)
+    if cls == "ReLU":
+        return relu_layer(cfg, x)
+    if cls == "LeakyReLU":
+        slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
+        return np.where(x >= 0, x, slope * x)
+    if cls == "ELU":
+        return np.where(x > 0, x, cfg.get("alpha", 1.0) * (np.exp(x) - 1.0))
+    if cls == "Softmax":
+        return activation("softmax", x)
+    if cls == "BatchNormalization":
+        return batch_norm(cfg, weights, x)
+    if cls == "Concatenate":
+        return np.concatenate(inputs, axis=-1)
+    if cls == "Add":
+        return sum(inputs[1:], inputs[0])
+    if cls == "Reshape":
+        return x.reshape((x.shape[0],) + tuple(cfg["target_shape"]))
+    if cls == "Flatten":
+        return x.reshape((x.shape[0], -1))
+    if cls in ("InputLayer", "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise"):
+        return x
+    raise ValueError(f"layer class {cls} not implemented in the reference")
+
+
+def var_keys(config):
+    """The .keras variable group of each layer: layers/<snake(class)>[_n], numbered per
+    class in config order (a Sequential model's InputLayer is not among its layers)."""
+    keys, counters = {}, {}
     for layer in layer_list(config):
         cls = layer["class_name"]
+        if cls == "InputLayer" and config["class_name"] == "Sequential":
+            continue
         key = snake(cls)
         if key in counters:
             counters[key] += 1
             key = f"{key}_{counters[key]}"
         else:
             counters[key] = 0
-        cfg = layer["config"]
-        if cls == "Dense":
-            kernel, bias = weights_for(layer, key)
-            x = x @ kernel
-            if bias is not None:
-                x = x + bias
-            x = activation(cfg.get("activation"), x)
-        elif cls == "Activation":
-            x = activation(cfg["activation"], x)
-        elif cls in ("InputLayer", "Dropout", "Flatten", "AlphaDropout", "GaussianDropout",
-                     "GaussianNoise"):
-            pass
+        keys[layer_name(layer)] = key
+    return keys
+
+
+def inbound(layer):
+    """Names of the layers a Functional layer reads, in order (Keras 2 or Keras 3 form)."""
+    names = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            if v.get("class_name") == "__keras_tensor__":
+                names.append(v["config"]["keras_history"][0])
+                return
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+    for node in layer.get("inbound_nodes", []):
+        if isinstance(node, dict):
+            walk(node)
         else:
-            raise ValueError(f"layer class {cls} not implemented in the reference")
-    return x
+            names.extend(entry[0] for entry in node)
+    return names
+
+
+def endpoints(value):
+    if value and isinstance(value[0], str):
+        return [value[0]]
+    return [e[0] for e in value]
+
+
+def forward(config, weights_for, x):
+    x = np.asarray(x, dtype=np.float64)
+    keys = var_keys(config)
+    layers = layer_list(config)
+
+    def weights(layer):
+        if layer["class_name"] not in ("Dense", "BatchNormalization"):
+            return []
+        return weights_for(layer, keys.get(layer_name(layer)))
+    if config["class_name"] == "Sequential":
+        for layer in layers:
+            x = apply_layer(layer, weights(layer), [x])
+        return x
+    # Functional: each layer evaluated (recursively, memoized) once its inputs are.
+    by_name = {layer_name(layer): layer for layer in layers}
+    values = {}
+
+    def value(name, depth=0):
+        if depth > len(layers):
+            raise ValueError("cycle")
+        if name not in values:
+            layer = by_name[name]
+            if layer["class_name"] == "InputLayer":
+                values[name] = x
+            else:
+                ins = [value(n, depth + 1) for n in inbound(layer)]
+                values[name] = apply_layer(layer, weights(layer), ins)
+        return values[name]
+    outs = [value(n) for n in endpoints(config["config"]["output_layers"])]
+    return np.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1)
 
 
 def predict(path, rows):
@@ -132,9 +238,7 @@ def predict(path, rows):
 
         def weights_for(layer, key):
             vars_ = h5["layers"][key]["vars"]
-            kernel = np.asarray(vars_["0"], dtype=np.float64)
-            bias = np.asarray(vars_["1"], dtype=np.float64) if "1" in vars_ else None
-            return kernel, bias
+            return [np.asarray(vars_[str(i)], dtype=np.float64) for i in range(len(vars_))]
     else:
         h5 = h5py.File(path, "r")
         if "model_config" not in h5.attrs:
@@ -142,7 +246,7 @@ def predict(path, rows):
         config = json.loads(_text(h5.attrs["model_config"]))
 
         def weights_for(layer, key):
-            return dense_weights_legacy(h5, layer)
+            return weights_legacy(h5, layer)
     with h5:
         return forward(config, weights_for, rows)
 

@@ -103,5 +103,17 @@ TEST(KerasPredictAllocations, FixtureActivationBeforeFirstDense) {
   expect_no_allocation(std::string(KERAS_FIXTURES_DIR) + "/keras3_legacy.h5", "keras3_legacy.h5");
 }
 
+// BatchNormalization, ReLU with its parameters, LeakyReLU, ELU, Softmax, Reshape.
+TEST(KerasPredictAllocations, FixtureWithEveryLayerKind) {
+  expect_no_allocation(std::string(KERAS_FIXTURES_DIR) + "/tfkeras2_layers.h5",
+                       "tfkeras2_layers.h5");
+}
+
+// A Functional DAG: Add, Concatenate, two outputs copied side by side.
+TEST(KerasPredictAllocations, FixtureFunctionalGraph) {
+  expect_no_allocation(std::string(KERAS_FIXTURES_DIR) + "/functional_dag_k3.keras",
+                       "functional_dag_k3.keras");
+}
+
 }  // namespace
 }  // namespace estimator::models

@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -27,6 +28,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include "models/registry.h"
 #include "test_util.h"
@@ -389,9 +392,12 @@ TEST(KerasFixtures, ExpectedFileListsEveryPositiveFixture) {
   std::vector<std::string> names;
   for (const Expected& e : load_expected()) names.push_back(e.name);
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"functional_k2.h5", "functional_k3.keras",
-                                             "keras22_list_config.h5", "keras3_legacy.h5",
-                                             "keras3_names.keras", "tfkeras2_activations.h5"}));
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "functional_dag_k2.h5", "functional_dag_k3.keras",
+                       "functional_dag_k3_legacy.h5", "functional_dag_k3_reversed.keras",
+                       "functional_k2.h5", "functional_k3.keras",
+                       "keras22_list_config.h5", "keras3_layers.keras", "keras3_legacy.h5",
+                       "keras3_names.keras", "tfkeras2_activations.h5", "tfkeras2_layers.h5"}));
 }
 
 TEST(KerasFixtures, EachMatchesNumpyOutputs) {
@@ -434,6 +440,56 @@ TEST(KerasFixtures, FunctionalChainsLoad) {
   std::unique_ptr<Regressor> k3 = must_load_fixture("functional_k3.keras");
   ASSERT_NE(k3, nullptr);
   EXPECT_EQ(k3->describe(), "Keras Functional 4 -> Dense 6 softplus -> Dense 1 (keras 3.7.0)");
+}
+
+TEST(KerasFixtures, DescribeShowsLayersAndGraphs) {
+  std::unique_ptr<Regressor> seq = must_load_fixture("tfkeras2_layers.h5");
+  ASSERT_NE(seq, nullptr);
+  EXPECT_EQ(seq->describe(),
+            "Keras Sequential 5 -> Dense 8 -> BatchNormalization -> relu(max_value 1.5, "
+            "negative_slope 0.1, threshold 0.2) -> Dense 8 -> leaky_relu(0.2) -> Dense 6 -> "
+            "elu(alpha 0.7) -> BatchNormalization -> relu -> Dense 4 -> softmax (keras 2.7.0)");
+  std::unique_ptr<Regressor> dag = must_load_fixture("functional_dag_k2.h5");
+  ASSERT_NE(dag, nullptr);
+  EXPECT_EQ(dag->describe(),
+            "Keras Functional graph, 6 inputs: a = Dense 8 relu(input); b = Dense 8 tanh(input); "
+            "add = Add(a, b); bn = BatchNormalization(add); cat = Concatenate(bn, input); "
+            "leaky = leaky_relu(0.3)(cat); power = Dense 1(leaky); logits = Dense 3(bn); "
+            "share = softmax(logits); outputs power, share (keras 2.7.0)");
+  EXPECT_EQ(dag->outputs(), 4);  // power (1) then share (3), side by side
+}
+
+// Two output layers (power: 1 unit, share: 3 units) serve four components, in
+// output_layers order, through the same path as any multi-output model.
+TEST(KerasFixtures, OutputLayersAreComponentsInOrder) {
+  const std::string name = "functional_dag_k2.h5";
+  const std::optional<std::string> bytes = read_bytes(kFixtureDir + name);
+  ASSERT_TRUE(bytes.has_value());
+  std::unique_ptr<Model> sut = testing::must_load(testing::make_folder(
+      "mem/dag", {{"metadata.json",
+                   R"({"model_name": "dag", "model_class": "keras", "model_file": "m.h5", )"
+                   R"("features": ["f0", "f1", "f2", "f3", "f4", "f5"], )"
+                   R"("components": ["package", "core", "uncore", "dram"]})"},
+                  {"m.h5", *bytes}}));
+  ASSERT_NE(sut, nullptr);
+  EXPECT_EQ(sut->info().components,
+            (std::vector<std::string>{"package", "core", "uncore", "dram"}));
+  if (!python_reference_available()) {
+    GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy not available";
+  }
+  RowMatrixD x = sine_rows(12, 6, 2.0);
+  const RowMatrixF xf = x.cast<float>();
+  x = xf.cast<double>();  // requests carry float32: the reference gets the same values
+  const std::optional<RowMatrixD> expected = python_reference(kFixtureDir + name, x, 4);
+  ASSERT_TRUE(expected.has_value());
+  const std::vector<std::string_view> columns = {"f0", "f1", "f2", "f3", "f4", "f5"};
+  const testing::Evaluation e = testing::evaluate(*sut, columns, xf);
+  ASSERT_TRUE(e.status.ok()) << e.status.to_string();
+  // Models clamp negative predictions to 0 (docs/models.md).
+  const RowMatrixD clamped = expected->cwiseMax(0.0);
+  const double worst = max_relative_error(clamped, e.out.cast<double>());
+  EXPECT_LE(worst, 1e-6);  // the model's answer is float32
+  std::printf("[ max rel ] %s, 4 components vs numpy, 12 rows: %.3g\n", name.c_str(), worst);
 }
 
 TEST(KerasFixtures, RowsAreIndependentOfBatchAndScratchReuse) {
@@ -491,7 +547,7 @@ const Refusal kRefusals[] = {
      {"kernel:0", "integer of 4 bytes", "only float32 and float64"}},
     {"neg_unknown_layer.h5",
      Code::kInvalidArgument,
-     {"layer 'batch_normalization' (BatchNormalization) is not supported", "config.layers[2]"}},
+     {"layer 'layer_normalization' (LayerNormalization) is not supported", "config.layers[2]"}},
     {"neg_config_not_json.h5",
      Code::kInvalidArgument,
      {"neg_config_not_json.h5: model_config", "not valid JSON"}},
@@ -500,7 +556,52 @@ const Refusal kRefusals[] = {
      {"weights-only", "no model_config", "layers: lstm, dense"}},
     {"neg_functional_branch.h5",
      Code::kInvalidArgument,
-     {"not a single chain", "layer 'dense_1' reads [input_1], not 'dense'"}},
+     {"layer 'dense_1' (Dense)", "(4, 2) but its input has width 3"}},
+    // Functional graphs that are not a DAG from one input, and layers Keras files hold that
+    // are not evaluated: each named.
+    {"neg_cycle.h5",
+     Code::kInvalidArgument,
+     {"neg_cycle.h5: model_config: config.layers", "cycle", "'a', 'b', 'out'"}},
+    {"neg_cycle.keras",
+     Code::kInvalidArgument,
+     {"neg_cycle.keras: config.json", "cycle", "'a', 'b', 'c', 'out'"}},
+    {"neg_dangling_ref.keras",
+     Code::kInvalidArgument,
+     {"layer 'out' (ReLU) reads layer 'ghost', which is not in the model", "inbound_nodes"}},
+    {"neg_dangling_input.h5",
+     Code::kInvalidArgument,
+     {"InputLayer 'input_2' is not the model's input (a dangling input)", "config.layers[1]"}},
+    {"neg_unknown_output.keras",
+     Code::kInvalidArgument,
+     {"config.output_layers", "the model's output reads layer 'nowhere', which is not in the model"}},
+    {"neg_two_inputs.keras",
+     Code::kInvalidArgument,
+     {"config.input_layers", "the model has 2 inputs"}},
+    {"neg_shared_layer.h5",
+     Code::kInvalidArgument,
+     {"layer 'shared' (ReLU) is called 2 times; shared layers are not supported"}},
+    {"neg_add_widths.h5",
+     Code::kInvalidArgument,
+     {"layer 'out' (Add): adds tensors of widths 4 and 3"}},
+    {"neg_reshape.keras",
+     Code::kInvalidArgument,
+     {"layer 'out' (Reshape): reshapes rows of 3 values to (3, 1)", "keeps flat rows"}},
+    {"neg_bn_variance.h5",
+     Code::kInvalidArgument,
+     {"layer 'out' (BatchNormalization): moving_variance + epsilon is", "at 1, not positive"}},
+    {"neg_bn_weights.h5",
+     Code::kInvalidArgument,
+     {"/model_weights/out: weight_names lists 3 weights",
+      "BatchNormalization layer 'out' has 4 (gamma, beta, moving_mean, moving_variance)"}},
+    {"neg_lstm.h5",
+     Code::kInvalidArgument,
+     {"layer 'out' (LSTM) is not supported", "config.layers[1]"}},
+    {"neg_conv1d.keras",
+     Code::kInvalidArgument,
+     {"layer 'out' (Conv1D) is not supported", "config.layers[1]"}},
+    {"neg_custom_class.keras",
+     Code::kInvalidArgument,
+     {"layer 'out' (Scaler), a custom class from module 'my_project.layers', is not supported"}},
     {"neg_vars_name_mismatch.keras",
      Code::kInvalidArgument,
      {"/layers/dense_1/vars", "'something_else'", "'hidden_b'"}},
@@ -595,6 +696,39 @@ TEST(KerasRefusals, UnsupportedModelClassIsNamed) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("model class Sequentia2 is not supported"), std::string::npos)
       << s.message();
+}
+
+// A TensorFlow SavedModel in a model folder, as a directory of it or as the folder itself.
+TEST(KerasRefusals, SavedModelDirectoriesAreRefusedByName) {
+  namespace fs = std::filesystem;
+  const fs::path root =
+      fs::temp_directory_path() / ("keras_savedmodel_test_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto write = [](const fs::path& p, const std::string& text) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << text;
+  };
+  const std::string metadata = R"({"model_name": "m", "model_class": "keras"})";
+  write(root / "inner" / "metadata.json", metadata);
+  write(root / "inner" / "saved" / "saved_model.pb", "not read");
+  write(root / "inner" / "saved" / "variables" / "variables.index", "not read");
+  write(root / "itself" / "metadata.json", metadata);
+  write(root / "itself" / "saved_model.pb", "not read");
+  fs::create_directories(root / "itself" / "variables");
+
+  std::vector<models::Refusal> refused;
+  Result<std::vector<ModelFolder>> folders = Registry::scan_directory(root, refused);
+  ASSERT_TRUE(folders.ok()) << folders.status().to_string();
+  std::map<std::string, std::string> by_origin;
+  for (const models::Refusal& r : refused) by_origin[r.origin] = r.reason.message();
+  for (const fs::path& saved : {root / "inner" / "saved", root / "itself"}) {
+    ASSERT_EQ(by_origin.count(saved.string()), 1U) << saved;
+    EXPECT_NE(by_origin[saved.string()].find(saved.string() +
+                                             " is a TensorFlow SavedModel directory"),
+              std::string::npos)
+        << by_origin[saved.string()];
+  }
+  fs::remove_all(root);
 }
 
 TEST(KerasRefusals, TruncatedH5) {
