@@ -60,6 +60,183 @@ inline std::int32_t next_node(const Node& n, float x) {
 
 enum class Link : std::uint8_t { kIdentity, kSigmoid };
 
+// ---- the complete-tree evaluator --------------------------------------------------------
+//
+// Kepler's models are 100 trees of depth <= 6 over 5 features, evaluated for up to
+// thousands of rows per request. Walking them node by node costs a data-dependent branch
+// per level that the CPU mispredicts about half the time. Instead each tree is padded at
+// load to the complete tree of its depth (a leaf above the bottom becomes pass-through
+// nodes whose two subtrees end in copies of it), so every row takes exactly `depth` steps
+// of `i = 2i + 2 - (x < threshold)` with no branch, and the leaf is found by position.
+//
+// Missing values: a row block is copied once, feature-major, into two columns per
+// feature, one with NaN as -infinity and one with NaN as +infinity; a node reads the first
+// when its default is left, the second otherwise. Thresholds are finite (checked at load),
+// so -infinity always goes left and +infinity right, and for every other value both
+// columns hold float(x) and `x < threshold` is XGBoost's float32 comparison exactly (the
+// columns hold doubles converted from the float, compared with the float threshold
+// converted to double: both conversions exact).
+
+constexpr std::int64_t kBlockRows = 64;      // rows per block (a column of the copy)
+constexpr std::uint32_t kMaxDenseDepth = 8;  // deeper trees are walked node by node
+// Columns of the block copy: at most this many distinct split features (x2 for the two
+// NaN columns), so that a block stays in L1/L2 (256 x 2 x 64 x 8 bytes = 256 KiB at most;
+// Kepler's 5 features take 5 KiB).
+constexpr std::size_t kMaxDenseFeatures = 256;
+
+struct DenseNode {
+  double threshold;
+  std::uint32_t column_offset;  // column * kBlockRows, into the block copy
+  std::uint32_t unused;
+};
+static_assert(sizeof(DenseNode) == 16, "a dense node is 16 bytes");
+
+struct DenseTree {
+  std::uint32_t first_node;  // 2^depth - 1 nodes, level by level (children of i: 2i+1, 2i+2)
+  std::uint32_t first_leaf;  // 2^depth leaves: weight x leaf value, left to right
+  std::uint32_t depth;
+};
+
+struct DenseForest {
+  std::vector<DenseNode> nodes;
+  std::vector<double> leaves;
+  std::vector<DenseTree> trees;
+  std::vector<std::uint32_t> features;  // block column pair j holds input column features[j]
+};
+
+// Adds each row's leaf of one tree of depth D to margin[0..n), rows
+// interleaved kLanes at a time so that their independent chains of loads overlap.
+template <std::uint32_t D>
+void add_dense_tree(const DenseNode* nodes, const double* leaves, const double* block,
+                    double* margin, std::int64_t n) {
+  constexpr std::uint32_t kFirstLeaf = (1U << D) - 1;
+  constexpr std::int64_t kLanes = 8;
+  std::int64_t r = 0;
+  for (; r + kLanes <= n; r += kLanes) {
+    std::array<std::uint32_t, kLanes> at{};
+    for (std::uint32_t level = 0; level < D; ++level) {
+      for (std::int64_t k = 0; k < kLanes; ++k) {
+        const DenseNode& node = nodes[at[static_cast<std::size_t>(k)]];
+        const bool left = block[node.column_offset + static_cast<std::uint32_t>(r + k)] <
+                          node.threshold;
+        at[static_cast<std::size_t>(k)] =
+            2 * at[static_cast<std::size_t>(k)] + 2 - static_cast<std::uint32_t>(left);
+      }
+    }
+    for (std::int64_t k = 0; k < kLanes; ++k) {
+      margin[r + k] += leaves[at[static_cast<std::size_t>(k)] - kFirstLeaf];
+    }
+  }
+  for (; r < n; ++r) {
+    std::uint32_t at = 0;
+    for (std::uint32_t level = 0; level < D; ++level) {
+      const DenseNode& node = nodes[at];
+      at = 2 * at + 2 -
+           static_cast<std::uint32_t>(block[node.column_offset + static_cast<std::uint32_t>(r)] <
+                                      node.threshold);
+    }
+    margin[r] += leaves[at - kFirstLeaf];
+  }
+}
+
+using AddDenseTree = void (*)(const DenseNode*, const double*, const double*, double*,
+                              std::int64_t);
+constexpr std::array<AddDenseTree, kMaxDenseDepth + 1> kAddDenseTree = {
+    add_dense_tree<0>, add_dense_tree<1>, add_dense_tree<2>, add_dense_tree<3>,
+    add_dense_tree<4>, add_dense_tree<5>, add_dense_tree<6>, add_dense_tree<7>,
+    add_dense_tree<8>};
+
+std::uint32_t tree_depth(const std::vector<Node>& nodes, std::int32_t root, std::uint32_t limit) {
+  // Breadth first, stopping as soon as the depth passes `limit`.
+  std::vector<std::int32_t> level{root}, next;
+  std::uint32_t depth = 0;
+  for (;;) {
+    next.clear();
+    for (const std::int32_t i : level) {
+      const Node& n = nodes[static_cast<std::size_t>(i)];
+      if (n.left >= 0) {
+        next.push_back(n.left);
+        next.push_back(n.left + 1);
+      }
+    }
+    if (next.empty()) return depth;
+    if (++depth > limit) return depth;
+    level.swap(next);
+  }
+}
+
+void fill_dense(const std::vector<Node>& nodes, std::int32_t src, std::uint32_t pos,
+                std::uint32_t level, std::uint32_t depth, double weight,
+                const std::vector<std::uint32_t>& column_of_feature, DenseNode* out_nodes,
+                double* out_leaves) {
+  const Node& n = nodes[static_cast<std::size_t>(src)];
+  if (level == depth) {
+    out_leaves[pos - ((1U << depth) - 1)] = weight * static_cast<double>(n.value);
+    return;
+  }
+  if (n.left < 0) {
+    // A leaf above the bottom: both ways lead to it.
+    out_nodes[pos] = DenseNode{0.0, 0, 0};
+    fill_dense(nodes, src, 2 * pos + 1, level + 1, depth, weight, column_of_feature, out_nodes,
+               out_leaves);
+    fill_dense(nodes, src, 2 * pos + 2, level + 1, depth, weight, column_of_feature, out_nodes,
+               out_leaves);
+    return;
+  }
+  const std::uint32_t column = 2 * column_of_feature[n.feature] + (n.default_left != 0 ? 0 : 1);
+  out_nodes[pos] = DenseNode{static_cast<double>(n.value),
+                             column * static_cast<std::uint32_t>(kBlockRows), 0};
+  fill_dense(nodes, n.left, 2 * pos + 1, level + 1, depth, weight, column_of_feature,
+             out_nodes, out_leaves);
+  fill_dense(nodes, n.left + 1, 2 * pos + 2, level + 1, depth, weight, column_of_feature,
+             out_nodes, out_leaves);
+}
+
+// The complete-tree form of a checked forest, or an empty one when a tree is deeper than
+// kMaxDenseDepth or more than kMaxDenseFeatures features are split on (then predict walks
+// the nodes).
+DenseForest make_dense(const std::vector<Node>& nodes, const std::vector<std::int32_t>& roots,
+                       const std::vector<double>& tree_weights) {
+  DenseForest f;
+  std::vector<std::uint32_t> depths;
+  depths.reserve(roots.size());
+  std::size_t total_nodes = 0;
+  for (const std::int32_t root : roots) {
+    const std::uint32_t d = tree_depth(nodes, root, kMaxDenseDepth);
+    if (d > kMaxDenseDepth) return {};
+    depths.push_back(d);
+    total_nodes += (std::size_t{1} << d) - 1;
+  }
+  // Padding a sparse tree (a chain) multiplies its nodes; past this the node walk is the
+  // better use of memory. Kepler's near-complete trees stay well under it.
+  if (total_nodes > 4 * nodes.size() + (std::size_t{1} << 16)) return {};
+  // Compact column numbers for the features splits use.
+  std::vector<std::uint32_t> column_of_feature;
+  for (const Node& n : nodes) {
+    if (n.left < 0) continue;
+    if (column_of_feature.size() <= n.feature) column_of_feature.resize(n.feature + 1, UINT32_MAX);
+    if (column_of_feature[n.feature] == UINT32_MAX) {
+      if (f.features.size() == kMaxDenseFeatures) return {};
+      column_of_feature[n.feature] = static_cast<std::uint32_t>(f.features.size());
+      f.features.push_back(n.feature);
+    }
+  }
+  f.nodes.resize(total_nodes);
+  f.leaves.resize(total_nodes + roots.size());
+  f.trees.reserve(roots.size());
+  std::uint32_t next_node = 0;
+  std::uint32_t next_leaf = 0;
+  for (std::size_t t = 0; t < roots.size(); ++t) {
+    const std::uint32_t d = depths[t];
+    f.trees.push_back(DenseTree{next_node, next_leaf, d});
+    fill_dense(nodes, roots[t], 0, 0, d, tree_weights[t], column_of_feature,
+               f.nodes.data() + next_node, f.leaves.data() + next_leaf);
+    next_node += (1U << d) - 1;
+    next_leaf += 1U << d;
+  }
+  return f;
+}
+
 class XGBoostRegressor final : public Regressor {
  public:
   XGBoostRegressor(std::vector<Node> nodes, std::vector<std::int32_t> roots,
@@ -68,6 +245,7 @@ class XGBoostRegressor final : public Regressor {
       : nodes_(std::move(nodes)),
         roots_(std::move(roots)),
         tree_weights_(std::move(tree_weights)),
+        dense_(make_dense(nodes_, roots_, tree_weights_)),
         base_margin_(base_margin),
         link_(link),
         features_(features),
@@ -75,19 +253,58 @@ class XGBoostRegressor final : public Regressor {
 
   Eigen::Index inputs() const override { return features_; }
 
-  // Blocks of rows x all trees: a block's margins stay in registers/L1 while each tree's
-  // nodes, hot after the first row, serve the rest of the block; within a tree, rows walk
-  // kTreeLanes at a time (models/tree_walk.h). Each row still adds the trees in order: the
+  void predict(const ConstRowsD& in, RowsD out, Scratch& scratch) const override {
+    if (!dense_.trees.empty() || roots_.empty()) {
+      predict_dense(in, out, scratch);
+    } else {
+      predict_nodes(in, out);
+    }
+  }
+
+  std::string describe() const override { return description_; }
+
+ private:
+  // Blocks of rows x all trees: a block's margins and its column copy stay in L1 while
+  // each tree's nodes serve the whole block. Each row still adds the trees in order: the
   // same sums as one row at a time.
-  void predict(const ConstRowsD& in, RowsD out, Scratch& /*scratch*/) const override {
-    constexpr Eigen::Index kBlock = 64;
-    std::array<double, kBlock> margin{};
+  void predict_dense(const ConstRowsD& in, RowsD out, Scratch& scratch) const {
+    const auto pairs = static_cast<Eigen::Index>(dense_.features.size());
+    RowsD block_m = scratch.matrix(kRegressorSlots, std::max<Eigen::Index>(2 * pairs, 1),
+                                   kBlockRows);
+    double* const block = block_m.data();
+    std::array<double, kBlockRows> margin{};
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlockRows) {
+      const Eigen::Index n = std::min<Eigen::Index>(kBlockRows, in.rows() - r0);
+      for (Eigen::Index j = 0; j < pairs; ++j) {
+        double* const nan_left = block + 2 * j * kBlockRows;
+        double* const nan_right = nan_left + kBlockRows;
+        const Eigen::Index col = dense_.features[static_cast<std::size_t>(j)];
+        for (Eigen::Index i = 0; i < n; ++i) {
+          const float x = feature_value(in(r0 + i, col));
+          const bool missing = std::isnan(x);
+          nan_left[i] = missing ? -kInf : static_cast<double>(x);
+          nan_right[i] = missing ? kInf : static_cast<double>(x);
+        }
+      }
+      std::fill(margin.begin(), margin.end(), base_margin_);
+      for (const DenseTree& t : dense_.trees) {
+        kAddDenseTree[t.depth](dense_.nodes.data() + t.first_node,
+                               dense_.leaves.data() + t.first_leaf, block, margin.data(), n);
+      }
+      finish(margin.data(), r0, n, out);
+    }
+  }
+
+  // The general walk, for forests make_dense declined (deep trees, many features).
+  void predict_nodes(const ConstRowsD& in, RowsD out) const {
+    std::array<double, kBlockRows> margin{};
     const Node* const nodes = nodes_.data();
     const auto child = [nodes](const Node& node, const double* x) {
       return nodes + next_node(node, feature_value(x[node.feature]));
     };
-    for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlock) {
-      const Eigen::Index n = std::min(kBlock, in.rows() - r0);
+    for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlockRows) {
+      const Eigen::Index n = std::min<Eigen::Index>(kBlockRows, in.rows() - r0);
       std::fill(margin.begin(), margin.end(), base_margin_);
       for (std::size_t t = 0; t < roots_.size(); ++t) {
         const double weight = tree_weights_[t];
@@ -98,19 +315,21 @@ class XGBoostRegressor final : public Regressor {
                             weight * static_cast<double>(leaf.value);
                       });
       }
-      for (Eigen::Index i = 0; i < n; ++i) {
-        const double m = margin[static_cast<std::size_t>(i)];
-        out(r0 + i, 0) = link_ == Link::kSigmoid ? 1.0 / (1.0 + std::exp(-m)) : m;
-      }
+      finish(margin.data(), r0, n, out);
     }
   }
 
-  std::string describe() const override { return description_; }
+  void finish(const double* margin, Eigen::Index r0, Eigen::Index n, RowsD& out) const {
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const double m = margin[i];
+      out(r0 + i, 0) = link_ == Link::kSigmoid ? 1.0 / (1.0 + std::exp(-m)) : m;
+    }
+  }
 
- private:
   std::vector<Node> nodes_;
   std::vector<std::int32_t> roots_;   // index of each tree's root in nodes_
   std::vector<double> tree_weights_;  // 1 for gbtree; weight_drop for dart
+  DenseForest dense_;                 // empty when the forest is walked node by node
   double base_margin_;
   Link link_;
   Eigen::Index features_;

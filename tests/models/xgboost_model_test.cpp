@@ -140,6 +140,53 @@ TEST(XGBoostLayout, NodesInAnyOrderWithUnreachableNodes) {
   EXPECT_EQ(predict(*sut, x), (std::vector<double>{1011, 1012, 1110, 1011}));
 }
 
+// A chain of `depth` splits on x0 < 1, < 2, ...: split k's left leaf is 10k, the last
+// right leaf 999; missing values go right (default_left 0) except at split 2.
+std::string chain_tree(int depth) {
+  std::string left = "[", right = "[", idx = "[", cond = "[", dl = "[";
+  for (int k = 0; k < depth; ++k) {
+    const std::string sep = k == 0 ? "" : ",";
+    left += sep + std::to_string(2 * k + 1) + ",-1";
+    right += sep + std::to_string(2 * k + 2) + ",-1";
+    idx += sep + "0,0";
+    cond += sep + std::to_string(k + 1) + "," + std::to_string(10 * k);
+    dl += sep + (k == 2 ? "1" : "0") + ",0";
+  }
+  return R"({"left_children": )" + left + R"(,-1], "right_children": )" + right +
+         R"(,-1], "split_indices": )" + idx + R"(,0], "split_conditions": )" + cond +
+         R"(,999], "default_left": )" + dl + ",0]}";
+}
+
+// Trees up to depth 8 are padded to complete trees and evaluated without branches; deeper
+// ones are walked node by node: both give the split rule's leaves, here along a chain
+// (the tree padding turns most into pass-through nodes).
+TEST(XGBoostLayout, ShallowAndDeepChainsBothEvaluators) {
+  for (const int depth : {3, 8, 9, 12}) {
+    auto sut = must_load(model_json("[" + chain_tree(depth) + "," + kStump + "]", "2", "0"),
+                         "chain.json");
+    ASSERT_NE(sut, nullptr);
+    RowMatrixD x(6, 2);
+    x << 0.5, 1,  // split 0: 0.5 < 1 -> 0; stump: right 20
+        3.5, 1,   // split 3 -> 30
+        2.0, 1,   // 2 < 2 false, 2 < 3 -> 20
+        kNaN, 1,  // right, right, then split 2's default left -> 20; stump: left 10
+        100, 1,   // past every split -> 999
+        -1e300, 1;  // beyond float range: -inf -> split 0 -> 0; stump left 10
+    const double last = 999;
+    const std::vector<double> want = {20, depth > 3 ? 50.0 : last + 20, 40,
+                                      depth > 2 ? 30.0 : last + 10, last + 20, 10};
+    EXPECT_EQ(predict(*sut, x), want) << "depth " << depth;
+    // Past one 64-row block and in lanes of 8 and single rows.
+    RowMatrixD many(131, 2);
+    for (Eigen::Index i = 0; i < many.rows(); ++i) many.row(i) = x.row(i % 6);
+    const std::vector<double> got = predict(*sut, many);
+    for (Eigen::Index i = 0; i < many.rows(); ++i) {
+      EXPECT_EQ(got[static_cast<std::size_t>(i)], want[static_cast<std::size_t>(i % 6)])
+          << "depth " << depth << " row " << i;
+    }
+  }
+}
+
 TEST(XGBoostObjective, LogisticAppliesSigmoidToTheMarginFromBaseScore) {
   // base_score 0.25 is a probability: margin starts at logit(0.25) = -ln 3.
   // Row 0: -ln 3 + 10 (left) ; row 1: -ln 3 + 20 (right); zero-tree case in next test.
