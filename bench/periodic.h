@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The periodic lanes: one client sending one request every P, as an exporter does (Kepler
 // every 3 s, fast exporters every 1-10 ms), instead of back to back. What they show is
 // whether the server is awake when the request comes, and what staying awake costs it:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The words for an errno value, for the messages of every layer that calls the system.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Small string helpers that several layers need: case folding for names compared without
 // regard to case, and lists joined for messages.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What a Keras model config says (the model_config attribute of a legacy .h5, config.json
 // of a .keras zip), parsed into a graph of layers before any weight is read: each layer's
 // class and settings, the layers it reads, the model's input and outputs, and an order

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The evaluation of a loaded Keras model: a graph of operations with their weights, in an
 // order where each reads only earlier ones, checked once (plan) and then evaluated as a
 // Regressor (models/stages.h); and the byte form in which the isolated loader

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keras models: Sequential stacks and Functional graphs of the layers below, loaded from the
 // files Keras writes (KEPLER.md section 6) and evaluated as a Regressor (models/stages.h).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One model folder as the loaders see it: its files by name with their contents in memory.
 // Kept apart from the registry so that metadata, the pipeline and the format loaders can
 // take a folder without depending on how models are selected.

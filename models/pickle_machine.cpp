@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The opcode machine of the restricted pickle reader (models/pickle.h): the stack, the
 // memo, MARKs, the allow list of names and the memory budget. What the values mean is
 // models/pickle_value.h; numpy's dtypes and arrays are built by models/pickle_numpy.h.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // numpy inside a pickle: how dtypes and ndarrays are rebuilt from the values numpy's and
 // joblib's reducers pickle (models/pickle_machine.cpp calls the builders when it meets
 // those names), and how their elements are read as numbers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The object model of the restricted pickle reader (models/pickle.h): the values a pickle
 // builds when nothing is executed. A REDUCE or NEWOBJ of an allowed class becomes an
 // Object that records the class name, its arguments and the state BUILD gave it; numpy's

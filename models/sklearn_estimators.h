@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The builders of models/sklearn_model.cpp's table {class name -> builder}, one estimator
 // family per file. Each turns a fitted estimator's attributes into a stage, or refuses
 // with a message that names the class and the attribute.

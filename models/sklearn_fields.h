@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading a scikit-learn estimator's fitted attributes out of the pickle's object model
 // (models/pickle_value.h), for the estimator families (models/sklearn_*.cpp). Every reader
 // returns a Result whose message names the class and the attribute ("Ridge.coef_ has

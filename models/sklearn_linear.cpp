@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's linear regressors: prediction = x . coef_ + intercept_ (models/sklearn_model.h
 // lists the classes).
 #include <cstdint>

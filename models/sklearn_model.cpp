@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The scikit-learn loader's entry points: the names a pickle may hold and the table that
 // sends each estimator class to its family's builder (models/sklearn_estimators.h).
 #include "models/sklearn_model.h"

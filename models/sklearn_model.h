@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn estimators read from joblib files or plain pickles (KEPLER.md section 6), as
 // the stages of models/stages.h. One file per estimator family (models/sklearn_linear.cpp,
 // _trees, _neighbors, _svm, _preprocessing, _pipeline, _xgboost) behind the table of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's KNeighborsRegressor, replaying its KD-tree search so that ties among
 // equidistant neighbours are broken as sklearn breaks them (models/sklearn_model.h).
 #include <algorithm>

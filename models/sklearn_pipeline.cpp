@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's Pipeline: transforms in order, then an optional last regressor.
 #include <memory>
 #include <optional>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's preprocessing transforms: MaxAbsScaler, StandardScaler, MinMaxScaler and
 // PolynomialFeatures (formulas in models/sklearn_model.h).
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's support vector regression: SVR with its four kernels, the dual form
 // sum_i dual_coef_i K(sv_i, x) + intercept_.
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's tree models: DecisionTreeRegressor (its leaf), RandomForestRegressor and
 // ExtraTreesRegressor (the mean of their trees' leaves), GradientBoostingRegressor (init +
 // learning_rate * the sum of its trees' leaves). Every tree is flattened into one node

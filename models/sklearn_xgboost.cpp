@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // xgboost's scikit-learn wrapper, XGBRegressor: its pickled Booster keeps the whole model
 // as the bytes of XGBoost's own serialisation (UBJSON since xgboost 1.6), which
 // models/xgboost_ubjson.h reads; nothing else of the wrapper matters to prediction.

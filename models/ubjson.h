@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Universal Binary JSON (ubjson.org, draft 12) as XGBoost writes it: Booster.save_model
 // ("model.ubj"), the default format of xgboost 2.x, and the "handle" bytes xgboost >= 1.6
 // puts in its pickles. The reader builds the same json::Json document the JSON loaders

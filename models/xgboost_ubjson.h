@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // XGBoost models in Universal Binary JSON (models/ubjson.h): Booster.save_model
 // ("model.ubj"), xgboost 2.x's default, and the "handle" bytes of an xgboost >= 1.6 pickle
 // (XGBRegressor.__getstate__()["_Booster"].__getstate__()["handle"]), which hold the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The request side of Kepler's JSON protocol: KeplerJsonReader and DocumentEnd (how much
 // of a stream is one request). The protocol's rules are in kepler_json.h.
 #include "service/kepler_json.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reply side of Kepler's JSON protocol: the replies of each generation and the error
 // reply, within the sizes Kepler's clients read (kepler_json.h).
 #include <algorithm>

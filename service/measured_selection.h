@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Choosing models by the error measured on this node (the daemon's online selection).
 //
 // When an AbsPower request that names no model or trainer carries measured node power

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An RGB raster with the few drawing operations a line chart needs, and its encoding as
 // a PNG file (8-bit truecolour, zlib-compressed, optional tEXt chunks), so that the CLI
 // draws charts with no Python, plotting library or image library at run time.

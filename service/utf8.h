@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // UTF-8 validation for the Kepler JSON reader (which refuses invalid strings) and writer
 // (which replaces invalid bytes of a message it echoes), so both agree on what is valid.
 #pragma once

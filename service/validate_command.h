@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `estimator validate`: which model is right for this node, judged by power measured on
 // it rather than by the error published for the machine a model was trained on.
 //

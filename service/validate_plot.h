@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The chart `estimator validate --plot` writes: for each measured component a panel of
 // power over time (one point per CSV row), the measurement in black and the best-ranked
 // models' predictions in colour. The raster carries no text (no font is bundled): the

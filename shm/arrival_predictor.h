@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // When the next request of a periodic client is due, so that a dispatch thread can sleep
 // through the gap and be awake, spinning, a short window before it.
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes scikit-learn (and XGBoost) regressor pickles and scikit-learn's own predictions
 for tests/models/sklearn_regressors_test.cpp, which runs it at test time:
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Reference outputs of a Keras model (Sequential or a Functional DAG), computed with h5py and numpy only (no Keras).
 
 An implementation independent of models/keras_model.cpp, for its tests: it reads the

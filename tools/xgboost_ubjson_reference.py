@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes XGBoost models in the three forms xgboost 1.7 produces and the project reads, with
 the library's predictions, for tests/models/xgboost_ubjson_test.cpp (run at test time with
 Debian's python3-xgboost: /usr/bin/python3 tools/xgboost_ubjson_reference.py OUT_DIR).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the UBJSON reader and the XGBoost UBJSON loader; a model that loads
 // is also evaluated.
 #include <cmath>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test fixtures that run the real estimatord binary as a child process. Each daemon runs
 // in its own process group and is tracked with its segment (tests/support/watchdog.h), so
 // a test that fails, hangs past its Watchdog or crashes leaves no estimatord and no

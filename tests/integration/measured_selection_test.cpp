@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Issue 15's proof, across processes: the real estimatord serves a simulated node
 // (tests/unit/measured_node.h) whose published-best model is wrong and whose
 // published-worst model is right. An exporter sends one node-level row per interval with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Client shared by many threads: every thread's calls succeed at once, and once a
 // thread's encoder and its Reply are sized, its calls allocate nothing (counted by this
 // binary's own operator new, per thread).

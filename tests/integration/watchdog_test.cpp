@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A test cut short leaves nothing behind (tests/support/watchdog.h). Each case runs a
 // stand-in test in a forked child: it starts the real estimatord on a segment of its own,
 // then hangs. Cut short by its Watchdog, or killed outright as ctest kills a test past its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The model formats the conformance suite (conformance_test.cpp) runs over: one Format per
 // model kind, each a folder of files as the registry loads them (load_model), its request
 // columns and how it meets the documented edge cases. Adding a format is one line in

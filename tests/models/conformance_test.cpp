@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The properties every model format must have, checked on every format by one
 // value-parameterised suite (DESIGN.md section 7, docs/models.md "Formats"):
 //

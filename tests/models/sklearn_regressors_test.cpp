@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scikit-learn's regressors (and XGBoost's XGBRegressor) read from pickles written at test
 // time by tools/gen_sklearn_regressors.py with Debian's scikit-learn, in joblib and plain
 // pickle forms and in the hand-made layouts of other versions (numpy 2 module names, the

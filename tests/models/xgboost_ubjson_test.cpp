@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // XGBoost's UBJSON: the reader on hand-made documents (every type, the optimised container
 // forms, hostile input), and the XGBoost loader on models xgboost 1.7 writes at test time
 // (tools/xgboost_ubjson_reference.py: model.ubj, model.json and a pickle's handle bytes of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What /proc says about a process, for the tests that prove the daemon does not grow
 // (memory, descriptors) under load.
 #pragma once

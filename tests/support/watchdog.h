@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A test cut short leaves nothing behind: the processes it started and the /dev/shm
 // segments they or it created are tracked here, and removed
 //   - by the Watchdog, when a test runs past its time (SIGALRM): the handler kills every

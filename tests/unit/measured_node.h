@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A simulated node whose power follows a known model, for the tests of choosing models by
 // measured error (`estimator validate`, the daemon's measured selection).
 //

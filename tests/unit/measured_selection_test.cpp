@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Measured selection in the request handler, on the simulated node of measured_node.h
 // (published errors rank its three models wrongly): after the minimum evidence the model
 // measured best answers, its weighted errors match values computed here from the models'

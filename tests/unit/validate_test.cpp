@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `estimator validate`: models ranked by their error against measured node power, on a
 // simulated node (measured_node.h) whose published errors rank the models wrongly; the
 // errors expected are computed from the models' formulas here, not by the code under test.
