@@ -66,7 +66,9 @@ namespace {
 
 const std::string kFixtures = ESTIMATOR_FIXTURES_DIR;
 const std::string kSklearn = kFixtures + "/sklearn";
+const std::string kSklearnMore = kFixtures + "/sklearn_more";  // tools/gen_conformance_fixtures.py
 const std::string kXgboost = kFixtures + "/xgboost";
+const std::string kXgboostUbj = kFixtures + "/xgboost_ubj";
 const std::string kKeras = kFixtures + "/keras";
 const std::string kDbMore = kFixtures + "/kepler_model_db_more";
 
@@ -141,6 +143,8 @@ const Format kFormats[] = {
     {"XgboostLogistic", single_file(kXgboost, "logistic_d3.json", kF5), kF5, kAnswered,
      kAnswered},
     {"XgboostDart", single_file(kXgboost, "dart_d4.json", kF5), kF5, kAnswered, kAnswered},
+    {"XgboostUbjson", single_file(kXgboostUbj, "logistic_d3.ubj", kF4), kF4, kAnswered,
+     kAnswered},
     // ---- scikit-learn pickles: each regressor alone, the transforms as pipeline stages
     {"SklearnLinearRegression", single_file(kSklearn, "linear.pkl", kF5), kF5, kRefused,
      kRefused, 0, 100, -100, 1000, true, true},
@@ -177,6 +181,25 @@ const Format kFormats[] = {
      kRefused, kAnswered},
     {"SklearnKNeighborsObjectY", single_file(kDbMore, "knn_object_y.pkl", kF3), kF3,
      kAnswered, kAnswered},
+    // The regressors of issue 18 (tools/gen_conformance_fixtures.py).
+    {"SklearnRidgeCV", single_file(kSklearnMore, "ridgecv.pkl", kF5), kF5, kRefused, kRefused,
+     0, 100, -100, 1000, true, true},
+    {"SklearnLassoCV", single_file(kSklearnMore, "lassocv.pkl", kF5), kF5, kRefused, kRefused,
+     0, 100, -100, 1000, true, true},
+    {"SklearnElasticNet", single_file(kSklearnMore, "elasticnet.pkl", kF5), kF5, kRefused,
+     kRefused, 0, 100, -100, 1000, true, true},
+    {"SklearnElasticNetCV", single_file(kSklearnMore, "elasticnetcv.pkl", kF5), kF5, kRefused,
+     kRefused, 0, 100, -100, 1000, true, true},
+    {"SklearnLinearSVR", single_file(kSklearnMore, "linearsvr.pkl", kF5), kF5, kRefused,
+     kRefused, 0, 100, -100, 1000, true, true},
+    {"SklearnDecisionTree", single_file(kSklearnMore, "tree.pkl", kF5), kF5, kAnswered,
+     kAnswered},
+    {"SklearnRandomForest", single_file(kSklearnMore, "forest.pkl", kF5), kF5, kAnswered,
+     kAnswered},
+    {"SklearnExtraTrees", single_file(kSklearnMore, "extratrees.pkl", kF5), kF5, kAnswered,
+     kAnswered},
+    {"XGBRegressorPickle", single_file(kSklearnMore, "xgbregressor.pkl", kF5), kF5, kAnswered,
+     kAnswered},
     {"CurveFitPickleExpo", single_file(kDbMore, "curvefit_expo_func.pkl", kF3), kF3, kRefused,
      kBySign},
     {"CurveFitPickleLog", single_file(kDbMore, "curvefit_log_func.pkl", kF3), kF3, kRefused,
@@ -189,6 +212,19 @@ const Format kFormats[] = {
      kRefused, kRefused},
     {"KerasZipFunctional", single_file(kKeras, "functional_k3.keras", kF4), kF4, kRefused,
      kRefused},
+    // BatchNormalization, ReLU/LeakyReLU/ELU/Softmax layers, Reshape, Flatten (issue 18).
+    {"KerasH5Layers",
+     single_file(kKeras, "tfkeras2_layers.h5", kF5, {}, {"y0", "y1", "y2", "y3"}), kF5,
+     kRefused, kRefused},
+    {"KerasZipLayers", single_file(kKeras, "keras3_layers.keras", kF4, {}, {"y0", "y1", "y2"}),
+     kF4, kRefused, kRefused},
+    // Functional DAGs with Add and Concatenate, two output layers.
+    {"KerasH5FunctionalDag",
+     single_file(kKeras, "functional_dag_k2.h5", numbered("f", 6), {}, {"y0", "y1", "y2", "y3"}),
+     numbered("f", 6), kRefused, kRefused},
+    {"KerasZipFunctionalDag",
+     single_file(kKeras, "functional_dag_k3.keras", kF5, {}, {"y0", "y1", "y2"}), kF5,
+     kRefused, kRefused},
     // ---- the model server's pipeline: a component map of scaler chains and regressors
     {"PipelineComponentMap",
      json_model("SGDRegressorTrainer_1", R"(, "model_class": "scikit")", kComponentMap,
