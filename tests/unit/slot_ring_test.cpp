@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -550,6 +551,9 @@ TEST_F(SlotRingTest, PeriodicClientIsAnsweredAndTheDaemonSleepsBetween) {
   std::atomic<int> seen_asleep{0};  // mid-gap looks that found the daemon asleep
   ServerRing ring(server->view(), /*predict=*/true);
   std::thread daemon([&] {
+    // As the daemon's dispatch threads do: the default 50 us timer slack would wake the
+    // thread after the window it set its timer for.
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     while (!stop.load()) {
       if (auto t = ring.take()) {
         ring.answer(*t, request_bytes(8, 0));
