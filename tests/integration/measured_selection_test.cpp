@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "clients/cpp/estimator_client.h"
+#include "tests/integration/metrics_daemon.h"
 #include "tests/support/http_scrape.h"
 #include "tests/unit/measured_node.h"
 
@@ -45,77 +46,17 @@ using testing::NodeSample;
 constexpr double kWindow = 12;
 constexpr int kMinIntervals = 8;
 
-class Watchdog {
- public:
-  explicit Watchdog(unsigned seconds) { alarm(seconds); }
-  ~Watchdog() { alarm(0); }
-};
+using testing::MetricsDaemon;
+using testing::read_file;
+using testing::Watchdog;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// estimatord serving only the test's model folder.
+std::uint16_t start_daemon(MetricsDaemon& d, const fs::path& dir,
+                           const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"--no-default-models", "--model-dir", (dir / "models").string()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return d.start(args);
 }
-
-// estimatord serving `model_dir` only, its log in a file (for the metrics port and the
-// switch), metrics on an ephemeral loopback port.
-class Daemon {
- public:
-  Daemon(std::string shm_name, const fs::path& dir) : shm_name_(std::move(shm_name)), dir_(dir) {
-    log_ = dir / "estimatord.log";
-  }
-  ~Daemon() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-  }
-
-  std::uint16_t start(const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm_name_, "--slots", "8",
-                                     "--slot-bytes", "65536", "--log-level", "info",
-                                     "--no-default-models", "--model-dir", (dir_ / "models").string(),
-                                     "--metrics-address", "127.0.0.1:0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return 0;
-    for (int i = 0; i < 1000; ++i) {
-      const std::string log = read_file(log_);
-      const std::size_t p = log.find("metrics: http://");
-      if (p != std::string::npos && log.find("ready:") != std::string::npos) {
-        const std::size_t end = log.find("/metrics", p + 16);
-        const std::string address = log.substr(p + 16, end - p - 16);
-        return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        ADD_FAILURE() << "estimatord exited: " << log;
-        return 0;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    ADD_FAILURE() << "no metrics address in the log: " << read_file(log_);
-    return 0;
-  }
-
-  std::string log() const { return read_file(log_); }
-
- private:
-  std::string shm_name_;
-  fs::path dir_, log_;
-  pid_t pid_ = -1;
-};
 
 std::string error_series(const std::string& model, const std::string& component) {
   return "estimator_model_measured_error{model=\"" + model +
@@ -170,8 +111,8 @@ TEST(MeasuredSelectionProcess, DaemonSwitchesToTheModelRightForThisNode) {
   Watchdog dog(120);
   TempDir dir("switch");
   const std::string shm = "estimator-it-measured-" + std::to_string(getpid());
-  Daemon d(shm, dir.path());
-  const std::uint16_t port = d.start({"--selection-window", std::to_string(static_cast<int>(kWindow)),
+  MetricsDaemon d(shm);
+  const std::uint16_t port = start_daemon(d, dir.path(), {"--selection-window", std::to_string(static_cast<int>(kWindow)),
                                       "--selection-min-intervals", std::to_string(kMinIntervals)});
   ASSERT_NE(port, 0);
 
@@ -236,8 +177,8 @@ TEST(MeasuredSelectionProcess, PublishedSelectionNeverSwitches) {
   Watchdog dog(120);
   TempDir dir("published");
   const std::string shm = "estimator-it-published-" + std::to_string(getpid());
-  Daemon d(shm, dir.path());
-  ASSERT_NE(d.start({"--selection", "published", "--selection-min-intervals", "2"}), 0);
+  MetricsDaemon d(shm);
+  ASSERT_NE(start_daemon(d, dir.path(), {"--selection", "published", "--selection-min-intervals", "2"}), 0);
   for (const std::string& m : drive(shm, testing::node_samples(20))) EXPECT_EQ(m, "Published_0");
 }
 
