@@ -26,6 +26,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "tests/support/log_capture.h"
 #include "clients/cpp/estimator_client.h"
 #include "service/fetch_config.h"
 #include "service/model_fetcher.h"
@@ -226,31 +227,7 @@ TEST_F(ModelFetcherTest, InitUrlZipLandsAndTheWatcherServesIt) {
   EXPECT_EQ(found->info().output_type, "AbsPower");
 }
 
-// Captures what the fetcher logs, for the tests of its progress lines.
-class LogCapture {
- public:
-  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)) {
-    previous_ = spdlog::default_logger();
-    auto logger = std::make_shared<spdlog::logger>("capture", sink_);
-    logger->set_level(spdlog::level::info);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  std::vector<std::string> lines_with(std::string_view needle) {
-    sink_->flush();
-    std::vector<std::string> out;
-    std::istringstream in(stream_.str());
-    for (std::string line; std::getline(in, line);) {
-      if (line.find(needle) != std::string::npos) out.push_back(line);
-    }
-    return out;
-  }
-
- private:
-  std::ostringstream stream_;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using testing::LogCapture;
 
 // A long download says how far it got every FETCH_PROGRESS_MS: bytes so far, the total
 // when the server announced it, and the rate.

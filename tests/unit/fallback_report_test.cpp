@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/log_capture.h"
 #include "service/metrics.h"
 #include "service/models_command.h"
 #include "service/request_handler.h"
@@ -52,33 +53,7 @@ std::shared_ptr<const models::Registry> two_models() {
   return reg;
 }
 
-// Routes spdlog's default logger into a string for the test's life.
-class LogCapture {
- public:
-  LogCapture() : saved_(spdlog::default_logger()) {
-    auto logger = std::make_shared<spdlog::logger>(
-        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(text_));
-    logger->set_pattern("%l %v");
-    logger->set_level(spdlog::level::info);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() { spdlog::set_default_logger(saved_); }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-
-  std::vector<std::string> lines_with(std::string_view needle) const {
-    std::vector<std::string> out;
-    std::istringstream in(text_.str());
-    for (std::string line; std::getline(in, line);) {
-      if (line.find(needle) != std::string::npos) out.push_back(line);
-    }
-    return out;
-  }
-
- private:
-  std::ostringstream text_;
-  std::shared_ptr<spdlog::logger> saved_;
-};
+using testing::LogCapture;
 
 class FallbackReport : public ::testing::Test {
  protected:

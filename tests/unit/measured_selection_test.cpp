@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/log_capture.h"
 #include "service/measured_selection.h"
 #include "service/metrics.h"
 #include "service/request_handler.h"
@@ -42,22 +43,7 @@ std::shared_ptr<const models::Registry> node_registry() {
   return reg;
 }
 
-class LogCapture {
- public:
-  LogCapture() : saved_(spdlog::default_logger()) {
-    auto logger = std::make_shared<spdlog::logger>(
-        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(text_));
-    logger->set_pattern("%v");
-    logger->set_level(spdlog::level::info);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() { spdlog::set_default_logger(saved_); }
-  std::string text() const { return text_.str(); }
-
- private:
-  std::ostringstream text_;
-  std::shared_ptr<spdlog::logger> saved_;
-};
+using testing::LogCapture;
 
 constexpr double kWindow = 10;
 constexpr std::uint32_t kMinIntervals = 5;
