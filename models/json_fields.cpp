@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "models/json_fields.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <new>
@@ -199,6 +200,13 @@ class SizePass {
   bool syntax_error_ = false;
 };
 
+// ordered_map finds a key by comparing it with every key before it, so building an object
+// of n members with its emplace costs n^2/2 comparisons: minutes for a few MB of
+// {"k1":0,"k2":0,...}. Objects of at least this many members (counted by the first pass)
+// are built by appending every member and settling repeated keys once, when the object
+// closes, by sorting: n log n. Smaller ones, nearly all of a real model's, keep emplace.
+constexpr std::size_t kLargeObject = 32;
+
 // The second pass, over a document SizePass accepted: builds it as Json::parse would,
 // each container reserved at its final size.
 class BuildPass {
@@ -219,23 +227,35 @@ class BuildPass {
   bool string(string_t& v) { return put(std::move(v)); }
   bool binary(binary_t& v) { return put(Json::binary(std::move(v))); }
   bool key(string_t& k) {
-    // As Json::parse: a repeated key's last value wins.
-    member_ = &stack_.back()->get_ref<Json::object_t&>().emplace(std::move(k), nullptr).first->second;
+    // As Json::parse: a repeated key keeps its first place and its last value wins
+    // (settle_repeats() for a large object).
+    const Open& top = stack_.back();
+    auto& members = top.value->get_ref<Json::object_t&>();
+    if (top.large) {
+      static_cast<Json::object_t::Container&>(members).emplace_back(std::move(k), nullptr);
+      member_ = &members.back().second;
+    } else {
+      member_ = &members.emplace(std::move(k), nullptr).first->second;
+    }
     return true;
   }
   bool start_object(std::size_t /*unused*/) {
+    const std::uint32_t size = sizes_[next_size_++];
     Json* obj = place(Json::object());
-    obj->get_ref<Json::object_t&>().reserve(sizes_[next_size_++]);
-    stack_.push_back(obj);
+    obj->get_ref<Json::object_t&>().reserve(size);
+    stack_.push_back(Open{obj, size >= kLargeObject});
     return true;
   }
   bool start_array(std::size_t /*unused*/) {
     Json* arr = place(Json::array());
     arr->get_ref<Json::array_t&>().reserve(sizes_[next_size_++]);
-    stack_.push_back(arr);
+    stack_.push_back(Open{arr, false});
     return true;
   }
-  bool end_object() { return close(); }
+  bool end_object() {
+    if (stack_.back().large) settle_repeats(stack_.back().value->get_ref<Json::object_t&>());
+    return close();
+  }
   bool end_array() { return close(); }
   bool parse_error(std::size_t /*unused*/, const std::string& /*unused*/,
                    const Json::exception& /*unused*/) {
@@ -243,15 +263,53 @@ class BuildPass {
   }
 
  private:
-  // Containers are reserved, so the pointers on stack_ and member_ stay valid while
-  // their children are added.
+  // An open container. Containers are reserved, so the pointers here and in member_ stay
+  // valid while their children are added.
+  struct Open {
+    Json* value;
+    bool large;  // an object of at least kLargeObject members, appended to
+  };
+
+  // A large object, complete, with every member appended: a repeated key's members are
+  // merged into its first one, which takes the last one's value. Members with the same key
+  // sort together, in the order they came (a stable sort), so the first and last of each
+  // run are the ones to keep. Rare (repeats are not meant to be there), so the object is
+  // only rebuilt when one is found.
+  static void settle_repeats(Json::object_t& object) {
+    auto& members = static_cast<Json::object_t::Container&>(object);
+    std::vector<std::uint32_t> order(members.size());
+    for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return members[a].first < members[b].first;
+    });
+    std::vector<bool> drop(members.size(), false);
+    bool any = false;
+    for (std::size_t run = 0, end = 0; run < order.size(); run = end) {
+      end = run + 1;
+      while (end < order.size() && members[order[end]].first == members[order[run]].first) {
+        drop[order[end++]] = true;
+      }
+      if (end - run == 1) continue;
+      members[order[run]].second = std::move(members[order[end - 1]].second);
+      any = true;
+    }
+    if (!any) return;
+    // Its keys are const: the kept members are moved into a new vector.
+    Json::object_t::Container kept;
+    kept.reserve(members.size());
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      if (!drop[i]) kept.emplace_back(members[i].first, std::move(members[i].second));
+    }
+    members.swap(kept);
+  }
+
   template <typename V>
   Json* place(V&& v) {
     if (stack_.empty()) {
       root_ = Json(std::forward<V>(v));
       return &root_;
     }
-    Json& top = *stack_.back();
+    Json& top = *stack_.back().value;
     if (top.is_array()) {
       auto& elements = top.get_ref<Json::array_t&>();
       elements.emplace_back(std::forward<V>(v));
@@ -273,7 +331,7 @@ class BuildPass {
   Json& root_;
   const std::vector<std::uint32_t>& sizes_;
   std::size_t next_size_ = 0;
-  std::vector<Json*> stack_;
+  std::vector<Open> stack_;
   Json* member_ = nullptr;
 };
 
