@@ -64,7 +64,7 @@ namespace estimator::models::pickle {
 // A name GLOBAL may resolve, besides the built-in ones (numpy's _reconstruct / scalar /
 // dtype / ndarray / _frombuffer under numpy.core and numpy._core, joblib's
 // NumpyArrayWrapper, _codecs.encode, copyreg._reconstructor, builtins.object/bytes/
-// bytearray; a bytearray is read as Bytes).
+// bytearray, collections.OrderedDict; a bytearray is read as Bytes, an OrderedDict as a Dict).
 struct ClassName {
   std::string_view module;
   std::string_view name;

@@ -89,6 +89,7 @@ enum class Special {
   kByteArray,      // builtins.bytearray(bytes): how protocols 2-4 write a bytearray
   kReconstructor,  // copyreg._reconstructor(cls, base, state)
   kObject,         // builtins.object
+  kOrderedDict,    // collections.OrderedDict(): a dict (XGBRegressor's evals_result_)
   kArrayWrapper,   // joblib.numpy_pickle.NumpyArrayWrapper
 };
 
@@ -111,6 +112,7 @@ constexpr Builtin kBuiltins[] = {
     {"builtins", "bytes", Special::kBytes},
     {"builtins", "bytearray", Special::kByteArray},
     {"builtins", "object", Special::kObject},
+    {"collections", "OrderedDict", Special::kOrderedDict},
     {"copyreg", "_reconstructor", Special::kReconstructor},
     {"joblib.numpy_pickle", "NumpyArrayWrapper", Special::kArrayWrapper},
 };
@@ -515,6 +517,10 @@ class Reader {
         const std::size_t n = out.size();
         return make(Bytes{std::move(out)}, n, at);
       }
+      case Special::kOrderedDict:
+        // Its items follow as SETITEMS, as a dict's do.
+        if (!t->items.empty()) fail(at, "collections.OrderedDict is only read without arguments");
+        return make(Dict{}, 0, at);
       case Special::kBytes:
         if (!t->items.empty()) fail(at, "builtins.bytes is only read without arguments");
         return make(Bytes{}, 0, at);

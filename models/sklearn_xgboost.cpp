@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // xgboost's scikit-learn wrapper, XGBRegressor: its pickled Booster keeps the whole model
 // as the bytes of XGBoost's own serialisation (UBJSON since xgboost 1.6), which
-// models/xgboost_ubjson.h reads; nothing else of the wrapper matters to prediction.
+// models/xgboost_ubjson.h reads; nothing else of the wrapper matters to prediction. Its
+// predict() stops at the booster's best_iteration (early stopping), and so do we.
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,7 +30,8 @@ Result<SklearnStage> build_xgb_regressor(const Attrs& a, int) {
                   pickle::describe(*hv));
   }
   Result<std::unique_ptr<Regressor>> r =
-      load_xgboost_ubjson(handle->data, a.where("_Booster") + ".handle");
+      load_xgboost_ubjson(handle->data, a.where("_Booster") + ".handle",
+                          BestIteration::kHonour);
   if (!r.ok()) return r.status();
   return as_regressor(std::move(r).value());
 }

@@ -10,6 +10,7 @@
 // the JSON has strings.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string_view>
 
@@ -18,10 +19,20 @@
 
 namespace estimator::models {
 
+// Whether learner.attributes.best_iteration (written by early stopping) limits the trees.
+enum class BestIteration : std::uint8_t {
+  // Every tree, as Booster.predict and XGBoosterPredict do by default (a Booster file).
+  kIgnore,
+  // Only the boosting rounds 0..best_iteration, as XGBRegressor.predict does (a pickled
+  // XGBRegressor); a best_iteration that is not a non-negative integer is refused.
+  kHonour,
+};
+
 // Parses `bytes` (the contents of `file`, named in messages): a model {"learner": ...} or
 // the serialised form {"Config": ..., "Model": {"learner": ...}}; the Config is not read
 // (the Model holds everything prediction needs). Then as load_xgboost_document.
-Result<std::unique_ptr<Regressor>> load_xgboost_ubjson(std::string_view bytes,
-                                                       std::string_view file);
+Result<std::unique_ptr<Regressor>> load_xgboost_ubjson(
+    std::string_view bytes, std::string_view file,
+    BestIteration best_iteration = BestIteration::kIgnore);
 
 }  // namespace estimator::models

@@ -27,6 +27,8 @@ Output: <out_dir>/<name>.pkl and <out_dir>/manifest.json:
   {"generator": {versions}, "models": [{"name", "class", "file", "form", "outputs",
    "rows": [[...]], "expected": [[...]]}], "refused": [{"name", "file", "needle"}]}
 "refused" lists classifiers and a custom class with the text their refusal must contain.
+"boosters" ([{"name", "file", "rows", "expected"}]) are the early-stopped XGBRegressors'
+boosters saved as Booster files (<name>.json, <name>.ubj), with Booster.predict's answer.
 Numbers are exact doubles (repr round-trips).
 """
 import io
@@ -179,6 +181,7 @@ def main():
     x2, y2 = data(rng, 300, outputs=2)
     models = []
     refused = []
+    boosters = []
 
     def write(name, blob):
         with open(os.path.join(out, name + ".pkl"), "wb") as f:
@@ -238,6 +241,28 @@ def main():
         xgb.fit(x, y)
         rows = query_rows(rng, x, 40)
         add("xgbregressor", xgb, rows)
+        # Early stopping: the booster keeps the rounds after its best, and predict() uses
+        # only those up to best_iteration (plain boosting, boosted forests, dart).
+        for name, kw in [("xgbregressor_early", {}),
+                         ("xgbregressor_early_forest",
+                          {"num_parallel_tree": 3, "subsample": 0.8, "colsample_bynode": 0.8}),
+                         ("xgbregressor_early_dart", {"booster": "dart", "rate_drop": 0.1})]:
+            early = xgboost.XGBRegressor(n_estimators=200, max_depth=3, learning_rate=0.5,
+                                         early_stopping_rounds=5, random_state=0, **kw)
+            early.fit(x[:200], y[:200], eval_set=[(x[200:], y[200:])], verbose=False)
+            rows = query_rows(rng, x, 40)
+            every_tree = early.get_booster().predict(xgboost.DMatrix(rows))
+            if (early.best_iteration + 1 >= early.get_booster().num_boosted_rounds()
+                    or np.array_equal(early.predict(rows), every_tree)):
+                sys.exit(name + ": early stopping left nothing to cut; the file would "
+                         "prove nothing")
+            add(name, early, rows)
+            # The same booster saved as a Booster file: Booster.predict, whose default is
+            # every tree, is its reference.
+            for ext in ("json", "ubj"):
+                early.get_booster().save_model(os.path.join(out, name + "." + ext))
+                boosters.append({"name": name, "file": name + "." + ext, "rows": rows.tolist(),
+                                 "expected": every_tree.reshape(-1, 1).astype(float).tolist()})
     except ImportError:
         pass
 
@@ -256,7 +281,8 @@ def main():
     generator = {"sklearn": sklearn.__version__, "numpy": np.__version__,
                  "joblib": joblib.__version__}
     with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump({"generator": generator, "models": models, "refused": refused}, f)
+        json.dump({"generator": generator, "models": models, "refused": refused,
+                   "boosters": boosters}, f)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@
 // pickle forms and in the hand-made layouts of other versions (numpy 2 module names, the
 // tree node dtype of scikit-learn 1.3+, no n_features_in_), compared with the fitted
 // estimator's own predict(). Classifiers and custom classes are refused by name.
+// XGBRegressors trained with early stopping predict with the rounds up to best_iteration,
+// as the wrapper does; their boosters saved as Booster files use every tree, as
+// Booster.predict does.
 #include "models/sklearn_model.h"
+#include "models/xgboost_model.h"
+#include "models/xgboost_ubjson.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -133,6 +138,67 @@ TEST(SklearnRegressors, EveryClassAndFormMatchesScikitLearnsPredict) {
         "DecisionTreeRegressor", "RandomForestRegressor", "ExtraTreesRegressor"}) {
     EXPECT_GT(files[cls], 0) << cls << " was not generated";
   }
+}
+
+// Predictions of `reg` on `rows`.
+RowMatrixD predict(const Regressor& reg, const RowMatrixD& rows) {
+  RowMatrixD out(rows.rows(), reg.outputs());
+  Scratch scratch;
+  reg.predict(rows, out, scratch);
+  return out;
+}
+
+TEST(SklearnRegressors, BoosterFilesOfEarlyStoppedModelsUseEveryTree) {
+  REQUIRE_GENERATED();
+  const json doc = manifest();
+  if (doc["boosters"].empty()) GTEST_SKIP() << "python3-xgboost is not installed";
+  for (const json& b : doc["boosters"]) {
+    const std::string file = b["file"];
+    SCOPED_TRACE(file);
+    const std::string bytes = slurp(generated() / file);
+    Result<std::unique_ptr<Regressor>> booster = file.ends_with(".ubj")
+                                                     ? load_xgboost_ubjson(bytes, file)
+                                                     : load_xgboost_json(bytes, file);
+    ASSERT_TRUE(booster.ok()) << booster.status().to_string();
+    const RowMatrixD rows = matrix(b["rows"]);
+    const RowMatrixD expected = matrix(b["expected"]);
+    const RowMatrixD got = predict(**booster, rows);
+    for (Eigen::Index r = 0; r < rows.rows(); ++r) {
+      EXPECT_NEAR(got(r, 0), expected(r, 0), 1e-6 * std::max(1.0, std::fabs(expected(r, 0))))
+          << "row " << r;
+    }
+    // The pickle of the same model stops at best_iteration: its answers differ.
+    const std::string pickle = b["name"].get<std::string>() + "_joblib.pkl";
+    auto stage = load_sklearn_pickle(slurp(generated() / pickle), pickle);
+    ASSERT_TRUE(stage.ok()) << stage.status().to_string();
+    auto* wrapper = std::get_if<std::unique_ptr<Regressor>>(&*stage);
+    ASSERT_TRUE(wrapper != nullptr && *wrapper);
+    EXPECT_FALSE(predict(**wrapper, rows).isApprox(got, 1e-6)) << "nothing was cut";
+  }
+}
+
+TEST(SklearnRegressors, AMalformedBestIterationIsRefused) {
+  REQUIRE_GENERATED();
+  std::string bytes = slurp(generated() / "xgbregressor_early_joblib.pkl");
+  if (bytes.empty()) GTEST_SKIP() << "python3-xgboost is not installed";
+  // In the booster's UBJSON the attribute is a string: S, its length (a type marker and
+  // an integer of that type), its digits.
+  const std::string key = "best_iterationS";
+  const std::size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const std::size_t marker = at + key.size();
+  const std::map<char, std::size_t> widths = {{'i', 1}, {'U', 1}, {'I', 2}, {'l', 4}, {'L', 8}};
+  ASSERT_TRUE(marker < bytes.size() && widths.contains(bytes[marker]));
+  const std::size_t digit = marker + 1 + widths.at(bytes[marker]);
+  ASSERT_LT(digit, bytes.size());
+  ASSERT_TRUE(bytes[digit] >= '0' && bytes[digit] <= '9');
+  bytes[digit] = 'x';
+  auto stage = load_sklearn_pickle(bytes, "early.pkl");
+  ASSERT_FALSE(stage.ok());
+  EXPECT_NE(stage.status().message().find(
+                "learner.attributes.best_iteration: expected a non-negative integer"),
+            std::string::npos)
+      << stage.status().message();
 }
 
 TEST(SklearnRegressors, VersionLayoutsAreReallyDifferentFiles) {
