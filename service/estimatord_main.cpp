@@ -291,6 +291,40 @@ int main(int argc, char** argv) {
   service::Metrics metrics;
   if (!metrics_address.empty()) config.metrics = &metrics;
   metrics.add_families([measured_selection](std::string& out) { measured_selection->render(out); });
+  // The fetcher and its shape observer are wired before the daemon serves, so that even its
+  // first request asks the model server when no model fits; the fetcher starts once the
+  // daemon serves (start-up never waits on fetching), and one that never started (the
+  // daemon could not) has touched nothing.
+  std::shared_ptr<service::ModelFetcher> fetcher;
+  if (fetching) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(model_dir) / "fetched", ec);
+    if (ec) {
+      spdlog::error("model fetching disabled: cannot write {}/fetched: {}", model_dir, ec.message());
+    } else {
+      fetcher = std::make_shared<service::ModelFetcher>(*fetch_config, model_dir,
+                                                        service::ModelFetcher::Start::kLater);
+      if (!metrics_address.empty()) metrics.watch_fetches(fetcher->shared_stats());
+      // A request shape that no model fits, or that only an embedded default fits, asks
+      // the model server for a trained model (want() de-duplicates and never blocks).
+      holder->set_shape_observer(std::make_shared<const service::ShapeObserver>(
+          [weak = std::weak_ptr<service::ModelFetcher>(fetcher)](const wire::ParsedRequest& r,
+                                                                 const models::Model* chosen) {
+            if (chosen != nullptr && !chosen->info().origin.starts_with("embedded:")) return;
+            const auto f = weak.lock();
+            if (f == nullptr || r.feature_names.empty()) return;
+            service::ModelQuery q;
+            q.features.assign(r.feature_names.begin(), r.feature_names.end());
+            for (const SystemValue& v : r.system_values) q.features.emplace_back(v.name);
+            q.output_type = r.output_type;
+            q.source = r.source;
+            q.trainer = r.trainer;
+            q.filter = r.filter;
+            f->want(q);
+          }));
+    }
+  }
+
   auto daemon = service::Daemon::start(config, holder);
   if (!daemon.ok()) {
     spdlog::error("cannot start: {}", daemon.status().to_string());
@@ -359,36 +393,7 @@ int main(int argc, char** argv) {
   spdlog::info("ready: segment '{}' ({} slots, {} bytes), {} models, epoch {}, started in {:.1f} ms",
                seg.name(), seg.view().slot_count(), seg.bytes(), model_count, seg.epoch(),
                startup_ms);
-
-  // Background fetching starts once the local models serve: start-up never waits on it.
-  std::shared_ptr<service::ModelFetcher> fetcher;
-  if (fetching) {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(model_dir) / "fetched", ec);
-    if (ec) {
-      spdlog::error("model fetching disabled: cannot write {}/fetched: {}", model_dir, ec.message());
-    } else {
-      fetcher = std::make_shared<service::ModelFetcher>(*fetch_config, model_dir);
-      if (metrics_server) metrics.watch_fetches(fetcher->shared_stats());
-      // A request shape that no model fits, or that only an embedded default fits, asks
-      // the model server for a trained model (want() de-duplicates and never blocks).
-      holder->set_shape_observer(std::make_shared<const service::ShapeObserver>(
-          [weak = std::weak_ptr<service::ModelFetcher>(fetcher)](const wire::ParsedRequest& r,
-                                                                 const models::Model* chosen) {
-            if (chosen != nullptr && !chosen->info().origin.starts_with("embedded:")) return;
-            const auto f = weak.lock();
-            if (f == nullptr || r.feature_names.empty()) return;
-            service::ModelQuery q;
-            q.features.assign(r.feature_names.begin(), r.feature_names.end());
-            for (const SystemValue& v : r.system_values) q.features.emplace_back(v.name);
-            q.output_type = r.output_type;
-            q.source = r.source;
-            q.trainer = r.trainer;
-            q.filter = r.filter;
-            f->want(q);
-          }));
-    }
-  }
+  if (fetcher) fetcher->start();
 
   int sig = 0;
   while (sigwait(&daemon_signals, &sig) == 0 && sig == service::kReloadSignal) {

@@ -333,21 +333,12 @@ std::string model_request_body(const ModelQuery& q, int node_type, bool send_spe
 
 // ---- ModelFetcher ---------------------------------------------------------------------
 
-ModelFetcher::ModelFetcher(FetchConfig config, fs::path model_dir)
+ModelFetcher::ModelFetcher(FetchConfig config, fs::path model_dir, Start when)
     : config_(std::move(config)),
       model_dir_(std::move(model_dir)),
       landing_root_(model_dir_ / "fetched"),
       // Never zero: xorshift would stay there.
       rng_state_(std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32U) | 1U) {
-  // Scratch folders of a process that died mid-fetch.
-  std::error_code ec;
-  for (fs::directory_iterator it(landing_root_, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().filename().string().starts_with(".incoming-")) {
-      std::error_code rec;
-      fs::remove_all(it->path(), rec);
-    }
-  }
-
   const auto now = Clock::now();
   for (const PrefixConfig& p : config_.prefixes) {
     if (p.init_url.empty()) continue;
@@ -375,8 +366,24 @@ ModelFetcher::ModelFetcher(FetchConfig config, fs::path model_dir)
       (void)enqueue_locked(std::move(q), now);  // identical prefixes collapse into one
     }
   }
-  spdlog::info("model fetcher: {} transfers queued, landing in {}", jobs_.size(),
-               landing_root_.string());
+  if (when == Start::kNow) start();
+}
+
+void ModelFetcher::start() {
+  if (thread_.joinable()) return;
+  // Scratch folders of a process that died mid-fetch.
+  std::error_code ec;
+  for (fs::directory_iterator it(landing_root_, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string().starts_with(".incoming-")) {
+      std::error_code rec;
+      fs::remove_all(it->path(), rec);
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    spdlog::info("model fetcher: {} transfers queued, landing in {}", jobs_.size(),
+                 landing_root_.string());
+  }
   thread_ = std::thread([this] { run(); });
 }
 

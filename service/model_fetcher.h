@@ -103,10 +103,21 @@ std::string model_request_body(const ModelQuery& q, int node_type, bool send_spe
 
 class ModelFetcher {
  public:
-  // Starts the worker, which at once fetches every configured INIT_URL and, when the model
-  // server is enabled, asks it for each configured prefix (every prefix when none is
-  // configured). `model_dir` must exist; fetched models land under model_dir/fetched.
-  ModelFetcher(FetchConfig config, std::filesystem::path model_dir);
+  enum class Start : std::uint8_t {
+    kNow,    // at construction
+    kLater,  // at start(): until then nothing touches the disk or the network
+  };
+  // Queues every configured INIT_URL and, when the model server is enabled, a question for
+  // each configured prefix (every prefix when none is configured), and starts the worker
+  // that does them (`when`). `model_dir` must exist; fetched models land under
+  // model_dir/fetched.
+  ModelFetcher(FetchConfig config, std::filesystem::path model_dir, Start when = Start::kNow);
+  // Removes scratch folders a crash left in model_dir/fetched and starts the worker on what
+  // is queued, want()s made before included. Once, from one thread; later calls do nothing.
+  // A daemon wires the fetcher before it serves (so its first request can ask) and starts
+  // it once it serves (so a second instance that fails to start never touches the first's
+  // directory).
+  void start();
   // Stops promptly: a transfer in progress is aborted, pending work is dropped.
   ~ModelFetcher();
   ModelFetcher(const ModelFetcher&) = delete;

@@ -761,7 +761,7 @@ TEST_F(ModelFetcherTest, EstimatordServesLocalModelsAtOnceAndFetchedOnesLater) {
 
 // A request that no loaded model fits asks the model server, in the background, with the
 // request's own features, output type, source, trainer and filter (RegistryHolder's shape
-// observer, wired in estimatord_main.cpp once the daemon serves).
+// observer, wired in estimatord_main.cpp before the daemon serves).
 TEST_F(ModelFetcherTest, EstimatordAsksTheModelServerForARequestNoModelFits) {
   Watchdog dog(120);
   const std::string shm = "estimator-fetch-want-" + std::to_string(getpid());
@@ -784,9 +784,8 @@ TEST_F(ModelFetcherTest, EstimatordAsksTheModelServerForARequestNoModelFits) {
       .selector = {.trainer = "MadeUpTrainer", .output_type = "DynPower", .source = "acpi",
                    .filter = "mae:5"},
       .features = features, .matrix = row, .rows = 1, .cols = 2};
-  // Sent once per round, as an exporter sends its request every interval: the daemon
-  // serves before its fetcher is wired (start-up never waits on fetching), so a request in
-  // those first milliseconds is answered but asks nothing; the next one asks.
+  // Sent once per round, as an exporter sends its request every interval, until the model
+  // server has been asked (the first request asks: EstimatordsFirstRequestAsksTheModelServer).
   nlohmann::json asked;
   for (int i = 0; i < 100 && asked.is_null(); ++i) {
     auto reply = client.estimate(req);
@@ -846,6 +845,99 @@ TEST(ModelQueryTest, RequestBodyHasTheModelServersFields) {
   EXPECT_EQ(body["filter"], "mae:5");
   EXPECT_FALSE(body.contains("spec"));
   EXPECT_FALSE(body.contains("machine_spec"));  // the server's constructor would reject it
+}
+
+// The daemon's very first request, sent once the moment its segment answers, asks the model
+// server too: the shape observer is wired before the segment is marked serving. Start-up
+// work is made to take a while, as on a slow disk, so that a gap between serving and
+// wiring would show: the metrics server and the Kepler socket are on, and scratch folders
+// of fetches cut short by a crash wait to be removed.
+TEST_F(ModelFetcherTest, EstimatordsFirstRequestAsksTheModelServer) {
+  Watchdog dog(120);
+  for (int i = 0; i < 300; ++i) {
+    const fs::path scratch = model_dir / "fetched" / (".incoming-" + std::to_string(i));
+    fs::create_directories(scratch);
+    std::ofstream(scratch / "model.zip") << "cut short";
+  }
+  const std::string shm = "estimator-fetch-first-" + std::to_string(getpid());
+  Estimatord daemon({"--shm-name", shm, "--model-dir", model_dir.string(), "--log-level", "warn",
+                     "--slots", "4", "--slot-bytes", "65536", "--metrics-address", "127.0.0.1:0",
+                     "--socket", (root / "kepler.sock").string()},
+                    {"MODEL_SERVER_ENABLE=true", "MODEL_SERVER_URL=" + server->url(),
+                     "MODEL_SERVER_MODEL_REQ_PATH=/nomodel", "FETCH_RETRIES=0"});
+  ASSERT_TRUE(daemon.running());
+  client::Client client({.shm_name = shm});
+  // No sleep between tries: the request must follow readiness as closely as a client can.
+  bool up = false;
+  for (const auto end = Clock::now() + 30s; !up && Clock::now() < end;) {
+    up = client.ping(100ms).ok();
+    if (!up) std::this_thread::yield();
+  }
+  ASSERT_TRUE(up) << "estimatord did not start";
+  const std::string_view features[] = {"cpu_cycles", "unheard_of_counter"};
+  const float row[] = {1e9F, 3};
+  const client::Request req{.selector = {.trainer = "FirstRequestTrainer"},
+                            .features = features, .matrix = row, .rows = 1, .cols = 2};
+  const auto reply = client.estimate(req);
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.status().code(), Code::kNotFound) << reply.status().to_string();
+
+  // Sent once, never again: only that request can have asked.
+  bool asked = false;
+  nlohmann::json st;
+  for (const auto end = Clock::now() + 20s; !asked && Clock::now() < end;) {
+    st = server->stats();
+    if (st.is_object() && st["bodies"].contains("/nomodel")) {
+      for (const auto& body : st["bodies"]["/nomodel"]) {
+        asked = asked || body.value("trainer_name", "") == "FirstRequestTrainer";
+      }
+    }
+    if (!asked) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(asked) << "the first request did not ask the model server: " << st.dump();
+  EXPECT_FALSE(fs::exists(model_dir / "fetched" / ".incoming-0"));
+}
+
+// Start::kLater, as estimatord wires its fetcher before it serves: nothing touches the disk
+// or the network until start(), and a want() made before it is asked after.
+TEST_F(ModelFetcherTest, ADeferredFetcherTouchesNothingUntilStarted) {
+  Watchdog dog(60);
+  const fs::path scratch = model_dir / "fetched" / ".incoming-crashed";
+  fs::create_directories(scratch);
+  FetchConfig c = quick_config();
+  c.model_server_enable = true;
+  c.model_server_url = server->url();
+  c.model_server_req_path = "/nomodel";
+  prefix(c, "NODE_COMPONENTS").init_url = server->url("/files/XgboostFitTrainer_1.zip");
+  ModelFetcher fetcher(c, model_dir, ModelFetcher::Start::kLater);
+  EXPECT_EQ(fetcher.want({.features = {"cpu_cycles"}, .output_type = "AbsPower", .source = "",
+                          .trainer = "BeforeStartTrainer", .filter = "", .weight = false}),
+            ModelFetcher::Want::kQueued);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(fetcher.stats().attempts.load(), 0U);
+  EXPECT_TRUE(fs::exists(scratch));
+  EXPECT_EQ(server->count("/files/XgboostFitTrainer_1.zip"), 0);
+
+  fetcher.start();
+  fetcher.start();  // once
+  ASSERT_TRUE(fetcher.wait_idle(30s));
+  EXPECT_FALSE(fs::exists(scratch));
+  EXPECT_EQ(landed(), std::vector<std::string>{
+                          "rapl-sysfs/AbsPower/init_node_components/XgboostFitTrainer_1.zip"});
+  // The fetcher is idle, so it was asked; the probe (a Python client) is read until it
+  // answers.
+  bool asked = false;
+  nlohmann::json st;
+  for (const auto end = Clock::now() + 10s; !asked && Clock::now() < end;) {
+    st = server->stats();
+    if (st.is_object() && st["bodies"].contains("/nomodel")) {
+      for (const auto& body : st["bodies"]["/nomodel"]) {
+        asked = asked || body.value("trainer_name", "") == "BeforeStartTrainer";
+      }
+    }
+    if (!asked) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(asked) << st.dump();
 }
 
 }  // namespace
