@@ -847,6 +847,21 @@ TEST(ModelQueryTest, RequestBodyHasTheModelServersFields) {
   EXPECT_FALSE(body.contains("machine_spec"));  // the server's constructor would reject it
 }
 
+// Whether `server` was POSTed, at /nomodel, a question naming `trainer` within 20 s (the
+// probe, a Python client, is read until it answers); `st` keeps the last stats read.
+bool asked_for(const FakeServer& server, const std::string& trainer, nlohmann::json& st) {
+  for (const auto end = Clock::now() + 20s; Clock::now() < end;) {
+    st = server.stats();
+    if (st.is_object() && st["bodies"].contains("/nomodel")) {
+      for (const auto& body : st["bodies"]["/nomodel"]) {
+        if (body.value("trainer_name", "") == trainer) return true;
+      }
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
 // The daemon's very first request, sent once the moment its segment answers, asks the model
 // server too: the shape observer is wired before the segment is marked serving. Start-up
 // work is made to take a while, as on a slow disk, so that a gap between serving and
@@ -883,18 +898,9 @@ TEST_F(ModelFetcherTest, EstimatordsFirstRequestAsksTheModelServer) {
   EXPECT_EQ(reply.status().code(), Code::kNotFound) << reply.status().to_string();
 
   // Sent once, never again: only that request can have asked.
-  bool asked = false;
   nlohmann::json st;
-  for (const auto end = Clock::now() + 20s; !asked && Clock::now() < end;) {
-    st = server->stats();
-    if (st.is_object() && st["bodies"].contains("/nomodel")) {
-      for (const auto& body : st["bodies"]["/nomodel"]) {
-        asked = asked || body.value("trainer_name", "") == "FirstRequestTrainer";
-      }
-    }
-    if (!asked) std::this_thread::sleep_for(50ms);
-  }
-  EXPECT_TRUE(asked) << "the first request did not ask the model server: " << st.dump();
+  EXPECT_TRUE(asked_for(*server, "FirstRequestTrainer", st))
+      << "the first request did not ask the model server: " << st.dump();
   EXPECT_FALSE(fs::exists(model_dir / "fetched" / ".incoming-0"));
 }
 
@@ -924,20 +930,8 @@ TEST_F(ModelFetcherTest, ADeferredFetcherTouchesNothingUntilStarted) {
   EXPECT_FALSE(fs::exists(scratch));
   EXPECT_EQ(landed(), std::vector<std::string>{
                           "rapl-sysfs/AbsPower/init_node_components/XgboostFitTrainer_1.zip"});
-  // The fetcher is idle, so it was asked; the probe (a Python client) is read until it
-  // answers.
-  bool asked = false;
   nlohmann::json st;
-  for (const auto end = Clock::now() + 10s; !asked && Clock::now() < end;) {
-    st = server->stats();
-    if (st.is_object() && st["bodies"].contains("/nomodel")) {
-      for (const auto& body : st["bodies"]["/nomodel"]) {
-        asked = asked || body.value("trainer_name", "") == "BeforeStartTrainer";
-      }
-    }
-    if (!asked) std::this_thread::sleep_for(50ms);
-  }
-  EXPECT_TRUE(asked) << st.dump();
+  EXPECT_TRUE(asked_for(*server, "BeforeStartTrainer", st)) << st.dump();
 }
 
 }  // namespace
