@@ -29,8 +29,9 @@ constexpr std::uint32_t kScanEvery = 4096;
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
                                               std::shared_ptr<RegistryHolder> registry) {
-  if (config.threads == 0 || config.threads > 64) {
-    return Status(Code::kInvalidArgument, "threads must be between 1 and 64");
+  if (config.threads == 0 || config.threads > shm::kMaxDispatchThreads) {
+    return Status(Code::kInvalidArgument, "threads must be between 1 and " +
+                                              std::to_string(shm::kMaxDispatchThreads));
   }
   std::unique_ptr<Daemon> d(new Daemon(config, std::move(registry)));
   auto seg = shm::ServerSegment::create(config.segment);
@@ -85,7 +86,7 @@ void Daemon::dispatch_loop(unsigned index) {
   // The predicted wake-ups are timers a few tens of microseconds before a request: the
   // default 50 us timer slack would make them late by as much as the whole window.
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
-  shm::ServerRing ring(view, config_.predict);
+  shm::ServerRing ring(view, config_.predict, index, config_.threads);
   RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity(),
                          config_.metrics);
   std::uint32_t since_scan = 0;
