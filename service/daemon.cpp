@@ -50,9 +50,26 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
 Daemon::~Daemon() { stop(); }
 
 void Daemon::start_dispatch() {
+  running_.store(config_.threads);
   for (unsigned i = 0; i < config_.threads; ++i) {
-    dispatch_.emplace_back([this, i] { dispatch_loop(i); });
+    dispatch_.emplace_back([this, i] {
+      dispatch_loop(i);
+      running_.fetch_sub(1);
+    });
   }
+}
+
+void Daemon::join_dispatch() {
+  // One post per sleeping thread is not enough: a thread woken with nothing to take
+  // drains the doorbell (so that a forged count cannot keep it awake), which may swallow
+  // the post of a thread still asleep, left to sleep until its idle timeout. Post until
+  // every thread has seen stopping_ or switching_.
+  while (running_.load() != 0) {
+    segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (auto& t : dispatch_) t.join();
+  dispatch_.clear();
 }
 
 void Daemon::stop() {
@@ -60,18 +77,13 @@ void Daemon::stop() {
   // Housekeeping first: it may be switching segments, which restarts dispatch threads.
   if (housekeeping_.joinable()) housekeeping_.join();
   if (segment_ == nullptr) return;  // start() failed before creating it
-  // Wake sleeping dispatch threads; each sees stopping_ after its wait.
-  segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
-  for (auto& t : dispatch_) t.join();
-  dispatch_.clear();
+  join_dispatch();  // each sees stopping_ after its wait
   segment_.reset();  // marks stopping, unlinks
 }
 
 void Daemon::switch_segment(std::unique_ptr<shm::ServerSegment> fresh) {
   switching_.store(true);
-  segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
-  for (auto& t : dispatch_) t.join();
-  dispatch_.clear();
+  join_dispatch();
   switching_.store(false);
   for (unsigned t = 0; t < config_.threads; ++t) working_[t].store(0);
   segment_ = std::move(fresh);  // the old one marks itself stopping and unmaps
