@@ -62,11 +62,12 @@ std::optional<ServerRing::Taken> ServerRing::take() {
     if (k == 0) bits &= from_next;
     if (k == mask_words_) bits &= ~from_next;
     while (bits != 0) {
-      const std::uint64_t bit = bits & (~bits + 1);
+      const auto b = static_cast<std::uint32_t>(std::countr_zero(bits));
+      const std::uint64_t bit = 1ULL << b;
       const std::uint64_t before = h.ready_mask[w].fetch_and(~bit, std::memory_order_acquire);
       bits &= before & ~bit;
       if ((before & bit) == 0) continue;  // another thread's
-      const std::uint32_t i = w * 64 + static_cast<std::uint32_t>(std::countr_zero(bit));
+      const std::uint32_t i = w * 64 + b;
       if (auto taken = take_slot(i)) {
         next_ = i + 1 == view_.slot_count() ? 0 : i + 1;
         return taken;
