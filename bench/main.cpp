@@ -291,8 +291,9 @@ int main(int argc, char** argv) {
                  "(--xgboost-rows: ring, socket), sleeping (sleeping ring at "
                  "--parallel-rows), clients (--clients threads at --parallel-rows), threads "
                  "(1, 2 and 4 blocking clients of --threads-rows xgboost requests, daemon "
-                 "with 1 and 2 dispatch threads), periodic (one request every --periods-ms at --parallel-rows: ring with the "
-                 "predictive wake-up, ring as shipped, blocking socket; after the rest)")
+                 "with 1 and 2 dispatch threads), periodic (one request every --periods-ms "
+                 "at --parallel-rows: ring with the predictive wake-up, ring as shipped, "
+                 "blocking socket; after the rest)")
       ->check(CLI::IsMember({"primary", "features", "xgboost", "sleeping", "clients",
                              "threads", "periodic"}))
       ->delimiter(',')
@@ -430,7 +431,9 @@ int main(int argc, char** argv) {
     for (const unsigned n : client_counts) lane("ring", "block", n, parallel, 5);
   }
   for (const unsigned t : {1U, 2U}) {
-    for (const unsigned n : kThreadsClients) lane("ring", "threads-" + std::to_string(t), n, threaded, 5);
+    for (const unsigned n : kThreadsClients) {
+      lane("ring", "threads-" + std::to_string(t), n, threaded, 5);
+    }
   }
   lane("socket", "block", 1, join({&primary, &features, &xgboost}), 9);
   lane("socket", "poll", 1, primary, 9);

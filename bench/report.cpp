@@ -96,7 +96,9 @@ void print_threads(const std::vector<Row>& rows) {
   for (const unsigned n : kThreadsClients) {
     const Row* one = threads_lane(rows, 1, n);
     const Row* two = threads_lane(rows, 2, n);
-    const auto field = [](const Row* r, double Summary::*f) { return r != nullptr ? r->s.*f : kNan; };
+    const auto field = [](const Row* r, double Summary::*f) {
+      return r != nullptr ? r->s.*f : kNan;
+    };
     std::printf("  %7u | %10.0f %12.0f %9.1f | %10.0f %12.0f %9.1f | %.2fx\n", n,
                 field(one, &Summary::req_per_s), field(one, &Summary::rows_per_s),
                 field(one, &Summary::p50_us), field(two, &Summary::req_per_s),
@@ -234,7 +236,8 @@ void print_targets(const std::vector<Row>& rows) {
   // against 1.
   const Row* one = threads_lane(rows, 1, 2);
   const Row* two = threads_lane(rows, 2, 2);
-  const double speedup = one != nullptr && two != nullptr ? two->s.req_per_s / one->s.req_per_s : kNan;
+  const double speedup =
+      one != nullptr && two != nullptr ? two->s.req_per_s / one->s.req_per_s : kNan;
   verdict("2 threads, 2 clients, 1000-row XGBoost: throughput >= 1.7x 1 thread", speedup,
           speedup >= 1.7,
           format_figure("%.2fx (%.0f against %.0f req/s", speedup,

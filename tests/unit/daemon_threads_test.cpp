@@ -105,7 +105,9 @@ TEST_F(DaemonThreadsTest, ClientsAtOnceAreAllAnswered) {
     for (std::size_t t = 0; t < answered.size(); ++t) {
       threads.emplace_back([&, t] {
         Client client(name_);
-        for (int k = 0; k < kCalls; ++k) answered[t] += client.call(static_cast<std::uint8_t>(k)) ? 1 : 0;
+        for (int k = 0; k < kCalls; ++k) {
+          answered[t] += client.call(static_cast<std::uint8_t>(k)) ? 1 : 0;
+        }
       });
     }
   }

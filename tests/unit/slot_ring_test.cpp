@@ -360,8 +360,11 @@ TEST_F(SlotRingTest, TakeGoesRoundTheRingInsteadOfLowestFirst) {
   // busy low slot again and again ahead of a higher one.
   ServerRing ring(server->view());
   std::vector<Claim> claims;
-  for (int k = 0; k < 4; ++k) claims.push_back(sut->claim(later(kSecond), later(2 * kSecond), 0).value());
-  std::sort(claims.begin(), claims.end(), [](const Claim& x, const Claim& y) { return x.slot < y.slot; });
+  for (int k = 0; k < 4; ++k) {
+    claims.push_back(sut->claim(later(kSecond), later(2 * kSecond), 0).value());
+  }
+  std::sort(claims.begin(), claims.end(),
+            [](const Claim& x, const Claim& y) { return x.slot < y.slot; });
   ASSERT_TRUE(sut->publish(claims[1], request_bytes(16, 1), 1).ok());
   ASSERT_TRUE(sut->publish(claims[3], request_bytes(16, 3), 3).ok());
   auto t = ring.take();
@@ -381,7 +384,9 @@ TEST_F(SlotRingTest, EachSleepingDispatchThreadIsWokenForARequest) {
   // next request must wake the other: with one 1/0 sleep flag, the first thread cleared
   // it on waking and the second request rang nobody, waiting out the other's sleep.
   std::vector<std::unique_ptr<ServerRing>> rings;
-  for (unsigned t = 0; t < 2; ++t) rings.push_back(std::make_unique<ServerRing>(server->view(), false, t, 2));
+  for (unsigned t = 0; t < 2; ++t) {
+    rings.push_back(std::make_unique<ServerRing>(server->view(), false, t, 2));
+  }
   std::optional<ServerRing::Taken> held[2];
   std::atomic<int> taken{0};
   std::vector<std::jthread> threads;  // joined on a failed ASSERT too
