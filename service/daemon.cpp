@@ -66,7 +66,7 @@ void Daemon::join_dispatch() {
   // every thread has seen stopping_ or switching_.
   while (running_.load() != 0) {
     segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   for (auto& t : dispatch_) t.join();
   dispatch_.clear();
