@@ -120,6 +120,13 @@ RingRegime regime_of(const std::string& variant) {
   return RingRegime::kDefault;
 }
 
+// The dispatch threads a "threads-N" variant names; 0 for every other variant.
+unsigned thread_count(const std::string& variant) {
+  constexpr std::string_view kPrefix = "threads-";
+  if (!variant.starts_with(kPrefix)) return 0;
+  return static_cast<unsigned>(std::stoul(variant.substr(kPrefix.size())));
+}
+
 // Starts every lane's server. The socket lane last: a child inherits the parent's
 // descriptors, and no other server should hold the socket's client end.
 Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
@@ -134,12 +141,16 @@ Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
     const std::string& m = l->label.mode;
     Result<std::unique_ptr<Mode>> mode = Status(Code::kInternal, "unknown mode " + m);
     if (m == "ring") {
-      // The shared-client lane calls the spinning daemon (beside the one client per thread).
+      // The shared-client lane calls the spinning daemon (beside the one client per thread);
+      // a threads-N lane, a daemon of N dispatch threads in the threads regime.
       const bool shared = l->label.variant == "shared";
       const std::string regime = shared ? "spin" : l->label.variant;
+      const unsigned threads = thread_count(regime);
       std::shared_ptr<RingDaemon>& daemon = daemons[regime];
       if (daemon == nullptr) {
-        auto d = start_ring_daemon(registry, options, regime_of(regime));
+        auto d = start_ring_daemon(registry, options,
+                                   threads != 0 ? RingRegime::kThreads : regime_of(regime),
+                                   std::max(threads, 1U));
         if (!d.ok()) return d.status();
         daemon = std::move(d).value();
       }
@@ -273,16 +284,18 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   std::vector<std::string> sets{"primary", "features", "xgboost", "sleeping", "clients",
-                                "periodic"};
+                                "threads", "periodic"};
   app.add_option("--sets", sets,
                  "case sets: primary (linear, 10 features, --rows, every mode), features "
                  "(--feature-counts x --feature-rows: ring, socket, floor, memcpy), xgboost "
                  "(--xgboost-rows: ring, socket), sleeping (sleeping ring at "
-                 "--parallel-rows), clients (--clients threads at --parallel-rows), "
-                 "periodic (one request every --periods-ms at --parallel-rows: ring with the "
-                 "predictive wake-up, ring as shipped, blocking socket; after the rest)")
+                 "--parallel-rows), clients (--clients threads at --parallel-rows), threads "
+                 "(1, 2 and 4 blocking clients of --threads-rows xgboost requests, daemon "
+                 "with 1 and 2 dispatch threads), periodic (one request every --periods-ms "
+                 "at --parallel-rows: ring with the predictive wake-up, ring as shipped, "
+                 "blocking socket; after the rest)")
       ->check(CLI::IsMember({"primary", "features", "xgboost", "sleeping", "clients",
-                             "periodic"}))
+                             "threads", "periodic"}))
       ->delimiter(',')
       ->capture_default_str();
   std::vector<std::uint32_t> rows{1, 10, 100, 500, 1000};
@@ -304,6 +317,10 @@ int main(int argc, char** argv) {
   app.add_option("--xgboost-rows", xgboost_rows, "row counts of the xgboost set (10 features)")
       ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
       ->delimiter(',')
+      ->capture_default_str();
+  std::uint32_t threads_rows = 1000;
+  app.add_option("--threads-rows", threads_rows, "rows of the threads set's xgboost requests")
+      ->check(CLI::Range(std::uint32_t{1}, kMaxRows))
       ->capture_default_str();
   std::vector<std::uint32_t> parallel_rows{1, 100};
   app.add_option("--parallel-rows", parallel_rows, "row counts of the sleeping and clients sets")
@@ -358,7 +375,7 @@ int main(int argc, char** argv) {
 
   // The cases of each set, then the lanes that run them.
   std::vector<CaseSpec> specs;
-  std::vector<std::size_t> primary, features, xgboost, parallel;
+  std::vector<std::size_t> primary, features, xgboost, parallel, threaded;
   if (has(sets, "primary")) {
     for (const auto r : rows) {
       primary.push_back(add_case(specs, {.rows = r, .cols = kPrimaryFeatures}));
@@ -374,6 +391,10 @@ int main(int argc, char** argv) {
       xgboost.push_back(
           add_case(specs, {.rows = r, .cols = kPrimaryFeatures, .model = ModelKind::kXGBoost}));
     }
+  }
+  if (has(sets, "threads")) {
+    threaded.push_back(add_case(
+        specs, {.rows = threads_rows, .cols = kPrimaryFeatures, .model = ModelKind::kXGBoost}));
   }
   if (has(sets, "sleeping") || has(sets, "clients") || has(sets, "periodic")) {
     for (const auto r : parallel_rows) {
@@ -408,6 +429,11 @@ int main(int argc, char** argv) {
   if (has(sets, "sleeping")) lane("ring", "block", 1, parallel, 5);
   if (has(sets, "sleeping") && has(sets, "clients")) {
     for (const unsigned n : client_counts) lane("ring", "block", n, parallel, 5);
+  }
+  for (const unsigned t : {1U, 2U}) {
+    for (const unsigned n : kThreadsClients) {
+      lane("ring", "threads-" + std::to_string(t), n, threaded, 5);
+    }
   }
   lane("socket", "block", 1, join({&primary, &features, &xgboost}), 9);
   lane("socket", "poll", 1, primary, 9);
@@ -556,6 +582,10 @@ int main(int argc, char** argv) {
   const std::vector<Row> valid = status.ok() ? table : std::vector<Row>{};
   if (!periodic_rows.empty()) {
     print_periodic(periodic_rows);
+    std::printf("\n");
+  }
+  if (!threaded.empty()) {
+    print_threads(table);
     std::printf("\n");
   }
   print_targets(valid);

@@ -62,6 +62,9 @@ enum class RingRegime {
   kSpin,     // both sides spin --spin-us (1 ms): back-to-back requests are served hot
   kSleep,    // neither spins: every request rings the doorbell, every answer a semaphore
   kPredict,  // as shipped plus the daemon's predictive wake-up (--predictive-wake)
+  // The daemon as shipped (50 us spin), clients that block at once: the threads lanes,
+  // where spinning clients would take the CPUs the dispatch threads evaluate on.
+  kThreads,
 };
 const char* regime_variant(RingRegime regime);
 // The daemon child's pid (for its CPU time), -1 when it has none.
@@ -70,9 +73,10 @@ pid_t ring_daemon_pid(const RingDaemon& daemon);
 // Each starts its server process and connects to it; `cases` must outlive the mode. Call
 // before any thread is started in this process (they fork).
 //
+// `threads`: the daemon's dispatch threads (--threads).
 Result<std::shared_ptr<RingDaemon>> start_ring_daemon(
     std::shared_ptr<const models::Registry> registry, const ModeOptions& options,
-    RingRegime regime);
+    RingRegime regime, unsigned threads = 1);
 // `clients` client::Clients on the daemon's segment; with more than one, each run's round
 // trips are split among as many threads of this process, one client each, running at
 // once: latency per request, throughput of them all. `shared`: the threads share one

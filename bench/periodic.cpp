@@ -209,7 +209,7 @@ void print_periodic_targets(const std::vector<PeriodicRow>& rows,
                     ratio, r != nullptr ? r->s.p50_us : kNan, hot_p50(table, n),
                     old != nullptr ? old->s.p50_us : kNan, sock != nullptr ? sock->s.p50_us : kNan);
       const char* word = std::isnan(ratio) ? "not measured" : ratio <= 1.5 ? "met" : "NOT met";
-      std::printf("  %-62s %-13s %s\n", target, word, std::isnan(ratio) ? "" : detail);
+      std::printf("  %-68s %-13s %s\n", target, word, std::isnan(ratio) ? "" : detail);
     }
     double cpu = kNan;
     for (const PeriodicRow& r : rows) {
@@ -222,7 +222,7 @@ void print_periodic_targets(const std::vector<PeriodicRow>& rows,
     std::snprintf(target, sizeof target, "P = %g ms: daemon CPU <= %g %% of a core", p, limit);
     std::snprintf(detail, sizeof detail, "%.3f %% (the higher of 1 and 100 rows)", cpu);
     const char* word = std::isnan(cpu) ? "not measured" : cpu <= limit ? "met" : "NOT met";
-    std::printf("  %-62s %-13s %s\n", target, word, std::isnan(cpu) ? "" : detail);
+    std::printf("  %-68s %-13s %s\n", target, word, std::isnan(cpu) ? "" : detail);
   }
 }
 

@@ -49,7 +49,7 @@ const Key kFutex{"futex", ""};
 // One target line: met when `ok`, "not measured" when the figure is NaN.
 void verdict(std::string_view target, double figure, bool ok, const std::string& detail) {
   const char* word = std::isnan(figure) ? "not measured" : ok ? "met" : "NOT met";
-  std::printf("  %-62.*s %-13s %s\n", static_cast<int>(target.size()), target.data(), word,
+  std::printf("  %-68.*s %-13s %s\n", static_cast<int>(target.size()), target.data(), word,
               std::isnan(figure) ? "" : detail.c_str());
 }
 
@@ -70,7 +70,42 @@ std::size_t response_bytes(const Row& r) {
              : r.c->response.size();
 }
 
+// The threads lane with `threads` dispatch threads and `clients` clients (the set has
+// one case).
+const Row* threads_lane(const std::vector<Row>& rows, unsigned threads, unsigned clients) {
+  const std::string variant = "threads-" + std::to_string(threads);
+  for (const Row& r : rows) {
+    if (r.lane.mode == "ring" && r.lane.variant == variant && r.lane.clients == clients &&
+        r.s.count != 0) {
+      return &r;
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace
+
+void print_threads(const std::vector<Row>& rows) {
+  const Row* any = threads_lane(rows, 1, kThreadsClients[0]);
+  if (any == nullptr) return;
+  std::printf("dispatch threads (--threads), %u-row %.*s requests, blocking clients:\n",
+              any->c->rows, static_cast<int>(model_kind_name(any->c->model).size()),
+              model_kind_name(any->c->model).data());
+  std::printf("  %7s | %10s %12s %9s | %10s %12s %9s | %s\n", "clients", "1t req/s",
+              "1t rows/s", "1t p50_us", "2t req/s", "2t rows/s", "2t p50_us", "2t/1t req/s");
+  for (const unsigned n : kThreadsClients) {
+    const Row* one = threads_lane(rows, 1, n);
+    const Row* two = threads_lane(rows, 2, n);
+    const auto field = [](const Row* r, double Summary::*f) {
+      return r != nullptr ? r->s.*f : kNan;
+    };
+    std::printf("  %7u | %10.0f %12.0f %9.1f | %10.0f %12.0f %9.1f | %.2fx\n", n,
+                field(one, &Summary::req_per_s), field(one, &Summary::rows_per_s),
+                field(one, &Summary::p50_us), field(two, &Summary::req_per_s),
+                field(two, &Summary::rows_per_s), field(two, &Summary::p50_us),
+                field(two, &Summary::req_per_s) / field(one, &Summary::req_per_s));
+  }
+}
 
 void print_table(const std::vector<Row>& rows) {
   std::printf("%-9s %-11s %2s %-7s %5s %4s %7s %7s %7s %9s %9s %9s %9s %9s %6s %10s %12s\n",
@@ -197,7 +232,19 @@ void print_targets(const std::vector<Row>& rows) {
   const double rate = hot100 != nullptr ? hot100->rows_per_s : kNan;
   verdict("one client, 100 rows per request: >= 5,000,000 rows/s", rate, rate >= 5e6,
           format_figure("%.0f rows/s", rate));
-  std::printf("  %-62s %s\n", "daemon RSS, idle CPU, start-up time",
+  // Parallel dispatch (issue 13): the same two clients, the daemon with 2 dispatch threads
+  // against 1.
+  const Row* one = threads_lane(rows, 1, 2);
+  const Row* two = threads_lane(rows, 2, 2);
+  const double speedup =
+      one != nullptr && two != nullptr ? two->s.req_per_s / one->s.req_per_s : kNan;
+  verdict("2 threads, 2 clients, 1000-row XGBoost: throughput >= 1.7x 1 thread", speedup,
+          speedup >= 1.7,
+          format_figure("%.2fx (%.0f against %.0f req/s", speedup,
+                        two != nullptr ? two->s.req_per_s : kNan,
+                        one != nullptr ? one->s.req_per_s : kNan) +
+              format_figure(", %.0f rows)", one != nullptr ? one->c->rows : kNan));
+  std::printf("  %-68s %s\n", "daemon RSS, idle CPU, start-up time",
               "see estimator-bench --resources");
 }
 

@@ -30,6 +30,14 @@ struct Row {
 
 void print_table(const std::vector<Row>& rows);
 
+// The threads set's lanes: variant "threads-1" and "threads-2" (the daemon's dispatch
+// threads), each with these client counts.
+inline constexpr unsigned kThreadsClients[] = {1, 2, 4};
+
+// The threads lanes side by side: per client count, req/s, rows/s and p50 with 1 and
+// with 2 dispatch threads, and the throughput ratio.
+void print_threads(const std::vector<Row>& rows);
+
 // mode,variant,clients,model,rows,features,req_bytes,resp_bytes,n,p50_us,p90_us,p99_us,
 // p999_us,max_us,slow_pct,req_per_s,rows_per_s
 Status write_csv(const std::string& path, const std::vector<Row>& rows);

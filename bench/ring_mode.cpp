@@ -15,7 +15,8 @@
 //
 // Several clients: one client::Client per thread (as several exporters would each have
 // their own), all started together on each run's share and joined before it returns; the
-// daemon keeps its one dispatch thread (its default). Shared: the threads call one
+// daemon keeps its one dispatch thread (its default), except in the threads regime, run
+// with 1 and 2 dispatch threads (--threads). Shared: the threads call one
 // client::Client together (variant "shared", on the spinning daemon). Every lane calls
 // estimate(request, reply, timeout), reusing one Reply per thread: no allocation per call.
 #include <signal.h>
@@ -198,6 +199,7 @@ const char* regime_variant(RingRegime regime) {
     case RingRegime::kSpin: return "spin";
     case RingRegime::kSleep: return "block";
     case RingRegime::kPredict: return "predict";
+    case RingRegime::kThreads: return "threads";
   }
   return "?";
 }
@@ -208,7 +210,7 @@ pid_t ring_daemon_pid(const RingDaemon& daemon) {
 
 Result<std::shared_ptr<RingDaemon>> start_ring_daemon(
     std::shared_ptr<const models::Registry> registry, const ModeOptions& options,
-    RingRegime regime) {
+    RingRegime regime, unsigned threads) {
   service::DaemonConfig config;
   config.segment.name = "estimator-bench-" + std::to_string(getpid()) + "-" +
                         std::to_string(daemons_started.fetch_add(1));
@@ -230,8 +232,11 @@ Result<std::shared_ptr<RingDaemon>> start_ring_daemon(
       config.spin_ns = 0;
       config.predict = false;
       break;
+    case RingRegime::kThreads:
+      client_spin = std::chrono::microseconds(0);
+      break;
   }
-  config.threads = 1;
+  config.threads = threads;
   auto daemon = std::make_shared<RingDaemon>(config.segment.name, options, client_spin);
   auto child = Child::spawn(std::string(regime_variant(regime)) + " ring daemon",
                             [config, registry](const Child::Ready& ready) {

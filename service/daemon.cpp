@@ -29,8 +29,9 @@ constexpr std::uint32_t kScanEvery = 4096;
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
                                               std::shared_ptr<RegistryHolder> registry) {
-  if (config.threads == 0 || config.threads > 64) {
-    return Status(Code::kInvalidArgument, "threads must be between 1 and 64");
+  if (config.threads == 0 || config.threads > shm::kMaxDispatchThreads) {
+    return Status(Code::kInvalidArgument, "threads must be between 1 and " +
+                                              std::to_string(shm::kMaxDispatchThreads));
   }
   std::unique_ptr<Daemon> d(new Daemon(config, std::move(registry)));
   auto seg = shm::ServerSegment::create(config.segment);
@@ -49,9 +50,26 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonConfig& config,
 Daemon::~Daemon() { stop(); }
 
 void Daemon::start_dispatch() {
+  running_.store(config_.threads);
   for (unsigned i = 0; i < config_.threads; ++i) {
-    dispatch_.emplace_back([this, i] { dispatch_loop(i); });
+    dispatch_.emplace_back([this, i] {
+      dispatch_loop(i);
+      running_.fetch_sub(1);
+    });
   }
+}
+
+void Daemon::join_dispatch() {
+  // One post per sleeping thread is not enough: a thread woken with nothing to take
+  // drains the doorbell (so that a forged count cannot keep it awake), which may swallow
+  // the post of a thread still asleep, left to sleep until its idle timeout. Post until
+  // every thread has seen stopping_ or switching_.
+  while (running_.load() != 0) {
+    segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  for (auto& t : dispatch_) t.join();
+  dispatch_.clear();
 }
 
 void Daemon::stop() {
@@ -59,18 +77,13 @@ void Daemon::stop() {
   // Housekeeping first: it may be switching segments, which restarts dispatch threads.
   if (housekeeping_.joinable()) housekeeping_.join();
   if (segment_ == nullptr) return;  // start() failed before creating it
-  // Wake sleeping dispatch threads; each sees stopping_ after its wait.
-  segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
-  for (auto& t : dispatch_) t.join();
-  dispatch_.clear();
+  join_dispatch();  // each sees stopping_ after its wait
   segment_.reset();  // marks stopping, unlinks
 }
 
 void Daemon::switch_segment(std::unique_ptr<shm::ServerSegment> fresh) {
   switching_.store(true);
-  segment_->wake_sleepers(static_cast<unsigned>(dispatch_.size()));
-  for (auto& t : dispatch_) t.join();
-  dispatch_.clear();
+  join_dispatch();
   switching_.store(false);
   for (unsigned t = 0; t < config_.threads; ++t) working_[t].store(0);
   segment_ = std::move(fresh);  // the old one marks itself stopping and unmaps
@@ -85,7 +98,7 @@ void Daemon::dispatch_loop(unsigned index) {
   // The predicted wake-ups are timers a few tens of microseconds before a request: the
   // default 50 us timer slack would make them late by as much as the whole window.
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
-  shm::ServerRing ring(view, config_.predict);
+  shm::ServerRing ring(view, config_.predict, index, config_.threads);
   RequestHandler handler(*registry_, view.request_capacity(), view.response_capacity(),
                          config_.metrics);
   std::uint32_t since_scan = 0;

@@ -61,6 +61,7 @@ class Daemon {
   Daemon(const DaemonConfig& config, std::shared_ptr<RegistryHolder> registry)
       : config_(config), registry_(std::move(registry)) {}
   void start_dispatch();
+  void join_dispatch();  // wakes the dispatch threads until all have returned
   void dispatch_loop(unsigned index);
   void housekeeping_loop();
   // Serves `fresh` instead of the current segment: stops the dispatch threads, swaps,
@@ -77,6 +78,7 @@ class Daemon {
   std::atomic<bool> switching_{false};  // dispatch threads return to be restarted
   DaemonStats stats_;
   std::vector<std::thread> dispatch_;
+  std::atomic<unsigned> running_{0};  // dispatch threads not yet returned
   std::thread housekeeping_;
   // Per dispatch thread: 1 + the slot it is handling, 0 when none; tells the reaper which
   // Busy slots are really being worked on (shm::SlotReaper::sweep).

@@ -138,8 +138,11 @@ int main(int argc, char** argv) {
   app.add_flag("--predictive-wake", predict,
                "learn each client's request period and wake just before its next request "
                "instead of when it rings (docs/architecture.md, waiting; experimental)");
-  app.add_option("--threads", config.threads, "dispatch threads (1-64)")
-      ->check(CLI::Range(1, 64))
+  app.add_option("--threads", config.threads,
+                 "dispatch threads (1-64): each takes one request at a time, so N clients' "
+                 "requests are evaluated at once; pays for large requests from several "
+                 "clients with idle CPUs (docs/benchmarks.md, dispatch threads)")
+      ->check(CLI::Range(1, static_cast<int>(shm::kMaxDispatchThreads)))
       ->capture_default_str();
   app.add_option("--shm-mode", mode, "segment permissions (octal; 0660 admits the group)")
       ->capture_default_str();

@@ -30,7 +30,8 @@
 //   64 | epoch u64 | state atomic u32 | reserved                    (written at start)
 //  128 | heartbeat_ns atomic u64 (CLOCK_MONOTONIC)                  (server timer)
 //  192 | ready_mask atomic u64 x 8: bit i set = slot i published    (clients | server)
-//  256 | server_sleeping atomic u32 | server_cpu atomic u32 | pad | doorbell ShmSemaphore (32 B)
+//  256 | server_sleeping atomic u64: bit t set = dispatch thread t sleeps |
+//      | server_cpu atomic u32 | pad | doorbell ShmSemaphore (32 B)        (server | clients)
 //  320 | reserved up to 512
 //
 // SlotControl (two cache lines; line 0 is the hand-off line, read by the waiting side)
@@ -66,9 +67,11 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kMagic = 0x314D48535457504BULL;  // "KPWTSHM1" little-endian
 // 3: futex-based ShmSemaphore instead of glibc sem_t (same size and offsets).
 // 4: fixed message positions (no offsets), the reply seal, the lease moved to line 1.
-inline constexpr std::uint32_t kLayoutVersion = 4;
+// 5: server_sleeping a u64 of one bit per dispatch thread (was a u32 flag 1/0).
+inline constexpr std::uint32_t kLayoutVersion = 5;
 inline constexpr std::uint32_t kMaxSlots = 512;  // 8 ready-mask words of 64 bits
 inline constexpr std::uint32_t kMaskWords = kMaxSlots / 64;
+inline constexpr unsigned kMaxDispatchThreads = 64;  // one bit each in server_sleeping
 
 // The longest deadline a client gives a call (longer ones are cut to it), and how long
 // after its deadline it may still be reading its reply. A slot whose state word has not
@@ -147,8 +150,13 @@ struct alignas(kCacheLine) SegmentHeader {
   // line 3
   alignas(kCacheLine) std::atomic<std::uint64_t> ready_mask[kMaskWords];
   // line 4
-  alignas(kCacheLine) std::atomic<std::uint32_t> server_sleeping;
-  // The CPU the dispatch thread last ran on: a client on the same CPU must not spin (it
+  // One bit per dispatch thread, set while it sleeps (fetch_or before, fetch_and after):
+  // a single 1/0 flag would be cleared by one thread waking while another still sleeps,
+  // and clients ring only when it is non-zero. A peer's forgery costs latency until the
+  // threads' next sleep and wake-up rewrite their bits; it cannot make the daemon miss a
+  // request for good (a waiting client rings again every 50 ms; idle threads rescan).
+  alignas(kCacheLine) std::atomic<std::uint64_t> server_sleeping;
+  // The CPU a dispatch thread last took a request on: a client on the same CPU must not spin (it
   // would only delay the daemon it waits for until its spin runs out).
   std::atomic<std::uint32_t> server_cpu;
   ShmSemaphore doorbell;
@@ -203,7 +211,8 @@ static_assert(offsetof(SegmentHeader, heartbeat_ns) == 2 * kCacheLine);
 static_assert(offsetof(SegmentHeader, ready_mask) == 3 * kCacheLine);
 static_assert(sizeof(SegmentHeader::ready_mask) == kCacheLine);
 static_assert(offsetof(SegmentHeader, server_sleeping) == 4 * kCacheLine);
-static_assert(offsetof(SegmentHeader, server_cpu) == 4 * kCacheLine + 4);
+static_assert(sizeof(SegmentHeader::server_sleeping) * 8 == kMaxDispatchThreads);
+static_assert(offsetof(SegmentHeader, server_cpu) == 4 * kCacheLine + 8);
 static_assert(offsetof(SegmentHeader, doorbell) == 4 * kCacheLine + 16);
 static_assert(sizeof(SlotControl) == 2 * kCacheLine);
 static_assert(offsetof(SlotControl, word) == 0);

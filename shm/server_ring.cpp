@@ -15,12 +15,15 @@ constexpr std::uint64_t kMaxWakeLateNs = 2'000'000;
 
 }  // namespace
 
-ServerRing::ServerRing(const SegmentView& view, bool predict)
+ServerRing::ServerRing(const SegmentView& view, bool predict, unsigned thread, unsigned threads)
     : view_(view),
       predict_(predict),
       mask_words_((view.slot_count() + 63) / 64),
       last_word_bits_(view.slot_count() % 64 == 0 ? ~0ULL : (1ULL << (view.slot_count() % 64)) - 1),
-      request_copy_(view.request_capacity()) {}
+      request_copy_(view.request_capacity()),
+      sleep_bit_(1ULL << (thread % kMaxDispatchThreads)),
+      cleared_on_wake_(sleep_bit_ |
+                       (threads >= kMaxDispatchThreads ? 0 : ~0ULL << threads)) {}
 
 bool ServerRing::any_pending() const {
   for (std::uint64_t p : pending_) {
@@ -37,52 +40,80 @@ bool ServerRing::any_pending() const {
 }
 
 std::optional<ServerRing::Taken> ServerRing::take() {
-  SegmentHeader& h = view_.header();
+  // Slots this thread's scan found first: no other thread knows of them.
   for (std::uint32_t w = 0; w < mask_words_; ++w) {
-    if (h.ready_mask[w].load(std::memory_order_relaxed) != 0) {
-      pending_[w] |= h.ready_mask[w].exchange(0, std::memory_order_acquire);
-    }
     while (pending_[w] != 0) {
       const auto bit = static_cast<std::uint32_t>(std::countr_zero(pending_[w]));
       pending_[w] &= pending_[w] - 1;
-      const std::uint32_t i = w * 64 + bit;
-      if (i >= view_.slot_count()) continue;  // a hostile bit beyond the ring
-      SlotControl* c = view_.slot(i).control;
-      std::uint64_t word = c->word.load(std::memory_order_acquire);
-      const SlotWord sw = SlotWord::unpack(word);
-      if (sw.state != SlotState::kReady) continue;  // stale bit, withdrawn or reclaimed
-      const std::uint64_t busy = sw.with(SlotState::kBusy).pack();
-      if (!c->word.compare_exchange_strong(word, busy, std::memory_order_acquire)) continue;
-      last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
-      idle_ = false;
-      if (predict_) {
-        // When the client published, from its stamp if plausible (at most 1 s before now,
-        // the stamp wrapping every 71 minutes); else now.
-        const std::uint64_t now = monotonic_ns();
-        const std::uint32_t ago_us = static_cast<std::uint32_t>(now / 1000) - c->publish_us;
-        const std::uint64_t published = ago_us <= 1'000'000 ? now - std::uint64_t{ago_us} * 1000 : now;
-        last_key_ = ArrivalPredictor::client_key(c->owner_pidns, sw.pid, i);
-        predictor_.arrived(last_key_, published);
+      if (auto taken = take_slot(w * 64 + bit)) return taken;
+    }
+  }
+  // Then one bit of the shared mask, from next_ on, wrapping back to the bits below it.
+  // Its fetch_and leaves the other bits to the other dispatch threads; a bit another
+  // thread cleared first is skipped. Bits beyond the ring are never cleared (any_pending()
+  // ignores them).
+  SegmentHeader& h = view_.header();
+  const std::uint32_t first = next_ / 64;
+  const std::uint64_t from_next = ~0ULL << (next_ % 64);
+  for (std::uint32_t k = 0; k <= mask_words_; ++k) {
+    const std::uint32_t w = (first + k) % mask_words_;
+    std::uint64_t bits = h.ready_mask[w].load(std::memory_order_relaxed) &
+                         (w + 1 == mask_words_ ? last_word_bits_ : ~0ULL);
+    if (k == 0) bits &= from_next;
+    if (k == mask_words_) bits &= ~from_next;
+    while (bits != 0) {
+      const auto b = static_cast<std::uint32_t>(std::countr_zero(bits));
+      const std::uint64_t bit = 1ULL << b;
+      const std::uint64_t before = h.ready_mask[w].fetch_and(~bit, std::memory_order_acquire);
+      bits &= before & ~bit;
+      if ((before & bit) == 0) continue;  // another thread's
+      const std::uint32_t i = w * 64 + b;
+      if (auto taken = take_slot(i)) {
+        next_ = i + 1 == view_.slot_count() ? 0 : i + 1;
+        return taken;
       }
-      // Stored only when it changes: the line is read by spinning clients, and a store on
-      // every request would pull it away from them each time.
-      if (const auto cpu = static_cast<std::uint32_t>(sched_getcpu());
-          h.server_cpu.load(std::memory_order_relaxed) != cpu) {
-        h.server_cpu.store(cpu, std::memory_order_relaxed);
-      }
-      // Read once; a length beyond the area leaves the request empty (an error reply).
-      const std::uint32_t len = c->request_len;
-      const std::uint32_t cap = view_.request_capacity();
-      std::span<const std::uint8_t> request;
-      if (len <= cap) {
-        std::memcpy(request_copy_.data(), view_.slot(i).request + (cap - len), len);
-        request = {request_copy_.data(), len};
-      }
-      const std::uint64_t nonce = c->request_nonce;
-      return Taken{i, busy, nonce, request, digest(request, nonce)};
     }
   }
   return std::nullopt;
+}
+
+std::optional<ServerRing::Taken> ServerRing::take_slot(std::uint32_t i) {
+  SegmentHeader& h = view_.header();
+  SlotControl* c = view_.slot(i).control;
+  std::uint64_t word = c->word.load(std::memory_order_acquire);
+  const SlotWord sw = SlotWord::unpack(word);
+  if (sw.state != SlotState::kReady) return std::nullopt;  // stale bit, withdrawn or reclaimed
+  const std::uint64_t busy = sw.with(SlotState::kBusy).pack();
+  if (!c->word.compare_exchange_strong(word, busy, std::memory_order_acquire)) {
+    return std::nullopt;
+  }
+  last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
+  idle_ = false;
+  if (predict_) {
+    // When the client published, from its stamp if plausible (at most 1 s before now,
+    // the stamp wrapping every 71 minutes); else now.
+    const std::uint64_t now = monotonic_ns();
+    const std::uint32_t ago_us = static_cast<std::uint32_t>(now / 1000) - c->publish_us;
+    const std::uint64_t published = ago_us <= 1'000'000 ? now - std::uint64_t{ago_us} * 1000 : now;
+    last_key_ = ArrivalPredictor::client_key(c->owner_pidns, sw.pid, i);
+    predictor_.arrived(last_key_, published);
+  }
+  // Stored only when it changes: the line is read by spinning clients, and a store on
+  // every request would pull it away from them each time.
+  if (const auto cpu = static_cast<std::uint32_t>(sched_getcpu());
+      h.server_cpu.load(std::memory_order_relaxed) != cpu) {
+    h.server_cpu.store(cpu, std::memory_order_relaxed);
+  }
+  // Read once; a length beyond the area leaves the request empty (an error reply).
+  const std::uint32_t len = c->request_len;
+  const std::uint32_t cap = view_.request_capacity();
+  std::span<const std::uint8_t> request;
+  if (len <= cap) {
+    std::memcpy(request_copy_.data(), view_.slot(i).request + (cap - len), len);
+    request = {request_copy_.data(), len};
+  }
+  const std::uint64_t nonce = c->request_nonce;
+  return Taken{i, busy, nonce, request, digest(request, nonce)};
 }
 
 void ServerRing::answer(const Taken& taken, std::span<const std::uint8_t> reply) {
@@ -114,10 +145,12 @@ void ServerRing::answer(const Taken& taken, std::span<const std::uint8_t> reply)
 
 bool ServerRing::sleep_until(std::uint64_t deadline_ns, bool& woken) {
   SegmentHeader& h = view_.header();
-  h.server_sleeping.store(1, std::memory_order_seq_cst);
+  h.server_sleeping.fetch_or(sleep_bit_, std::memory_order_seq_cst);
   woken = any_pending();  // re-check after announcing sleep (see ClientRing::publish)
   if (!woken) woken = sem_wait_until(&h.doorbell, deadline_ns);
-  h.server_sleeping.store(0, std::memory_order_relaxed);
+  // Bits of threads this daemon does not have are a peer's: cleared with ours, so that a
+  // forged mask makes clients ring needlessly only until the next wake-up.
+  h.server_sleeping.fetch_and(~cleared_on_wake_, std::memory_order_relaxed);
   return any_pending();
 }
 

@@ -5,6 +5,11 @@
 // ready mask (one cache line to poll while spinning); a full scan of slot states on
 // every idle timeout recovers requests whose mask bit was lost (a client killed between
 // publishing and setting the bit, or a hostile one clearing bits).
+//
+// Several threads share the ring slot by slot: take() clears one mask bit (fetch_and, so
+// exactly one thread owns it) and leaves the others to the other threads; the slot word's
+// CAS Ready -> Busy stays the arbiter for a bit a peer set twice. Each thread has its own
+// bit in the header's sleep mask, so a client rings the doorbell while any thread sleeps.
 #pragma once
 
 #include <array>
@@ -25,9 +30,12 @@ class ServerRing {
  public:
   // `predict`: learn the clients' periods and wake up just before their next request
   // (shm/arrival_predictor.h); otherwise sleep until a doorbell or the timeout.
-  explicit ServerRing(const SegmentView& view, bool predict = false);
+  // `thread` of `threads` (at most kMaxDispatchThreads) names this ring's sleep bit.
+  explicit ServerRing(const SegmentView& view, bool predict = false, unsigned thread = 0,
+                      unsigned threads = 1);
 
-  // Takes the next published slot (Ready -> Busy); nullopt when nothing is pending. The
+  // Takes one published slot (Ready -> Busy), the first after the one taken last (so that
+  // under load every slot gets its turn); nullopt when nothing is pending. The
   // request is copied into this ring's private buffer (a peer may rewrite the slot at any
   // time; only the copy is read and evaluated), empty when its length exceeds the area.
   struct Taken {
@@ -67,6 +75,7 @@ class ServerRing {
 
  private:
   bool any_pending() const;
+  std::optional<Taken> take_slot(std::uint32_t i);
   // Sleeps on the doorbell until deadline_ns (the sleep flag set meanwhile); `woken` says
   // whether it was posted. Returns whether a slot is pending.
   bool sleep_until(std::uint64_t deadline_ns, bool& woken);
@@ -80,7 +89,10 @@ class ServerRing {
   std::uint32_t mask_words_;                         // those covering the ring
   std::uint64_t last_word_bits_;                     // the ring's bits in the last of them
   std::vector<std::uint8_t> request_copy_;           // request_capacity bytes
-  std::array<std::uint64_t, kMaskWords> pending_{};  // this thread's share of the mask
+  std::array<std::uint64_t, kMaskWords> pending_{};  // Ready slots this thread's scan found
+  std::uint32_t next_ = 0;                           // where take() looks first
+  std::uint64_t sleep_bit_;                          // this thread's in server_sleeping
+  std::uint64_t cleared_on_wake_;                    // it, and the bits no thread owns
   std::uint32_t last_client_cpu_ = 0xFFFFFFFFu;      // where the last request came from
   bool idle_ = false;                                // the last wait timed out
 };

@@ -335,6 +335,113 @@ TEST_F(SlotRingTest, ScanRecoversAPublishedSlotWhoseMaskBitWasLost) {
   EXPECT_EQ(t->slot, a.slot);
 }
 
+TEST_F(SlotRingTest, DispatchThreadsTakeOnePublishedSlotEach) {
+  // Two dispatch threads' rings on one segment: each take() hands out one slot and leaves
+  // the other to the other thread (a take that emptied the mask kept both for itself).
+  ServerRing first(server->view(), false, 0, 2);
+  ServerRing second(server->view(), false, 1, 2);
+  auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  auto b = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 1), 1).ok());
+  ASSERT_TRUE(sut->publish(b, request_bytes(16, 2), 2).ok());
+  const auto one = first.take();
+  ASSERT_TRUE(one.has_value());
+  const auto other = second.take();
+  ASSERT_TRUE(other.has_value()) << "the second slot was left to the second thread";
+  EXPECT_NE(one->slot, other->slot);
+  EXPECT_EQ(word(a.slot).state, SlotState::kBusy);
+  EXPECT_EQ(word(b.slot).state, SlotState::kBusy);
+  EXPECT_FALSE(first.take().has_value());
+  EXPECT_FALSE(second.take().has_value());
+}
+
+TEST_F(SlotRingTest, TakeGoesRoundTheRingInsteadOfLowestFirst) {
+  // Under load, the slot after the one taken last comes first: lowest-first would serve a
+  // busy low slot again and again ahead of a higher one.
+  ServerRing ring(server->view());
+  std::vector<Claim> claims;
+  for (int k = 0; k < 4; ++k) {
+    claims.push_back(sut->claim(later(kSecond), later(2 * kSecond), 0).value());
+  }
+  std::sort(claims.begin(), claims.end(),
+            [](const Claim& x, const Claim& y) { return x.slot < y.slot; });
+  ASSERT_TRUE(sut->publish(claims[1], request_bytes(16, 1), 1).ok());
+  ASSERT_TRUE(sut->publish(claims[3], request_bytes(16, 3), 3).ok());
+  auto t = ring.take();
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->slot, claims[1].slot);
+  ASSERT_TRUE(sut->publish(claims[0], request_bytes(16, 0), 4).ok());
+  t = ring.take();
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->slot, claims[3].slot) << "the slot after the last one taken";
+  t = ring.take();
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->slot, claims[0].slot) << "then round to the lowest";
+}
+
+TEST_F(SlotRingTest, EachSleepingDispatchThreadIsWokenForARequest) {
+  // Two threads asleep; a request wakes one, which keeps its slot (busy evaluating). The
+  // next request must wake the other: with one 1/0 sleep flag, the first thread cleared
+  // it on waking and the second request rang nobody, waiting out the other's sleep.
+  std::vector<std::unique_ptr<ServerRing>> rings;
+  for (unsigned t = 0; t < 2; ++t) {
+    rings.push_back(std::make_unique<ServerRing>(server->view(), false, t, 2));
+  }
+  std::optional<ServerRing::Taken> held[2];
+  std::atomic<int> taken{0};
+  std::vector<std::jthread> threads;  // joined on a failed ASSERT too
+  for (unsigned t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      // Until it holds a slot: asleep (no spin) up to 15 s, far beyond the test's bound.
+      const std::uint64_t give_up = later(15 * kSecond);
+      while (monotonic_ns() < give_up) {
+        if ((held[t] = rings[t]->take())) {
+          taken.fetch_add(1);
+          return;
+        }
+        if (!rings[t]->wait_for_work(0, 15 * kSecond)) rings[t]->scan();
+      }
+    });
+  }
+  SegmentHeader& h = server->view().header();
+  const std::uint64_t asleep_by = later(10 * kSecond);
+  while (h.server_sleeping.load() != 0b11 && monotonic_ns() < asleep_by) std::this_thread::yield();
+  ASSERT_EQ(h.server_sleeping.load(), 0b11U) << "each thread announces its own sleep";
+  auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 1), 1).ok());
+  while (taken.load() == 0) std::this_thread::yield();
+  const std::uint64_t t0 = monotonic_ns();
+  auto b = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(b, request_bytes(16, 2), 2).ok());
+  while (taken.load() < 2 && monotonic_ns() - t0 < 10 * kSecond) std::this_thread::yield();
+  EXPECT_LT(monotonic_ns() - t0, kSecond / 2) << "the second thread slept through the request";
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(held[0].has_value() && held[1].has_value());
+  EXPECT_NE(held[0]->slot, held[1]->slot);
+  EXPECT_EQ(h.server_sleeping.load(), 0U) << "both awake, both bits cleared";
+}
+
+TEST_F(SlotRingTest, ForgedSleepBitsAreClearedOnTheNextWakeUp) {
+  // A peer sets every bit: clients would ring the doorbell on every request for good.
+  // A waking thread clears its own bit and those of threads the daemon does not have; the
+  // other thread's bit is its own to clear.
+  ServerRing ring(server->view(), false, 0, 2);
+  SegmentHeader& h = server->view().header();
+  h.server_sleeping.store(~0ULL);
+  EXPECT_FALSE(ring.wait_for_work(0, 1'000'000));
+  EXPECT_EQ(h.server_sleeping.load(), 0b10U);
+  // A forged 0 while it sleeps: the client does not ring, but rings again while it waits.
+  std::atomic<bool> woke{false};
+  std::thread daemon([&] { woke = ring.wait_for_work(0, 5 * kSecond); });
+  while ((h.server_sleeping.load() & 1) == 0) std::this_thread::yield();
+  h.server_sleeping.store(0);
+  auto a = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
+  ASSERT_TRUE(sut->publish(a, request_bytes(16, 0), 1).ok());
+  EXPECT_EQ(sut->wait_answer(a, later(200'000'000), 0), WaitOutcome::kDeadline);
+  daemon.join();
+  EXPECT_TRUE(woke) << "the client's second ring woke it before its 5 s timeout";
+}
+
 TEST_F(SlotRingTest, ReaperFreesSlotsOfDeadOwnersOnly) {
   SlotReaper reaper(server->view());
   // A child claims a slot and exits without releasing it.
