@@ -78,6 +78,7 @@ std::optional<ServerRing::Taken> ServerRing::take() {
         std::memcpy(request_copy_.data(), view_.slot(i).request + (cap - len), len);
         request = {request_copy_.data(), len};
       }
+      last_len_ = request.size();
       const std::uint64_t nonce = c->request_nonce;
       return Taken{i, busy, nonce, request, digest(request, nonce)};
     }
@@ -121,7 +122,8 @@ bool ServerRing::sleep_until(std::uint64_t deadline_ns, bool& woken) {
   return any_pending();
 }
 
-bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) {
+bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns,
+                               const std::function<void()>& on_window) {
   // The client we answered last is the likeliest to call next; if it runs on our CPU,
   // our spinning would only stand in its way.
   // After an idle timeout nobody is calling: sleep straight away (idle costs no CPU).
@@ -148,6 +150,7 @@ bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) 
       // an idle CPU, or on ours ahead of a spinner that has used its share; the window
       // bounds what our spinning can cost it.
       windows_.fetch_add(1, std::memory_order_relaxed);
+      if (on_window) on_window();
       if (spin_until_time(pending, w->end_ns, [] { return kUnknownCpu; })) {
         idle_ = false;
         return true;
