@@ -327,7 +327,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
   // One interval of node-level AbsPower with measured node power: candidates are
   // evaluated on it and the measured choice answers (at most kMaxCandidates evaluations
   // of one row and one short lock: the per-request budget).
-  if (cp->shadow != nullptr && req.rows == 1) {
+  if (cp->shadow != nullptr && req.rows == 1 && !warming_) {
     if (auto reply = estimate_measured(req, *cp->shadow, *cp); !reply.empty()) return reply;
   }
   Result<float*> out = builder_.begin(req.rows, ncomp, cp->tail);
@@ -341,7 +341,7 @@ std::span<const std::uint8_t> RequestHandler::estimate(const wire::ParsedRequest
     last_code_ = s.code();
     return builder_.error(req.request_id, s);
   }
-  if (cp->fallbacks != nullptr) cp->fallbacks->fetch_add(1, std::memory_order_relaxed);
+  if (cp->fallbacks != nullptr && !warming_) cp->fallbacks->fetch_add(1, std::memory_order_relaxed);
   last_code_ = Code::kOk;
   return builder_.finish(req.request_id);
 }
@@ -359,6 +359,14 @@ std::span<const std::uint8_t> RequestHandler::handle(std::span<const std::uint8_
   RequestCell* cell = last_cell_ != nullptr ? last_cell_ : metrics_->unattributed();
   cell->record(last_code_, static_cast<std::uint64_t>(ns));
   return reply;
+}
+
+void RequestHandler::warm(std::span<const std::uint8_t> request) {
+  warming_ = true;
+  const Code code = last_code_;
+  (void)handle_request(request);
+  last_code_ = code;
+  warming_ = false;
 }
 
 std::span<const std::uint8_t> RequestHandler::handle_request(

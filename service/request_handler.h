@@ -89,6 +89,11 @@ class RequestHandler {
   // error response naming what was wrong.
   std::span<const std::uint8_t> handle(std::span<const std::uint8_t> request);
 
+  // Runs `request` through the handler as handle() would, but counts nothing, feeds
+  // nothing to measured selection and keeps no reply: it brings the code and data of that
+  // request's path back into the caches before the next one like it is expected.
+  void warm(std::span<const std::uint8_t> request);
+
   // Outcome of the last handle(), for logs and metrics.
   Code last_code() const { return last_code_; }
 
@@ -117,6 +122,7 @@ class RequestHandler {
   Metrics* metrics_;
   RequestCell* last_cell_ = nullptr;  // the chosen model's cell; null = not counted yet
   bool last_was_ping_ = false;
+  bool warming_ = false;  // in warm(): no side effects beyond the caches
 };
 
 }  // namespace estimator::service

@@ -2,19 +2,20 @@
 #include "shm/arrival_predictor.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace estimator::shm {
 namespace {
 
-// The whole window (early + late) is at most this share of the period, and never longer
-// than kMaxWindowNs: what a perfectly periodic client costs the daemon beyond serving it
+// The whole window is at most this share of the period, and never longer than
+// kMaxWindowNs: what a perfectly periodic client costs the daemon beyond serving it
 // (1/160 = 0.625 %: within 1 % of a core at 10 ms with the request served; 0.05 % at 1 s).
 constexpr std::uint64_t kWindowShare = 160;
 constexpr std::uint64_t kMaxWindowNs = 500'000;
-// Awake this much before the expected arrival whatever the jitter: a timer wake-up on a
-// busy machine is itself late by some microseconds.
-constexpr std::uint64_t kMinEarlyNs = 30'000;
-constexpr std::uint64_t kMinLateNs = 20'000;
+// Awake before the earliest arrival the window covers by a quarter of the window, at most
+// this long: the earliest of kHistory arrivals is not the earliest there can be, and the
+// publish stamps have microsecond resolution.
+constexpr std::uint64_t kMaxEarlyNs = 50'000;
 // An interval within 1/kTolerance of the period keeps the rhythm: an exporter's ticks on a
 // busy node come late by up to milliseconds, and its period does not change for that.
 constexpr std::uint64_t kTolerance = 4;
@@ -34,62 +35,136 @@ std::uint64_t ArrivalPredictor::client_key(std::uint32_t pidns, std::int32_t pid
   return k | 1;  // never 0, the key of an unused entry
 }
 
-void ArrivalPredictor::arrived(std::uint64_t key, std::uint64_t now_ns) {
-  Entry& e = entries_[key % kEntries];
-  if (e.key != key || e.last_ns == 0 || now_ns <= e.last_ns) {
-    e = Entry{key, now_ns, 0, 0, 0};
-    return;
-  }
-  const std::uint64_t interval = now_ns - e.last_ns;
-  e.last_ns = now_ns;
-  e.suspended = false;
-  if (interval < kMinPeriodNs || interval > kMaxPeriodNs) {
-    e.period_ns = e.jitter_ns = 0;
-    e.hits = 0;
-    return;
-  }
-  const std::uint64_t dev = diff(interval, e.period_ns);
-  if (e.period_ns == 0 || dev > e.period_ns / kTolerance) {
-    // A new rhythm (or none): learn it from this interval on.
-    e.period_ns = interval;
-    e.jitter_ns = 0;
-    e.hits = 0;
-    return;
-  }
-  // Slow averages: one late request moves the period by an eighth of its lateness.
-  e.period_ns = interval > e.period_ns ? e.period_ns + (interval - e.period_ns) / 8
-                                       : e.period_ns - (e.period_ns - interval) / 8;
-  e.jitter_ns = dev > e.jitter_ns ? e.jitter_ns + (dev - e.jitter_ns) / 4
-                                  : e.jitter_ns - (e.jitter_ns - dev) / 4;
-  if (e.hits < kConfidentAfter) ++e.hits;
+void ArrivalPredictor::restart(Entry& e, std::uint64_t key, std::uint64_t from) {
+  e = Entry{};
+  e.key = key;
+  e.arrivals[0] = from;
+  e.count = 1;
 }
 
-ArrivalPredictor::Window ArrivalPredictor::window(const Entry& e) {
+void ArrivalPredictor::arrived(std::uint64_t key, std::uint64_t now_ns) {
+  Entry& e = entries_[key % kEntries];
+  const std::uint64_t last = e.count != 0 ? e.arrivals[e.count - 1] : 0;
+  if (e.key != key || e.count == 0 || now_ns <= last || now_ns - last > kMaxPeriodNs) {
+    restart(e, key, now_ns);
+    return;
+  }
+  std::uint32_t ticks = 1;  // since the last arrival's tick
+  if (e.period_ns == 0) {
+    if (now_ns - last < kMinPeriodNs) {
+      restart(e, key, now_ns);  // back to back: served hot by the spin after an answer
+      return;
+    }
+  } else {
+    // In the rhythm: on the next tick or the one after (a skipped request), within
+    // 1/kTolerance of the period. One request out of it is ignored (a tick the client
+    // served late); a second in a row starts a rhythm anew from the two of them.
+    const std::uint64_t since = now_ns - e.last_tick_ns;
+    ticks = static_cast<std::uint32_t>((since + e.period_ns / 2) / e.period_ns);
+    if (ticks < 1 || ticks > 2 || diff(since, ticks * e.period_ns) > e.period_ns / kTolerance) {
+      if (e.stray_ns == 0) {
+        e.stray_ns = now_ns;
+        // Expected again on the rhythm's next tick after this one.
+        if (e.next.end_ns <= now_ns) {
+          const std::uint64_t shift = ((now_ns - e.next.end_ns) / e.period_ns + 1) * e.period_ns;
+          e.next = {e.next.start_ns + shift, e.next.end_ns + shift};
+        }
+        e.suspended = false;
+        return;
+      }
+      const std::uint64_t stray = e.stray_ns;
+      restart(e, key, stray);
+      if (now_ns - stray < kMinPeriodNs) {
+        restart(e, key, now_ns);
+        return;
+      }
+      ticks = 1;
+    }
+  }
+  e.stray_ns = 0;
+  e.suspended = false;
+  if (e.count == kHistory) {
+    std::copy(e.arrivals.begin() + 1, e.arrivals.end(), e.arrivals.begin());
+    std::copy(e.ticks.begin() + 1, e.ticks.end(), e.ticks.begin());
+    --e.count;
+  }
+  e.arrivals[e.count] = now_ns;
+  e.ticks[e.count] = e.ticks[e.count - 1] + ticks;
+  ++e.count;
+  predict(e);
+}
+
+void ArrivalPredictor::predict(Entry& e) {
+  const std::uint32_t n = e.count;
+  // The period: the least-squares slope of arrival time over tick number (each arrival's
+  // lateness enters it divided by the span, where the last interval alone would carry
+  // two latenesses whole). Relative to the first arrival, so doubles hold it exactly.
+  double mean_tick = 0;
+  double mean_time = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    mean_tick += static_cast<double>(e.ticks[i] - e.ticks[0]);
+    mean_time += static_cast<double>(e.arrivals[i] - e.arrivals[0]);
+  }
+  mean_tick /= n;
+  mean_time /= n;
+  double sxy = 0;
+  double sxx = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const double dt = static_cast<double>(e.ticks[i] - e.ticks[0]) - mean_tick;
+    sxy += dt * (static_cast<double>(e.arrivals[i] - e.arrivals[0]) - mean_time);
+    sxx += dt * dt;
+  }
+  const double period = sxy / sxx;  // sxx > 0: n >= 2 distinct ticks
+  e.period_ns = static_cast<std::uint64_t>(std::llround(period));
+  // Each arrival projected onto the last one's tick; the earliest is that tick, since a
+  // request never comes before its own.
+  std::array<std::uint64_t, kHistory> late{};
+  std::uint64_t tick = e.arrivals[n - 1];
+  for (std::uint32_t i = 0; i < n; ++i) {
+    late[i] = e.arrivals[i] +
+              static_cast<std::uint64_t>(static_cast<double>(e.ticks[n - 1] - e.ticks[i]) * period);
+    tick = std::min(tick, late[i]);
+  }
+  e.last_tick_ns = tick;
+  for (std::uint32_t i = 0; i < n; ++i) late[i] -= tick;  // how late after its tick
+  std::sort(late.begin(), late.begin() + n);
+  // The stretch of lateness, the budget long at most, that covers the most requests.
   const std::uint64_t budget = std::min(e.period_ns / kWindowShare, kMaxWindowNs);
-  const std::uint64_t early = std::min(budget * 2 / 3, kMinEarlyNs + 4 * e.jitter_ns);
-  const std::uint64_t late = std::min(budget - early, kMinLateNs + 2 * e.jitter_ns);
-  const std::uint64_t expected = e.last_ns + e.period_ns;
-  return {expected - early, expected + late};
+  const std::uint64_t early = std::min(budget / 4, kMaxEarlyNs);
+  std::uint32_t from = 0;
+  std::uint32_t covered = 0;
+  for (std::uint32_t first = 0, last = 0; first < n; ++first) {
+    last = std::max(last, first);
+    while (last + 1 < n && late[last + 1] - late[first] + early <= budget) ++last;
+    if (last - first + 1 > covered) {
+      from = first;
+      covered = last - first + 1;
+    }
+  }
+  // The window starts just before the earliest of them and lasts the whole budget: the
+  // spin ends when the request comes, so only a request that does not come pays for its
+  // end, and a later one than usual is still caught.
+  const std::uint64_t start = tick + e.period_ns + late[from] - early;
+  e.next = {start, start + budget};
 }
 
 std::optional<ArrivalPredictor::Window> ArrivalPredictor::next_window(std::uint64_t now_ns) {
   std::optional<Window> best;
   for (Entry& e : entries_) {
-    if (e.hits < kConfidentAfter || e.suspended) continue;
-    const Window w = window(e);
-    if (w.end_ns <= now_ns) {
+    if (!confident(e)) continue;
+    if (e.next.end_ns <= now_ns) {
       e.suspended = true;  // missed: not predicted again before its next request
       misses_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (!best || w.start_ns < best->start_ns) best = w;
+    if (!best || e.next.start_ns < best->start_ns) best = e.next;
   }
   return best;
 }
 
 std::uint64_t ArrivalPredictor::period_of(std::uint64_t key) const {
   const Entry& e = entries_[key % kEntries];
-  return e.key == key && e.hits >= kConfidentAfter && !e.suspended ? e.period_ns : 0;
+  return e.key == key && confident(e) ? e.period_ns : 0;
 }
 
 }  // namespace estimator::shm

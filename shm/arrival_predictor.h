@@ -8,6 +8,14 @@
 // metronomes, so the daemon learns each one's period from the times it takes their
 // requests and wakes itself on a high-resolution timer just before the next one.
 //
+// A metronome's requests are not evenly spaced: each comes some time after its tick (the
+// client's timer fires late, the client is scheduled late), tens of microseconds on an
+// idle node and more on a busy one. Predicting from the last request alone carries that
+// lateness into the next window twice. Instead each client keeps its last kHistory
+// arrival times: the period is the slope over all of them, the ticks are where the
+// earliest of them put them (a request never comes before its tick), and the window is
+// placed, within its budget, where most of the recent requests came relative to the tick.
+//
 // Private to one dispatch thread: no atomics, no allocation (a fixed table of kEntries).
 // A client is its (pid namespace, pid, slot) as the slot showed them when its request was
 // taken. These are written by clients, so a peer can only mislead the prediction: a false
@@ -32,6 +40,8 @@ class ArrivalPredictor {
   static constexpr std::uint64_t kMaxPeriodNs = 60'000'000'000ULL;
   // Consistent intervals seen before the period is trusted.
   static constexpr std::uint32_t kConfidentAfter = 2;
+  // Arrivals kept per client: the period's error shrinks with the span they cover.
+  static constexpr std::uint32_t kHistory = 16;
 
   struct Window {
     std::uint64_t start_ns;  // wake up and start spinning (CLOCK_MONOTONIC)
@@ -40,15 +50,16 @@ class ArrivalPredictor {
 
   static std::uint64_t client_key(std::uint32_t pidns, std::int32_t pid, std::uint32_t slot);
 
-  // A request of `key` was taken at now_ns.
+  // A request of `key` was published at now_ns.
   void arrived(std::uint64_t key, std::uint64_t now_ns);
 
   // The earliest window of a confident client that has not closed at now_ns (its start
   // may have passed). A window that closed without its client's request is a miss: that
   // client is not predicted again until its next request, so a client that stops costs
   // one window. When that request keeps the rhythm (the client was late, or the thread
-  // woke too late for the window), it is trusted again at once; otherwise its rhythm is
-  // learned anew.
+  // woke too late for the window), it is trusted again at once; so it is after one
+  // request out of the rhythm (the window moves to the next tick); after two in a row,
+  // its rhythm is learned anew.
   std::optional<Window> next_window(std::uint64_t now_ns);
 
   // The learned period of `key`, 0 when it has none it trusts.
@@ -61,13 +72,23 @@ class ArrivalPredictor {
  private:
   struct Entry {
     std::uint64_t key = 0;
-    std::uint64_t last_ns = 0;    // 0: unused
-    std::uint64_t period_ns = 0;  // 0: none yet
-    std::uint64_t jitter_ns = 0;  // mean absolute deviation of the intervals from it
-    std::uint32_t hits = 0;       // consistent intervals in a row
+    // The last `count` arrivals in the rhythm, in order, and the number of the tick each
+    // belongs to (consecutive, or one apart where the client skipped a tick).
+    std::array<std::uint64_t, kHistory> arrivals{};
+    std::array<std::uint32_t, kHistory> ticks{};
+    std::uint32_t count = 0;        // 0: unused
+    std::uint64_t period_ns = 0;    // 0: none yet
+    std::uint64_t last_tick_ns = 0;  // the tick of the last arrival
+    std::uint64_t stray_ns = 0;     // an arrival out of the rhythm just before, or 0
+    Window next{};                // where its next request is expected, once confident
     bool suspended = false;       // its last window closed without it; until it comes
   };
-  static Window window(const Entry& e);
+  // Starts the history of `e` over from the arrival `from`.
+  static void restart(Entry& e, std::uint64_t key, std::uint64_t from);
+  // Recomputes the period and the next window from the history.
+  static void predict(Entry& e);
+  // The defining interval and kConfidentAfter more in its rhythm, and not suspended.
+  static bool confident(const Entry& e) { return e.count > kConfidentAfter + 1 && !e.suspended; }
   std::array<Entry, kEntries> entries_{};
   std::atomic<std::uint64_t> misses_{0};
 };

@@ -112,6 +112,7 @@ std::optional<ServerRing::Taken> ServerRing::take_slot(std::uint32_t i) {
     std::memcpy(request_copy_.data(), view_.slot(i).request + (cap - len), len);
     request = {request_copy_.data(), len};
   }
+  last_len_ = request.size();
   const std::uint64_t nonce = c->request_nonce;
   return Taken{i, busy, nonce, request, digest(request, nonce)};
 }
@@ -154,7 +155,8 @@ bool ServerRing::sleep_until(std::uint64_t deadline_ns, bool& woken) {
   return any_pending();
 }
 
-bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) {
+bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns,
+                               const std::function<void()>& on_window) {
   // The client we answered last is the likeliest to call next; if it runs on our CPU,
   // our spinning would only stand in its way.
   // After an idle timeout nobody is calling: sleep straight away (idle costs no CPU).
@@ -176,18 +178,19 @@ bool ServerRing::wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns) 
     // length, so that a wake-up on time spins at most twice the window.
     const std::uint64_t early = w ? std::min(wake_late_ns_, w->end_ns - w->start_ns) : 0;
     if (w && w->start_ns <= now + early) {
-      // In a window: spin through it. Stopped early only when the client we expect ran on
-      // this CPU (it would need the CPU we spin on): then wait for it asleep.
+      // In a window: spin through it. Not stopped when the client ran on this CPU last
+      // time, as after an answer: it sleeps until its tick, and the kernel wakes it on
+      // an idle CPU, or on ours ahead of a spinner that has used its share; the window
+      // bounds what our spinning can cost it.
       windows_.fetch_add(1, std::memory_order_relaxed);
-      if (spin_until_time(pending, w->end_ns, client_cpu)) {
+      if (on_window) on_window();
+      if (spin_until_time(pending, w->end_ns, [] { return kUnknownCpu; })) {
         idle_ = false;
         return true;
       }
-      if (monotonic_ns() >= w->end_ns) {
-        continue;  // next_window() counts the miss and stops predicting that client
-      }
-      deadline = w->end_ns;
-    } else if (w && w->start_ns - early < give_up) {
+      continue;  // next_window() counts the miss and stops predicting that client
+    }
+    if (w && w->start_ns - early < give_up) {
       deadline = w->start_ns - early;
       window_timer = true;
     }

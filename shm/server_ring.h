@@ -62,7 +62,16 @@ class ServerRing {
   // is cut into: asleep until the window before the next predicted request, awake and
   // spinning through that window, asleep again if nothing came. The sleep ends on the
   // doorbell as before, so an unpredicted request is served as without prediction.
-  bool wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns);
+  //
+  // `on_window`, when given, runs as a predicted window opens, before its spin: the
+  // caller warms the path the expected request will take (see Daemon::dispatch_loop).
+  bool wait_for_work(std::uint64_t spin_ns, std::uint64_t timeout_ns,
+                     const std::function<void()>& on_window = {});
+
+  // The request taken last (take()'s private copy), for warming its path again.
+  std::span<const std::uint8_t> last_request() const {
+    return {request_copy_.data(), last_len_};
+  }
 
   // Predicted windows this thread was awake for, and windows that closed without their
   // request (spun through, or woken too late for them): a miss is what a client that
@@ -89,6 +98,7 @@ class ServerRing {
   std::uint32_t mask_words_;                         // those covering the ring
   std::uint64_t last_word_bits_;                     // the ring's bits in the last of them
   std::vector<std::uint8_t> request_copy_;           // request_capacity bytes
+  std::size_t last_len_ = 0;                         // of the request in it
   std::array<std::uint64_t, kMaskWords> pending_{};  // Ready slots this thread's scan found
   std::uint32_t next_ = 0;                           // where take() looks first
   std::uint64_t sleep_bit_;                          // this thread's in server_sleeping

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "schema/schema_version.h"
-#include "shm/arrival_predictor.h"
 #include "shm/client_ring.h"
 #include "shm/reply_seal.h"
 #include "shm/server_ring.h"
@@ -543,112 +542,14 @@ TEST_F(SlotRingTest, HeaderGuardRestoresTheFieldsOnlyTheDaemonWrites) {
   EXPECT_TRUE(ClientSegment::attach(server->name()).ok()) << "clients can attach again";
 }
 
-TEST(ArrivalPredictor, LearnsAPeriodAndWakesAShortBoundedWindowBeforeIt) {
-  ArrivalPredictor p;
-  const std::uint64_t key = ArrivalPredictor::client_key(7, 1234, 3);
-  constexpr std::uint64_t kPeriod = 10'000'000;  // 10 ms
-  std::uint64_t t = kSecond;
-  p.arrived(key, t);
-  EXPECT_FALSE(p.next_window(t).has_value()) << "one request is no rhythm";
-  for (int i = 0; i < 3; ++i) p.arrived(key, t += kPeriod);
-  EXPECT_EQ(p.period_of(key), kPeriod);
-  const auto w = p.next_window(t + 1000);
-  ASSERT_TRUE(w.has_value());
-  EXPECT_LT(w->start_ns, t + kPeriod);
-  EXPECT_GT(w->end_ns, t + kPeriod);
-  // The whole window is a small share of the period: what the daemon spins per request.
-  EXPECT_LE(w->end_ns - w->start_ns, kPeriod / 100);
-  EXPECT_GE(w->end_ns - w->start_ns, 20'000U);
-}
-
-TEST(ArrivalPredictor, AClientThatStopsCostsOneWindow) {
-  ArrivalPredictor p;
-  const std::uint64_t key = ArrivalPredictor::client_key(7, 1234, 3);
-  constexpr std::uint64_t kPeriod = 10'000'000;
-  std::uint64_t t = kSecond;
-  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
-  const auto w = p.next_window(t);
-  ASSERT_TRUE(w.has_value());
-  EXPECT_FALSE(p.next_window(w->end_ns).has_value()) << "missed: no longer trusted";
-  EXPECT_FALSE(p.next_window(w->end_ns + 5 * kPeriod).has_value());
-  EXPECT_EQ(p.period_of(key), 0U);
-  EXPECT_EQ(p.misses(), 1U);
-  // Its rhythm seen again (a period, then two consistent intervals), it is trusted again.
-  t += 20 * kPeriod;
-  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
-  EXPECT_TRUE(p.next_window(t).has_value());
-}
-
-TEST(ArrivalPredictor, ALateRequestThatKeepsTheRhythmIsTrustedAtOnce) {
-  // The window passed (the client was late, or the daemon woke too late for it); the
-  // request then comes within the rhythm: the next one is predicted again.
-  ArrivalPredictor p;
-  const std::uint64_t key = ArrivalPredictor::client_key(7, 99, 1);
-  constexpr std::uint64_t kPeriod = 10'000'000;
-  std::uint64_t t = kSecond;
-  for (int i = 0; i < 4; ++i) p.arrived(key, t += kPeriod);
-  const auto w = p.next_window(t);
-  ASSERT_TRUE(w.has_value());
-  EXPECT_FALSE(p.next_window(w->end_ns).has_value());
-  p.arrived(key, t += kPeriod + 1'000'000);  // 1 ms late
-  EXPECT_TRUE(p.next_window(t).has_value());
-}
-
-TEST(ArrivalPredictor, BackToBackAndIrregularClientsAreNotPredicted) {
-  ArrivalPredictor p;
-  const std::uint64_t fast = ArrivalPredictor::client_key(1, 10, 0);
-  const std::uint64_t odd = ArrivalPredictor::client_key(1, 11, 1);
-  std::uint64_t t = kSecond;
-  for (int i = 0; i < 100; ++i) p.arrived(fast, t += 20'000);  // every 20 us: the spin's
-  std::uint64_t u = kSecond;
-  const std::uint64_t gaps[] = {3'000'000, 11'000'000, 5'000'000, 40'000'000, 2'000'000};
-  for (const std::uint64_t g : gaps) p.arrived(odd, u += g);
-  EXPECT_EQ(p.period_of(fast), 0U);
-  EXPECT_EQ(p.period_of(odd), 0U);
-  EXPECT_FALSE(p.next_window(std::max(t, u)).has_value());
-}
-
-TEST(ArrivalPredictor, TheWindowIsBoundedWhateverTheJitterOrPeriod) {
-  // A client claiming a rhythm (a peer can send whatever it likes) buys at most a fixed
-  // share of each period it really keeps, and at most 0.5 ms.
-  ArrivalPredictor p;
-  const std::uint64_t key = ArrivalPredictor::client_key(1, 2, 3);
-  std::uint64_t t = kSecond;
-  for (int i = 0; i < 50; ++i) p.arrived(key, t += (i % 2 == 0 ? 10'900'000 : 9'600'000));
-  auto w = p.next_window(t);
-  ASSERT_TRUE(w.has_value());
-  EXPECT_LE(w->end_ns - w->start_ns, p.period_of(key) / 160 + 1);
-  ArrivalPredictor q;
-  t = kSecond;
-  for (int i = 0; i < 5; ++i) q.arrived(key, t += 30 * kSecond);
-  w = q.next_window(t);
-  ASSERT_TRUE(w.has_value());
-  EXPECT_LE(w->end_ns - w->start_ns, 500'000U);
-}
-
-TEST(ArrivalPredictor, TheTableIsFixedAndEveryClientHasItsOwnEntry) {
-  ArrivalPredictor p;
-  std::uint64_t t = kSecond;
-  // Thousands of clients (pids) take turns: the table never grows; a collision only
-  // costs the two clients their prediction.
-  for (int round = 0; round < 4; ++round) {
-    t += 10'000'000;
-    for (std::int32_t pid = 1; pid < 5000; ++pid) {
-      p.arrived(ArrivalPredictor::client_key(1, pid, 0), t + static_cast<std::uint64_t>(pid));
-    }
-  }
-  static_assert(sizeof(ArrivalPredictor) < 4 * 1024, "a fixed table, private to a thread");
-  SUCCEED();
-}
-
 // A client calling every 100 ms through a predicting ring: every request is answered, the
 // daemon sleeps between requests, and a client that then stops costs at most one missed
 // window, after which the daemon sleeps until its timeout. Whether the daemon is awake
 // when a request comes depends on both threads keeping real-time rhythm, which a shared
 // test machine does not promise (ctest runs other tests beside this one): that is
 // measured by estimator-bench's periodic lanes (windows caught vs missed), and the
-// predictor's decisions are checked with synthetic clocks by the ArrivalPredictor tests
-// above. Here the counts are printed, not asserted.
+// predictor's decisions are checked with synthetic clocks in arrival_predictor_test.cpp.
+// Here the counts are printed, not asserted.
 TEST_F(SlotRingTest, PeriodicClientIsAnsweredAndTheDaemonSleepsBetween) {
   constexpr std::uint64_t kPeriod = 100'000'000;
   constexpr int kRequests = 12;
