@@ -10,8 +10,8 @@ namespace {
 // Adds each row's leaf of one tree of depth D to margin[0..n), rows interleaved kLanes at
 // a time so that their independent chains of loads overlap.
 template <std::uint32_t D>
-void add_tree(const double* thresholds, const std::int64_t* columns, const double* leaves,
-              const double* block, double* margin, std::int64_t n) {
+void add_tree(const float* thresholds, const std::int32_t* columns, const double* leaves,
+              const float* block, double* margin, std::int64_t n) {
   constexpr std::uint32_t kFirstLeaf = (1U << D) - 1;
   constexpr std::int64_t kLanes = 8;
   std::int64_t r = 0;
@@ -37,7 +37,7 @@ void add_tree(const double* thresholds, const std::int64_t* columns, const doubl
   }
 }
 
-using AddTree = void (*)(const double*, const std::int64_t*, const double*, const double*,
+using AddTree = void (*)(const float*, const std::int32_t*, const double*, const float*,
                          double*, std::int64_t);
 constexpr std::array<AddTree, kMaxDenseDepth + 1> kAddTree = {
     add_tree<0>, add_tree<1>, add_tree<2>, add_tree<3>, add_tree<4>,
@@ -46,7 +46,7 @@ static_assert(kMaxDenseDepth == 8, "one add_tree per depth");
 
 }  // namespace
 
-void add_forest_scalar(const DenseForest& forest, const double* block, double* margin,
+void add_forest_scalar(const DenseForest& forest, const float* block, double* margin,
                        std::int64_t n) {
   for (const DenseTree& t : forest.trees) {
     kAddTree[t.depth](forest.thresholds.data() + t.first_node,

@@ -8,8 +8,8 @@
 // copied, feature-major, into two columns per split feature (the caller's job, see
 // xgboost_model.cpp): one with NaN as -infinity (read by nodes whose missing value goes
 // left) and one with NaN as +infinity. Thresholds are finite, so the copy turns XGBoost's
-// split rule into a plain `x < threshold`; every value in the block is a float widened to
-// double and every threshold too, so the double comparison is XGBoost's float32 one.
+// split rule into a plain float32 `x < threshold`, XGBoost's own comparison. Leaves are
+// doubles (weight x value, the dart weight included) and so are the sums.
 //
 //   thresholds / columns, per tree, level by level (the complete tree of depth 3):
 //
@@ -38,7 +38,7 @@ namespace estimator::models::xgboost {
 
 inline constexpr std::int64_t kBlockRows = 64;      // rows per block (a column of the copy)
 inline constexpr std::uint32_t kMaxDenseDepth = 8;  // deeper trees are walked node by node
-inline constexpr std::size_t kDensePadding = 32;    // unused entries after the node arrays
+inline constexpr std::size_t kDensePadding = 64;    // unused entries after the node arrays
 
 struct DenseTree {
   std::uint32_t first_node;  // 2^depth - 1 nodes, level by level (children of i: 2i+1, 2i+2)
@@ -47,8 +47,8 @@ struct DenseTree {
 };
 
 struct DenseForest {
-  std::vector<double> thresholds;    // per node; a pass-through node has 0
-  std::vector<std::int64_t> columns;  // per node: its block column x kBlockRows
+  std::vector<float> thresholds;     // per node; a pass-through node has 0
+  std::vector<std::int32_t> columns;  // per node: its block column x kBlockRows
   std::vector<double> leaves;
   std::vector<DenseTree> trees;
   std::vector<std::uint32_t> features;  // block column pair p holds input column features[p]
@@ -61,14 +61,14 @@ enum class Isa : std::uint8_t { kScalar, kAvx2, kAvx512 };
 // margin and each block column have kBlockRows entries even when n is smaller: the SIMD
 // evaluators compute whole vectors, so entries past n may be read (block) and written
 // (margin) with meaningless values.
-using AddForest = void (*)(const DenseForest& forest, const double* block, double* margin,
+using AddForest = void (*)(const DenseForest& forest, const float* block, double* margin,
                            std::int64_t n);
 
-void add_forest_scalar(const DenseForest& forest, const double* block, double* margin,
+void add_forest_scalar(const DenseForest& forest, const float* block, double* margin,
                        std::int64_t n);
-void add_forest_avx2(const DenseForest& forest, const double* block, double* margin,
+void add_forest_avx2(const DenseForest& forest, const float* block, double* margin,
                      std::int64_t n);
-void add_forest_avx512(const DenseForest& forest, const double* block, double* margin,
+void add_forest_avx512(const DenseForest& forest, const float* block, double* margin,
                        std::int64_t n);
 
 // Whether this CPU (and the OS's saved register state) runs `isa`'s evaluator.

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <new>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -74,9 +75,7 @@ enum class Link : std::uint8_t { kIdentity, kSigmoid };
 // feature, one with NaN as -infinity and one with NaN as +infinity; a node reads the first
 // when its default is left, the second otherwise. Thresholds are finite (checked at load),
 // so -infinity always goes left and +infinity right, and for every other value both
-// columns hold float(x) and `x < threshold` is XGBoost's float32 comparison exactly (the
-// columns hold doubles converted from the float, compared with the float threshold
-// converted to double: both conversions exact).
+// columns hold float(x) and `x < threshold` is XGBoost's float32 comparison exactly.
 
 using xgboost::DenseForest;
 using xgboost::DenseTree;
@@ -87,6 +86,12 @@ using xgboost::kMaxDenseDepth;
 // NaN columns), so that a block stays in L1/L2 (256 x 2 x 64 x 8 bytes = 256 KiB at most;
 // Kepler's 5 features take 5 KiB).
 constexpr std::size_t kMaxDenseFeatures = 256;
+
+// A SIMD evaluator follows one tree's levels for a handful of row registers, so with few
+// rows it waits on each gather's latency, tree after tree: below this many rows in a block
+// the scalar evaluator (same bits) is faster. Measured on Sapphire Rapids (docs/benchmarks.md
+// "XGBoost evaluation"). An evaluator forced at load (tests) takes every block.
+constexpr Eigen::Index kMinVectorRows = 16;
 
 std::uint32_t tree_depth(const std::vector<Node>& nodes, std::int32_t root, std::uint32_t limit) {
   // Breadth first, stopping as soon as the depth passes `limit`.
@@ -109,8 +114,8 @@ std::uint32_t tree_depth(const std::vector<Node>& nodes, std::int32_t root, std:
 
 void fill_dense(const std::vector<Node>& nodes, std::int32_t src, std::uint32_t pos,
                 std::uint32_t level, std::uint32_t depth, double weight,
-                const std::vector<std::uint32_t>& column_of_feature, double* out_thresholds,
-                std::int64_t* out_columns, double* out_leaves) {
+                const std::vector<std::uint32_t>& column_of_feature, float* out_thresholds,
+                std::int32_t* out_columns, double* out_leaves) {
   const Node& n = nodes[static_cast<std::size_t>(src)];
   if (level == depth) {
     out_leaves[pos - ((1U << depth) - 1)] = weight * static_cast<double>(n.value);
@@ -120,8 +125,8 @@ void fill_dense(const std::vector<Node>& nodes, std::int32_t src, std::uint32_t 
   if (n.left >= 0) {
     const std::uint32_t column =
         2 * column_of_feature[n.feature] + (n.default_left != 0 ? 0 : 1);
-    out_thresholds[pos] = static_cast<double>(n.value);
-    out_columns[pos] = static_cast<std::int64_t>(column) * kBlockRows;
+    out_thresholds[pos] = n.value;
+    out_columns[pos] = static_cast<std::int32_t>(column * kBlockRows);
     left = n.left;
   }
   const std::int32_t right = n.left >= 0 ? n.left + 1 : src;
@@ -161,7 +166,7 @@ DenseForest make_dense(const std::vector<Node>& nodes, const std::vector<std::in
     }
   }
   // Pass-through nodes keep threshold 0 and column 0: both ways lead to the same leaf.
-  f.thresholds.assign(total_nodes + xgboost::kDensePadding, 0.0);
+  f.thresholds.assign(total_nodes + xgboost::kDensePadding, 0.0F);
   f.columns.assign(total_nodes + xgboost::kDensePadding, 0);
   f.leaves.resize(total_nodes + roots.size());
   f.trees.reserve(roots.size());
@@ -180,7 +185,7 @@ DenseForest make_dense(const std::vector<Node>& nodes, const std::vector<std::in
   // column offset plus a row stays inside the block. fill_dense cannot break it; a change
   // that did would send the forest to the node walk rather than read outside the block.
   const auto block_size = static_cast<std::int64_t>(2 * f.features.size()) * kBlockRows;
-  for (const std::int64_t c : f.columns) {
+  for (const std::int32_t c : f.columns) {
     if (c < 0 || c + kBlockRows > std::max<std::int64_t>(block_size, kBlockRows)) return {};
   }
   return f;
@@ -190,12 +195,14 @@ class XGBoostRegressor final : public Regressor {
  public:
   XGBoostRegressor(std::vector<Node> nodes, std::vector<std::int32_t> roots,
                    std::vector<double> tree_weights, double base_margin, Link link,
-                   Eigen::Index features, std::string description, xgboost::Isa isa)
+                   Eigen::Index features, std::string description, xgboost::Isa isa,
+                   bool forced)
       : nodes_(std::move(nodes)),
         roots_(std::move(roots)),
         tree_weights_(std::move(tree_weights)),
         dense_(make_dense(nodes_, roots_, tree_weights_)),
         add_forest_(xgboost::evaluator(isa)),
+        min_vector_rows_(forced || isa == xgboost::Isa::kScalar ? 0 : kMinVectorRows),
         base_margin_(base_margin),
         link_(link),
         features_(features),
@@ -224,26 +231,31 @@ class XGBoostRegressor final : public Regressor {
   // same sums as one row at a time.
   void predict_dense(const ConstRowsD& in, RowsD out, Scratch& scratch) const {
     const auto pairs = static_cast<Eigen::Index>(dense_.features.size());
-    RowsD block_m = scratch.matrix(kRegressorSlots, std::max<Eigen::Index>(2 * pairs, 1),
-                                   kBlockRows);
-    double* const block = block_m.data();
+    // The block is floats (2 x pairs columns of kBlockRows) in the storage of a scratch
+    // matrix of doubles, half as many. Placement new[] into it has no array overhead
+    // (C++20, CWG 2382) and zeroes it: the SIMD evaluators read whole vectors, past the
+    // rows of a short block, and must not read indeterminate values.
+    RowsD storage = scratch.matrix(kRegressorSlots, std::max<Eigen::Index>(pairs, 1), kBlockRows);
+    float* const block = ::new (static_cast<void*>(storage.data()))
+        float[static_cast<std::size_t>(2 * storage.size())]();
     std::array<double, kBlockRows> margin{};
-    constexpr double kInf = std::numeric_limits<double>::infinity();
+    constexpr float kInf = std::numeric_limits<float>::infinity();
     for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlockRows) {
       const Eigen::Index n = std::min<Eigen::Index>(kBlockRows, in.rows() - r0);
       for (Eigen::Index j = 0; j < pairs; ++j) {
-        double* const nan_left = block + 2 * j * kBlockRows;
-        double* const nan_right = nan_left + kBlockRows;
+        float* const nan_left = block + 2 * j * kBlockRows;
+        float* const nan_right = nan_left + kBlockRows;
         const Eigen::Index col = dense_.features[static_cast<std::size_t>(j)];
         for (Eigen::Index i = 0; i < n; ++i) {
           const float x = feature_value(in(r0 + i, col));
           const bool missing = std::isnan(x);
-          nan_left[i] = missing ? -kInf : static_cast<double>(x);
-          nan_right[i] = missing ? kInf : static_cast<double>(x);
+          nan_left[i] = missing ? -kInf : x;
+          nan_right[i] = missing ? kInf : x;
         }
       }
       std::fill(margin.begin(), margin.end(), base_margin_);
-      add_forest_(dense_, block, margin.data(), n);
+      (n >= min_vector_rows_ ? add_forest_ : xgboost::add_forest_scalar)(dense_, block,
+                                                                        margin.data(), n);
       finish(margin.data(), r0, n, out);
     }
   }
@@ -283,6 +295,7 @@ class XGBoostRegressor final : public Regressor {
   std::vector<double> tree_weights_;  // 1 for gbtree; weight_drop for dart
   DenseForest dense_;                 // empty when the forest is walked node by node
   xgboost::AddForest add_forest_;     // dense_'s evaluator, for the ISA chosen at load
+  Eigen::Index min_vector_rows_;      // smaller blocks go to the scalar evaluator
   double base_margin_;
   Link link_;
   Eigen::Index features_;
@@ -767,7 +780,7 @@ Result<std::unique_ptr<Regressor>> load_xgboost_document(const Json& doc,
   auto regressor = std::make_unique<XGBoostRegressor>(
       std::move(nodes), std::move(roots), std::move(tree_weights), base_margin,
       objective->link, static_cast<Eigen::Index>(*num_feature), std::move(description),
-      isa.value_or(default_xgboost_isa()));
+      isa.value_or(default_xgboost_isa()), isa.has_value());
   spdlog::debug("{}: {}", file, regressor->describe());
   return std::unique_ptr<Regressor>(std::move(regressor));
 }
