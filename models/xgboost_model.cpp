@@ -83,8 +83,8 @@ using xgboost::kBlockRows;
 using xgboost::kMaxDenseDepth;
 
 // Columns of the block copy: at most this many distinct split features (x2 for the two
-// NaN columns), so that a block stays in L1/L2 (256 x 2 x 64 x 8 bytes = 256 KiB at most;
-// Kepler's 5 features take 5 KiB).
+// NaN columns), so that a block stays in L1/L2 (256 x 2 x 64 x 4 bytes = 128 KiB at most;
+// Kepler's 5 features take 2.5 KiB).
 constexpr std::size_t kMaxDenseFeatures = 256;
 
 // A SIMD evaluator follows one tree's levels for a handful of row registers, so with few
@@ -207,7 +207,7 @@ class XGBoostRegressor final : public Regressor {
         link_(link),
         features_(features),
         description_(std::move(description)) {
-    // The evaluator in use, for `estimator models` and load logs.
+    // The evaluator in use, for the load log and messages that name the model.
     const bool dense = !dense_.trees.empty() || roots_.empty();
     description_.insert(description_.size() - 1,
                         dense ? ", " + std::string(xgboost::isa_name(isa)) : ", node walk");

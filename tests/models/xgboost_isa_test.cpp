@@ -22,6 +22,7 @@
 #include "models/stages.h"
 #include "models/xgboost_model.h"
 #include "test_files.h"
+#include "xgboost_test_util.h"
 
 namespace estimator::models {
 namespace {
@@ -37,19 +38,7 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::unique_ptr<Regressor> must_load(const std::string& text, Isa isa) {
-  Result<std::unique_ptr<Regressor>> r = load_xgboost_json(text, "m.json", isa);
-  if (!r.ok()) {
-    ADD_FAILURE() << xgboost::isa_name(isa) << ": " << r.status().to_string();
-    return nullptr;
-  }
-  return std::move(*r);
-}
-
-std::vector<double> predict(const Regressor& sut, const RowMatrixD& x) {
-  RowMatrixD out = RowMatrixD::Constant(x.rows(), 1, -12345.0);
-  Scratch scratch;
-  sut.predict(x, out, scratch);
-  return {out.data(), out.data() + out.size()};
+  return testing::must_load_xgboost(text, xgboost::isa_name(isa), isa);
 }
 
 // A random tree of at most `depth` levels: each node below the root becomes a leaf with
@@ -161,8 +150,8 @@ void expect_same_bits(const std::string& model, Isa isa, const RowMatrixD& x,
   for (const Eigen::Index n : kRowCounts) {
     if (n > x.rows()) continue;
     const RowMatrixD rows = x.topRows(n);
-    const std::vector<double> want = predict(*reference, rows);
-    const std::vector<double> got = predict(*sut, rows);
+    const std::vector<double> want = testing::predict_column(*reference, rows);
+    const std::vector<double> got = testing::predict_column(*sut, rows);
     ASSERT_EQ(got.size(), want.size());
     for (std::size_t i = 0; i < want.size(); ++i) {
       // Bits, not values: the sums must be the scalar evaluator's.
