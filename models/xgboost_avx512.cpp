@@ -5,8 +5,10 @@
 //
 // A level of up to 64 nodes is held in registers and a row's threshold and column are
 // picked by permutes; deeper levels are gathered. The row's value is one gather from the
-// block. Only these functions carry the target attribute (no -m flag for the file), so
-// nothing else in the build may use AVX-512 instructions on a CPU without them.
+// block, except at levels 0-2 (at most 4 columns: loads and blends). Only these
+// functions carry the target attribute (no -m flag for the file), so nothing else in the
+// build may use AVX-512 instructions on a CPU without them.
+//
 // gcc 12's intrinsics start some results from an "undefined" register that its own
 // -Wmaybe-uninitialized then flags once inlined (gcc bug 105593): off for their header.
 #if defined(__GNUC__) && !defined(__clang__)

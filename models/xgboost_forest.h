@@ -20,11 +20,12 @@
 //
 //   [ c0: r0 r1 .. r63 | c1: r0 .. r63 | ... ]    node -> columns[node] = c x kBlockRows
 //
-// Every index an evaluator forms is bounded by construction, which make_dense checks
-// (xgboost_model.cpp): a node position within a tree is below 2^D - 1, a leaf below 2^D,
-// a column offset plus a row below the block's size. The SIMD evaluators also read whole
-// vectors from a level's start (up to kDensePadding entries past a shallow tree's last
-// node), which is why both node arrays end in kDensePadding unused entries.
+// Every index an evaluator forms is bounded by construction (make_dense in
+// xgboost_model.cpp, which also checks the column offsets): a node position within a tree
+// is below 2^D - 1, a leaf below 2^D, a column offset plus a row below the block's size.
+// The SIMD evaluators also read whole vectors from a level's start (up to 15 entries past
+// a shallow tree's last node), which is why both node arrays end in kDensePadding unused
+// entries.
 //
 // Every evaluator adds, for each row, the trees' leaves in tree order to the row's margin,
 // one double addition per tree: the sums are the same bits on every path.
