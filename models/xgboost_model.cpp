@@ -8,7 +8,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <new>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -60,91 +62,36 @@ inline std::int32_t next_node(const Node& n, float x) {
 
 enum class Link : std::uint8_t { kIdentity, kSigmoid };
 
-// ---- the complete-tree evaluator --------------------------------------------------------
+// ---- the complete-tree form (models/xgboost_forest.h) ----------------------------------
 //
 // Kepler's models are 100 trees of depth <= 6 over 5 features, evaluated for up to
 // thousands of rows per request. Walking them node by node costs a data-dependent branch
 // per level that the CPU mispredicts about half the time. Instead each tree is padded at
 // load to the complete tree of its depth (a leaf above the bottom becomes pass-through
 // nodes whose two subtrees end in copies of it), so every row takes exactly `depth` steps
-// of `i = 2i + 2 - (x < threshold)` with no branch, and the leaf is found by position.
+// with no branch, and the leaf is found by position; the steps vectorise over rows.
 //
 // Missing values: a row block is copied once, feature-major, into two columns per
 // feature, one with NaN as -infinity and one with NaN as +infinity; a node reads the first
 // when its default is left, the second otherwise. Thresholds are finite (checked at load),
 // so -infinity always goes left and +infinity right, and for every other value both
-// columns hold float(x) and `x < threshold` is XGBoost's float32 comparison exactly (the
-// columns hold doubles converted from the float, compared with the float threshold
-// converted to double: both conversions exact).
+// columns hold float(x) and `x < threshold` is XGBoost's float32 comparison exactly.
 
-constexpr std::int64_t kBlockRows = 64;      // rows per block (a column of the copy)
-constexpr std::uint32_t kMaxDenseDepth = 8;  // deeper trees are walked node by node
+using xgboost::DenseForest;
+using xgboost::DenseTree;
+using xgboost::kBlockRows;
+using xgboost::kMaxDenseDepth;
+
 // Columns of the block copy: at most this many distinct split features (x2 for the two
-// NaN columns), so that a block stays in L1/L2 (256 x 2 x 64 x 8 bytes = 256 KiB at most;
-// Kepler's 5 features take 5 KiB).
+// NaN columns), so that a block stays in L1/L2 (256 x 2 x 64 x 4 bytes = 128 KiB at most;
+// Kepler's 5 features take 2.5 KiB).
 constexpr std::size_t kMaxDenseFeatures = 256;
 
-struct DenseNode {
-  double threshold;
-  std::uint32_t column_offset;  // column * kBlockRows, into the block copy
-  std::uint32_t unused;
-};
-static_assert(sizeof(DenseNode) == 16, "a dense node is 16 bytes");
-
-struct DenseTree {
-  std::uint32_t first_node;  // 2^depth - 1 nodes, level by level (children of i: 2i+1, 2i+2)
-  std::uint32_t first_leaf;  // 2^depth leaves: weight x leaf value, left to right
-  std::uint32_t depth;
-};
-
-struct DenseForest {
-  std::vector<DenseNode> nodes;
-  std::vector<double> leaves;
-  std::vector<DenseTree> trees;
-  std::vector<std::uint32_t> features;  // block column pair j holds input column features[j]
-};
-
-// Adds each row's leaf of one tree of depth D to margin[0..n), rows
-// interleaved kLanes at a time so that their independent chains of loads overlap.
-template <std::uint32_t D>
-void add_dense_tree(const DenseNode* nodes, const double* leaves, const double* block,
-                    double* margin, std::int64_t n) {
-  constexpr std::uint32_t kFirstLeaf = (1U << D) - 1;
-  constexpr std::int64_t kLanes = 8;
-  std::int64_t r = 0;
-  for (; r + kLanes <= n; r += kLanes) {
-    std::array<std::uint32_t, kLanes> at{};
-    for (std::uint32_t level = 0; level < D; ++level) {
-      for (std::int64_t k = 0; k < kLanes; ++k) {
-        const DenseNode& node = nodes[at[static_cast<std::size_t>(k)]];
-        const bool left = block[node.column_offset + static_cast<std::uint32_t>(r + k)] <
-                          node.threshold;
-        at[static_cast<std::size_t>(k)] =
-            2 * at[static_cast<std::size_t>(k)] + 2 - static_cast<std::uint32_t>(left);
-      }
-    }
-    for (std::int64_t k = 0; k < kLanes; ++k) {
-      margin[r + k] += leaves[at[static_cast<std::size_t>(k)] - kFirstLeaf];
-    }
-  }
-  for (; r < n; ++r) {
-    std::uint32_t at = 0;
-    for (std::uint32_t level = 0; level < D; ++level) {
-      const DenseNode& node = nodes[at];
-      at = 2 * at + 2 -
-           static_cast<std::uint32_t>(block[node.column_offset + static_cast<std::uint32_t>(r)] <
-                                      node.threshold);
-    }
-    margin[r] += leaves[at - kFirstLeaf];
-  }
-}
-
-using AddDenseTree = void (*)(const DenseNode*, const double*, const double*, double*,
-                              std::int64_t);
-constexpr std::array<AddDenseTree, kMaxDenseDepth + 1> kAddDenseTree = {
-    add_dense_tree<0>, add_dense_tree<1>, add_dense_tree<2>, add_dense_tree<3>,
-    add_dense_tree<4>, add_dense_tree<5>, add_dense_tree<6>, add_dense_tree<7>,
-    add_dense_tree<8>};
+// A SIMD evaluator follows one tree's levels for a handful of row registers, so with few
+// rows it waits on each gather's latency, tree after tree: below this many rows in a block
+// the scalar evaluator (same bits) is faster. Measured on Sapphire Rapids (docs/benchmarks.md
+// "XGBoost evaluation"). An evaluator forced at load (tests) takes every block.
+constexpr Eigen::Index kMinVectorRows = 16;
 
 std::uint32_t tree_depth(const std::vector<Node>& nodes, std::int32_t root, std::uint32_t limit) {
   // Breadth first, stopping as soon as the depth passes `limit`.
@@ -167,29 +114,26 @@ std::uint32_t tree_depth(const std::vector<Node>& nodes, std::int32_t root, std:
 
 void fill_dense(const std::vector<Node>& nodes, std::int32_t src, std::uint32_t pos,
                 std::uint32_t level, std::uint32_t depth, double weight,
-                const std::vector<std::uint32_t>& column_of_feature, DenseNode* out_nodes,
-                double* out_leaves) {
+                const std::vector<std::uint32_t>& column_of_feature, float* out_thresholds,
+                std::int32_t* out_columns, double* out_leaves) {
   const Node& n = nodes[static_cast<std::size_t>(src)];
   if (level == depth) {
     out_leaves[pos - ((1U << depth) - 1)] = weight * static_cast<double>(n.value);
     return;
   }
-  if (n.left < 0) {
-    // A leaf above the bottom: both ways lead to it.
-    out_nodes[pos] = DenseNode{0.0, 0, 0};
-    fill_dense(nodes, src, 2 * pos + 1, level + 1, depth, weight, column_of_feature, out_nodes,
-               out_leaves);
-    fill_dense(nodes, src, 2 * pos + 2, level + 1, depth, weight, column_of_feature, out_nodes,
-               out_leaves);
-    return;
+  std::int32_t left = src;  // a leaf above the bottom: both ways lead to it
+  if (n.left >= 0) {
+    const std::uint32_t column =
+        2 * column_of_feature[n.feature] + (n.default_left != 0 ? 0 : 1);
+    out_thresholds[pos] = n.value;
+    out_columns[pos] = static_cast<std::int32_t>(column * kBlockRows);
+    left = n.left;
   }
-  const std::uint32_t column = 2 * column_of_feature[n.feature] + (n.default_left != 0 ? 0 : 1);
-  out_nodes[pos] = DenseNode{static_cast<double>(n.value),
-                             column * static_cast<std::uint32_t>(kBlockRows), 0};
-  fill_dense(nodes, n.left, 2 * pos + 1, level + 1, depth, weight, column_of_feature,
-             out_nodes, out_leaves);
-  fill_dense(nodes, n.left + 1, 2 * pos + 2, level + 1, depth, weight, column_of_feature,
-             out_nodes, out_leaves);
+  const std::int32_t right = n.left >= 0 ? n.left + 1 : src;
+  fill_dense(nodes, left, 2 * pos + 1, level + 1, depth, weight, column_of_feature,
+             out_thresholds, out_columns, out_leaves);
+  fill_dense(nodes, right, 2 * pos + 2, level + 1, depth, weight, column_of_feature,
+             out_thresholds, out_columns, out_leaves);
 }
 
 // The complete-tree form of a checked forest, or an empty one when a tree is deeper than
@@ -221,7 +165,9 @@ DenseForest make_dense(const std::vector<Node>& nodes, const std::vector<std::in
       f.features.push_back(n.feature);
     }
   }
-  f.nodes.resize(total_nodes);
+  // Pass-through nodes keep threshold 0 and column 0: both ways lead to the same leaf.
+  f.thresholds.assign(total_nodes + xgboost::kDensePadding, 0.0F);
+  f.columns.assign(total_nodes + xgboost::kDensePadding, 0);
   f.leaves.resize(total_nodes + roots.size());
   f.trees.reserve(roots.size());
   std::uint32_t next_node = 0;
@@ -230,9 +176,17 @@ DenseForest make_dense(const std::vector<Node>& nodes, const std::vector<std::in
     const std::uint32_t d = depths[t];
     f.trees.push_back(DenseTree{next_node, next_leaf, d});
     fill_dense(nodes, roots[t], 0, 0, d, tree_weights[t], column_of_feature,
-               f.nodes.data() + next_node, f.leaves.data() + next_leaf);
+               f.thresholds.data() + next_node, f.columns.data() + next_node,
+               f.leaves.data() + next_leaf);
     next_node += (1U << d) - 1;
     next_leaf += 1U << d;
+  }
+  // What every evaluator relies on instead of checking per row (xgboost_forest.h): each
+  // column offset plus a row stays inside the block. fill_dense cannot break it; a change
+  // that did would send the forest to the node walk rather than read outside the block.
+  const auto block_size = static_cast<std::int64_t>(2 * f.features.size()) * kBlockRows;
+  for (const std::int32_t c : f.columns) {
+    if (c < 0 || c + kBlockRows > std::max<std::int64_t>(block_size, kBlockRows)) return {};
   }
   return f;
 }
@@ -241,15 +195,23 @@ class XGBoostRegressor final : public Regressor {
  public:
   XGBoostRegressor(std::vector<Node> nodes, std::vector<std::int32_t> roots,
                    std::vector<double> tree_weights, double base_margin, Link link,
-                   Eigen::Index features, std::string description)
+                   Eigen::Index features, std::string description, xgboost::Isa isa,
+                   bool forced)
       : nodes_(std::move(nodes)),
         roots_(std::move(roots)),
         tree_weights_(std::move(tree_weights)),
         dense_(make_dense(nodes_, roots_, tree_weights_)),
+        add_forest_(xgboost::evaluator(isa)),
+        min_vector_rows_(forced || isa == xgboost::Isa::kScalar ? 0 : kMinVectorRows),
         base_margin_(base_margin),
         link_(link),
         features_(features),
-        description_(std::move(description)) {}
+        description_(std::move(description)) {
+    // The evaluator in use, for the load log and messages that name the model.
+    const bool dense = !dense_.trees.empty() || roots_.empty();
+    description_.insert(description_.size() - 1,
+                        dense ? ", " + std::string(xgboost::isa_name(isa)) : ", node walk");
+  }
 
   Eigen::Index inputs() const override { return features_; }
 
@@ -269,29 +231,31 @@ class XGBoostRegressor final : public Regressor {
   // same sums as one row at a time.
   void predict_dense(const ConstRowsD& in, RowsD out, Scratch& scratch) const {
     const auto pairs = static_cast<Eigen::Index>(dense_.features.size());
-    RowsD block_m = scratch.matrix(kRegressorSlots, std::max<Eigen::Index>(2 * pairs, 1),
-                                   kBlockRows);
-    double* const block = block_m.data();
+    // The block is floats (2 x pairs columns of kBlockRows) in the storage of a scratch
+    // matrix of doubles, half as many. Placement new[] into it has no array overhead
+    // (C++20, CWG 2382) and zeroes it: the SIMD evaluators read whole vectors, past the
+    // rows of a short block, and must not read indeterminate values.
+    RowsD storage = scratch.matrix(kRegressorSlots, std::max<Eigen::Index>(pairs, 1), kBlockRows);
+    float* const block = ::new (static_cast<void*>(storage.data()))
+        float[static_cast<std::size_t>(2 * storage.size())]();
     std::array<double, kBlockRows> margin{};
-    constexpr double kInf = std::numeric_limits<double>::infinity();
+    constexpr float kInf = std::numeric_limits<float>::infinity();
     for (Eigen::Index r0 = 0; r0 < in.rows(); r0 += kBlockRows) {
       const Eigen::Index n = std::min<Eigen::Index>(kBlockRows, in.rows() - r0);
       for (Eigen::Index j = 0; j < pairs; ++j) {
-        double* const nan_left = block + 2 * j * kBlockRows;
-        double* const nan_right = nan_left + kBlockRows;
+        float* const nan_left = block + 2 * j * kBlockRows;
+        float* const nan_right = nan_left + kBlockRows;
         const Eigen::Index col = dense_.features[static_cast<std::size_t>(j)];
         for (Eigen::Index i = 0; i < n; ++i) {
           const float x = feature_value(in(r0 + i, col));
           const bool missing = std::isnan(x);
-          nan_left[i] = missing ? -kInf : static_cast<double>(x);
-          nan_right[i] = missing ? kInf : static_cast<double>(x);
+          nan_left[i] = missing ? -kInf : x;
+          nan_right[i] = missing ? kInf : x;
         }
       }
       std::fill(margin.begin(), margin.end(), base_margin_);
-      for (const DenseTree& t : dense_.trees) {
-        kAddDenseTree[t.depth](dense_.nodes.data() + t.first_node,
-                               dense_.leaves.data() + t.first_leaf, block, margin.data(), n);
-      }
+      (n >= min_vector_rows_ ? add_forest_ : xgboost::add_forest_scalar)(dense_, block,
+                                                                        margin.data(), n);
       finish(margin.data(), r0, n, out);
     }
   }
@@ -330,6 +294,8 @@ class XGBoostRegressor final : public Regressor {
   std::vector<std::int32_t> roots_;   // index of each tree's root in nodes_
   std::vector<double> tree_weights_;  // 1 for gbtree; weight_drop for dart
   DenseForest dense_;                 // empty when the forest is walked node by node
+  xgboost::AddForest add_forest_;     // dense_'s evaluator, for the ISA chosen at load
+  Eigen::Index min_vector_rows_;      // smaller blocks go to the scalar evaluator
   double base_margin_;
   Link link_;
   Eigen::Index features_;
@@ -594,15 +560,42 @@ bool is_xgboost_document(const Json& doc) {
   return learner != nullptr && json::optional_member(*learner, "gradient_booster") != nullptr;
 }
 
+xgboost::Isa default_xgboost_isa() {
+  static const xgboost::Isa chosen = [] {
+    const xgboost::Isa best = xgboost::best_isa();
+    const char* const asked = std::getenv("ESTIMATOR_XGBOOST_ISA");
+    if (asked == nullptr || *asked == '\0') return best;
+    for (const xgboost::Isa isa :
+         {xgboost::Isa::kScalar, xgboost::Isa::kAvx2, xgboost::Isa::kAvx512}) {
+      if (xgboost::isa_name(isa) != asked) continue;
+      if (xgboost::isa_supported(isa)) return isa;
+      spdlog::warn("ESTIMATOR_XGBOOST_ISA={}: this CPU does not run it; using {}", asked,
+                   xgboost::isa_name(best));
+      return best;
+    }
+    spdlog::warn("ESTIMATOR_XGBOOST_ISA={}: not one of scalar, avx2, avx512; using {}", asked,
+                 xgboost::isa_name(best));
+    return best;
+  }();
+  return chosen;
+}
+
 Result<std::unique_ptr<Regressor>> load_xgboost_json(std::string_view text,
-                                                     std::string_view file) {
+                                                     std::string_view file,
+                                                     std::optional<xgboost::Isa> isa) {
   Result<Json> doc = json::parse(text, file);
   if (!doc.ok()) return doc.status();
-  return load_xgboost_document(*doc, file);
+  return load_xgboost_document(*doc, file, isa);
 }
 
 Result<std::unique_ptr<Regressor>> load_xgboost_document(const Json& doc,
-                                                         std::string_view file) {
+                                                         std::string_view file,
+                                                         std::optional<xgboost::Isa> isa) {
+  if (isa && !xgboost::isa_supported(*isa)) {
+    return Status(Code::kInvalidArgument,
+                  std::string(file) + ": the " + std::string(xgboost::isa_name(*isa)) +
+                      " evaluator was asked for but this CPU does not run it");
+  }
   const Where root{std::string(file), ""};
   Result<const Json*> learner_j = json::member(doc, root, "learner");
   if (!learner_j.ok()) return learner_j.status();
@@ -784,9 +777,12 @@ Result<std::unique_ptr<Regressor>> load_xgboost_document(const Json& doc,
   std::string description = "XGBoost(" + *booster + ", " + std::to_string(trees.size()) +
                             " trees, " + std::to_string(*num_feature) + " features, " +
                             *obj_name + ")";
-  return std::unique_ptr<Regressor>(std::make_unique<XGBoostRegressor>(
+  auto regressor = std::make_unique<XGBoostRegressor>(
       std::move(nodes), std::move(roots), std::move(tree_weights), base_margin,
-      objective->link, static_cast<Eigen::Index>(*num_feature), std::move(description)));
+      objective->link, static_cast<Eigen::Index>(*num_feature), std::move(description),
+      isa.value_or(default_xgboost_isa()), isa.has_value());
+  spdlog::debug("{}: {}", file, regressor->describe());
+  return std::unique_ptr<Regressor>(std::move(regressor));
 }
 
 }  // namespace estimator::models

@@ -20,6 +20,7 @@
 #include "models/stages.h"
 #include "models/xgboost_model.h"
 #include "test_files.h"
+#include "xgboost_test_util.h"
 
 namespace estimator::models {
 namespace {
@@ -37,19 +38,11 @@ using testing::read_file_bytes;
 using testing::zip_member;
 
 std::unique_ptr<Regressor> must_load(std::string_view text, std::string_view file) {
-  Result<std::unique_ptr<Regressor>> r = load_xgboost_json(text, file);
-  if (!r.ok()) {
-    ADD_FAILURE() << "load_xgboost_json(" << file << "): " << r.status().to_string();
-    return nullptr;
-  }
-  return std::move(*r);
+  return testing::must_load_xgboost(text, file);
 }
 
 std::vector<double> predict(const Regressor& sut, const RowMatrixD& x) {
-  RowMatrixD out = RowMatrixD::Constant(x.rows(), 1, -12345.0);
-  Scratch scratch;
-  sut.predict(x, out, scratch);
-  return {out.data(), out.data() + out.size()};
+  return testing::predict_column(sut, x);
 }
 
 double rel_error(double got, double want) {

@@ -26,6 +26,7 @@
 #include "models/xgboost_model.h"
 #include "models/xgboost_ubjson.h"
 #include "test_files.h"
+#include "xgboost_test_util.h"
 #include "tests/support/shell_command.h"
 
 namespace estimator::models {
@@ -221,10 +222,7 @@ std::string stump_ubj(bool serialised, const std::string& num_feature_value = st
 }
 
 std::vector<double> predict(const Regressor& sut, const RowMatrixD& x) {
-  RowMatrixD out = RowMatrixD::Constant(x.rows(), 1, -12345.0);
-  Scratch scratch;
-  sut.predict(x, out, scratch);
-  return {out.data(), out.data() + out.size()};
+  return testing::predict_column(sut, x);
 }
 
 TEST(XGBoostUbjson, HandMadeModelAndItsSerialisedForm) {
