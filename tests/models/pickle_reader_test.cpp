@@ -22,9 +22,12 @@
 
 #include "models/pickle.h"
 #include "models/sklearn_model.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
+
+using estimator::testing::read_file;
 
 namespace fs = std::filesystem;
 using pickle::Options;
@@ -245,13 +248,6 @@ std::unique_ptr<pickle::Document> must_read(const std::string& bytes, const Opti
 const Value& at(const Value& v, std::size_t i) { return *pickle::items(v)[i]; }
 
 fs::path fixtures() { return fs::path(SKLEARN_FIXTURES_DIR); }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // ---- values ---------------------------------------------------------------------------
 
@@ -683,7 +679,7 @@ TEST(PickleReader, EveryTruncationIsRefusedWithItsOffset) {
   Options opts;
   opts.allowed = sklearn_classes();
   for (const char* name : {"linear.pkl", "maxabs_p2.pkl", "gb_small.pkl", "knn.pkl"}) {
-    const std::string bytes = slurp(fixtures() / name);
+    const std::string bytes = read_file(fixtures() / name);
     ASSERT_FALSE(bytes.empty()) << name;
     ASSERT_TRUE(read(bytes, opts).ok()) << name;
     for (std::size_t n = 1; n < bytes.size(); ++n) {
@@ -703,7 +699,7 @@ TEST(PickleReader, CorruptedBytesNeverCrash) {
   Options opts;
   opts.allowed = sklearn_classes();
   for (const char* name : {"gb_small.pkl", "knn.pkl", "svr_rbf.pkl", "poly2.pkl"}) {
-    const std::string bytes = slurp(fixtures() / name);
+    const std::string bytes = read_file(fixtures() / name);
     ASSERT_FALSE(bytes.empty()) << name;
     int accepted = 0;
     for (int i = 0; i < 1500; ++i) {

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <utility>
 
 extern char** environ;
 
@@ -181,7 +182,7 @@ inline void track_segment(const std::string& name) {
   using namespace watchdog_detail;
   const std::string path = "/dev/shm/" + name;
   const std::string lock_path = path + ".lock";
-  if (lock_path.size() >= kPathMax || name.find_first_of("/ \n") != std::string::npos) return;
+  if (name.empty() || lock_path.size() >= kPathMax || name.find_first_of("/ \n") != std::string::npos) return;
   const std::lock_guard lock(g_mutex);
   adopt_if_forked_locked();
   int free_slot = -1;
@@ -220,6 +221,19 @@ inline bool untrack_segment(const std::string& name, bool remove = true) {
   }
   return false;
 }
+
+// A segment name tracked for the life of this object, however the test ends.
+class TrackedSegment {
+ public:
+  explicit TrackedSegment(std::string name) : name_(std::move(name)) { track_segment(name_); }
+  ~TrackedSegment() { untrack_segment(name_); }
+  TrackedSegment(const TrackedSegment&) = delete;
+  TrackedSegment& operator=(const TrackedSegment&) = delete;
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
 
 // Ends the test binary if a test runs longer than `seconds`, after removing what is
 // tracked (see the top of this file). One at a time; the destructor disarms it.
