@@ -27,6 +27,7 @@
 #include "daemon_process.h"
 #include "metrics_daemon.h"
 #include "tests/support/child_process.h"
+#include "tests/support/http_scrape.h"
 #include "tests/support/process_stats.h"
 
 namespace estimator::testing {
@@ -62,19 +63,6 @@ int unix_connect(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-int tcp_connect(std::uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
     return -1;
@@ -457,14 +445,14 @@ TEST(MetricsAbuse, ScrapesWorkWhileIdleConnectionsFillEveryPlace) {
   ASSERT_TRUE(d.start());
   std::vector<int> idle;
   for (int i = 0; i < 100; ++i) {
-    const int fd = tcp_connect(d.metrics_port());
+    const int fd = loopback_connect(d.metrics_port());
     if (fd >= 0) idle.push_back(fd);
   }
   ASSERT_EQ(idle.size(), 100U);
   // Well within the 5 s connection deadline that used to be the only way out for them.
   for (int i = 0; i < 5; ++i) {
     const std::string reply =
-        exchange(tcp_connect(d.metrics_port()), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 3s);
+        exchange(loopback_connect(d.metrics_port()), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 3s);
     EXPECT_TRUE(reply.starts_with("HTTP/1.1 200 OK")) << "scrape " << i << ": " << reply.substr(0, 80);
     EXPECT_NE(reply.find("estimator_"), std::string::npos);
   }

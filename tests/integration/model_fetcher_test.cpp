@@ -159,6 +159,9 @@ class ModelFetcherTest : public ::testing::Test {
     return out;
   }
 
+  // Every test, its set-up and tear-down included, in 60 s (the daemon tests re-arm it
+  // for longer).
+  Watchdog dog_{60};
   fs::path root, files, model_dir;
   std::unique_ptr<FakeServer> server;
 };
@@ -166,7 +169,6 @@ class ModelFetcherTest : public ::testing::Test {
 // ---- INIT_URL ---------------------------------------------------------------------
 
 TEST_F(ModelFetcherTest, InitUrlZipLandsAndTheWatcherServesIt) {
-  Watchdog dog(60);
   RegistryHolder holder(models::Registry::build(std::span<const models::ModelFolder>{}));
   ModelWatcher watcher(ModelLoader(model_dir, {}), holder, WatchOptions{.settle = 50ms});
   ASSERT_EQ(holder.get()->models().size(), 0U);
@@ -200,7 +202,6 @@ using testing::LogCapture;
 // A long download says how far it got every FETCH_PROGRESS_MS: bytes so far, the total
 // when the server announced it, and the rate.
 TEST_F(ModelFetcherTest, ALongDownloadLogsItsProgress) {
-  Watchdog dog(60);
   LogCapture log;
   FetchConfig c = quick_config();
   c.progress_interval = 200ms;
@@ -235,7 +236,6 @@ TEST_F(ModelFetcherTest, ALongDownloadLogsItsProgress) {
 
 // A quick download logs no progress at all.
 TEST_F(ModelFetcherTest, AQuickDownloadLogsNoProgress) {
-  Watchdog dog(60);
   LogCapture log;
   FetchConfig c = quick_config();
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/files/XgboostFitTrainer_1.zip");
@@ -248,7 +248,6 @@ TEST_F(ModelFetcherTest, AQuickDownloadLogsNoProgress) {
 }
 
 TEST_F(ModelFetcherTest, FileUrlsLandZipsAndWeightFiles) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   prefix(c, "NODE_COMPONENTS").init_url = "file://" + (files / "LinearRegressionTrainer_1.zip").string();
   prefix(c, "CONTAINER_TOTAL").init_url = "file://" + (files / "weight.json").string();
@@ -263,7 +262,6 @@ TEST_F(ModelFetcherTest, FileUrlsLandZipsAndWeightFiles) {
 }
 
 TEST_F(ModelFetcherTest, RefetchReplacesTheFileEvenAcrossFormats) {
-  Watchdog dog(60);
   for (const std::string name : {"LinearRegressionTrainer_1.zip", "XgboostFitTrainer_1.zip", "weight.json"}) {
     FetchConfig c = quick_config();
     prefix(c, "NODE_COMPONENTS").init_url = server->url("/files/" + name);
@@ -277,7 +275,6 @@ TEST_F(ModelFetcherTest, RefetchReplacesTheFileEvenAcrossFormats) {
 }
 
 TEST_F(ModelFetcherTest, GarbageIsRefusedAndNeverLands) {
-  Watchdog dog(60);
   struct Case {
     const char* prefix;
     std::string url;
@@ -309,7 +306,6 @@ TEST_F(ModelFetcherTest, GarbageIsRefusedAndNeverLands) {
 }
 
 TEST_F(ModelFetcherTest, TransientFailuresAreRetriedWithBackoff) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 3;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/flaky/2/XgboostFitTrainer_1.zip");
@@ -321,7 +317,6 @@ TEST_F(ModelFetcherTest, TransientFailuresAreRetriedWithBackoff) {
 }
 
 TEST_F(ModelFetcherTest, RetriesStopAtTheLimit) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 2;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/flaky/100/XgboostFitTrainer_1.zip");
@@ -333,7 +328,6 @@ TEST_F(ModelFetcherTest, RetriesStopAtTheLimit) {
 }
 
 TEST_F(ModelFetcherTest, NoListenerFailsFast) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 1;
   // Nothing listens on port 1 of loopback: the connection is refused at once.
@@ -347,7 +341,6 @@ TEST_F(ModelFetcherTest, NoListenerFailsFast) {
 // ---- a server that never answers ----------------------------------------------------
 
 TEST_F(ModelFetcherTest, TotalTimeoutFires) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.total_timeout = 1500ms;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/hang");
@@ -362,7 +355,6 @@ TEST_F(ModelFetcherTest, TotalTimeoutFires) {
 }
 
 TEST_F(ModelFetcherTest, DestructorAbortsATransferInProgress) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.total_timeout = 60s;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/hang");
@@ -376,7 +368,6 @@ TEST_F(ModelFetcherTest, DestructorAbortsATransferInProgress) {
 }
 
 TEST_F(ModelFetcherTest, DestructorDoesNotWaitForABackoff) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 5;
   c.backoff = 60s;
@@ -393,7 +384,6 @@ TEST_F(ModelFetcherTest, DestructorDoesNotWaitForABackoff) {
 // ---- the model server ---------------------------------------------------------------
 
 TEST_F(ModelFetcherTest, ModelServerAnswersWithAZip) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -425,7 +415,6 @@ TEST_F(ModelFetcherTest, ModelServerAnswersWithAZip) {
 }
 
 TEST_F(ModelFetcherTest, EveryPrefixIsAskedOnceWhenNoneIsConfigured) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -437,7 +426,6 @@ TEST_F(ModelFetcherTest, EveryPrefixIsAskedOnceWhenNoneIsConfigured) {
 }
 
 TEST_F(ModelFetcherTest, WeightQueriesLandAWeightFile) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -466,7 +454,6 @@ TEST_F(ModelFetcherTest, WeightQueriesLandAWeightFile) {
 class NoModelTest : public ModelFetcherTest, public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(NoModelTest, IsAskedOnceAndThenRests) {
-  Watchdog dog(60);
   const std::string path = GetParam();
   FetchConfig c = quick_config();
   c.retries = 3;
@@ -495,7 +482,6 @@ TEST_P(NoModelTest, IsAskedOnceAndThenRests) {
 INSTANTIATE_TEST_SUITE_P(Answers, NoModelTest, ::testing::Values("/nomodel", "/gone"));
 
 TEST_F(ModelFetcherTest, NoModelRestEndsAfterTheBackoff) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -521,7 +507,6 @@ TEST_F(ModelFetcherTest, NoModelRestEndsAfterTheBackoff) {
 }
 
 TEST_F(ModelFetcherTest, GarbageFromTheModelServerIsRefused) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -536,7 +521,6 @@ TEST_F(ModelFetcherTest, GarbageFromTheModelServerIsRefused) {
 // ---- want(): the on-demand path -----------------------------------------------------
 
 TEST_F(ModelFetcherTest, WantDeduplicatesConcurrentCallers) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -760,7 +744,6 @@ TEST_F(ModelFetcherTest, EstimatordAsksTheModelServerForARequestNoModelFits) {
 }
 
 TEST_F(ModelFetcherTest, EstimatordRefusesABadConfiguration) {
-  Watchdog dog(60);
   const fs::path conf = root / "estimator.conf";
   std::ofstream(conf) << "# Kepler model keys\nNODE_TOTAL_INIT_URL=ftp://example.org/m.zip\n";
   Estimatord daemon({"--shm-name", "estimator-fetch-bad-" + std::to_string(getpid()), "--config",

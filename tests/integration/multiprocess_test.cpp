@@ -74,17 +74,15 @@ TEST(MultiProcess, FourClientsTenThousandRequestsEachGetTheirOwnAnswers) {
   const std::string shm = unique_shm_name("four");
   DaemonProcess daemon(shm);
   ASSERT_TRUE(daemon.start());
-  std::vector<pid_t> kids;
+  std::vector<ChildProcess> kids;
   for (int k = 0; k < 4; ++k) {
     const pid_t pid = fork();
     if (pid == 0) _exit(client_process(shm, k + 1, 10000));
-    track_child(pid);
-    kids.push_back(pid);
+    kids.push_back(ChildProcess::adopt(pid));
   }
-  for (pid_t pid : kids) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    untrack_child(pid);
+  for (ChildProcess& kid : kids) {
+    const pid_t pid = kid.pid();
+    const int status = kid.wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client " << pid << " saw a wrong or failed reply";
   }
   const int status = daemon.stop(SIGTERM);

@@ -44,6 +44,17 @@ class ChildProcess {
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
+  // Takes over a child the test forked itself (for what posix_spawn cannot do: run code of
+  // the test, change user): tracked from here on.
+  static ChildProcess adopt(pid_t forked) {
+    ChildProcess child;
+    if (forked > 0) {
+      child.pid_ = forked;
+      track_child(forked);
+    }
+    return child;
+  }
+
   // Starts args[0] with `args`. False when it cannot start.
   bool start(const std::vector<std::string>& args, const SpawnOptions& options = {}) {
     stop(SIGKILL);
