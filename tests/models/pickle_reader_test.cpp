@@ -141,18 +141,22 @@ class PickleWriter {
   template <typename DtypeFn>
   PickleWriter& ndarray(const std::vector<std::int64_t>& shape, DtypeFn&& write_dtype,
                         std::string_view data, bool fortran = false) {
-    global("numpy.core.multiarray", "_reconstruct")
+    empty_ndarray();
+    mark().integer(1);
+    shape_tuple(shape);
+    write_dtype(*this);
+    boolean(fortran).bytes(data).tuple();
+    return build();
+  }
+  // The _reconstruct(ndarray, (0,), b'b') an array's state is then built into.
+  PickleWriter& empty_ndarray() {
+    return global("numpy.core.multiarray", "_reconstruct")
         .global("numpy", "ndarray")
         .integer(0)
         .tuple1()
         .bytes("b")
         .tuple3()
         .reduce();
-    mark().integer(1);
-    shape_tuple(shape);
-    write_dtype(*this);
-    boolean(fortran).bytes(data).tuple();
-    return build();
   }
   PickleWriter& shape_tuple(const std::vector<std::int64_t>& shape) {
     mark();
@@ -739,14 +743,7 @@ std::string gb_pickle(double threshold, std::int64_t left = 1, std::int64_t feat
   t.proto(2).global("sklearn.ensemble._gb", "GradientBoostingRegressor").empty_tuple().newobj();
   t.empty_dict().mark();
   t.str("learning_rate").real(1.0).str("init_").str("zero").str("n_features_in_").integer(features);
-  t.str("estimators_");  // an object ndarray: its data is a list
-  t.global("numpy.core.multiarray", "_reconstruct")
-      .global("numpy", "ndarray")
-      .integer(0)
-      .tuple1()
-      .bytes("b")
-      .tuple3()
-      .reduce();
+  t.str("estimators_").empty_ndarray();  // an object ndarray: its data is a list
   t.mark().integer(1).shape_tuple({1, 1}).dtype("O8", '|').boolean(false).empty_list().mark();
   // The tree.
   t.global("sklearn.tree._classes", "DecisionTreeRegressor")

@@ -113,6 +113,18 @@ std::vector<std::string> png_check(const fs::path& png, const std::vector<std::s
   return lines;
 }
 
+// run_validate with what it prints captured in `printed`; its exit code.
+int run_validate_captured(const ValidateOptions& o, std::string& printed) {
+  char* text = nullptr;
+  std::size_t size = 0;
+  FILE* out = open_memstream(&text, &size);
+  const int rc = run_validate(o, out);
+  std::fclose(out);
+  printed.assign(text, size);
+  std::free(text);
+  return rc;
+}
+
 TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
   const TempDir dir("validate-test");
   testing::write_node_models(dir.path() / "models");
@@ -124,13 +136,8 @@ TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
   o.csv_path = (dir.path() / "measured.csv").string();
   o.table_path = (dir.path() / "ranking.csv").string();
   o.plot_path = (dir.path() / "plot.png").string();
-  char* text = nullptr;
-  std::size_t size = 0;
-  FILE* out = open_memstream(&text, &size);
-  ASSERT_EQ(run_validate(o, out), 0);
-  std::fclose(out);
-  const std::string printed(text, size);
-  std::free(text);
+  std::string printed;
+  ASSERT_EQ(run_validate_captured(o, printed), 0);
 
   // Published order: Published_0 (0.5) < Middle_0 (2) < Truth_0 (9); measured: reversed.
   const std::size_t t = printed.find("Truth_0"), m = printed.find("Middle_0"),
@@ -184,13 +191,8 @@ TEST(Validate, ListsModelsItCannotJudgeAndFailsWhenNoneFits) {
   EXPECT_EQ(run_validate(o, stdout), 2);
   // Named, but the models need mem_mb and predict no "watts".
   o.measured = {"watts"};
-  char* text = nullptr;
-  std::size_t size = 0;
-  FILE* out = open_memstream(&text, &size);
-  EXPECT_EQ(run_validate(o, out), 2);
-  std::fclose(out);
-  const std::string printed(text, size);
-  std::free(text);
+  std::string printed;
+  EXPECT_EQ(run_validate_captured(o, printed), 2);
   EXPECT_NE(printed.find("skipped Truth_0"), std::string::npos) << printed;
   EXPECT_NE(printed.find("needs features the CSV lacks: mem_mb"), std::string::npos) << printed;
   o.measured = {"nope"};
