@@ -2,13 +2,14 @@
 // Ring mode: what a user of the estimator gets. A forked child runs the daemon core
 // (service::Daemon, the code estimatord runs) on the benchmark's models; this process
 // calls it through the real client (client::Client::estimate), which encodes the request
-// into a slot, publishes it, waits for the answer and verifies it.
+// into a slot, publishes it, waits for the answer, copies it out and verifies the copy.
 //
 // Why it is fair: nothing is skipped or precomputed. Each round trip encodes the request
 // (the client's encoder patches a new request id and the matrix into the last request of
 // the same shape, as the socket lane's encoder does), the daemon verifies and decodes it,
-// evaluates the model and builds the response, and the client verifies that response
-// before the clock stops, exactly as the socket baseline does. The regimes (RingRegime):
+// evaluates the model and builds the response, and the client copies that response out
+// of its slot and verifies it before the clock stops, as the socket baseline reads and
+// checks its reply. The regimes (RingRegime):
 // default, as shipped (50 us spins); predict, the same with the predictive wake-up; spin,
 // both sides spin --spin-us (default 1 ms), so back-to-back requests are served hot;
 // sleep, neither side spins, so every request and every answer is a wake-up.

@@ -30,16 +30,19 @@ Status invalid(const Where& where, std::string_view problem) {
 
 namespace {
 
-// Replays a document that failed to parse, without building it, to learn which field the
-// parser was reading when it stopped: nlohmann's own message gives only a position.
-class PathTracker {
- public:
+// The value types nlohmann's SAX interface passes to a handler (the three below).
+struct SaxTypes {
   using number_integer_t = Json::number_integer_t;
   using number_unsigned_t = Json::number_unsigned_t;
   using number_float_t = Json::number_float_t;
   using string_t = Json::string_t;
   using binary_t = Json::binary_t;
+};
 
+// Replays a document that failed to parse, without building it, to learn which field the
+// parser was reading when it stopped: nlohmann's own message gives only a position.
+class PathTracker : public SaxTypes {
+ public:
   bool null() { return value(); }
   bool boolean(bool /*unused*/) { return value(); }
   bool number_integer(number_integer_t /*unused*/) { return value(); }
@@ -124,14 +127,8 @@ constexpr std::size_t string_bytes(std::size_t n) { return n > 15 ? n + 1 : 0; }
 // DOM it would build costs more than the budget, and records each container's element
 // count so that the second pass can reserve exactly (a growing vector would hold up to
 // three times its elements while it reallocates).
-class SizePass {
+class SizePass : public SaxTypes {
  public:
-  using number_integer_t = Json::number_integer_t;
-  using number_unsigned_t = Json::number_unsigned_t;
-  using number_float_t = Json::number_float_t;
-  using string_t = Json::string_t;
-  using binary_t = Json::binary_t;
-
   explicit SizePass(std::size_t budget) : budget_(budget) {}
 
   bool null() { return value(kValueCost); }
@@ -209,14 +206,8 @@ constexpr std::size_t kLargeObject = 32;
 
 // The second pass, over a document SizePass accepted: builds it as Json::parse would,
 // each container reserved at its final size.
-class BuildPass {
+class BuildPass : public SaxTypes {
  public:
-  using number_integer_t = Json::number_integer_t;
-  using number_unsigned_t = Json::number_unsigned_t;
-  using number_float_t = Json::number_float_t;
-  using string_t = Json::string_t;
-  using binary_t = Json::binary_t;
-
   BuildPass(Json& root, const std::vector<std::uint32_t>& sizes) : root_(root), sizes_(sizes) {}
 
   bool null() { return put(nullptr); }

@@ -253,6 +253,18 @@ struct ParsedComponent {
   Where where;  // of All_Weights
 };
 
+// What both kinds of component hold: the categorical variables, parsed into `pc`, and the
+// "Numerical_Variables" object, returned for the caller to read as its kind needs.
+Result<const Json*> parse_variables(const Json& all, const Where& w, ParsedComponent& pc) {
+  Result<std::vector<Categorical>> cats = parse_categorical(all, w);
+  if (!cats.ok()) return cats.status();
+  pc.component.categorical = std::move(*cats);
+  Result<const Json*> nj = json::member(all, w, "Numerical_Variables");
+  if (!nj.ok()) return nj.status();
+  if (Status s = json::expect_object(**nj, w / "Numerical_Variables"); !s.ok()) return s;
+  return nj;
+}
+
 // Which curve a curve-fit file uses is not in the file's weights: Kepler's model server
 // names it only through the trainer (metadata.json "trainer" or "model_name", or the
 // weight file's own "model_name", e.g. ExponentialRegressionTrainer_0).
@@ -318,14 +330,9 @@ Result<ParsedComponent> parse_curve_component(std::string name, const Json& all,
     pc.component.curve_weights[i] = *v;
   }
 
-  Result<std::vector<Categorical>> cats = parse_categorical(all, w);
-  if (!cats.ok()) return cats.status();
-  pc.component.categorical = std::move(*cats);
-
-  Result<const Json*> nj = json::member(all, w, "Numerical_Variables");
+  Result<const Json*> nj = parse_variables(all, w, pc);
   if (!nj.ok()) return nj.status();
   const Where nw = w / "Numerical_Variables";
-  if (Status s = json::expect_object(**nj, nw); !s.ok()) return s;
   if ((*nj)->empty()) return json::invalid(nw, "a curve fit needs at least one feature");
   for (const auto& [feature, v] : (*nj)->items()) {
     const Where fw = nw / feature;
@@ -354,14 +361,9 @@ Result<ParsedComponent> parse_component(std::string name, const Json& all, const
   if (!bias.ok()) return bias.status();
   pc.component.bias = *bias;
 
-  Result<std::vector<Categorical>> cats = parse_categorical(all, w);
-  if (!cats.ok()) return cats.status();
-  pc.component.categorical = std::move(*cats);
-
-  Result<const Json*> nj = json::member(all, w, "Numerical_Variables");
+  Result<const Json*> nj = parse_variables(all, w, pc);
   if (!nj.ok()) return nj.status();
   const Where nw = w / "Numerical_Variables";
-  if (Status s = json::expect_object(**nj, nw); !s.ok()) return s;
   for (const auto& [feature, v] : (*nj)->items()) {
     Result<Numerical> n = parse_numerical(feature, v, nw / feature);
     if (!n.ok()) return n.status();

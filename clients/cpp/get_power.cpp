@@ -17,17 +17,6 @@ Result<std::vector<double>> Client::get_power(std::string_view model_name,
                                               std::span<const float> core_power,
                                               std::span<const float> dram_power,
                                               std::span<const float> gpu_power,
-                                              std::span<const float> other_power) {
-  return get_power(model_name, feature_names, values, core_power, dram_power, gpu_power,
-                   other_power, options_.timeout);
-}
-
-Result<std::vector<double>> Client::get_power(std::string_view model_name,
-                                              std::span<const std::string_view> feature_names,
-                                              std::span<const float> values,
-                                              std::span<const float> core_power,
-                                              std::span<const float> dram_power,
-                                              std::span<const float> gpu_power,
                                               std::span<const float> other_power,
                                               std::chrono::nanoseconds timeout) {
   // The row count is implied by the matrix size, so it must divide exactly: a caller that

@@ -25,6 +25,10 @@
 #include <vector>
 
 #include "daemon_process.h"
+#include "metrics_daemon.h"
+#include "tests/support/child_process.h"
+#include "tests/support/http_scrape.h"
+#include "tests/support/process_stats.h"
 
 namespace estimator::testing {
 namespace {
@@ -39,23 +43,10 @@ constexpr std::string_view kHonest =
     R"("output_type":"AbsPower","source":"acpi","system_features":[],"system_values":[],)"
     R"("trainer_name":"","filter":""})";
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void write(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
 
-// VmRSS of `pid` in bytes (0 when unreadable).
-std::size_t rss_bytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
+// VmRSS of `pid` in bytes (0 when it is gone).
+std::size_t rss_bytes(pid_t pid) { return static_cast<std::size_t>(std::max(0L, rss_kib(pid))) * 1024; }
 
 void raise_fd_limit(rlim_t want) {
   rlimit r{};
@@ -72,19 +63,6 @@ int unix_connect(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-int tcp_connect(std::uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
     return -1;
@@ -124,15 +102,15 @@ class Daemon {
     track_segment(shm_);
   }
   ~Daemon() {
-    stop(SIGKILL);
+    process_.stop(SIGKILL);
     untrack_segment(shm_);
     fs::remove_all(dir_);
   }
 
   fs::path models() const { return dir_ / "models"; }
   std::string socket() const { return (dir_ / "estimator.sock").string(); }
-  std::string log() const { return slurp(dir_ / "log"); }
-  pid_t pid() const { return pid_; }
+  std::string log() const { return read_file(dir_ / "log"); }
+  pid_t pid() const { return process_.pid(); }
   std::uint16_t metrics_port() const { return metrics_port_; }
 
   // Starts it and waits for "ready:" in its log; false if it exits first.
@@ -143,33 +121,16 @@ class Daemon {
                                      "--socket", socket(), "--metrics-address", "127.0.0.1:0"};
     if (std::find(extra.begin(), extra.end(), "--config") == extra.end()) args.push_back("--no-fetch");
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    const std::string log_path = (dir_ / "log").string();
-    posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return false;
-    track_child(pid_);
+    if (!process_.start_logged(args, (dir_ / "log").string())) return false;
     for (int i = 0; i < 3000; ++i) {
       const std::string text = log();
-      const std::size_t p = text.find("metrics: http://");
-      if (p != std::string::npos && text.find("ready:") != std::string::npos &&
+      metrics_port_ = metrics_port_in(text);
+      if (metrics_port_ != 0 && text.find("ready:") != std::string::npos &&
           text.find("kepler socket: serving") != std::string::npos) {
-        const std::size_t end = text.find("/metrics", p + 16);
-        const std::string address = text.substr(p + 16, end - p - 16);
-        metrics_port_ = static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
         return true;
       }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        untrack_child(pid_);
-        pid_ = -1;
-        ADD_FAILURE() << "estimatord exited during start-up (status " << status << "): " << log();
+      if (!process_.alive()) {
+        ADD_FAILURE() << "estimatord exited during start-up: " << log();
         return false;
       }
       std::this_thread::sleep_for(10ms);
@@ -178,36 +139,15 @@ class Daemon {
     return false;
   }
 
-  bool alive() {
-    int status = 0;
-    return pid_ > 0 && waitpid(pid_, &status, WNOHANG) == 0;
-  }
+  bool alive() { return process_.alive(); }
 
   // Sends `sig`; the wait status, or -1 if it has not exited within `timeout`.
-  int stop(int sig, std::chrono::milliseconds timeout = 20s) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, sig);
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        untrack_child(pid_);
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    untrack_child(pid_);
-    pid_ = -1;
-    return -1;
-  }
+  int stop(int sig, std::chrono::milliseconds timeout = 20s) { return process_.stop(sig, timeout); }
 
  private:
   fs::path dir_;
   std::string shm_;
-  pid_t pid_ = -1;
+  ChildProcess process_;
   std::uint16_t metrics_port_ = 0;
 };
 
@@ -298,21 +238,11 @@ long cli_peak_rss_bytes(const fs::path& dir, std::string* output) {
   const fs::path out = dir / "out.txt";
   const std::string dir_arg = (dir / "m").string();
   std::vector<std::string> args = {ESTIMATOR_CLI_PATH, "models", "--model-dir", dir_arg};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, ESTIMATOR_CLI_PATH, &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return -1;
-  int status = 0;
+  ChildProcess cli;
+  if (!cli.start_logged(args, out.string())) return -1;
   rusage ru{};
-  wait4(pid, &status, 0, &ru);
-  *output = slurp(out);
+  cli.wait(&ru);
+  *output = read_file(out);
   return ru.ru_maxrss * 1024L;
 }
 
@@ -332,7 +262,7 @@ TEST(HostileModelFiles, SixtyMegabyteJsonLoadsInBoundedMemory) {
   ASSERT_GE(writer, 0);
   if (writer == 0) {
     auto doc = nlohmann::ordered_json::parse(
-        slurp(fs::path(ESTIMATOR_FIXTURES_DIR) / "xgboost" / "squared_d5.json"));
+        read_file(fs::path(ESTIMATOR_FIXTURES_DIR) / "xgboost" / "squared_d5.json"));
     auto& model = doc["learner"]["gradient_booster"]["model"];
     const auto trees = model["trees"];
     const std::size_t n = (60u << 20) / (trees.dump().size() / trees.size());
@@ -515,14 +445,14 @@ TEST(MetricsAbuse, ScrapesWorkWhileIdleConnectionsFillEveryPlace) {
   ASSERT_TRUE(d.start());
   std::vector<int> idle;
   for (int i = 0; i < 100; ++i) {
-    const int fd = tcp_connect(d.metrics_port());
+    const int fd = loopback_connect(d.metrics_port());
     if (fd >= 0) idle.push_back(fd);
   }
   ASSERT_EQ(idle.size(), 100U);
   // Well within the 5 s connection deadline that used to be the only way out for them.
   for (int i = 0; i < 5; ++i) {
     const std::string reply =
-        exchange(tcp_connect(d.metrics_port()), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 3s);
+        exchange(loopback_connect(d.metrics_port()), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 3s);
     EXPECT_TRUE(reply.starts_with("HTTP/1.1 200 OK")) << "scrape " << i << ": " << reply.substr(0, 80);
     EXPECT_NE(reply.find("estimator_"), std::string::npos);
   }

@@ -82,6 +82,16 @@ ClientPtr make_client(const std::string& shm, std::uint32_t timeout_ms = 2000) {
 const char* const kBpf[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
 const std::vector<std::string_view> kBpfViews = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
 
+// A request for the `rows` x `cols` matrix `x`, any model; the test narrows the selector.
+estimator_request matrix_request(const char* const* features, std::size_t cols, const float* x, std::size_t rows) {
+  estimator_request req{};
+  req.features = features;
+  req.cols = cols;
+  req.matrix = x;
+  req.rows = rows;
+  return req;
+}
+
 class CClient : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -96,13 +106,9 @@ class CClient : public ::testing::Test {
 
 TEST_F(CClient, EstimateMatchesTheModelEvaluatedInProcess) {
   const std::vector<float> x = {1200, 3, 80, 0, 95877, 10};
-  estimator_request req{};
+  estimator_request req = matrix_request(kBpf, 2, x.data(), 3);
   req.output_type = "AbsPower";
   req.source = "intel_rapl";  // Kepler's alias of rapl-sysfs
-  req.features = kBpf;
-  req.cols = 2;
-  req.matrix = x.data();
-  req.rows = 3;
   estimator_reply* raw = nullptr;
   estimator_error err;
   ASSERT_EQ(estimator_estimate(client_.get(), &req, &raw, &err), ESTIMATOR_OK) << err.message;
@@ -141,13 +147,9 @@ TEST_F(CClient, MoreRowsThanOneSlotHoldsAreAnsweredWhole) {
   const std::vector<std::string_view> views(owned.begin(), owned.end());
   std::vector<float> x(std::size_t{kRows} * kCols);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 613) % 90000);
-  estimator_request req{};
+  estimator_request req = matrix_request(names.data(), kCols, x.data(), kRows);
   req.output_type = "AbsPower";
   req.source = "rapl-sysfs";
-  req.features = names.data();
-  req.cols = kCols;
-  req.matrix = x.data();
-  req.rows = kRows;
   estimator_reply* raw = nullptr;
   estimator_error err;
   ASSERT_EQ(estimator_estimate(client_.get(), &req, &raw, &err), ESTIMATOR_OK) << err.message;
@@ -164,14 +166,10 @@ TEST_F(CClient, MoreRowsThanOneSlotHoldsAreAnsweredWhole) {
 TEST_F(CClient, UnknownFeaturesAreRefusedWithTheMissingNamesInTheMessage) {
   const char* features[] = {"cpu_cycles", "no_such_feature"};
   const float x[] = {1, 2};
-  estimator_request req{};
+  estimator_request req = matrix_request(features, 2, x, 1);
   req.model_name = "SGDRegressorTrainer_0";
   req.output_type = "AbsPower";
   req.source = "rapl-sysfs";
-  req.features = features;
-  req.cols = 2;
-  req.matrix = x;
-  req.rows = 1;
   estimator_reply* raw = nullptr;
   estimator_error err;
   EXPECT_EQ(estimator_estimate(client_.get(), &req, &raw, &err), ESTIMATOR_MISSING_FEATURES);
@@ -193,11 +191,7 @@ TEST_F(CClient, UnknownFeaturesAreRefusedWithTheMissingNamesInTheMessage) {
 TEST_F(CClient, MalformedCallsAreInvalidArgumentsNotCrashes) {
   const char* features[] = {"bpf_cpu_time_ms", nullptr};
   const float x[] = {1, 2};
-  estimator_request req{};
-  req.features = features;
-  req.cols = 2;
-  req.matrix = x;
-  req.rows = 1;
+  estimator_request req = matrix_request(features, 2, x, 1);
   estimator_reply* raw = nullptr;
   estimator_error err;
   EXPECT_EQ(estimator_estimate(client_.get(), &req, &raw, &err), ESTIMATOR_INVALID_ARGUMENT);

@@ -10,6 +10,7 @@
 
 #include "daemon_process.h"
 #include "schema/schema_version.h"
+#include "tests/support/shell_command.h"
 
 namespace estimator::testing {
 namespace {
@@ -21,14 +22,8 @@ struct CmdResult {
 };
 
 CmdResult run(const std::string& cmd) {
-  CmdResult r{-1, {}, {}};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  for (std::size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  CommandResult r = run_command(cmd);
+  return {r.exit_code, std::move(r.out), {}};
 }
 
 // stdout and stderr apart.

@@ -6,8 +6,6 @@
 #pragma once
 
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +14,7 @@
 #include <vector>
 
 #include "clients/cpp/estimator_client.h"
+#include "tests/support/child_process.h"
 #include "tests/support/watchdog.h"
 
 namespace estimator::testing {
@@ -29,7 +28,7 @@ class DaemonProcess {
   // Stops the daemon and removes its segment when no other DaemonProcess of this test
   // binary uses the name (a test that restarts a daemon on the same name keeps it).
   ~DaemonProcess() {
-    stop(SIGTERM);
+    process_.stop(SIGTERM);
     untrack_segment(shm_name_);
   }
   DaemonProcess(const DaemonProcess&) = delete;
@@ -40,11 +39,7 @@ class DaemonProcess {
     if (!spawn()) return false;
     client::Client probe({.shm_name = shm_name_, .shm_mode = shm_mode()});
     for (int i = 0; i < 200; ++i) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped();
-        return false;
-      }
+      if (!process_.alive()) return false;
       if (probe.ping(std::chrono::milliseconds(100)).ok()) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
@@ -52,47 +47,21 @@ class DaemonProcess {
   }
 
   // Waits for the child to exit by itself; returns its wait status, or -1 after `timeout`.
-  int wait_exit(std::chrono::milliseconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped();
-        return status;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return -1;
-  }
+  int wait_exit(std::chrono::milliseconds timeout) { return process_.wait_exit(timeout); }
 
   bool spawn() {
     std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm_name_, "--log-level", "warn",
                                      "--slots", "16", "--slot-bytes", "65536"};
     args.insert(args.end(), extra_.begin(), extra_.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);  // its own group: whatever it starts goes with it
-    const bool ok = posix_spawn(&pid_, ESTIMATORD_PATH, nullptr, &attr, argv.data(), environ) == 0;
-    posix_spawnattr_destroy(&attr);
-    if (ok) track_child(pid_);
-    return ok;
+    return process_.start(args);
   }
 
-  // Sends `sig` and reaps the child; returns its wait status.
-  int stop(int sig) {
-    if (pid_ <= 0) return 0;
-    kill(pid_, sig);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    reaped();
-    return status;
-  }
+  // Sends `sig` and reaps the child; returns its wait status (-1: not running, or killed
+  // after 20 s).
+  int stop(int sig) { return process_.stop(sig); }
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.pid(); }
+  bool alive() { return process_.alive(); }
 
   // The segment's mode the daemon was started with (its --shm-mode; -1: the client's
   // default): the widest a client of this daemon should accept.
@@ -104,14 +73,9 @@ class DaemonProcess {
   }
 
  private:
-  void reaped() {
-    untrack_child(pid_);
-    pid_ = -1;
-  }
-
   std::string shm_name_;
   std::vector<std::string> extra_;
-  pid_t pid_ = -1;
+  ChildProcess process_;
 };
 
 inline std::string unique_shm_name(const std::string& what) {

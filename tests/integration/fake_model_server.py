@@ -61,13 +61,19 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def send_slowly(self, name, seconds, with_length):
+    def file_bytes(self, name):
+        """The bytes of the served file `name`, or None once 404 is answered."""
         path = os.path.join(FILES, os.path.basename(name))
         if not os.path.isfile(path):
             self.send(404, b"no such file")
-            return
+            return None
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
+
+    def send_slowly(self, name, seconds, with_length):
+        data = self.file_bytes(name)
+        if data is None:
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         if with_length:
@@ -83,12 +89,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(seconds / pieces)
 
     def send_file(self, name, attachment=False):
-        path = os.path.join(FILES, os.path.basename(name))
-        if not os.path.isfile(path):
-            self.send(404, b"no such file")
+        data = self.file_bytes(name)
+        if data is None:
             return
-        with open(path, "rb") as f:
-            data = f.read()
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         if attachment:  # as Flask's send_file(as_attachment=True) in the model server

@@ -18,6 +18,7 @@
 #include "clients/cpp/spawned_daemon.h"
 #include "common/power_total.h"
 #include "daemon_process.h"
+#include "tests/support/child_process.h"
 
 namespace estimator::testing {
 namespace {
@@ -273,6 +274,7 @@ TEST(SpawnedDaemon, DiesWithItsParentProcessButNotWithTheSpawningThread) {
     pause();
     _exit(0);
   }
+  ChildProcess exporter_process = ChildProcess::adopt(exporter);
   close(fds[1]);
   char buf[256] = {};
   std::size_t got = 0;
@@ -286,16 +288,16 @@ TEST(SpawnedDaemon, DiesWithItsParentProcessButNotWithTheSpawningThread) {
   pid_t daemon_pid = 0;
   char name[200] = {};
   if (std::sscanf(buf, "%d %199s", &daemon_pid, name) != 2) {
-    int status = 0;
-    waitpid(exporter, &status, 0);
+    const int status = exporter_process.wait();
     prctl(PR_SET_CHILD_SUBREAPER, 0);
     FAIL() << "the exporter process failed to spawn or ping its daemon, wait status " << status;
   }
+  const TrackedSegment segment(name);
+  track_child(daemon_pid);  // our child once the exporter is gone (we are its subreaper)
   EXPECT_TRUE(shm_exists(name));
 
   ASSERT_EQ(kill(exporter, SIGKILL), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(exporter, &status, 0), exporter);
+  exporter_process.wait();
 
   // The daemon got SIGTERM from the kernel: it stops cleanly and removes its segment.
   int daemon_status = -1;
@@ -306,7 +308,11 @@ TEST(SpawnedDaemon, DiesWithItsParentProcessButNotWithTheSpawningThread) {
     std::this_thread::sleep_for(10ms);
   }
   prctl(PR_SET_CHILD_SUBREAPER, 0);
-  if (daemon_status == -1) kill(daemon_pid, SIGKILL);
+  if (daemon_status == -1) {
+    kill(daemon_pid, SIGKILL);
+    waitpid(daemon_pid, nullptr, 0);
+  }
+  untrack_child(daemon_pid);
   ASSERT_NE(daemon_status, -1) << "the daemon outlived its parent";
   EXPECT_TRUE(WIFEXITED(daemon_status) && WEXITSTATUS(daemon_status) == 0) << daemon_status;
   EXPECT_FALSE(shm_exists(name));

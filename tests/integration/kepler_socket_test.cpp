@@ -23,6 +23,8 @@
 
 #include "common/power_total.h"
 #include "daemon_process.h"
+#include "tests/support/files.h"
+#include "tests/support/shell_command.h"
 
 namespace estimator::testing {
 namespace {
@@ -196,10 +198,9 @@ std::string generic_request(std::span<const std::string_view> features, const st
 class KeplerSocketTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/kepler-sock-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = new std::string(tmpl);
-    socket_ = new std::string(*dir_ + "/estimator.sock");
+    dir_ = new TempDir("kepler-sock");
+    ASSERT_FALSE(dir_->path().empty());
+    socket_ = new std::string((dir_->path() / "estimator.sock").string());
     daemon_ = new DaemonProcess(unique_shm_name("kepler"),
                                 {"--socket", *socket_, "--socket-timeout-ms", "2000",
                                  "--socket-max-bytes", "1048576"});
@@ -210,7 +211,6 @@ class KeplerSocketTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete client_;
     delete daemon_;
-    std::filesystem::remove_all(*dir_);
     delete socket_;
     delete dir_;
   }
@@ -218,7 +218,7 @@ class KeplerSocketTest : public ::testing::Test {
     ASSERT_TRUE(daemon_ != nullptr && daemon_->pid() > 0) << "estimatord is not running";
   }
 
-  static inline std::string* dir_ = nullptr;
+  static inline TempDir* dir_ = nullptr;
   static inline std::string* socket_ = nullptr;
   static inline DaemonProcess* daemon_ = nullptr;
   static inline client::Client* client_ = nullptr;
@@ -483,9 +483,9 @@ TEST_F(KeplerSocketTest, ASecondServerOnTheSamePathRefusesToStart) {
 
 TEST(KeplerSocketFileTest, StaleSocketIsReplacedAndRemovedOnStop) {
   Watchdog dog(60);
-  char tmpl[] = "/tmp/kepler-stale-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const TempDir scratch("kepler-stale");
+  ASSERT_FALSE(scratch.path().empty());
+  const std::string dir = scratch.path().string();
   const std::string path = dir + "/estimator.sock";
   {
     // A socket file nobody listens on: what a killed server leaves behind.
@@ -518,14 +518,13 @@ TEST(KeplerSocketFileTest, StaleSocketIsReplacedAndRemovedOnStop) {
   const int status = d.wait_exit(10s);
   EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0);
   EXPECT_TRUE(std::filesystem::is_regular_file(path));
-  std::filesystem::remove_all(dir);
 }
 
 TEST(KeplerSocketFileTest, OverTheLimitTheOldestUnfinishedConnectionMakesWay) {
   Watchdog dog(60);
-  char tmpl[] = "/tmp/kepler-limit-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const TempDir scratch("kepler-limit");
+  ASSERT_FALSE(scratch.path().empty());
+  const std::string dir = scratch.path().string();
   const std::string path = dir + "/estimator.sock";
   {
     DaemonProcess d(unique_shm_name("kepler-limit"),
@@ -542,7 +541,6 @@ TEST(KeplerSocketFileTest, OverTheLimitTheOldestUnfinishedConnectionMakesWay) {
     EXPECT_EQ(json::parse(call(path, v09_request(kBpf, m, "AbsPower", "acpi")))["msg"], "");
     expect_error_shape(a.read_all(5s), "too many connections");
   }
-  std::filesystem::remove_all(dir);
 }
 
 // ---- Kepler's own clients --------------------------------------------------------------
@@ -552,14 +550,7 @@ std::string run_with_input(const std::string& command, const std::string& input,
                            const std::string& scratch) {
   const std::string in = scratch + "/stdin.json";
   { std::ofstream(in) << input; }
-  std::string out;
-  if (FILE* p = popen((command + " < " + in).c_str(), "r"); p != nullptr) {
-    char buf[4096];
-    std::size_t n = 0;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    pclose(p);
-  }
-  return out;
+  return run_command(command + " < " + in).out;
 }
 
 bool have_go() { return std::system("command -v go >/dev/null 2>&1") == 0; }
@@ -613,9 +604,9 @@ TEST(KeplerClientConformanceTest, KeplersGoClientsDecodeSuccessesAndFailOnEveryE
                             "go build -o '" + bin + "' . 2>&1";
   ASSERT_EQ(std::system(build.c_str()), 0) << "go build failed: " << build;
 
-  char tmpl[] = "/tmp/kepler-conformance-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const TempDir scratch("kepler-conformance");
+  ASSERT_FALSE(scratch.path().empty());
+  const std::string dir = scratch.path().string();
   const std::string path = dir + "/estimator.sock";
   DaemonProcess daemon(unique_shm_name("kepler-conformance"),
                        {"--socket", path, "--model-dir", overflow_model_dir(dir + "/models")});
@@ -708,14 +699,13 @@ TEST(KeplerClientConformanceTest, KeplersGoClientsDecodeSuccessesAndFailOnEveryE
     }
   }
   daemon.stop(SIGTERM);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(KeplerSocketFileTest, ClientReadSizesAreOptions) {
   Watchdog dog(60);
-  char tmpl[] = "/tmp/kepler-reads-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const TempDir scratch("kepler-reads");
+  ASSERT_FALSE(scratch.path().empty());
+  const std::string dir = scratch.path().string();
   const std::string path = dir + "/estimator.sock";
   {
     // Clients that read whole replies though they send Kepler's keys.
@@ -732,7 +722,6 @@ TEST(KeplerSocketFileTest, ClientReadSizesAreOptions) {
     EXPECT_EQ(j["msg"], "");
     EXPECT_EQ(j["powers"].size(), 400u);
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST_F(KeplerSocketTest, PythonClientReadsUntilTheReplyParses) {

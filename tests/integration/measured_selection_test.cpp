@@ -64,19 +64,9 @@ std::string error_series(const std::string& model, const std::string& component)
          "\",kind=\"mae\"}";
 }
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& what)
-      : path_(fs::temp_directory_path() / ("measured-it-" + what + "-" + std::to_string(getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-    testing::write_node_models(path_ / "models");
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// A scratch folder with the node models in models/.
+struct ModelsDir : testing::TempDir {
+  ModelsDir() : TempDir("measured-it") { testing::write_node_models(path() / "models"); }
 };
 
 // Sends the samples as intervals; the name of the model that answered each.
@@ -109,7 +99,7 @@ std::vector<std::string> drive(const std::string& shm, const std::vector<NodeSam
 
 TEST(MeasuredSelectionProcess, DaemonSwitchesToTheModelRightForThisNode) {
   Watchdog dog(120);
-  TempDir dir("switch");
+  const ModelsDir dir;
   const std::string shm = "estimator-it-measured-" + std::to_string(getpid());
   MetricsDaemon d(shm);
   const std::uint16_t port = start_daemon(d, dir.path(), {"--selection-window", std::to_string(static_cast<int>(kWindow)),
@@ -175,7 +165,7 @@ TEST(MeasuredSelectionProcess, DaemonSwitchesToTheModelRightForThisNode) {
 
 TEST(MeasuredSelectionProcess, PublishedSelectionNeverSwitches) {
   Watchdog dog(120);
-  TempDir dir("published");
+  const ModelsDir dir;
   const std::string shm = "estimator-it-published-" + std::to_string(getpid());
   MetricsDaemon d(shm);
   ASSERT_NE(start_daemon(d, dir.path(), {"--selection", "published", "--selection-min-intervals", "2"}), 0);

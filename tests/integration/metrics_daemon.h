@@ -5,11 +5,7 @@
 // test leaves neither the process nor its segment behind. Needs ESTIMATORD_PATH.
 #pragma once
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -22,15 +18,19 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/child_process.h"
+#include "tests/support/files.h"
 #include "tests/support/watchdog.h"
 
 namespace estimator::testing {
 
-inline std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// The port of the log line "metrics: http://H:P/metrics" in a daemon's log, or 0.
+inline std::uint16_t metrics_port_in(const std::string& log) {
+  const std::size_t p = log.find("metrics: http://");
+  const std::size_t end = log.find("/metrics", p + 16);
+  if (p == std::string::npos || end == std::string::npos) return 0;
+  const std::string address = log.substr(p + 16, end - p - 16);
+  return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
 }
 
 // estimatord with its log in a file, so the test can read the bound metrics address.
@@ -41,12 +41,7 @@ class MetricsDaemon {
     track_segment(shm_name_);
   }
   ~MetricsDaemon() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-      untrack_child(pid_);
-    }
+    process_.stop(SIGTERM);
     untrack_segment(shm_name_);
     std::filesystem::remove(log_);
   }
@@ -58,29 +53,12 @@ class MetricsDaemon {
                                      "--slot-bytes", "65536", "--log-level", "info",
                                      "--metrics-address", "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    const int rc = posix_spawn(&pid_, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return 0;
-    track_child(pid_);
+    if (!process_.start_logged(args, log_.string())) return 0;
     for (int i = 0; i < 500; ++i) {
       const std::string log = read_file(log_);
-      const std::size_t p = log.find("metrics: http://");
-      if (p != std::string::npos && log.find("ready:") != std::string::npos) {
-        const std::size_t end = log.find("/metrics", p + 16);
-        const std::string address = log.substr(p + 16, end - p - 16);
-        return static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        untrack_child(pid_);
-        pid_ = -1;
+      const std::uint16_t port = metrics_port_in(log);
+      if (port != 0 && log.find("ready:") != std::string::npos) return port;
+      if (!process_.alive()) {
         ADD_FAILURE() << "estimatord exited: " << log;
         return 0;
       }
@@ -91,12 +69,12 @@ class MetricsDaemon {
   }
 
   std::string log() const { return read_file(log_); }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.pid(); }
 
  private:
   std::string shm_name_;
   std::filesystem::path log_;
-  pid_t pid_ = -1;
+  ChildProcess process_;
 };
 
 }  // namespace estimator::testing

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,12 +30,15 @@
 #include "service/fetch_config.h"
 #include "service/model_fetcher.h"
 #include "service/model_watcher.h"
+#include "tests/support/child_process.h"
+#include "tests/support/shell_command.h"
 #include "tests/support/watchdog.h"
-
-extern char** environ;
+#include "tests/support/files.h"
 
 namespace estimator::service {
 namespace {
+
+using estimator::testing::read_file;
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -51,40 +53,21 @@ const fs::path kWeightJson =
 const fs::path kServerScript = fs::path(ESTIMATOR_SOURCE_DIR) / "tests/integration/fake_model_server.py";
 constexpr const char* kPython = "/usr/bin/python3";
 
-using estimator::testing::track_child;
-using estimator::testing::untrack_child;
 using estimator::testing::Watchdog;
-
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The Python server as a child process; killed and reaped on destruction.
 class FakeServer {
  public:
   explicit FakeServer(const fs::path& files) {
     int out[2];
-    if (pipe(out) != 0) return;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    std::string script = kServerScript.string();
-    std::string dir = files.string();
-    std::string python = kPython;
-    char* argv[] = {python.data(), script.data(), dir.data(), nullptr};
-    if (posix_spawn(&pid_, kPython, &actions, nullptr, argv, environ) != 0) pid_ = -1;
-    if (pid_ > 0) track_child(pid_);
-    posix_spawn_file_actions_destroy(&actions);
+    if (pipe2(out, O_CLOEXEC) != 0) return;
+    process_.start({kPython, kServerScript.string(), files.string()}, {.out_fd = out[1]});
     close(out[1]);
     // The first line is the port; give the interpreter a few seconds to start.
     std::string line;
     pollfd pfd{out[0], POLLIN, 0};
     const auto end = Clock::now() + 10s;
-    while (pid_ > 0 && line.find('\n') == std::string::npos && Clock::now() < end) {
+    while (process_.pid() > 0 && line.find('\n') == std::string::npos && Clock::now() < end) {
       if (poll(&pfd, 1, 100) <= 0) continue;
       char buf[64];
       const ssize_t n = read(out[0], buf, sizeof buf);
@@ -93,14 +76,6 @@ class FakeServer {
     }
     close(out[0]);
     if (line.find('\n') != std::string::npos) port_ = std::stoi(line);
-  }
-  ~FakeServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-      untrack_child(pid_);
-    }
   }
   FakeServer(const FakeServer&) = delete;
   FakeServer& operator=(const FakeServer&) = delete;
@@ -112,17 +87,10 @@ class FakeServer {
   // Requests seen per path, and the JSON bodies POSTed to each.
   nlohmann::json stats() const {
     // Read with Python's own client, so that the code under test is not also the probe.
-    std::string out;
     const std::string cmd = "/usr/bin/python3 -c \"import urllib.request,sys;"
                             "sys.stdout.write(urllib.request.urlopen('" +
                             url("/stats") + "').read().decode())\"";
-    FILE* p = popen(cmd.c_str(), "r");
-    if (p == nullptr) return {};
-    char buf[4096];
-    std::size_t n = 0;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    pclose(p);
-    return nlohmann::json::parse(out, nullptr, false);
+    return nlohmann::json::parse(estimator::testing::run_command(cmd).out, nullptr, false);
   }
   int count(const std::string& path) const {
     const nlohmann::json s = stats();
@@ -131,7 +99,7 @@ class FakeServer {
   }
 
  private:
-  pid_t pid_ = -1;
+  estimator::testing::ChildProcess process_;  // killed and reaped on destruction
   int port_ = 0;
 };
 
@@ -191,6 +159,9 @@ class ModelFetcherTest : public ::testing::Test {
     return out;
   }
 
+  // Every test, its set-up and tear-down included, in 60 s (the daemon tests re-arm it
+  // for longer).
+  Watchdog dog_{60};
   fs::path root, files, model_dir;
   std::unique_ptr<FakeServer> server;
 };
@@ -198,7 +169,6 @@ class ModelFetcherTest : public ::testing::Test {
 // ---- INIT_URL ---------------------------------------------------------------------
 
 TEST_F(ModelFetcherTest, InitUrlZipLandsAndTheWatcherServesIt) {
-  Watchdog dog(60);
   RegistryHolder holder(models::Registry::build(std::span<const models::ModelFolder>{}));
   ModelWatcher watcher(ModelLoader(model_dir, {}), holder, WatchOptions{.settle = 50ms});
   ASSERT_EQ(holder.get()->models().size(), 0U);
@@ -211,7 +181,7 @@ TEST_F(ModelFetcherTest, InitUrlZipLandsAndTheWatcherServesIt) {
   const fs::path dest =
       model_dir / "fetched/rapl-sysfs/AbsPower/init_node_components/XgboostFitTrainer_1.zip";
   ASSERT_TRUE(fs::exists(dest));
-  EXPECT_EQ(read_all(dest), read_all(files / "XgboostFitTrainer_1.zip"));
+  EXPECT_EQ(read_file(dest), read_file(files / "XgboostFitTrainer_1.zip"));
 
   // The registry grows: the watcher found the landed zip, with source and output type.
   const models::Model* found = nullptr;
@@ -232,7 +202,6 @@ using testing::LogCapture;
 // A long download says how far it got every FETCH_PROGRESS_MS: bytes so far, the total
 // when the server announced it, and the rate.
 TEST_F(ModelFetcherTest, ALongDownloadLogsItsProgress) {
-  Watchdog dog(60);
   LogCapture log;
   FetchConfig c = quick_config();
   c.progress_interval = 200ms;
@@ -267,7 +236,6 @@ TEST_F(ModelFetcherTest, ALongDownloadLogsItsProgress) {
 
 // A quick download logs no progress at all.
 TEST_F(ModelFetcherTest, AQuickDownloadLogsNoProgress) {
-  Watchdog dog(60);
   LogCapture log;
   FetchConfig c = quick_config();
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/files/XgboostFitTrainer_1.zip");
@@ -280,7 +248,6 @@ TEST_F(ModelFetcherTest, AQuickDownloadLogsNoProgress) {
 }
 
 TEST_F(ModelFetcherTest, FileUrlsLandZipsAndWeightFiles) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   prefix(c, "NODE_COMPONENTS").init_url = "file://" + (files / "LinearRegressionTrainer_1.zip").string();
   prefix(c, "CONTAINER_TOTAL").init_url = "file://" + (files / "weight.json").string();
@@ -289,13 +256,12 @@ TEST_F(ModelFetcherTest, FileUrlsLandZipsAndWeightFiles) {
   EXPECT_EQ(landed(),
             (std::vector<std::string>{"acpi/DynPower/init_container_total/weight.json",
                                       "rapl-sysfs/AbsPower/init_node_components/LinearRegressionTrainer_1.zip"}));
-  EXPECT_EQ(read_all(model_dir / "fetched/acpi/DynPower/init_container_total/weight.json"),
-            read_all(kWeightJson));
+  EXPECT_EQ(read_file(model_dir / "fetched/acpi/DynPower/init_container_total/weight.json"),
+            read_file(kWeightJson));
   EXPECT_EQ(fetcher.stats().landed.load(), 2U);
 }
 
 TEST_F(ModelFetcherTest, RefetchReplacesTheFileEvenAcrossFormats) {
-  Watchdog dog(60);
   for (const std::string name : {"LinearRegressionTrainer_1.zip", "XgboostFitTrainer_1.zip", "weight.json"}) {
     FetchConfig c = quick_config();
     prefix(c, "NODE_COMPONENTS").init_url = server->url("/files/" + name);
@@ -303,13 +269,12 @@ TEST_F(ModelFetcherTest, RefetchReplacesTheFileEvenAcrossFormats) {
     ASSERT_TRUE(fetcher.wait_idle(30s));
     ASSERT_EQ(fetcher.stats().landed.load(), 1U) << name;
     EXPECT_EQ(landed(), std::vector<std::string>{"rapl-sysfs/AbsPower/init_node_components/" + name});
-    EXPECT_EQ(read_all(model_dir / "fetched/rapl-sysfs/AbsPower/init_node_components" / name),
-              read_all(files / name));
+    EXPECT_EQ(read_file(model_dir / "fetched/rapl-sysfs/AbsPower/init_node_components" / name),
+              read_file(files / name));
   }
 }
 
 TEST_F(ModelFetcherTest, GarbageIsRefusedAndNeverLands) {
-  Watchdog dog(60);
   struct Case {
     const char* prefix;
     std::string url;
@@ -341,7 +306,6 @@ TEST_F(ModelFetcherTest, GarbageIsRefusedAndNeverLands) {
 }
 
 TEST_F(ModelFetcherTest, TransientFailuresAreRetriedWithBackoff) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 3;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/flaky/2/XgboostFitTrainer_1.zip");
@@ -353,7 +317,6 @@ TEST_F(ModelFetcherTest, TransientFailuresAreRetriedWithBackoff) {
 }
 
 TEST_F(ModelFetcherTest, RetriesStopAtTheLimit) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 2;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/flaky/100/XgboostFitTrainer_1.zip");
@@ -365,7 +328,6 @@ TEST_F(ModelFetcherTest, RetriesStopAtTheLimit) {
 }
 
 TEST_F(ModelFetcherTest, NoListenerFailsFast) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 1;
   // Nothing listens on port 1 of loopback: the connection is refused at once.
@@ -379,7 +341,6 @@ TEST_F(ModelFetcherTest, NoListenerFailsFast) {
 // ---- a server that never answers ----------------------------------------------------
 
 TEST_F(ModelFetcherTest, TotalTimeoutFires) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.total_timeout = 1500ms;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/hang");
@@ -394,7 +355,6 @@ TEST_F(ModelFetcherTest, TotalTimeoutFires) {
 }
 
 TEST_F(ModelFetcherTest, DestructorAbortsATransferInProgress) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.total_timeout = 60s;
   prefix(c, "NODE_COMPONENTS").init_url = server->url("/hang");
@@ -408,7 +368,6 @@ TEST_F(ModelFetcherTest, DestructorAbortsATransferInProgress) {
 }
 
 TEST_F(ModelFetcherTest, DestructorDoesNotWaitForABackoff) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.retries = 5;
   c.backoff = 60s;
@@ -425,7 +384,6 @@ TEST_F(ModelFetcherTest, DestructorDoesNotWaitForABackoff) {
 // ---- the model server ---------------------------------------------------------------
 
 TEST_F(ModelFetcherTest, ModelServerAnswersWithAZip) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -439,7 +397,7 @@ TEST_F(ModelFetcherTest, ModelServerAnswersWithAZip) {
   EXPECT_TRUE(files_landed[0].starts_with("rapl-sysfs/AbsPower/server_")) << files_landed[0];
   // Named as the server's attachment: the model's own name.
   EXPECT_TRUE(files_landed[0].ends_with("/XgboostFitTrainer_1.zip")) << files_landed[0];
-  EXPECT_EQ(read_all(model_dir / "fetched" / files_landed[0]), read_all(files / "XgboostFitTrainer_1.zip"));
+  EXPECT_EQ(read_file(model_dir / "fetched" / files_landed[0]), read_file(files / "XgboostFitTrainer_1.zip"));
 
   // Only the configured prefix was asked, with the model server's field names.
   const nlohmann::json s = server->stats();
@@ -457,7 +415,6 @@ TEST_F(ModelFetcherTest, ModelServerAnswersWithAZip) {
 }
 
 TEST_F(ModelFetcherTest, EveryPrefixIsAskedOnceWhenNoneIsConfigured) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -469,7 +426,6 @@ TEST_F(ModelFetcherTest, EveryPrefixIsAskedOnceWhenNoneIsConfigured) {
 }
 
 TEST_F(ModelFetcherTest, WeightQueriesLandAWeightFile) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -489,7 +445,7 @@ TEST_F(ModelFetcherTest, WeightQueriesLandAWeightFile) {
   for (const std::string& f : landed()) {
     if (f.starts_with("rapl-sysfs/DynPower/server_") && f.ends_with("/SGDRegressorTrainer.json")) {
       found = true;
-      EXPECT_EQ(read_all(model_dir / "fetched" / f), read_all(kWeightJson));
+      EXPECT_EQ(read_file(model_dir / "fetched" / f), read_file(kWeightJson));
     }
   }
   EXPECT_TRUE(found);
@@ -498,7 +454,6 @@ TEST_F(ModelFetcherTest, WeightQueriesLandAWeightFile) {
 class NoModelTest : public ModelFetcherTest, public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(NoModelTest, IsAskedOnceAndThenRests) {
-  Watchdog dog(60);
   const std::string path = GetParam();
   FetchConfig c = quick_config();
   c.retries = 3;
@@ -527,7 +482,6 @@ TEST_P(NoModelTest, IsAskedOnceAndThenRests) {
 INSTANTIATE_TEST_SUITE_P(Answers, NoModelTest, ::testing::Values("/nomodel", "/gone"));
 
 TEST_F(ModelFetcherTest, NoModelRestEndsAfterTheBackoff) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -553,7 +507,6 @@ TEST_F(ModelFetcherTest, NoModelRestEndsAfterTheBackoff) {
 }
 
 TEST_F(ModelFetcherTest, GarbageFromTheModelServerIsRefused) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -568,7 +521,6 @@ TEST_F(ModelFetcherTest, GarbageFromTheModelServerIsRefused) {
 // ---- want(): the on-demand path -----------------------------------------------------
 
 TEST_F(ModelFetcherTest, WantDeduplicatesConcurrentCallers) {
-  Watchdog dog(60);
   FetchConfig c = quick_config();
   c.model_server_enable = true;
   c.model_server_url = server->url();
@@ -668,50 +620,34 @@ TEST_F(ModelFetcherTest, DistinctQueriesAreBounded) {
 
 // ---- the real estimatord ---------------------------------------------------------------
 
-// estimatord with extra environment variables; SIGTERM and reaped on destruction.
+// estimatord with extra environment variables; SIGTERM and reaped on destruction, its
+// segment (the --shm-name in `args`) removed.
 class Estimatord {
  public:
-  Estimatord(std::vector<std::string> args, const std::vector<std::string>& env) {
-    std::vector<std::string> envs;
-    for (char** e = environ; *e != nullptr; ++e) envs.emplace_back(*e);
-    envs.insert(envs.end(), env.begin(), env.end());
+  Estimatord(std::vector<std::string> args, const std::vector<std::string>& env)
+      : segment_(shm_name_in(args)) {
     args.insert(args.begin(), ESTIMATORD_PATH);
-    std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : envs) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    if (posix_spawn(&pid_, ESTIMATORD_PATH, nullptr, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
-    if (pid_ > 0) track_child(pid_);
+    process_.start(args, {.env = env});
   }
-  ~Estimatord() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-      untrack_child(pid_);
-    }
-  }
+  ~Estimatord() { process_.stop(SIGTERM); }
   Estimatord(const Estimatord&) = delete;
   Estimatord& operator=(const Estimatord&) = delete;
   // The exit status, or -1 while it runs after `timeout`.
   int wait_exit(std::chrono::milliseconds timeout) {
-    const auto end = Clock::now() + timeout;
-    while (Clock::now() < end) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        untrack_child(pid_);
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
+    const int status = process_.wait_exit(timeout);
+    if (status == -1) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
   }
-  bool running() const { return pid_ > 0; }
+  bool running() const { return process_.pid() > 0; }
 
  private:
-  pid_t pid_ = -1;
+  static std::string shm_name_in(const std::vector<std::string>& args) {
+    const auto name = std::find(args.begin(), args.end(), "--shm-name");
+    return name != args.end() && name + 1 != args.end() ? *(name + 1) : "";
+  }
+
+  estimator::testing::TrackedSegment segment_;
+  estimator::testing::ChildProcess process_;
 };
 
 TEST_F(ModelFetcherTest, EstimatordServesLocalModelsAtOnceAndFetchedOnesLater) {
@@ -807,7 +743,6 @@ TEST_F(ModelFetcherTest, EstimatordAsksTheModelServerForARequestNoModelFits) {
 }
 
 TEST_F(ModelFetcherTest, EstimatordRefusesABadConfiguration) {
-  Watchdog dog(60);
   const fs::path conf = root / "estimator.conf";
   std::ofstream(conf) << "# Kepler model keys\nNODE_TOTAL_INIT_URL=ftp://example.org/m.zip\n";
   Estimatord daemon({"--shm-name", "estimator-fetch-bad-" + std::to_string(getpid()), "--config",

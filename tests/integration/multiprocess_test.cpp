@@ -74,15 +74,15 @@ TEST(MultiProcess, FourClientsTenThousandRequestsEachGetTheirOwnAnswers) {
   const std::string shm = unique_shm_name("four");
   DaemonProcess daemon(shm);
   ASSERT_TRUE(daemon.start());
-  std::vector<pid_t> kids;
+  std::vector<ChildProcess> kids;
   for (int k = 0; k < 4; ++k) {
     const pid_t pid = fork();
     if (pid == 0) _exit(client_process(shm, k + 1, 10000));
-    kids.push_back(pid);
+    kids.push_back(ChildProcess::adopt(pid));
   }
-  for (pid_t pid : kids) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  for (ChildProcess& kid : kids) {
+    const pid_t pid = kid.pid();
+    const int status = kid.wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client " << pid << " saw a wrong or failed reply";
   }
   const int status = daemon.stop(SIGTERM);
@@ -176,31 +176,13 @@ TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
   const std::string shm = unique_shm_name("pipe");
   int fds[2];
   ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-  std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm, "--slots", "4",
-                                   "--slot-bytes", "65536", "--log-level", "debug"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-  pid_t pid = -1;
-  ASSERT_EQ(posix_spawn(&pid, ESTIMATORD_PATH, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  track_child(pid);
+  const TrackedSegment segment(shm);
+  ChildProcess daemon;
+  ASSERT_TRUE(daemon.start({ESTIMATORD_PATH, "--shm-name", shm, "--slots", "4", "--slot-bytes", "65536",
+                            "--log-level", "debug"},
+                           {.out_fd = fds[1], .err_fd = fds[1]}));
   close(fds[1]);
   close(fds[0]);  // nobody reads the log any more
-  struct Reap {  // a failed assertion below must not leave the daemon running
-    pid_t& pid;
-    ~Reap() {
-      if (pid > 0 && waitpid(pid, nullptr, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-      if (pid > 0) untrack_child(pid);
-    }
-  } reap{pid};
 
   client::Client c({.shm_name = shm});
   bool up = false;
@@ -212,10 +194,7 @@ TEST(MultiProcess, ClosedLogPipeDoesNotKillTheDaemon) {
   const std::string_view features[] = {"bpf_cpu_time_ms", "bpf_page_cache_hit"};
   const float row[] = {10, 1};
   EXPECT_TRUE(c.estimate({.features = features, .matrix = row, .rows = 1, .cols = 2}).ok());
-  kill(pid, SIGTERM);  // logs "signal received" into the closed pipe
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  pid = -1;
+  const int status = daemon.stop(SIGTERM);  // logs "signal received" into the closed pipe
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + shm)) << "the segment was left behind";
 }

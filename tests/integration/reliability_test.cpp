@@ -36,6 +36,7 @@
 #include "shm/segment.h"
 #include "shm/server_ring.h"
 #include "shm/wait.h"
+#include "tests/support/child_process.h"
 #include "tests/support/process_stats.h"
 
 namespace estimator::testing {
@@ -170,21 +171,11 @@ std::string describe(const std::map<std::string, int>& errors) {
   return s;
 }
 
-pid_t spawn(const std::vector<std::string>& args, int stderr_fd = -1) {
-  std::vector<std::string> copy = args;
-  std::vector<char*> argv;
-  for (auto& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (stderr_fd >= 0) {
-    posix_spawn_file_actions_adddup2(&actions, stderr_fd, STDERR_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, stderr_fd, STDOUT_FILENO);
-  }
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
+// Starts `args` with its stdout and stderr in `output_fd` (-1: the test's own).
+ChildProcess spawn(const std::vector<std::string>& args, int output_fd = -1) {
+  ChildProcess child;
+  child.start(args, {.out_fd = output_fd, .err_fd = output_fd});
+  return child;
 }
 
 // A view of the slot states, through a mapping of our own (as any client has).
@@ -242,14 +233,16 @@ const Step kSteps[] = {
     {"read", {shm::SlotState::kAnswered}},
 };
 
-// Kills `pids` (stopped or running), reaps them, and returns how long until no slot names
-// any of them as owner (or 10 s if that never happens).
-std::chrono::milliseconds kill_and_time_reclaim(const SlotObserver& slots, const std::set<pid_t>& pids) {
-  for (pid_t p : pids) kill(p, SIGKILL);
-  for (pid_t p : pids) {
-    int status = 0;
-    waitpid(p, &status, 0);
+// Kills `children` (stopped or running), reaps them, and returns how long until no slot
+// names any of them as owner (or 10 s if that never happens).
+std::chrono::milliseconds kill_and_time_reclaim(const SlotObserver& slots, std::vector<ChildProcess>& children) {
+  std::set<pid_t> pids;
+  for (ChildProcess& c : children) {
+    pids.insert(c.pid());
+    kill(c.pid(), SIGKILL);
   }
+  for (ChildProcess& c : children) c.wait();
+  children.clear();
   const auto t0 = Clock::now();
   while (slots.held_by(pids) != 0 && Clock::now() - t0 < 10s) std::this_thread::sleep_for(2ms);
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
@@ -275,19 +268,20 @@ TEST(ClientDeath, SlotsOfClientsKilledAtEveryProtocolStepAreReclaimedWithinASeco
   int killed = 0;
 
   for (int batch = 0; killed < step_kills; ++batch) {
-    std::map<pid_t, const Step*> victims;
+    std::vector<ChildProcess> victims;
+    std::vector<const Step*> steps;
     for (int k = 0; k < kBatch; ++k) {
       const Step& s = kSteps[(batch * kBatch + k + rng() % 6) % 6];
-      const pid_t pid = spawn({VICTIM_CLIENT_PATH, shm, s.name});
-      ASSERT_GT(pid, 0);
-      victims[pid] = &s;
+      victims.push_back(spawn({VICTIM_CLIENT_PATH, shm, s.name}));
+      ASSERT_GT(victims.back().pid(), 0);
+      steps.push_back(&s);
     }
-    std::set<pid_t> pids;
-    for (const auto& [pid, s] : victims) {
+    for (std::size_t v = 0; v < victims.size(); ++v) {
+      const Step* s = steps[v];
+      const pid_t pid = victims[v].pid();
       int status = 0;
-      ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
-      ASSERT_TRUE(WIFSTOPPED(status)) << "victim at step " << s->name << " ended before its step, status " << status;
-      pids.insert(pid);
+      ASSERT_TRUE(victims[v].wait_stopped(&status))
+          << "victim at step " << s->name << " ended before its step, status " << status;
       for (std::uint32_t i = 0; i < slots.slots(); ++i) {
         // Stopped, the victim may still see its answer arrive (publish, wait).
         const shm::SlotWord w = slots.word(i);
@@ -297,7 +291,7 @@ TEST(ClientDeath, SlotsOfClientsKilledAtEveryProtocolStepAreReclaimedWithinASeco
         ++seen_states[std::string(s->name) + "/" + std::to_string(int(w.state))];
       }
     }
-    const auto took = kill_and_time_reclaim(slots, pids);
+    const auto took = kill_and_time_reclaim(slots, victims);
     worst = std::max(worst, took);
     EXPECT_LT(took, 1000ms) << "slots of killed victims reclaimed too slowly";
     killed += kBatch;
@@ -309,14 +303,13 @@ TEST(ClientDeath, SlotsOfClientsKilledAtEveryProtocolStepAreReclaimedWithinASeco
 
   // Ordinary clients killed at random times, whatever they were doing.
   for (int done = 0; done < random_kills; done += kBatch) {
-    std::set<pid_t> pids;
+    std::vector<ChildProcess> clients;
     for (int k = 0; k < kBatch; ++k) {
-      const pid_t pid = spawn({VICTIM_CLIENT_PATH, shm, "loop"});
-      ASSERT_GT(pid, 0);
-      pids.insert(pid);
+      clients.push_back(spawn({VICTIM_CLIENT_PATH, shm, "loop"}));
+      ASSERT_GT(clients.back().pid(), 0);
     }
     std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 30000));
-    const auto took = kill_and_time_reclaim(slots, pids);
+    const auto took = kill_and_time_reclaim(slots, clients);
     worst = std::max(worst, took);
     EXPECT_LT(took, 1000ms) << "slots of clients killed at random reclaimed too slowly";
   }
@@ -398,20 +391,15 @@ TEST(DaemonDeath, KilledMidRequestAHundredTimesCallersSeeUnavailableThenResume) 
 // ---------------------------------------------------------------------------------------
 // Hostile client
 
-pid_t spawn_hostile(const std::string& shm, double seconds, const char* mode, int seed) {
+ChildProcess spawn_hostile(const std::string& shm, double seconds, const char* mode, int seed) {
   return spawn({HOSTILE_CLIENT_PATH, shm, std::to_string(seconds), mode, std::to_string(seed)});
 }
 
-bool exited_cleanly(pid_t pid, std::chrono::seconds within) {
-  const auto end = Clock::now() + within;
-  while (Clock::now() < end) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    std::this_thread::sleep_for(10ms);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  return false;
+// Whether `child` exits with status 0 within `within`; killed if it has not.
+bool exited_cleanly(ChildProcess& child, std::chrono::seconds within) {
+  const int status = child.wait_exit(within);
+  if (status == -1) child.stop(SIGKILL);
+  return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 // Honest clients must get correct answers or errors, never wrong numbers, while a
@@ -427,8 +415,8 @@ TEST(HostileClient, DaemonKeepsAnsweringHonestClientsCorrectlyOrWithAnError) {
   const double seconds = std::max(1.0, 8.0 * scaled(100) / 100.0);
   {
     HonestCallers honest(shm, 3, 500ms);
-    const pid_t hostile = spawn_hostile(shm, seconds, "protocol", 11);
-    ASSERT_GT(hostile, 0);
+    ChildProcess hostile = spawn_hostile(shm, seconds, "protocol", 11);
+    ASSERT_GT(hostile.pid(), 0);
     EXPECT_TRUE(exited_cleanly(hostile, std::chrono::seconds(static_cast<int>(seconds) + 30)));
     honest.stop();
     const auto& n = honest.counts();
@@ -439,7 +427,7 @@ TEST(HostileClient, DaemonKeepsAnsweringHonestClientsCorrectlyOrWithAnError) {
                 static_cast<unsigned long long>(n.ok.load()),
                 static_cast<unsigned long long>(n.errors.load()), describe(honest.error_samples()).c_str());
   }
-  ASSERT_EQ(kill(daemon.pid(), 0), 0) << "the daemon died";
+  ASSERT_TRUE(daemon.alive()) << "the daemon died";
   // The hostile process is gone: whatever states it left its slots in, they come back.
   const auto t0 = Clock::now();
   while (slots.not_free() != 0 && Clock::now() - t0 < 3s) std::this_thread::sleep_for(10ms);
@@ -474,11 +462,11 @@ VictimReport attack_a_victim(const std::string& shm, const char* mode, double se
   const int fd = mkstemp(path);
   EXPECT_GE(fd, 0);
   unlink(path);
-  const pid_t victim = spawn({VICTIM_CLIENT_PATH, shm, "check", std::to_string(seconds + 2.8)}, fd);
-  EXPECT_GT(victim, 0);
+  ChildProcess victim = spawn({VICTIM_CLIENT_PATH, shm, "check", std::to_string(seconds + 2.8)}, fd);
+  EXPECT_GT(victim.pid(), 0);
   std::this_thread::sleep_for(300ms);  // the victim is attached and calling
-  const pid_t hostile = spawn_hostile(shm, seconds, mode, seed);
-  EXPECT_GT(hostile, 0);
+  ChildProcess hostile = spawn_hostile(shm, seconds, mode, seed);
+  EXPECT_GT(hostile.pid(), 0);
   EXPECT_TRUE(exited_cleanly(hostile, std::chrono::seconds(static_cast<int>(seconds) + 30)));
   attack_end_ns = shm::monotonic_ns();
   report.exited_ok = exited_cleanly(victim, 60s);
@@ -509,6 +497,25 @@ void expect_victim_unharmed(const VictimReport& v, std::uint64_t attack_end_ns) 
   std::printf("victim: %s", v.output.c_str());
 }
 
+// A fresh daemon whose victim is attacked in `mode` (hostile_client.cpp) for ~3 s: the
+// victim is unharmed, and the daemon lives through it and stops cleanly (a sanitizer
+// report makes its status non-zero). Returns the victim's report.
+VictimReport attack_then_stop(const char* mode, int seed) {
+  const std::string shm = unique_shm_name(mode);
+  DaemonProcess daemon(shm);
+  if (!daemon.start()) {
+    ADD_FAILURE() << "estimatord did not start";
+    return {};
+  }
+  std::uint64_t attack_end = 0;
+  const VictimReport v = attack_a_victim(shm, mode, std::max(1.0, 3.0 * scaled(100) / 100.0), seed, attack_end);
+  expect_victim_unharmed(v, attack_end);
+  EXPECT_TRUE(daemon.alive()) << "the daemon died";
+  const int status = daemon.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "daemon status " << status;
+  return v;
+}
+
 // The attack that made 6,947 of 6,976 answers of a long-lived client wrong, silently:
 // a peer planting copies of its requests (predicted ids, other values) in slots of its
 // own and replaying the daemon's answers to them, with their seal, into the victim's
@@ -516,18 +523,8 @@ void expect_victim_unharmed(const VictimReport& v, std::uint64_t attack_end_ns) 
 // of those a rejected reply (retried, or an integrity error), never an answer.
 TEST(HostileClient, ForgerReplayingAnswersToPlantedCopiesGetsNoWrongAnswerAccepted) {
   Watchdog dog(120);
-  const std::string shm = unique_shm_name("forge");
-  DaemonProcess daemon(shm);
-  ASSERT_TRUE(daemon.start());
-  std::uint64_t attack_end = 0;
-  const VictimReport v = attack_a_victim(shm, "forge", std::max(1.0, 3.0 * scaled(100) / 100.0), 17, attack_end);
-  expect_victim_unharmed(v, attack_end);
-  EXPECT_GT(v.rejected, 0u) << "the forger never reached the victim: the test proves nothing";
-  int status = 0;
-  ASSERT_EQ(waitpid(daemon.pid(), &status, WNOHANG), 0) << "the daemon died, status " << status;
-  status = daemon.stop(SIGTERM);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "daemon status " << status << " (a sanitizer report makes it non-zero)";
+  EXPECT_GT(attack_then_stop("forge", 17).rejected, 0u)
+      << "the forger never reached the victim: the test proves nothing";
 }
 
 // Random bytes over every byte of the segment, header and semaphores included: the
@@ -536,18 +533,8 @@ TEST(HostileClient, ForgerReplayingAnswersToPlantedCopiesGetsNoWrongAnswerAccept
 // but never a wrong number, and is served again within a second once it stops.
 TEST(HostileClient, DaemonSurvivesRandomBytesAnywhereInTheSegment) {
   Watchdog dog(120);
-  const std::string shm = unique_shm_name("chaos");
-  DaemonProcess daemon(shm);
-  ASSERT_TRUE(daemon.start());
-  std::uint64_t attack_end = 0;
-  const VictimReport v = attack_a_victim(shm, "chaos", std::max(1.0, 3.0 * scaled(100) / 100.0), 13, attack_end);
-  expect_victim_unharmed(v, attack_end);
-  EXPECT_GT(v.errors, 0u) << "the random writer never reached the victim: the test proves nothing";
-  int status = 0;
-  ASSERT_EQ(waitpid(daemon.pid(), &status, WNOHANG), 0) << "the daemon died, status " << status;
-  status = daemon.stop(SIGTERM);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "daemon status " << status << " (a sanitizer report makes it non-zero)";
+  EXPECT_GT(attack_then_stop("chaos", 13).errors, 0u)
+      << "the random writer never reached the victim: the test proves nothing";
 }
 
 // utime + stime of a process, in clock ticks.
@@ -586,8 +573,8 @@ TEST(HostileClient, NothingAPeerWritesPinsSlotsTheHeaderOrACpu) {
            h.state.load() == static_cast<std::uint32_t>(shm::ServerState::kServing);
   };
 
-  const pid_t hostile = spawn_hostile(shm, 0, "pin", 1);
-  ASSERT_GT(hostile, 0);
+  ChildProcess hostile = spawn_hostile(shm, 0, "pin", 1);
+  ASSERT_GT(hostile.pid(), 0);
   ASSERT_TRUE(exited_cleanly(hostile, 30s));
   const auto t0 = Clock::now();
   EXPECT_FALSE(restored() && slots.not_free() == 0) << "the hostile peer forged nothing";
@@ -652,12 +639,14 @@ std::string as_other_user(gid_t gid, const std::function<std::string()>& body) {
     (void)!write(fds[1], out.data(), out.size());
     _exit(0);
   }
+  track_child(pid);
   close(fds[1]);
   std::string out;
   char buf[512];
   for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
   close(fds[0]);
   waitpid(pid, nullptr, 0);
+  untrack_child(pid);
   return out;
 }
 
@@ -714,12 +703,12 @@ TEST(DevShm, TooSmallForTheSegmentTheDaemonRefusesToStartNamingBothSizes) {
   const int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
   unlink(path);
-  const pid_t pid = spawn({ESTIMATORD_PATH, "--shm-name", shm, "--slots", "512", "--slot-bytes",
-                           std::to_string(1U << 30), "--no-fetch"},
-                          fd);
-  ASSERT_GT(pid, 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  const TrackedSegment segment(shm);
+  ChildProcess daemon = spawn({ESTIMATORD_PATH, "--shm-name", shm, "--slots", "512", "--slot-bytes",
+                               std::to_string(1U << 30), "--no-fetch"},
+                              fd);
+  ASSERT_GT(daemon.pid(), 0);
+  const int status = daemon.wait();
   std::string out(8192, '\0');
   out.resize(static_cast<std::size_t>(std::max<ssize_t>(0, pread(fd, out.data(), out.size(), 0))));
   close(fd);

@@ -20,6 +20,7 @@
 
 #include "../models/kepler2022_reference.h"
 #include "daemon_process.h"
+#include "tests/support/shell_command.h"
 
 namespace estimator::testing {
 namespace {
@@ -28,18 +29,12 @@ namespace k22 = kepler2022;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-// Standard output of a shell command; empty when it fails.
+// Standard output of a shell command; empty (and a failure) when it fails.
 std::string run(const std::string& cmd) {
-  std::string out;
-  if (FILE* p = popen(cmd.c_str(), "r"); p != nullptr) {
-    char buf[4096];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-    if (pclose(p) != 0) {
-      ADD_FAILURE() << "failed: " << cmd << "\n" << out;
-      out.clear();
-    }
-  }
-  return out;
+  CommandResult r = run_command(cmd);
+  if (r.exit_code == 0) return r.out;
+  ADD_FAILURE() << "failed: " << cmd << "\n" << r.out;
+  return {};
 }
 
 // One request, one reply, as Kepler does it: connect, write, read until the server closes.

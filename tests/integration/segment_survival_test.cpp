@@ -24,6 +24,7 @@
 #include "models/embedded_defaults.h"
 #include "models/registry.h"
 #include "shm/segment.h"
+#include "tests/support/child_process.h"
 
 namespace estimator::testing {
 namespace {
@@ -58,11 +59,6 @@ std::uint64_t epoch_of(const std::string& name) {
   return seg.ok() ? seg.value()->epoch() : 0;
 }
 
-bool alive(pid_t pid) {
-  int status = 0;
-  return waitpid(pid, &status, WNOHANG) == 0;
-}
-
 // The expected answer: the same embedded model evaluated here.
 std::vector<float> expected_power(const std::vector<float>& x, std::uint32_t rows) {
   const auto registry = models::Registry::build(models::embedded_model_folders());
@@ -85,10 +81,11 @@ Result<client::Reply> estimate(client::Client& c, const std::vector<float>& x,
 }
 
 // Runs argv as `uid` (group = uid) with stdout and stderr (the daemon's log) into
-// `err_fd`; returns the pid.
-pid_t spawn_as(uid_t uid, const std::vector<std::string>& args, int err_fd = -1) {
+// `err_fd`.
+ChildProcess spawn_as(uid_t uid, const std::vector<std::string>& args, int err_fd = -1) {
   const pid_t pid = fork();
   if (pid == 0) {
+    setpgid(0, 0);
     if (err_fd >= 0) {
       dup2(err_fd, 1);
       dup2(err_fd, 2);
@@ -100,9 +97,10 @@ pid_t spawn_as(uid_t uid, const std::vector<std::string>& args, int err_fd = -1)
     execv(argv[0], argv.data());
     _exit(127);
   }
-  return pid;
+  return ChildProcess::adopt(pid);
 }
 
+// The first 16 KiB of the file open as `fd`.
 std::string read_all(int fd) {
   std::string out(16384, '\0');
   out.resize(static_cast<std::size_t>(std::max<ssize_t>(0, pread(fd, out.data(), out.size(), 0))));
@@ -142,7 +140,7 @@ TEST(SegmentSurvival, TruncatedUnderAnInFlightCallBothLiveTheCallFailsUnavailabl
   // The daemon lives and lays out a new segment; the next call is answered there.
   const auto recreated = time_until([&] { return inode_of(shm_path(shm)) != inode0 && epoch_of(shm) > epoch0; }, 3s);
   EXPECT_LT(recreated, 1500ms);
-  ASSERT_TRUE(alive(daemon.pid())) << "the daemon survived the truncation";
+  ASSERT_TRUE(daemon.alive()) << "the daemon survived the truncation";
   auto next = estimate(c, x, 5s);
   ASSERT_TRUE(next.ok()) << next.status().to_string();
   const std::vector<float> want = expected_power(x, 2);
@@ -154,7 +152,7 @@ TEST(SegmentSurvival, TruncatedUnderAnInFlightCallBothLiveTheCallFailsUnavailabl
   ASSERT_EQ(truncate(shm_path(shm).c_str(), 4096), 0);
   EXPECT_LT(time_until([&] { return inode_of(shm_path(shm)) != inode1; }, 3s), 1500ms);
   EXPECT_TRUE(estimate(c, x, 5s).ok() || estimate(c, x, 5s).ok()) << "re-attached";
-  EXPECT_TRUE(alive(daemon.pid()));
+  EXPECT_TRUE(daemon.alive());
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << "clean exit after the recreations";
 }
 
@@ -182,7 +180,7 @@ TEST(SegmentSurvival, DeletedOrReplacedSegmentIsRecreatedWithANewEpochWithinAHou
   EXPECT_LT(time_until([&] { return inode_of(shm_path(shm)) != foreign && epoch_of(shm) > epoch1; }, 3s),
             1000ms);
   EXPECT_TRUE(c.ping(2s).ok());
-  EXPECT_TRUE(alive(daemon.pid()));
+  EXPECT_TRUE(daemon.alive());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -192,10 +190,11 @@ TEST(SegmentIdentity, ASquattersSegmentIsRefusedByRootsClientAndReplacedByRootsD
   if (geteuid() != 0) GTEST_SKIP() << "needs root to run the squatter as uid 65534";
   Watchdog dog(60);
   const std::string shm = unique_shm_name("squat");
+  const TrackedSegment segment(shm);
   // The squatter: a real estimatord as nobody, on the name first, mode 0666.
-  const pid_t squatter = spawn_as(kNobody, {ESTIMATORD_PATH, "--shm-name", shm, "--shm-mode", "0666",
-                                            "--log-level", "warn", "--slots", "4", "--no-fetch"});
-  ASSERT_GT(squatter, 0);
+  ChildProcess squatter = spawn_as(kNobody, {ESTIMATORD_PATH, "--shm-name", shm, "--shm-mode", "0666",
+                                             "--log-level", "warn", "--slots", "4", "--no-fetch"});
+  ASSERT_GT(squatter.pid(), 0);
   client::Client as_nobody({.shm_name = shm, .daemon_uid = kNobody, .shm_mode = 0666});
   ASSERT_LT(time_until([&] { return as_nobody.ping(200ms).ok(); }, 10s), 10s)
       << "the squatter serves (a client told to trust uid 65534 and 0666 is answered)";
@@ -216,14 +215,13 @@ TEST(SegmentIdentity, ASquattersSegmentIsRefusedByRootsClientAndReplacedByRootsD
   EXPECT_EQ(st.st_uid, 0u);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   EXPECT_TRUE(root_client.ping(2s).ok());
-  kill(squatter, SIGKILL);
-  waitpid(squatter, nullptr, 0);
 }
 
 TEST(SegmentIdentity, ANonRootDaemonRefusesANameAnotherUserOwnsNamingTheOwner) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to run the daemon as uid 65534";
   Watchdog dog(60);
   const std::string shm = unique_shm_name("foreign");
+  const TrackedSegment segment(shm);
   const int fd = open(shm_path(shm).c_str(), O_RDWR | O_CREAT | O_EXCL, 0644);
   ASSERT_GE(fd, 0);
   close(fd);
@@ -231,17 +229,13 @@ TEST(SegmentIdentity, ANonRootDaemonRefusesANameAnotherUserOwnsNamingTheOwner) {
   const int err = mkstemp(path);
   ASSERT_GE(err, 0);
   unlink(path);
-  const pid_t pid = spawn_as(kNobody, {ESTIMATORD_PATH, "--shm-name", shm, "--no-fetch"}, err);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  const int status = spawn_as(kNobody, {ESTIMATORD_PATH, "--shm-name", shm, "--no-fetch"}, err).wait();
   const std::string out = read_all(err);
   close(err);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 125) << out;
   EXPECT_NE(out.find("of uid 0"), std::string::npos) << out;
   EXPECT_NE(out.find("not replacing another user's file"), std::string::npos) << out;
   EXPECT_EQ(inode_of(shm_path(shm)) != 0, true) << "root's file is still there";
-  unlink(shm_path(shm).c_str());
-  unlink((shm_path(shm) + ".lock").c_str());
 }
 
 TEST(SegmentIdentity, AFifoUnderTheSegmentOrLockNameIsRefusedWithinASecond) {
@@ -249,24 +243,20 @@ TEST(SegmentIdentity, AFifoUnderTheSegmentOrLockNameIsRefusedWithinASecond) {
   for (const char* suffix : {"", ".lock"}) {
     const std::string shm = unique_shm_name(std::string("fifo") + (*suffix ? "lock" : "seg"));
     const std::string fifo = shm_path(shm) + suffix;
+    const TrackedSegment segment(shm);
     ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
     char path[] = "/tmp/segment-survival-XXXXXX";
     const int err = mkstemp(path);
     ASSERT_GE(err, 0);
     unlink(path);
     const auto t0 = Clock::now();
-    const pid_t pid = spawn_as(geteuid(), {ESTIMATORD_PATH, "--shm-name", shm, "--no-fetch"}, err);
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    const int status = spawn_as(geteuid(), {ESTIMATORD_PATH, "--shm-name", shm, "--no-fetch"}, err).wait();
     const auto took = Clock::now() - t0;
     const std::string out = read_all(err);
     close(err);
     EXPECT_LT(took, 1s) << out;
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
     EXPECT_NE(out.find(fifo + " is a FIFO"), std::string::npos) << out;
-    unlink(fifo.c_str());
-    unlink(shm_path(shm).c_str());
-    unlink((shm_path(shm) + ".lock").c_str());
   }
 }
 
@@ -277,7 +267,7 @@ TEST(SegmentIdentity, AFifoUnderTheSegmentOrLockNameIsRefusedWithinASecond) {
 // whose next child enters the namespace). pid() is its pid in our namespace.
 class NamespacedDaemon {
  public:
-  explicit NamespacedDaemon(std::string shm) : shm_(std::move(shm)) {}
+  explicit NamespacedDaemon(std::string shm) : shm_(std::move(shm)), segment_(shm_) {}
   ~NamespacedDaemon() { kill_now(); }
 
   // Empty on success, else why the namespace could not be made.
@@ -303,25 +293,34 @@ class NamespacedDaemon {
       _exit(0);
     }
     close(fds[1]);
+    track_child(holder_);
     int err = 0;
     const bool got = read(fds[0], &pid_, sizeof pid_) == sizeof pid_ && read(fds[0], &err, sizeof err) == sizeof err;
     close(fds[0]);
     if (!got || pid_ <= 0) {
-      waitpid(holder_, nullptr, 0);
-      holder_ = -1;
+      pid_ = -1;
+      kill_now();
       return std::string("unshare(CLONE_NEWPID): ") + std::strerror(err);
     }
+    track_child(pid_);  // not our child, but the watchdog kills it by its pid all the same
     return {};
   }
   void kill_now() {
-    if (pid_ > 0) kill(pid_, SIGKILL);
-    if (holder_ > 0) waitpid(holder_, nullptr, 0);
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      untrack_child(pid_);
+    }
+    if (holder_ > 0) {
+      waitpid(holder_, nullptr, 0);
+      untrack_child(holder_);
+    }
     pid_ = holder_ = -1;
   }
   pid_t pid() const { return pid_; }
 
  private:
   std::string shm_;
+  TrackedSegment segment_;
   pid_t holder_ = -1;
   pid_t pid_ = -1;
 };
@@ -353,16 +352,17 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
   // A client killed while holding a slot: the daemon cannot see its pid, so the slot comes
   // back when its lease ends (the call's deadline + 1 s; docs/reliability.md).
   kill(daemon.pid(), SIGSTOP);  // keeps the victim's request unanswered
-  const pid_t victim = fork();
-  if (victim == 0) {
+  const pid_t forked = fork();
+  if (forked == 0) {
     client::Client v({.shm_name = shm});
     (void)estimate(v, x, 500ms);
     _exit(0);
   }
+  ChildProcess victim = ChildProcess::adopt(forked);
   std::this_thread::sleep_for(200ms);  // published, waiting
-  kill(victim, SIGKILL);
+  kill(victim.pid(), SIGKILL);
   const auto killed = Clock::now();
-  waitpid(victim, nullptr, 0);
+  victim.wait();
   kill(daemon.pid(), SIGCONT);
   auto seg = shm::ClientSegment::attach(shm);
   ASSERT_TRUE(seg.ok());
@@ -414,8 +414,6 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   for (std::size_t j = 0; j < want.size(); ++j) EXPECT_FLOAT_EQ(r->powers()[j], want[j]);
   next.kill_now();
-  unlink(shm_path(shm).c_str());
-  unlink((shm_path(shm) + ".lock").c_str());
 }
 
 }  // namespace

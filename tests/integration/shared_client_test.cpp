@@ -1,11 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A Client shared by many threads: every thread's calls succeed at once, and once a
 // thread's encoder and its Reply are sized, its calls allocate nothing (counted by this
-// binary's own operator new, per thread).
-// This binary replaces operator new and delete with malloc and free (to count): GCC then
-// sees std::allocator's delete of a new'd pointer call free() and calls it a mismatch.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
+// binary's operator new, tests/support/allocation_counter.h, per thread).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -16,22 +12,7 @@
 
 #include "clients/cpp/estimator_client.h"
 #include "daemon_process.h"
-
-namespace {
-thread_local bool t_counting = false;
-thread_local std::size_t t_allocations = 0;
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (t_counting) ++t_allocations;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/support/allocation_counter.h"  // this binary's operator new
 
 namespace estimator::testing {
 namespace {
@@ -59,15 +40,13 @@ long calls_allocations(client::Client& c, int calls) {
   for (int i = 0; i < 3; ++i) {
     if (!c.estimate(req, reply, 5s).ok()) return -1;
   }
-  t_allocations = 0;
-  t_counting = true;
+  const ThreadAllocationWindow window;
   bool ok = true;
   for (int i = 0; i < calls && ok; ++i) {
     x[0] = static_cast<float>(i);  // a new matrix each call, same shape
     ok = c.estimate(req, reply, 5s).ok() && reply.rows() == 64 && reply.cols() > 0;
   }
-  t_counting = false;
-  return ok ? static_cast<long>(t_allocations) : -1;
+  return ok ? window.count() : -1;
 }
 
 TEST_F(SharedClient, CallsAllocateNothingAfterWarmUp) {

@@ -4,7 +4,6 @@
 // and the daemon keeps serving; logs go to stderr, never stdout.
 #include <gtest/gtest.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -15,6 +14,8 @@
 #include "clients/cpp/spawned_daemon.h"
 #include "daemon_process.h"
 #include "service/signals.h"
+#include "tests/support/child_process.h"
+#include "tests/support/files.h"
 
 namespace estimator::testing {
 namespace {
@@ -24,11 +25,6 @@ using namespace std::chrono_literals;
 
 bool segment_files_exist(const std::string& name) {
   return fs::exists("/dev/shm/" + name) || fs::exists("/dev/shm/" + name + ".lock");
-}
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::size_t count(const std::string& text, const std::string& what) {
@@ -71,6 +67,7 @@ TEST(Signals, CrashCleanupRemovesTheFilesOnlyForItsOwnProcess) {
   const std::string name = unique_shm_name("crash-cleanup");
   std::ofstream("/dev/shm/" + name) << "segment";
   std::ofstream("/dev/shm/" + name + ".lock") << "";
+  const TrackedSegment segment(name);
   const pid_t owner = fork();
   ASSERT_GE(owner, 0);
   if (owner == 0) {
@@ -89,52 +86,36 @@ TEST(Signals, CrashCleanupRemovesTheFilesOnlyForItsOwnProcess) {
                                   << WEXITSTATUS(status);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) << status;
   EXPECT_FALSE(segment_files_exist(name));
-  fs::remove("/dev/shm/" + name);
-  fs::remove("/dev/shm/" + name + ".lock");
 }
 
-// estimatord with stdout and stderr in files.
+// estimatord with stdout and stderr in files; stopped, and its segment removed, however the
+// test ends.
 class LoggedDaemon {
  public:
   LoggedDaemon(const std::string& shm, const fs::path& dir, const std::vector<std::string>& extra)
-      : out_(dir / "stdout"), err_(dir / "stderr") {
+      : segment_(shm), out_(dir / "stdout"), err_(dir / "stderr") {
     // No fetching (whatever the environment says): nothing but the test changes the models.
     std::vector<std::string> args = {ESTIMATORD_PATH, "--shm-name", shm, "--log-level", "info",
                                      "--no-fetch"};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t files;
-    posix_spawn_file_actions_init(&files);
-    posix_spawn_file_actions_addopen(&files, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&files, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (posix_spawn(&pid_, ESTIMATORD_PATH, &files, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&files);
-    if (pid_ > 0) track_child(pid_);
+    const int out = open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const int err = open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out >= 0 && err >= 0) process_.start(args, {.out_fd = out, .err_fd = err});
+    if (out >= 0) close(out);
+    if (err >= 0) close(err);
   }
   ~LoggedDaemon() { stop(SIGTERM); }
 
-  bool alive() const {
-    int status = 0;
-    return pid_ > 0 && waitpid(pid_, &status, WNOHANG) == 0;
-  }
-  int stop(int sig) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, sig);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    untrack_child(pid_);
-    pid_ = -1;
-    return status;
-  }
-  pid_t pid() const { return pid_; }
-  std::string out() const { return slurp(out_); }
-  std::string err() const { return slurp(err_); }
+  bool alive() { return process_.alive(); }
+  int stop(int sig) { return process_.stop(sig); }
+  pid_t pid() const { return process_.pid(); }
+  std::string out() const { return read_file(out_); }
+  std::string err() const { return read_file(err_); }
 
  private:
+  TrackedSegment segment_;
   fs::path out_, err_;
-  pid_t pid_ = -1;
+  ChildProcess process_;  // destroyed first: the daemon stops before its segment is removed
 };
 
 TEST(Signals, CrashSignalsRemoveTheSegmentAndLockAndStillEndTheProcess) {
@@ -248,8 +229,8 @@ TEST(Signals, SpawnedDaemonLogsToStderrOnly) {
   close(out);
   close(err);
   ASSERT_TRUE(result.ok()) << result.to_string();
-  EXPECT_EQ(slurp(dir / "stdout"), "");
-  const std::string logged = slurp(dir / "stderr");
+  EXPECT_EQ(read_file(dir / "stdout"), "");
+  const std::string logged = read_file(dir / "stderr");
   EXPECT_NE(logged.find("ready: segment"), std::string::npos) << logged;
   EXPECT_NE(logged.find("stopped after"), std::string::npos) << logged;
   fs::remove_all(dir);

@@ -18,6 +18,7 @@
 #include "daemon_process.h"
 #include "models/embedded_defaults.h"
 #include "models/registry.h"
+#include "tests/support/child_process.h"
 #include "tests/support/process_stats.h"
 
 namespace estimator::testing {
@@ -107,12 +108,12 @@ TEST(Soak, EightClientsEveryAnswerExactNothingLostDaemonMemoryFlat) {
   void* mem = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(mem, MAP_FAILED);
   auto* shared = new (mem) Shared{};
-  std::vector<pid_t> kids;
+  std::vector<ChildProcess> kids;
   for (int k = 0; k < kClients; ++k) {
     const pid_t pid = fork();
     if (pid == 0) _exit(client_process(shm, k, n, shared));
     ASSERT_GT(pid, 0);
-    kids.push_back(pid);
+    kids.push_back(ChildProcess::adopt(pid));
   }
   auto total_done = [&] {
     std::uint64_t t = 0;
@@ -125,11 +126,11 @@ TEST(Soak, EightClientsEveryAnswerExactNothingLostDaemonMemoryFlat) {
   const int fds_warm = open_fds(daemon.pid());
   long rss_peak = rss_warm;
   const auto t0 = std::chrono::steady_clock::now();
-  for (pid_t pid : kids) {
+  for (ChildProcess& kid : kids) {
+    const pid_t pid = kid.pid();
     for (;;) {
-      int status = 0;
-      const pid_t got = waitpid(pid, &status, WNOHANG);
-      if (got == pid) {
+      const int status = kid.wait_exit(0ms);
+      if (status != -1) {
         EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client " << pid << " status " << status;
         break;
       }

@@ -48,11 +48,13 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds wit
 struct StandIn {
   pid_t test = -1;    // the forked stand-in test
   pid_t daemon = -1;  // the estimatord it started
+  pid_t client = -1;  // the client it forked, when asked to
 };
 
 // Forks the stand-in: it starts estimatord on `shm`, arms a Watchdog of `seconds` (0: none),
-// reports the daemon's pid and hangs.
-StandIn start_stand_in(const std::string& shm, unsigned seconds) {
+// forks a client of its own when `fork_client` (running the test's code, as the
+// multi-process tests' clients do: no exec), reports the pids and hangs.
+StandIn start_stand_in(const std::string& shm, unsigned seconds, bool fork_client = false) {
   int fds[2];
   if (pipe(fds) != 0) return {};
   const pid_t child = fork();
@@ -60,16 +62,28 @@ StandIn start_stand_in(const std::string& shm, unsigned seconds) {
     close(fds[0]);
     DaemonProcess daemon(shm);
     if (!daemon.start()) _exit(2);
-    const pid_t pid = daemon.pid();
+    ChildProcess client;
+    if (fork_client) {
+      const pid_t forked = fork();
+      if (forked == 0) {
+        for (;;) pause();
+      }
+      client = ChildProcess::adopt(forked);
+    }
+    const pid_t pids[2] = {daemon.pid(), client.pid()};
     std::optional<Watchdog> dog;
     if (seconds > 0) dog.emplace(seconds);
-    if (write(fds[1], &pid, sizeof pid) != sizeof pid) _exit(3);
+    if (write(fds[1], pids, sizeof pids) != sizeof pids) _exit(3);
     for (;;) pause();  // the hang; only the watchdog or a kill ends it
   }
   close(fds[1]);
   StandIn s;
   s.test = child;
-  if (read(fds[0], &s.daemon, sizeof s.daemon) != sizeof s.daemon) s.daemon = -1;
+  pid_t pids[2] = {-1, -1};
+  if (read(fds[0], pids, sizeof pids) == sizeof pids) {
+    s.daemon = pids[0];
+    s.client = pids[1];
+  }
   close(fds[0]);
   return s;
 }
@@ -111,6 +125,24 @@ TEST(Watchdog, AKilledTestLeavesNoDaemonAndNoSegment) {
       << "segment " << shm << " left behind";
   EXPECT_TRUE(eventually([&] { return !fs::exists("/dev/shm/" + shm + ".lock"); }, 10s))
       << "its lock file left behind";
+}
+
+// A forked client of the killed test must not keep the reaper waiting: it inherited the
+// reaper's pipe, and while it held it open the reaper never saw the test end.
+TEST(Watchdog, AKilledTestWithAForkedClientLeavesNothing) {
+  Watchdog dog(120);
+  const std::string shm = unique_shm_name("watchdog-fork");
+  const StandIn s = start_stand_in(shm, 0, true);
+  ASSERT_NO_FATAL_FAILURE(expect_running(s, shm));
+  ASSERT_GT(s.client, 0);
+  kill(s.test, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(s.test, &status, 0), s.test);
+  EXPECT_TRUE(eventually([&] { return gone(s.client); }, 10s)) << "client " << s.client << " outlived its test";
+  EXPECT_TRUE(eventually([&] { return gone(s.daemon); }, 10s))
+      << "estimatord " << s.daemon << " outlived its test";
+  EXPECT_TRUE(eventually([&] { return !fs::exists("/dev/shm/" + shm); }, 10s))
+      << "segment " << shm << " left behind";
 }
 
 TEST(Watchdog, ATestThatEndsNormallyLeavesNothingEither) {

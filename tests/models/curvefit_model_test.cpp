@@ -12,9 +12,12 @@
 
 #include "models/weight_model.h"
 #include "test_util.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
+
+using estimator::testing::read_file;
 
 namespace fs = std::filesystem;
 using testing::evaluate;
@@ -24,13 +27,6 @@ using testing::weight_folder;
 
 const fs::path kModelDb = fs::path(ESTIMATOR_SHARED_DIR) / "kepler-samples/kepler-model-db-v0.7";
 const std::string kPrefix = "ec2-0.7.11__rapl-sysfs_AbsPower_BPFOnly_";
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string meta(const std::string& model_name) {
   return R"({"model_name": ")" + model_name +
@@ -49,7 +45,7 @@ TEST(CurveFitKeplerSample, ExponentialRegressionTrainer0) {
   // The weight file names no trainer (no model_name): metadata.json's model_name does,
   // as in the model server's zip (ExponentialRegressionTrainer_0.zip/metadata.json).
   auto sut = must_load(weight_folder("ec2/ExponentialRegressionTrainer_0",
-                                     meta("ExponentialRegressionTrainer_0"), slurp(file)));
+                                     meta("ExponentialRegressionTrainer_0"), read_file(file)));
   ASSERT_NE(sut, nullptr);
   EXPECT_EQ(sut->info().model_class, "curvefit");
   EXPECT_EQ(sut->info().trainer, "ExponentialRegressionTrainer");
@@ -87,7 +83,7 @@ TEST(CurveFitKeplerSample, ExponentialRegressionTrainer0) {
   // the folder name (a weight file downloaded without metadata of its own).
   auto by_folder = must_load(weight_folder(
       "dir/ExponentialRegressionTrainer_0",
-      R"({"model_class": "curvefit", "model_file": "weights.json"})", slurp(file)));
+      R"({"model_class": "curvefit", "model_file": "weights.json"})", read_file(file)));
   ASSERT_NE(by_folder, nullptr);
   EXPECT_EQ(by_folder->info().model_class, "curvefit");
 }

@@ -10,9 +10,12 @@
 #include <sstream>
 
 #include "test_util.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
+
+using estimator::testing::read_file;
 
 namespace fs = std::filesystem;
 using testing::evaluate;
@@ -27,13 +30,6 @@ fs::path samples_dir() { return fs::path(ESTIMATOR_SHARED_DIR) / "kepler-samples
     GTEST_SKIP() << "Kepler samples not found at " << samples_dir().string()             \
                  << " (the shared/ folder beside the repository); nothing to compare with"; \
   }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The reference: Kepler's formula evaluated straight from the parsed JSON, row by row.
 double reference(const nlohmann::json& all_weights, const std::vector<std::string>& names,
@@ -72,7 +68,7 @@ TEST(KeplerSamples, V090DefaultWeights) {
   for (const char* source : {"intel_rapl", "acpi"}) {
     for (const char* type : {"AbsPower", "DynPower"}) {
       const fs::path file = dir / (std::string(source) + "_" + type + "Model.json");
-      const std::string text = slurp(file);
+      const std::string text = read_file(file);
       ASSERT_FALSE(text.empty()) << file;
       auto model = must_load(make_folder(
           file.string(),
@@ -104,8 +100,8 @@ TEST(KeplerSamples, V090DefaultWeights) {
 TEST(KeplerSamples, MeanVarianceSample2023) {
   REQUIRE_SAMPLES();
   const fs::path dir = samples_dir() / "kepler-model-server-tests_test_models-2023";
-  const std::string weights = slurp(dir / "AbsModelWeight_CounterOnly_Sample_Sample.json");
-  const std::string metadata = slurp(dir / "AbsModelWeight_CounterOnly_Sample_metadata.json");
+  const std::string weights = read_file(dir / "AbsModelWeight_CounterOnly_Sample_Sample.json");
+  const std::string metadata = read_file(dir / "AbsModelWeight_CounterOnly_Sample_metadata.json");
   // Laid out as in kepler-model-server tests/test_models/AbsModelWeight/CounterOnly/Sample/.
   auto model = must_load(make_folder("test_models/AbsModelWeight/CounterOnly/Sample",
                                      {{"metadata.json", metadata}, {"Sample.json", weights}},
@@ -157,8 +153,8 @@ TEST(KeplerSamples, ComponentWeightsWithOldPkgName) {
   const fs::path dir = samples_dir() / "kepler-model-server-tests_test_models-2023";
   auto model = must_load(make_folder(
       "DynComponentModelWeight/CgroupOnly/ScikitMixed",
-      {{"metadata.json", slurp(dir / "DynComponentModelWeight_CgroupOnly_ScikitMixed_metadata.json")},
-       {"ScikitMixed.json", slurp(dir / "DynComponentModelWeight_CgroupOnly_ScikitMixed_ScikitMixed.json")}}));
+      {{"metadata.json", read_file(dir / "DynComponentModelWeight_CgroupOnly_ScikitMixed_metadata.json")},
+       {"ScikitMixed.json", read_file(dir / "DynComponentModelWeight_CgroupOnly_ScikitMixed_ScikitMixed.json")}}));
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->info().output_type, "DynPower");
   EXPECT_EQ(model->info().components, (std::vector<std::string>{"package", "dram"}));
@@ -174,15 +170,15 @@ TEST(KeplerSamples, ModelDbFilesLoadOrAreRefusedClearly) {
       "ec2/ExponentialRegressionTrainer_0",
       {{"metadata.json", R"({"model_name": "ExponentialRegressionTrainer_0",
           "model_class": "curvefit", "model_file": "w.json"})"},
-       {"w.json", slurp(dir / (prefix + "ExponentialRegressionTrainer_0.json"))}}));
+       {"w.json", read_file(dir / (prefix + "ExponentialRegressionTrainer_0.json"))}}));
   EXPECT_TRUE(curve.ok()) << curve.status().to_string();
   // A scikit zip's metadata and component map (the pickles are not in the samples).
   auto gb = load_model(make_folder(
       "ec2/GradientBoostingRegressorTrainer_1",
       {{"metadata.json",
-        slurp(dir / (prefix + "GradientBoostingRegressorTrainer_1.zip__metadata.json"))},
+        read_file(dir / (prefix + "GradientBoostingRegressorTrainer_1.zip__metadata.json"))},
        {"GradientBoostingRegressorTrainer_1.json",
-        slurp(dir / (prefix + "GradientBoostingRegressorTrainer_1.zip__"
+        read_file(dir / (prefix + "GradientBoostingRegressorTrainer_1.zip__"
                               "GradientBoostingRegressorTrainer_1.json"))}}));
   ASSERT_FALSE(gb.ok()) << "the component map names files the sample lacks";
   EXPECT_NE(gb.status().message().find("missing file 'scaler.pkl'"), std::string::npos)
@@ -193,14 +189,14 @@ TEST(KeplerSamples, ModelDbSgdWeightsMatchTheEmbeddedDefault) {
   REQUIRE_SAMPLES();
   // Why the default rapl-sysfs AbsPower model carries mae 60.78: kepler-model-db
   // publishes this weight file with exactly Kepler v0.9.0's coefficients.
-  const auto db = nlohmann::json::parse(slurp(
+  const auto db = nlohmann::json::parse(read_file(
       samples_dir() / "kepler-model-db-v0.7" /
       "ec2-0.7.11__rapl-sysfs_AbsPower_BPFOnly_SGDRegressorTrainer_0.json"));
   auto v090 = nlohmann::json::parse(
-      slurp(samples_dir() / "kepler-v0.9.0-data-model_weight" / "intel_rapl_AbsPowerModel.json"));
+      read_file(samples_dir() / "kepler-v0.9.0-data-model_weight" / "intel_rapl_AbsPowerModel.json"));
   v090.erase("model_name");
   EXPECT_EQ(db, v090);
-  const auto md = nlohmann::json::parse(slurp(
+  const auto md = nlohmann::json::parse(read_file(
       samples_dir() / "kepler-model-db-v0.7" /
       "ec2-0.7.11__rapl-sysfs_AbsPower_BPFOnly_SGDRegressorTrainer_0.zip__metadata.json"));
   EXPECT_DOUBLE_EQ(md["mae"].get<double>(), 60.78);

@@ -33,6 +33,7 @@
 
 #include "models/registry.h"
 #include "test_util.h"
+#include "tests/support/shell_command.h"
 
 namespace estimator::models {
 namespace {
@@ -140,25 +141,16 @@ std::optional<RowMatrixD> python_reference(const std::string& path, const RowMat
   }
   const std::string cmd = std::string("/usr/bin/python3 ") + KERAS_REFERENCE_SCRIPT + " '" + path +
                           "' '" + rows.str() + "'";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) {
-    ADD_FAILURE() << "cannot run " << cmd;
+  const estimator::testing::CommandResult ran = estimator::testing::run_command(cmd);
+  if (ran.exit_code != 0) {
+    ADD_FAILURE() << "keras_reference.py failed (" << ran.exit_code << ") on " << path;
     return std::nullopt;
   }
-  std::string text;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) text.append(buf, n);
-  const int rc = pclose(pipe);
-  if (rc != 0) {
-    ADD_FAILURE() << "keras_reference.py failed (" << rc << ") on " << path;
-    return std::nullopt;
-  }
-  std::istringstream in(text);
+  std::istringstream in(ran.out);
   RowMatrixD out(x.rows(), outputs);
   for (Eigen::Index i = 0; i < out.size(); ++i) {
     if (!(in >> out.data()[i])) {
-      ADD_FAILURE() << "keras_reference.py printed too few values for " << path << ":\n" << text;
+      ADD_FAILURE() << "keras_reference.py printed too few values for " << path << ":\n" << ran.out;
       return std::nullopt;
     }
   }

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <initializer_list>
+#include <string_view>
+#include <utility>
 
 #include "test_util.h"
 
@@ -17,25 +20,32 @@ Result<Metadata> parse(const std::string& metadata, std::vector<std::string> hin
   return parse_metadata(make_folder("dir/M", {{"metadata.json", metadata}}, std::move(hints)));
 }
 
+// (given, expected) pairs of a name mapping.
+using Cases = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+
 TEST(CanonicalSource, ResolvesRaplAndPlatformAliases) {
-  EXPECT_EQ(canonical_source("intel_rapl"), "rapl-sysfs");
-  EXPECT_EQ(canonical_source("rapl"), "rapl-sysfs");
-  EXPECT_EQ(canonical_source("rapl-msr"), "rapl-sysfs");
-  EXPECT_EQ(canonical_source("rapl-sysfs"), "rapl-sysfs");
-  EXPECT_EQ(canonical_source("Intel_RAPL"), "rapl-sysfs");
-  EXPECT_EQ(canonical_source("ACPI"), "acpi");
-  EXPECT_EQ(canonical_source("redfish"), "acpi");  // the same platform power as ACPI
-  EXPECT_EQ(canonical_source("hmc"), "acpi");
-  EXPECT_EQ(canonical_source(""), "");
+  for (const auto& [given, want] : Cases{{"intel_rapl", "rapl-sysfs"},
+                                         {"rapl", "rapl-sysfs"},
+                                         {"rapl-msr", "rapl-sysfs"},
+                                         {"rapl-sysfs", "rapl-sysfs"},
+                                         {"Intel_RAPL", "rapl-sysfs"},
+                                         {"ACPI", "acpi"},
+                                         {"redfish", "acpi"},  // the same platform power as ACPI
+                                         {"hmc", "acpi"},
+                                         {"", ""}}) {
+    EXPECT_EQ(canonical_source(given), want) << given;
+  }
 }
 
 TEST(CanonicalOutputType, ResolvesOldNames) {
-  EXPECT_EQ(canonical_output_type("AbsPower"), "AbsPower");
-  EXPECT_EQ(canonical_output_type("AbsModelWeight"), "AbsPower");
-  EXPECT_EQ(canonical_output_type("AbsComponentPower"), "AbsPower");
-  EXPECT_EQ(canonical_output_type("DynComponentModelWeight"), "DynPower");
-  EXPECT_EQ(canonical_output_type("DynPower"), "DynPower");
-  EXPECT_EQ(canonical_output_type("Other"), "Other");
+  for (const auto& [given, want] : Cases{{"AbsPower", "AbsPower"},
+                                         {"AbsModelWeight", "AbsPower"},
+                                         {"AbsComponentPower", "AbsPower"},
+                                         {"DynComponentModelWeight", "DynPower"},
+                                         {"DynPower", "DynPower"},
+                                         {"Other", "Other"}}) {
+    EXPECT_EQ(canonical_output_type(given), want) << given;
+  }
 }
 
 TEST(MissingFeatures, JoinsAbsentNamesInOrder) {
@@ -47,12 +57,14 @@ TEST(MissingFeatures, JoinsAbsentNamesInOrder) {
 }
 
 TEST(Metadata, TrainerFromName) {
-  EXPECT_EQ(trainer_from_name("SGDRegressorTrainer_0"), "SGDRegressorTrainer");
-  EXPECT_EQ(trainer_from_name("XgboostFitTrainer_109"), "XgboostFitTrainer");
-  EXPECT_EQ(trainer_from_name("Linear Regression_10"), "Linear Regression");
-  EXPECT_EQ(trainer_from_name("Sample"), "Sample");
-  EXPECT_EQ(trainer_from_name("A_b"), "A_b");
-  EXPECT_EQ(trainer_from_name("A_"), "A_");
+  for (const auto& [given, want] : Cases{{"SGDRegressorTrainer_0", "SGDRegressorTrainer"},
+                                         {"XgboostFitTrainer_109", "XgboostFitTrainer"},
+                                         {"Linear Regression_10", "Linear Regression"},
+                                         {"Sample", "Sample"},
+                                         {"A_b", "A_b"},
+                                         {"A_", "A_"}}) {
+    EXPECT_EQ(trainer_from_name(given), want) << given;
+  }
 }
 
 TEST(Metadata, ModelServerFields) {

@@ -22,9 +22,12 @@
 
 #include "models/pickle.h"
 #include "models/sklearn_model.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
+
+using estimator::testing::read_file;
 
 namespace fs = std::filesystem;
 using pickle::Options;
@@ -138,18 +141,22 @@ class PickleWriter {
   template <typename DtypeFn>
   PickleWriter& ndarray(const std::vector<std::int64_t>& shape, DtypeFn&& write_dtype,
                         std::string_view data, bool fortran = false) {
-    global("numpy.core.multiarray", "_reconstruct")
+    empty_ndarray();
+    mark().integer(1);
+    shape_tuple(shape);
+    write_dtype(*this);
+    boolean(fortran).bytes(data).tuple();
+    return build();
+  }
+  // The _reconstruct(ndarray, (0,), b'b') an array's state is then built into.
+  PickleWriter& empty_ndarray() {
+    return global("numpy.core.multiarray", "_reconstruct")
         .global("numpy", "ndarray")
         .integer(0)
         .tuple1()
         .bytes("b")
         .tuple3()
         .reduce();
-    mark().integer(1);
-    shape_tuple(shape);
-    write_dtype(*this);
-    boolean(fortran).bytes(data).tuple();
-    return build();
   }
   PickleWriter& shape_tuple(const std::vector<std::int64_t>& shape) {
     mark();
@@ -245,13 +252,6 @@ std::unique_ptr<pickle::Document> must_read(const std::string& bytes, const Opti
 const Value& at(const Value& v, std::size_t i) { return *pickle::items(v)[i]; }
 
 fs::path fixtures() { return fs::path(SKLEARN_FIXTURES_DIR); }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // ---- values ---------------------------------------------------------------------------
 
@@ -683,7 +683,7 @@ TEST(PickleReader, EveryTruncationIsRefusedWithItsOffset) {
   Options opts;
   opts.allowed = sklearn_classes();
   for (const char* name : {"linear.pkl", "maxabs_p2.pkl", "gb_small.pkl", "knn.pkl"}) {
-    const std::string bytes = slurp(fixtures() / name);
+    const std::string bytes = read_file(fixtures() / name);
     ASSERT_FALSE(bytes.empty()) << name;
     ASSERT_TRUE(read(bytes, opts).ok()) << name;
     for (std::size_t n = 1; n < bytes.size(); ++n) {
@@ -703,7 +703,7 @@ TEST(PickleReader, CorruptedBytesNeverCrash) {
   Options opts;
   opts.allowed = sklearn_classes();
   for (const char* name : {"gb_small.pkl", "knn.pkl", "svr_rbf.pkl", "poly2.pkl"}) {
-    const std::string bytes = slurp(fixtures() / name);
+    const std::string bytes = read_file(fixtures() / name);
     ASSERT_FALSE(bytes.empty()) << name;
     int accepted = 0;
     for (int i = 0; i < 1500; ++i) {
@@ -743,14 +743,7 @@ std::string gb_pickle(double threshold, std::int64_t left = 1, std::int64_t feat
   t.proto(2).global("sklearn.ensemble._gb", "GradientBoostingRegressor").empty_tuple().newobj();
   t.empty_dict().mark();
   t.str("learning_rate").real(1.0).str("init_").str("zero").str("n_features_in_").integer(features);
-  t.str("estimators_");  // an object ndarray: its data is a list
-  t.global("numpy.core.multiarray", "_reconstruct")
-      .global("numpy", "ndarray")
-      .integer(0)
-      .tuple1()
-      .bytes("b")
-      .tuple3()
-      .reduce();
+  t.str("estimators_").empty_ndarray();  // an object ndarray: its data is a list
   t.mark().integer(1).shape_tuple({1, 1}).dtype("O8", '|').boolean(false).empty_list().mark();
   // The tree.
   t.global("sklearn.tree._classes", "DecisionTreeRegressor")

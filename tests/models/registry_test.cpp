@@ -15,6 +15,7 @@
 
 #include "models/metadata.h"
 #include "test_util.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
@@ -481,10 +482,7 @@ TEST_F(ScanDirectory, MissingDirectory) {
 // ---- the kepler-model-db tree: zips and bare weight files --------------------------
 
 std::string fixture_bytes(const std::string& name) {
-  std::ifstream f(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/" + name, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return estimator::testing::read_file(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/" + name);
 }
 
 TEST_F(ScanDirectory, ModelDbTreeOfZipsAndBareWeightFiles) {

@@ -23,23 +23,19 @@
 #include <vector>
 
 #include "models/pickle.h"
+#include "tests/support/files.h"
 
 #include "tests/support/allocation_counter.h"  // this binary's operator new
 
 namespace estimator::models {
 namespace {
 
+using estimator::testing::read_file;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 fs::path fixtures() { return fs::path(SKLEARN_FIXTURES_DIR); }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 RowMatrixD matrix(const json& rows) {
   RowMatrixD m(static_cast<Eigen::Index>(rows.size()),
@@ -59,7 +55,7 @@ struct Entry {
 };
 
 std::vector<Entry> manifest() {
-  const std::string text = slurp(fixtures() / "manifest.json");
+  const std::string text = read_file(fixtures() / "manifest.json");
   if (text.empty()) {
     ADD_FAILURE() << "no manifest in " << fixtures();
     return {};
@@ -124,7 +120,7 @@ TEST(SklearnFixtures, MatchScikitLearn) {
     const std::string name = e.meta["name"];
     const std::string file = e.meta["file"];
     SCOPED_TRACE(name);
-    Result<SklearnStage> stage = load_sklearn_pickle(slurp(fixtures() / file), file);
+    Result<SklearnStage> stage = load_sklearn_pickle(read_file(fixtures() / file), file);
     ASSERT_TRUE(stage.ok()) << stage.status().to_string();
     const bool transform = e.meta["kind"] == "transform";
     ASSERT_EQ(std::holds_alternative<std::unique_ptr<Transform>>(*stage), transform);
@@ -155,7 +151,7 @@ TEST(SklearnFixtures, EvaluationDoesNotAllocate) {
   for (const Entry& e : manifest()) {
     const std::string file = e.meta["file"];
     SCOPED_TRACE(file);
-    Result<SklearnStage> stage = load_sklearn_pickle(slurp(fixtures() / file), file);
+    Result<SklearnStage> stage = load_sklearn_pickle(read_file(fixtures() / file), file);
     ASSERT_TRUE(stage.ok());
     Scratch scratch;
     RowMatrixD out(e.expected.rows(), e.expected.cols());
@@ -181,12 +177,12 @@ TEST(SklearnFixtures, StructureIsExact) {
     const std::string file = e.meta["file"];
     SCOPED_TRACE(file);
     const json& facts = e.meta["facts"];
-    auto doc = pickle::read_pickle(slurp(fixtures() / file), file, opts);
+    auto doc = pickle::read_pickle(read_file(fixtures() / file), file, opts);
     ASSERT_TRUE(doc.ok()) << doc.status().to_string();
     const auto* obj = (*doc)->root().as<pickle::Object>();
     ASSERT_NE(obj, nullptr);
     EXPECT_EQ(obj->name, e.meta["class"].get<std::string>());
-    auto stage = load_sklearn_pickle(slurp(fixtures() / file), file);
+    auto stage = load_sklearn_pickle(read_file(fixtures() / file), file);
     ASSERT_TRUE(stage.ok());
     const std::string text = std::visit([](const auto& s) { return s->describe(); }, *stage);
     if (facts.contains("coef")) {
@@ -229,7 +225,7 @@ TEST(SklearnFixtures, TreeProbesDistinguishFloat32FromFloat64) {
   opts.allowed = sklearn_classes();
   for (const Entry& e : manifest()) {
     if (e.meta["name"] != "gb") continue;
-    auto doc = pickle::read_pickle(slurp(fixtures() / "gb.pkl"), "gb.pkl", opts);
+    auto doc = pickle::read_pickle(read_file(fixtures() / "gb.pkl"), "gb.pkl", opts);
     ASSERT_TRUE(doc.ok());
     const auto* est = (*doc)->root().as<pickle::Object>()->attr("estimators_")->as<pickle::Array>();
     int differing = 0;
@@ -262,7 +258,7 @@ TEST(SklearnFixtures, KnnQueriesHitTies) {
   opts.allowed = sklearn_classes();
   for (const Entry& e : manifest()) {
     if (e.meta["name"] != "knn") continue;
-    auto doc = pickle::read_pickle(slurp(fixtures() / "knn.pkl"), "knn.pkl", opts);
+    auto doc = pickle::read_pickle(read_file(fixtures() / "knn.pkl"), "knn.pkl", opts);
     ASSERT_TRUE(doc.ok());
     const auto* knn = (*doc)->root().as<pickle::Object>();
     const auto x = *pickle::array_doubles(*knn->attr("_fit_X")->as<pickle::Array>(), "X");

@@ -28,21 +28,17 @@
 #include <vector>
 
 #include "tests/support/shell_command.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
+
+using estimator::testing::read_file;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 using estimator::testing::command_output;
 using estimator::testing::shell_quote;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Runs the generator once per test binary; the directory, or "" when there is no
 // /usr/bin/python3 with scikit-learn (the tests then skip).
@@ -70,7 +66,7 @@ const fs::path& generated() {
                     "no files and no reference to compare with";                             \
   }
 
-json manifest() { return json::parse(slurp(generated() / "manifest.json")); }
+json manifest() { return json::parse(read_file(generated() / "manifest.json")); }
 
 RowMatrixD matrix(const json& rows) {
   RowMatrixD m(static_cast<Eigen::Index>(rows.size()), static_cast<Eigen::Index>(rows[0].size()));
@@ -104,7 +100,7 @@ TEST(SklearnRegressors, EveryClassAndFormMatchesScikitLearnsPredict) {
     const std::string cls = m["class"];
     SCOPED_TRACE(name);
     const std::string file = m["file"];
-    auto stage = load_sklearn_pickle(slurp(generated() / file), file);
+    auto stage = load_sklearn_pickle(read_file(generated() / file), file);
     ASSERT_TRUE(stage.ok()) << stage.status().to_string();
     auto* reg = std::get_if<std::unique_ptr<Regressor>>(&*stage);
     ASSERT_TRUE(reg != nullptr && *reg) << name << " is not a regressor";
@@ -205,14 +201,14 @@ TEST(SklearnRegressors, VersionLayoutsAreReallyDifferentFiles) {
   REQUIRE_GENERATED();
   // The hand-made layouts must differ from the installed one where it matters, or the
   // comparison above proves nothing about them.
-  const std::string numpy2 = slurp(generated() / "forest_numpy2_pickle2.pkl");
+  const std::string numpy2 = read_file(generated() / "forest_numpy2_pickle2.pkl");
   EXPECT_NE(numpy2.find("numpy._core.multiarray"), std::string::npos);
   EXPECT_EQ(numpy2.find("numpy.core."), std::string::npos);
-  EXPECT_NE(slurp(generated() / "forest_missing.pkl").find("missing_go_to_left"),
+  EXPECT_NE(read_file(generated() / "forest_missing.pkl").find("missing_go_to_left"),
             std::string::npos);
-  EXPECT_EQ(slurp(generated() / "forest_joblib.pkl").find("missing_go_to_left"),
+  EXPECT_EQ(read_file(generated() / "forest_joblib.pkl").find("missing_go_to_left"),
             std::string::npos);
-  EXPECT_EQ(slurp(generated() / "ridge_nofeatures.pkl").find("n_features_in_"),
+  EXPECT_EQ(read_file(generated() / "ridge_nofeatures.pkl").find("n_features_in_"),
             std::string::npos);
 }
 
@@ -223,7 +219,7 @@ TEST(SklearnRegressors, ClassifiersAndCustomClassesAreRefusedByName) {
   for (const json& m : doc["refused"]) {
     const std::string file = m["file"];
     SCOPED_TRACE(file);
-    auto stage = load_sklearn_pickle(slurp(generated() / file), file);
+    auto stage = load_sklearn_pickle(read_file(generated() / file), file);
     ASSERT_FALSE(stage.ok());
     EXPECT_EQ(stage.status().code(), Code::kInvalidArgument);
     const std::string msg = stage.status().message();
@@ -238,7 +234,7 @@ TEST(SklearnRegressors, DamagedFilesAreRefusedNeverCrash) {
   // gives a model whose predictions are finite or not, but it returns.
   for (const char* file : {"forest_2out_joblib.pkl", "tree_missing.pkl", "ridge_pickle2.pkl",
                            "linearsvr_numpy2_pickle5.pkl", "xgbregressor_pickle5.pkl"}) {
-    const std::string bytes = slurp(generated() / file);
+    const std::string bytes = read_file(generated() / file);
     if (bytes.empty()) continue;  // xgboost absent
     SCOPED_TRACE(file);
     for (std::size_t cut = 0; cut < bytes.size(); cut += 1 + bytes.size() / 97) {

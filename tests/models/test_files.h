@@ -7,21 +7,18 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "models/zip_archive.h"
+#include "tests/support/files.h"
 
 namespace estimator::models::testing {
 
 // The file's bytes; nullopt when it cannot be opened.
 inline std::optional<std::string> read_file_bytes(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  if (!std::ifstream(p)) return std::nullopt;
+  return estimator::testing::read_file(p);
 }
 
 // A zip's members by name; nullopt when the archive is missing or unreadable.

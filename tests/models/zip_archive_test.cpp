@@ -2,19 +2,14 @@
 // Reading model zips: contents come back intact; hostile archives are refused by name.
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "models/zip_archive.h"
+#include "tests/support/files.h"
 
 namespace estimator::models {
 namespace {
 
 std::string fixture(const std::string& name) {
-  std::ifstream f(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/" + name, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return estimator::testing::read_file(std::string(ESTIMATOR_FIXTURES_DIR) + "/zip/" + name);
 }
 
 TEST(ZipArchive, ReadsEveryMemberAndSkipsDirectories) {

@@ -38,10 +38,15 @@ inline constexpr bool kCountsMalloc = true;
 inline constexpr bool kCountsMalloc = false;
 #endif
 
+// The calling thread's own count, for tests where other threads allocate meanwhile.
+inline thread_local bool t_counting_allocations = false;
+inline thread_local long t_allocations = 0;
+
 inline void count_allocation() {
   if (g_counting_allocations.load(std::memory_order_relaxed)) {
     g_allocations.fetch_add(1, std::memory_order_relaxed);
   }
+  if (t_counting_allocations) ++t_allocations;
 }
 
 // Counts the allocations of every thread while alive.
@@ -55,6 +60,19 @@ class AllocationWindow {
   AllocationWindow(const AllocationWindow&) = delete;
   AllocationWindow& operator=(const AllocationWindow&) = delete;
   long count() const { return g_allocations.load(); }
+};
+
+// Counts the allocations of the thread that opened it while alive.
+class ThreadAllocationWindow {
+ public:
+  ThreadAllocationWindow() {
+    t_allocations = 0;
+    t_counting_allocations = true;
+  }
+  ~ThreadAllocationWindow() { t_counting_allocations = false; }
+  ThreadAllocationWindow(const ThreadAllocationWindow&) = delete;
+  ThreadAllocationWindow& operator=(const ThreadAllocationWindow&) = delete;
+  long count() const { return t_allocations; }
 };
 
 inline void* counted_alloc(std::size_t n, std::size_t align = 0) {

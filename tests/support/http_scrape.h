@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// What the tests that scrape a running estimatord need: a plain HTTP GET over loopback and
-// the value of one sample in the Prometheus text it answers.
+// What the tests that talk to the metrics endpoint need: a plain HTTP exchange over
+// loopback and the value of one sample in the Prometheus text it answers.
 #pragma once
 
 #include <arpa/inet.h>
@@ -14,29 +14,46 @@
 
 namespace estimator::testing {
 
-// GET `path` from 127.0.0.1:`port`; the whole response, headers included (the server
-// closes after it), or what arrived before the 5 s receive timeout.
-inline std::string http_get(std::uint16_t port, const std::string& path) {
+// A TCP connection to 127.0.0.1:`port`; -1 when it is refused.
+inline int loopback_connect(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return {};
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
-        out.append(buf, static_cast<std::size_t>(n));
-      }
-    }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
   }
+  return fd;
+}
+
+// Sends `raw` to 127.0.0.1:`port` (then ends the sending side when `half_close`) and
+// returns all the server sends until it closes, or what arrived before the 5 s receive
+// timeout; "connect failed" when nothing accepts.
+inline std::string http_exchange(std::uint16_t port, const std::string& raw, bool half_close = false) {
+  const int fd = loopback_connect(port);
+  if (fd < 0) return "connect failed";
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  std::size_t sent = 0;
+  while (sent < raw.size()) {
+    const ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  if (half_close) ::shutdown(fd, SHUT_WR);
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<std::size_t>(n));
   ::close(fd);
   return out;
+}
+
+// GET `path`: the whole response, headers included (see http_exchange).
+inline std::string http_get(std::uint16_t port, const std::string& path) {
+  return http_exchange(port, "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
 }
 
 // The value of the sample whose line starts with `series` (name and exact label set, as

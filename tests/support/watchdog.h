@@ -18,6 +18,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -27,6 +28,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <utility>
 
 extern char** environ;
 
@@ -68,9 +70,20 @@ inline constexpr const char* kReaperScript = R"sh(exec 3<&0
   done
 ) <&3 3<&- >/dev/null 2>&1 &)sh";
 
+// In a child the test forks (and does not exec): the reaper must see end-of-file when the
+// test binary ends, not when the last of its forked children does (a forked client left
+// running kept the reaper from ever acting on the daemon it talks to).
+inline void close_reaper_in_forked_child() {
+  if (g_reaper_fd >= 0) close(g_reaper_fd);
+  g_reaper_fd = -1;
+}
+
 // Starts the reaper once; the outer shell exits at once, its background child lives on.
 inline void start_reaper_locked() {
   if (g_reaper_fd >= 0) return;
+  static const bool registered =
+      pthread_atfork(nullptr, nullptr, close_reaper_in_forked_child) == 0;
+  (void)registered;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return;
   posix_spawn_file_actions_t actions;
@@ -100,15 +113,14 @@ inline void start_reaper_locked() {
   g_reaper_fd = fds[1];
 }
 
-// A forked child starts afresh: what its parent tracked is the parent's to remove, and the
-// parent's reaper must see end-of-file when the parent ends, not when the child does.
+// A forked child starts afresh: what its parent tracked is the parent's to remove (the
+// parent's reaper is already closed here, see close_reaper_in_forked_child).
 inline void adopt_if_forked_locked() {
   if (g_owner == getpid()) return;
   g_owner = getpid();
   for (auto& child : g_children) child.store(0);
   for (auto& used : g_segment_used) used.store(false);
-  if (g_reaper_fd >= 0) close(g_reaper_fd);
-  g_reaper_fd = -1;
+  close_reaper_in_forked_child();
 }
 
 inline void tell_reaper_locked(const std::string& line) {
@@ -181,7 +193,7 @@ inline void track_segment(const std::string& name) {
   using namespace watchdog_detail;
   const std::string path = "/dev/shm/" + name;
   const std::string lock_path = path + ".lock";
-  if (lock_path.size() >= kPathMax || name.find_first_of("/ \n") != std::string::npos) return;
+  if (name.empty() || lock_path.size() >= kPathMax || name.find_first_of("/ \n") != std::string::npos) return;
   const std::lock_guard lock(g_mutex);
   adopt_if_forked_locked();
   int free_slot = -1;
@@ -220,6 +232,19 @@ inline bool untrack_segment(const std::string& name, bool remove = true) {
   }
   return false;
 }
+
+// A segment name tracked for the life of this object, however the test ends.
+class TrackedSegment {
+ public:
+  explicit TrackedSegment(std::string name) : name_(std::move(name)) { track_segment(name_); }
+  ~TrackedSegment() { untrack_segment(name_); }
+  TrackedSegment(const TrackedSegment&) = delete;
+  TrackedSegment& operator=(const TrackedSegment&) = delete;
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
 
 // Ends the test binary if a test runs longer than `seconds`, after removing what is
 // tracked (see the top of this file). One at a time; the destructor disarms it.

@@ -5,8 +5,6 @@
 // endpoint answers, refuses and survives hostile peers.
 //
 // Its own executable: it replaces the global operator new to count allocations.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,9 +32,12 @@
 #include "service/request_handler.h"
 
 #include "tests/support/allocation_counter.h"  // this binary's operator new
+#include "tests/support/http_scrape.h"
 
 namespace estimator::service {
 namespace {
+
+using estimator::testing::http_exchange;
 
 // ---- A reader of the text format 0.0.4, strict enough to catch what Prometheus refuses.
 
@@ -586,39 +587,6 @@ TEST(MetricsTest, MeteredRequestHandlerAllocatesNothingAfterWarmUp) {
 
 // ---- The HTTP endpoint
 
-// Sends `raw` to 127.0.0.1:port and returns everything the server sends until it closes
-// (receive timeout 5 s).
-std::string exchange(std::uint16_t port, const std::string& raw, bool half_close = false) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "socket failed";
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    std::size_t sent = 0;
-    while (sent < raw.size()) {
-      const ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<std::size_t>(n);
-    }
-    if (half_close) ::shutdown(fd, SHUT_WR);
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      out.append(buf, static_cast<std::size_t>(n));
-    }
-  } else {
-    out = "connect failed";
-  }
-  ::close(fd);
-  return out;
-}
-
 int status_of(const std::string& response) {
   if (!response.starts_with("HTTP/1.1 ")) return -1;
   return std::atoi(response.c_str() + 9);
@@ -650,7 +618,7 @@ class MetricsServerTest : public ::testing::Test {
 
 TEST_F(MetricsServerTest, GetMetricsAnswersTheExposition) {
   EXPECT_EQ(sut->bound_address(), "127.0.0.1:" + std::to_string(port));
-  const std::string r = exchange(port, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
+  const std::string r = http_exchange(port, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
   ASSERT_EQ(status_of(r), 200) << r;
   EXPECT_NE(r.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << r;
   const std::string body = body_of(r);
@@ -659,9 +627,9 @@ TEST_F(MetricsServerTest, GetMetricsAnswersTheExposition) {
   ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
   EXPECT_EQ(e.find("estimator_requests_total", {{"status", "ok"}})[0]->value, 1);
   // A query string is ignored; bare LF line ends are accepted.
-  EXPECT_EQ(status_of(exchange(port, "GET /metrics?x=1 HTTP/1.0\n\n")), 200);
+  EXPECT_EQ(status_of(http_exchange(port, "GET /metrics?x=1 HTTP/1.0\n\n")), 200);
   // HEAD: the headers only.
-  const std::string head = exchange(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
+  const std::string head = http_exchange(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
   EXPECT_EQ(status_of(head), 200);
   EXPECT_TRUE(body_of(head).empty());
 }
@@ -673,16 +641,14 @@ TEST(MetricsServerHealthTest, HealthzAndReadyzAnswer503WithTheReasonLivezStays20
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   const std::uint16_t port = s.value()->port();
   for (const char* path : {"/healthz", "/readyz"}) {
-    // Parenthesized: a std::string argument would bring std::exchange in by ADL.
-    const std::string r = (exchange)(port, std::string("GET ") + path + " HTTP/1.1\r\n\r\n");
+    const std::string r = http_exchange(port, std::string("GET ") + path + " HTTP/1.1\r\n\r\n");
     EXPECT_EQ(status_of(r), 503) << path;
     EXPECT_EQ(body_of(r), "not ready: no model loaded\n") << path;
   }
-  EXPECT_EQ(status_of(exchange(port, "GET /livez HTTP/1.1\r\n\r\n")), 200);
+  EXPECT_EQ(status_of(http_exchange(port, "GET /livez HTTP/1.1\r\n\r\n")), 200);
   ready = true;
   for (const char* path : {"/healthz", "/readyz"}) {
-    // Parenthesized: a std::string argument would bring std::exchange in by ADL.
-    const std::string r = (exchange)(port, std::string("GET ") + path + " HTTP/1.1\r\n\r\n");
+    const std::string r = http_exchange(port, std::string("GET ") + path + " HTTP/1.1\r\n\r\n");
     EXPECT_EQ(status_of(r), 200) << path;
     EXPECT_EQ(body_of(r), "ok\n") << path;
   }
@@ -690,38 +656,34 @@ TEST(MetricsServerHealthTest, HealthzAndReadyzAnswer503WithTheReasonLivezStays20
 
 TEST_F(MetricsServerTest, OtherPathsMethodsAndMalformedRequests) {
   // Without a health check the server is ready as soon as it serves.
-  const std::string health = exchange(port, "GET /healthz HTTP/1.1\r\n\r\n");
+  const std::string health = http_exchange(port, "GET /healthz HTTP/1.1\r\n\r\n");
   EXPECT_EQ(status_of(health), 200);
   EXPECT_EQ(body_of(health), "ok\n");
-  EXPECT_EQ(status_of(exchange(port, "GET / HTTP/1.1\r\n\r\n")), 404);
-  const std::string post = exchange(port, "POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+  EXPECT_EQ(status_of(http_exchange(port, "GET / HTTP/1.1\r\n\r\n")), 404);
+  const std::string post = http_exchange(port, "POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
   EXPECT_EQ(status_of(post), 405);
   EXPECT_NE(post.find("Allow: GET, HEAD\r\n"), std::string::npos);
-  EXPECT_EQ(status_of(exchange(port, "GARBAGE\r\n\r\n")), 400);
-  EXPECT_EQ(status_of(exchange(port, "GET /metrics HTTP/2.0\r\n\r\n")), 505);
+  EXPECT_EQ(status_of(http_exchange(port, "GARBAGE\r\n\r\n")), 400);
+  EXPECT_EQ(status_of(http_exchange(port, "GET /metrics HTTP/2.0\r\n\r\n")), 505);
   // A head beyond the limit is refused without waiting for its end.
   const std::string big = "GET /metrics HTTP/1.1\r\nX-Filler: " + std::string(4000, 'a');
-  EXPECT_EQ(status_of(exchange(port, big)), 431);
+  EXPECT_EQ(status_of(http_exchange(port, big)), 431);
   // A peer that closes before finishing its request gets nothing, and the server lives on.
-  EXPECT_EQ(exchange(port, "GET /metr", true), "");
-  EXPECT_EQ(status_of(exchange(port, "GET /metrics HTTP/1.1\r\n\r\n")), 200);
+  EXPECT_EQ(http_exchange(port, "GET /metr", true), "");
+  EXPECT_EQ(status_of(http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n")), 200);
 }
 
 TEST_F(MetricsServerTest, SilentConnectionsDoNotDelayScrapesAndAreClosedAtTheDeadline) {
   // Several peers connect and say nothing (or half a request).
   std::vector<int> silent;
   for (int i = 0; i < 5; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const int fd = estimator::testing::loopback_connect(port);
+    ASSERT_GE(fd, 0);
     if (i % 2 == 1) ::send(fd, "GET /met", 8, MSG_NOSIGNAL);
     silent.push_back(fd);
   }
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(status_of(exchange(port, "GET /metrics HTTP/1.1\r\n\r\n")), 200);
+  EXPECT_EQ(status_of(http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n")), 200);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
   // The deadline (800 ms) closes them: a read returns end of stream.
   for (int fd : silent) {
@@ -734,17 +696,13 @@ TEST_F(MetricsServerTest, SilentConnectionsDoNotDelayScrapesAndAreClosedAtTheDea
 }
 
 TEST_F(MetricsServerTest, StopsPromptlyWithConnectionsOpen) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const int fd = estimator::testing::loopback_connect(port);
+  ASSERT_GE(fd, 0);
   const auto t0 = std::chrono::steady_clock::now();
   sut.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
   ::close(fd);
-  EXPECT_EQ(exchange(port, "GET /metrics HTTP/1.1\r\n\r\n"), "connect failed");
+  EXPECT_EQ(http_exchange(port, "GET /metrics HTTP/1.1\r\n\r\n"), "connect failed");
 }
 
 TEST(MetricsServerStartTest, AddressesAreCheckedAndAPortInUseIsAnError) {
@@ -774,8 +732,8 @@ TEST(MetricsServerStartTest, AThrowingRendererCostsOneScrapeNotTheServer) {
     return "x 1\n";
   });
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(status_of(exchange(s.value()->port(), "GET /metrics HTTP/1.1\r\n\r\n")), 500);
-  const std::string r = exchange(s.value()->port(), "GET /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(status_of(http_exchange(s.value()->port(), "GET /metrics HTTP/1.1\r\n\r\n")), 500);
+  const std::string r = http_exchange(s.value()->port(), "GET /metrics HTTP/1.1\r\n\r\n");
   EXPECT_EQ(status_of(r), 200);
   EXPECT_EQ(body_of(r), "x 1\n");
 }

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -20,38 +19,20 @@
 #include "service/png_image.h"
 #include "service/validate_command.h"
 #include "service/validate_plot.h"
+#include "tests/support/shell_command.h"
 #include "tests/unit/measured_node.h"
+#include "tests/support/files.h"
 
 namespace estimator::service {
 namespace {
 
+using testing::read_file;
+
 namespace fs = std::filesystem;
+using testing::TempDir;
 using testing::kNodeModels;
 using testing::NodeModel;
 using testing::NodeSample;
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("validate-test-" + std::to_string(getpid()) + "-" +
-                                         std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
-
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 void write_csv(const fs::path& p, const std::vector<NodeSample>& samples) {
   std::ofstream f(p);
@@ -126,21 +107,26 @@ std::vector<std::string> png_check(const fs::path& png, const std::vector<std::s
   std::string args = " " + png.string();
   for (const std::string& c : colours) args += " " + c;
   const std::string cmd = "/usr/bin/python3 - " + args + " 2>&1 <<'EOF'\n" + script + "\nEOF";
-  std::string out;
-  if (FILE* p = popen(cmd.c_str(), "r")) {
-    std::array<char, 4096> buf{};
-    std::size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    pclose(p);
-  }
   std::vector<std::string> lines;
-  std::stringstream s(out);
+  std::stringstream s(estimator::testing::run_command(cmd).out);
   for (std::string l; std::getline(s, l);) lines.push_back(l);
   return lines;
 }
 
+// run_validate with what it prints captured in `printed`; its exit code.
+int run_validate_captured(const ValidateOptions& o, std::string& printed) {
+  char* text = nullptr;
+  std::size_t size = 0;
+  FILE* out = open_memstream(&text, &size);
+  const int rc = run_validate(o, out);
+  std::fclose(out);
+  printed.assign(text, size);
+  std::free(text);
+  return rc;
+}
+
 TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
-  TempDir dir;
+  const TempDir dir("validate-test");
   testing::write_node_models(dir.path() / "models");
   const std::vector<NodeSample> samples = testing::node_samples(200);
   write_csv(dir.path() / "measured.csv", samples);
@@ -150,13 +136,8 @@ TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
   o.csv_path = (dir.path() / "measured.csv").string();
   o.table_path = (dir.path() / "ranking.csv").string();
   o.plot_path = (dir.path() / "plot.png").string();
-  char* text = nullptr;
-  std::size_t size = 0;
-  FILE* out = open_memstream(&text, &size);
-  ASSERT_EQ(run_validate(o, out), 0);
-  std::fclose(out);
-  const std::string printed(text, size);
-  std::free(text);
+  std::string printed;
+  ASSERT_EQ(run_validate_captured(o, printed), 0);
 
   // Published order: Published_0 (0.5) < Middle_0 (2) < Truth_0 (9); measured: reversed.
   const std::size_t t = printed.find("Truth_0"), m = printed.find("Middle_0"),
@@ -166,7 +147,7 @@ TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
   EXPECT_LT(m, p) << printed;
 
   const auto table = read_table(o.table_path);
-  ASSERT_EQ(table.size(), 1U + 3 * 2) << read_all(o.table_path);
+  ASSERT_EQ(table.size(), 1U + 3 * 2) << read_file(o.table_path);
   EXPECT_EQ(table[0][0], "rank");
   const char* order[] = {"Truth_0", "Middle_0", "Published_0"};
   std::map<std::string, const NodeModel*> by_name;
@@ -191,7 +172,7 @@ TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
   EXPECT_NEAR(std::stod(table[1][6]), 0.25, 0.05);
 
   const auto png = png_check(o.plot_path, {"0,0,0", "214,39,40", "31,119,180", "44,160,44"});
-  ASSERT_GE(png.size(), 6U) << read_all(o.plot_path).size();
+  ASSERT_GE(png.size(), 6U) << read_file(o.plot_path).size();
   EXPECT_EQ(png[0], "960 480 8 2 1 1");  // two panels (package, dram); CRCs and scanlines good
   for (std::size_t c = 1; c <= 4; ++c) EXPECT_GT(std::stoi(png[c]), 100) << "colour " << c;
   ASSERT_GE(png.size(), 6U);
@@ -200,7 +181,7 @@ TEST(Validate, RanksModelsByMeasuredErrorNotPublishedError) {
 }
 
 TEST(Validate, ListsModelsItCannotJudgeAndFailsWhenNoneFits) {
-  TempDir dir;
+  const TempDir dir("validate-test");
   testing::write_node_models(dir.path() / "models");
   std::ofstream(dir.path() / "measured.csv") << "cpu_util,watts\n1,2\n";
   ValidateOptions o;
@@ -210,13 +191,8 @@ TEST(Validate, ListsModelsItCannotJudgeAndFailsWhenNoneFits) {
   EXPECT_EQ(run_validate(o, stdout), 2);
   // Named, but the models need mem_mb and predict no "watts".
   o.measured = {"watts"};
-  char* text = nullptr;
-  std::size_t size = 0;
-  FILE* out = open_memstream(&text, &size);
-  EXPECT_EQ(run_validate(o, out), 2);
-  std::fclose(out);
-  const std::string printed(text, size);
-  std::free(text);
+  std::string printed;
+  EXPECT_EQ(run_validate_captured(o, printed), 2);
   EXPECT_NE(printed.find("skipped Truth_0"), std::string::npos) << printed;
   EXPECT_NE(printed.find("needs features the CSV lacks: mem_mb"), std::string::npos) << printed;
   o.measured = {"nope"};
@@ -240,7 +216,7 @@ TEST(PngImage, DecodesToTheSamePixels) {
   img.line(0, 0, 4, 2, {1, 2, 3});
   img.set(4, 0, {9, 8, 7});
   EXPECT_EQ(img.at(2, 1).g, 2);  // the line's midpoint
-  TempDir dir;
+  const TempDir dir("validate-test");
   auto png = encode_png(img, {{"Title", "t"}});
   ASSERT_TRUE(png.ok());
   std::ofstream(dir.path() / "x.png", std::ios::binary) << *png;
