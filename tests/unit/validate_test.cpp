@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "service/csv.h"
-#include "service/png_image.h"
-#include "service/validate_command.h"
-#include "service/validate_plot.h"
+#include "service/cli/csv.h"
+#include "service/cli/png_image.h"
+#include "service/cli/validate_command.h"
+#include "service/cli/validate_plot.h"
 #include "tests/unit/measured_node.h"
 
 namespace estimator::service {

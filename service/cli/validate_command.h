@@ -20,7 +20,7 @@
 
 #include "common/status.h"
 #include "models/registry.h"
-#include "service/csv.h"
+#include "service/cli/csv.h"
 
 namespace estimator::service {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/validate_command.h"
+#include "service/cli/validate_command.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 
 #include "models/embedded_defaults.h"
 #include "service/command_line.h"
-#include "service/validate_plot.h"
+#include "service/cli/validate_plot.h"
 
 namespace estimator::service {
 namespace {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/models_command.h"
+#include "service/cli/models_command.h"
 
 #include <charconv>
 #include <cmath>
