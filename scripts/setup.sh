@@ -14,7 +14,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libhdf5-dev libzip-dev zipcmp zipmerge ziptool
   libcurl4-openssl-dev  # model fetching (service/model_fetcher.h)
-  zlib1g-dev  # the PNG chart of `estimator validate` (service/png_image.h)
+  zlib1g-dev  # the PNG chart of `estimator validate` (service/cli/png_image.h)
 )
 # Independent references the model tests compare against (skipped when absent): Debian's
 # scikit-learn, XGBoost (Python and C library), h5py and numpy.

@@ -5,7 +5,7 @@
 
 #include <sstream>
 
-#include "service/csv.h"
+#include "service/cli/csv.h"
 
 namespace estimator::service {
 namespace {

@@ -19,7 +19,7 @@
 
 #include "tests/support/log_capture.h"
 #include "service/metrics.h"
-#include "service/models_command.h"
+#include "service/cli/models_command.h"
 #include "service/request_handler.h"
 
 namespace estimator::service {

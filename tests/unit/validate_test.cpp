@@ -4,8 +4,11 @@
 // errors expected are computed from the models' formulas here, not by the code under test.
 // And the PNG it writes: chunks, CRCs, IHDR and pixels, decoded by Python's zlib.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,10 +18,12 @@
 #include <string>
 #include <vector>
 
-#include "service/csv.h"
-#include "service/png_image.h"
-#include "service/validate_command.h"
-#include "service/validate_plot.h"
+#include "service/cli/csv.h"
+#include "service/cli/models_command.h"
+#include "service/cli/png_image.h"
+#include "service/cli/validate_command.h"
+#include "service/cli/validate_plot.h"
+#include "service/command_line.h"
 #include "tests/support/shell_command.h"
 #include "tests/unit/measured_node.h"
 #include "tests/support/files.h"
@@ -197,6 +202,63 @@ TEST(Validate, ListsModelsItCannotJudgeAndFailsWhenNoneFits) {
   EXPECT_NE(printed.find("needs features the CSV lacks: mem_mb"), std::string::npos) << printed;
   o.measured = {"nope"};
   EXPECT_EQ(run_validate(o, stdout), 2);
+}
+
+// A directory that exists but cannot be scanned: reached from the working directory (as
+// `--model-dir .` run inside it), its canonical path is longer than PATH_MAX. Made and
+// removed one level at a time, since a path that long cannot be named whole.
+class DeepDirectory {
+ public:
+  explicit DeepDirectory(const fs::path& base) : original_(fs::current_path()) {
+    fs::current_path(base);
+    while (depth_ < kLevels && ::mkdir(kLevel.c_str(), 0700) == 0) {
+      if (::chdir(kLevel.c_str()) != 0) {
+        ::rmdir(kLevel.c_str());
+        break;
+      }
+      ++depth_;
+    }
+  }
+  ~DeepDirectory() {
+    for (; depth_ > 0; --depth_) {
+      if (::chdir("..") != 0 || ::rmdir(kLevel.c_str()) != 0) break;
+    }
+    fs::current_path(original_);
+  }
+  bool deeper_than_path_max() const { return depth_ == kLevels; }
+
+ private:
+  static inline const std::string kLevel = std::string(200, 'd');
+  static constexpr int kLevels = PATH_MAX / 200 + 1;
+  fs::path original_;
+  int depth_ = 0;
+};
+
+// `validate` and `models` both read a model directory as input: one they cannot scan is
+// bad input (exit 2, docs/configuration.md), for both.
+TEST(Validate, AModelDirectoryThatCannotBeScannedIsBadInputAsForModels) {
+  TempDir dir;
+  testing::write_node_models(dir.path() / "models");
+  write_csv(dir.path() / "measured.csv", testing::node_samples(20));
+  ValidateOptions v;
+  v.csv_path = (dir.path() / "measured.csv").string();
+  v.model_dir = (dir.path() / "models").string();
+  ModelsOptions m;
+  m.model_dir = v.model_dir;
+  FILE* sink = std::fopen("/dev/null", "w");
+  ASSERT_NE(sink, nullptr);
+  // The same inputs but the directory are accepted.
+  EXPECT_EQ(run_validate(v, sink), kExitOk);
+  EXPECT_EQ(run_models(m, sink), kExitOk);
+  {
+    DeepDirectory deep(dir.path());
+    ASSERT_TRUE(deep.deeper_than_path_max());
+    ASSERT_TRUE(fs::is_directory("."));
+    v.model_dir = m.model_dir = ".";
+    EXPECT_EQ(run_validate(v, sink), kExitUsage);
+    EXPECT_EQ(run_models(m, sink), kExitUsage);
+  }
+  std::fclose(sink);
 }
 
 TEST(Validate, SplitMeasuredMovesOnlyTheMeasuredColumns) {

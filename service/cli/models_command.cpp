@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/models_command.h"
+#include "service/cli/models_command.h"
 
 #include <charconv>
 #include <cmath>
@@ -11,8 +11,9 @@
 #include <tuple>
 
 #include "common/text.h"
-#include "models/embedded_defaults.h"
 #include "models/registry.h"
+#include "service/cli/model_source.h"
+#include "service/command_line.h"
 
 namespace estimator::service {
 namespace {
@@ -94,19 +95,8 @@ std::map<ModelKey, Measured> read_measured(std::istream& in) {
 }  // namespace
 
 int run_models(const ModelsOptions& o, std::FILE* out) {
-  std::vector<models::ModelFolder> folders;
-  std::vector<models::Refusal> refused;
-  if (o.model_dir.empty()) {
-    folders = models::embedded_model_folders();
-  } else {
-    auto scanned = models::Registry::scan_directory(o.model_dir, refused);
-    if (!scanned.ok()) {
-      std::fprintf(stderr, "estimator: %s\n", scanned.status().to_string().c_str());
-      return 1;
-    }
-    folders = std::move(scanned).value();
-  }
-  const auto registry = models::Registry::build(folders, std::move(refused));
+  const auto registry = load_registry(o.model_dir);
+  if (registry == nullptr) return kExitUsage;
   std::map<ModelKey, Measured> measured;
   if (!o.measured_from.empty()) {
     if (o.measured_from == "-") {
@@ -115,7 +105,7 @@ int run_models(const ModelsOptions& o, std::FILE* out) {
       std::ifstream f(o.measured_from);
       if (!f) {
         std::fprintf(stderr, "estimator: cannot read %s\n", o.measured_from.c_str());
-        return 2;
+        return kExitUsage;
       }
       measured = read_measured(f);
     }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/predict_command.h"
+#include "service/cli/predict_command.h"
 
 #include <filesystem>
 #include <fstream>
@@ -12,7 +12,7 @@
 #include "models/weight_model.h"
 #include "models/zip_archive.h"
 #include "service/command_line.h"
-#include "service/csv.h"
+#include "service/cli/csv.h"
 
 namespace estimator::service {
 namespace {

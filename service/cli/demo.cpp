@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/demo.h"
+#include "service/cli/demo.h"
 
 #include <signal.h>
 #include <spawn.h>

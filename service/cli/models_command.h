@@ -27,8 +27,8 @@ struct ModelsOptions {
   std::string measured_from{};
 };
 
-// Prints the listing on `out`; returns the process exit code (0, 1 when the directory
-// cannot be read, 2 when the scrape cannot be read).
+// Prints the listing on `out`; returns the process exit code (0; 2 when the directory or
+// the scrape cannot be read).
 int run_models(const ModelsOptions& options, std::FILE* out = stdout);
 
 }  // namespace estimator::service

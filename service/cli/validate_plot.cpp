@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/validate_plot.h"
+#include "service/cli/validate_plot.h"
 
 #include <algorithm>
 #include <cmath>

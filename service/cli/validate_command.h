@@ -20,7 +20,7 @@
 
 #include "common/status.h"
 #include "models/registry.h"
-#include "service/csv.h"
+#include "service/cli/csv.h"
 
 namespace estimator::service {
 
@@ -79,8 +79,8 @@ Result<Validation> validate_models(const models::Registry& registry, const Measu
                                    std::string_view output_type, std::string_view source);
 
 // Prints the ranking on `out` and writes the table and plot the options ask for; returns
-// the exit code: 0, 2 for bad input (options, CSV, no model fits), 1 when an output file
-// cannot be written.
+// the exit code: 0, 2 for bad input (options, CSV, a model directory that cannot be read,
+// no model fits), 1 when an output file cannot be written.
 int run_validate(const ValidateOptions& options, std::FILE* out = stdout);
 
 }  // namespace estimator::service

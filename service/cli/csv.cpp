@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/csv.h"
+#include "service/cli/csv.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/png_image.h"
+#include "service/cli/png_image.h"
 
 #include <zlib.h>
 

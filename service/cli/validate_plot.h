@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "service/png_image.h"
+#include "service/cli/png_image.h"
 
 namespace estimator::service {
 

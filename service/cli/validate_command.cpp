@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "service/validate_command.h"
+#include "service/cli/validate_command.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,9 +7,9 @@
 #include <fstream>
 #include <iostream>
 
-#include "models/embedded_defaults.h"
+#include "service/cli/model_source.h"
+#include "service/cli/validate_plot.h"
 #include "service/command_line.h"
-#include "service/validate_plot.h"
 
 namespace estimator::service {
 namespace {
@@ -239,19 +239,8 @@ int run_validate(const ValidateOptions& o, std::FILE* out) {
     std::fprintf(stderr, "estimator: %s: no rows\n", o.csv_path.c_str());
     return kExitUsage;
   }
-  std::vector<models::ModelFolder> folders;
-  std::vector<models::Refusal> refused;
-  if (o.model_dir.empty()) {
-    folders = models::embedded_model_folders();
-  } else {
-    auto scanned = models::Registry::scan_directory(o.model_dir, refused);
-    if (!scanned.ok()) {
-      std::fprintf(stderr, "estimator: %s\n", scanned.status().to_string().c_str());
-      return kExitUsage;
-    }
-    folders = std::move(scanned).value();
-  }
-  const auto registry = models::Registry::build(folders, std::move(refused));
+  const auto registry = load_registry(o.model_dir);
+  if (registry == nullptr) return kExitUsage;
   auto v = validate_models(*registry, *measured, o.output_type, o.source);
   if (!v.ok()) {
     std::fprintf(stderr, "estimator: %s\n", v.status().to_string().c_str());

@@ -8,11 +8,11 @@
 
 #include "clients/cpp/estimator_client.h"
 #include "service/command_line.h"
-#include "service/csv.h"
-#include "service/demo.h"
-#include "service/models_command.h"
-#include "service/predict_command.h"
-#include "service/validate_command.h"
+#include "service/cli/csv.h"
+#include "service/cli/demo.h"
+#include "service/cli/models_command.h"
+#include "service/cli/predict_command.h"
+#include "service/cli/validate_command.h"
 #include "shm/segment.h"
 
 using namespace estimator;
