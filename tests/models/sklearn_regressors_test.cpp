@@ -151,7 +151,7 @@ TEST(SklearnRegressors, BoosterFilesOfEarlyStoppedModelsUseEveryTree) {
   for (const json& b : doc["boosters"]) {
     const std::string file = b["file"];
     SCOPED_TRACE(file);
-    const std::string bytes = slurp(generated() / file);
+    const std::string bytes = read_file(generated() / file);
     Result<std::unique_ptr<Regressor>> booster = file.ends_with(".ubj")
                                                      ? load_xgboost_ubjson(bytes, file)
                                                      : load_xgboost_json(bytes, file);
@@ -165,7 +165,7 @@ TEST(SklearnRegressors, BoosterFilesOfEarlyStoppedModelsUseEveryTree) {
     }
     // The pickle of the same model stops at best_iteration: its answers differ.
     const std::string pickle = b["name"].get<std::string>() + "_joblib.pkl";
-    auto stage = load_sklearn_pickle(slurp(generated() / pickle), pickle);
+    auto stage = load_sklearn_pickle(read_file(generated() / pickle), pickle);
     ASSERT_TRUE(stage.ok()) << stage.status().to_string();
     auto* wrapper = std::get_if<std::unique_ptr<Regressor>>(&*stage);
     ASSERT_TRUE(wrapper != nullptr && *wrapper);
@@ -175,7 +175,7 @@ TEST(SklearnRegressors, BoosterFilesOfEarlyStoppedModelsUseEveryTree) {
 
 TEST(SklearnRegressors, AMalformedBestIterationIsRefused) {
   REQUIRE_GENERATED();
-  std::string bytes = slurp(generated() / "xgbregressor_early_joblib.pkl");
+  std::string bytes = read_file(generated() / "xgbregressor_early_joblib.pkl");
   if (bytes.empty()) GTEST_SKIP() << "python3-xgboost is not installed";
   // In the booster's UBJSON the attribute is a string: S, its length (a type marker and
   // an integer of that type), its digits.
