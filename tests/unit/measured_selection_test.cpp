@@ -168,6 +168,23 @@ TEST_F(MeasuredSelectionTest, TheModelMeasuredBestAnswersAfterTheMinimumEvidence
             samples.size() - (kMinIntervals - 1));
 }
 
+// RequestHandler::warm() (a dispatch thread warming the path of the request it expects)
+// runs the request through the handler and leaves no trace: no count, no interval for
+// measured selection, which switches after exactly kMinIntervals real requests.
+TEST_F(MeasuredSelectionTest, WarmingARequestCountsNothingAndMeasuresNothing) {
+  const std::vector<NodeSample> samples = testing::node_samples(kMinIntervals);
+  for (std::uint32_t i = 0; i < kMinIntervals; ++i) {
+    for (int w = 0; w < 8; ++w) sut.warm(request(samples[i]));
+    const Answer a = call(samples[i]);
+    ASSERT_EQ(a.status, Code::kOk);
+    EXPECT_EQ(a.model, i + 1 >= kMinIntervals ? "Truth_0" : "Published_0") << "interval " << i;
+  }
+  EXPECT_EQ(metrics.cell("Published_0", "rapl-sysfs", "AbsPower")->count(Code::kOk),
+            kMinIntervals - 1);
+  EXPECT_EQ(metrics.cell("Truth_0", "rapl-sysfs", "AbsPower")->count(Code::kOk), 1U);
+  EXPECT_EQ(sut.last_code(), Code::kOk);
+}
+
 TEST_F(MeasuredSelectionTest, ExplicitModelAndOtherShapesKeepThePublishedRules) {
   const std::vector<NodeSample> samples = testing::node_samples(20);
   for (const NodeSample& s : samples) call(s);
