@@ -7,6 +7,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -373,10 +375,6 @@ Result<ParsedComponent> parse_component(std::string name, const Json& all, const
   return pc;
 }
 
-bool contains(const std::vector<std::string>& v, std::string_view s) {
-  return std::find(v.begin(), v.end(), s) != v.end();
-}
-
 
 }  // namespace
 
@@ -428,32 +426,37 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
 
   // The weight file is what the formula uses, so it decides the feature set;
   // metadata.json only orders it.
+  // Sets, not searches of the lists: a hostile file may name hundreds of thousands.
   std::vector<std::string> numerical_names;
+  std::unordered_set<std::string_view> numerical_set;
   for (const ParsedComponent& p : parsed) {
     for (const Numerical& n : p.numerical) {
-      if (!contains(numerical_names, n.feature)) numerical_names.push_back(n.feature);
+      if (numerical_set.insert(n.feature).second) numerical_names.push_back(n.feature);
     }
   }
   std::vector<std::string> features;
+  std::unordered_map<std::string_view, std::uint32_t> feature_at;  // into `features`
+  const auto add_feature = [&](const std::string& f) {
+    if (feature_at.emplace(f, static_cast<std::uint32_t>(features.size())).second) {
+      features.push_back(f);
+    }
+  };
+  features.reserve(numerical_names.size());  // views into it stay valid
   for (const std::string& f : info.features) {
-    if (contains(numerical_names, f) && !contains(features, f)) features.push_back(f);
+    if (numerical_set.contains(f)) add_feature(f);
   }
   bool same_set = features.size() == numerical_names.size();
-  for (const std::string& f : info.features) same_set = same_set && contains(numerical_names, f);
+  for (const std::string& f : info.features) same_set = same_set && numerical_set.contains(f);
   if (!info.features.empty() && !same_set) {
     spdlog::warn("{}: metadata.json lists features [{}] but the weights use [{}]; "
                  "the weights decide",
                  file, join(std::span<const std::string>(info.features), ", "),
                  join(std::span<const std::string>(numerical_names), ", "));
   }
-  for (const std::string& f : numerical_names) {
-    if (!contains(features, f)) features.push_back(f);
-  }
-  info.features = std::move(features);
-
-  auto feature_index = [&info](const std::string& feature) {
-    return static_cast<std::uint32_t>(
-        std::find(info.features.begin(), info.features.end(), feature) - info.features.begin());
+  for (const std::string& f : numerical_names) add_feature(f);
+  info.features = std::move(features);  // moves the buffer: feature_at's views stay valid
+  auto feature_index = [&feature_at](const std::string& feature) {
+    return feature_at.find(feature)->second;  // every numerical feature is in it
   };
   std::vector<Component> components;
   info.components.clear();

@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
   bool predict = false;
   app.add_flag("--predictive-wake", predict,
                "learn each client's request period and wake just before its next request "
-               "instead of when it rings (docs/architecture.md, waiting; experimental)");
+               "instead of when it rings; pays for clients calling every second or so, as "
+               "Kepler does (docs/architecture.md, waiting)");
   app.add_option("--threads", config.threads,
                  "dispatch threads (1-64): each takes one request at a time, so N clients' "
                  "requests are evaluated at once; pays for large requests from several "
