@@ -428,20 +428,19 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
   // metadata.json only orders it.
   // Sets, not searches of the lists: a hostile file may name hundreds of thousands.
   std::vector<std::string> numerical_names;
-  std::unordered_set<std::string_view> numerical_set;
+  std::unordered_set<std::string> numerical_set;
   for (const ParsedComponent& p : parsed) {
     for (const Numerical& n : p.numerical) {
       if (numerical_set.insert(n.feature).second) numerical_names.push_back(n.feature);
     }
   }
   std::vector<std::string> features;
-  std::unordered_map<std::string_view, std::uint32_t> feature_at;  // into `features`
+  std::unordered_map<std::string, std::uint32_t> feature_at;  // index into `features`
   const auto add_feature = [&](const std::string& f) {
     if (feature_at.emplace(f, static_cast<std::uint32_t>(features.size())).second) {
       features.push_back(f);
     }
   };
-  features.reserve(numerical_names.size());  // views into it stay valid
   for (const std::string& f : info.features) {
     if (numerical_set.contains(f)) add_feature(f);
   }
@@ -454,7 +453,7 @@ Result<std::unique_ptr<Model>> load_weight_model(ModelInfo info, const Json& doc
                  join(std::span<const std::string>(numerical_names), ", "));
   }
   for (const std::string& f : numerical_names) add_feature(f);
-  info.features = std::move(features);  // moves the buffer: feature_at's views stay valid
+  info.features = std::move(features);
   auto feature_index = [&feature_at](const std::string& feature) {
     return feature_at.find(feature)->second;  // every numerical feature is in it
   };
