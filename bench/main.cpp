@@ -293,7 +293,8 @@ int main(int argc, char** argv) {
                  "(1, 2 and 4 blocking clients of --threads-rows xgboost requests, daemon "
                  "with 1 and 2 dispatch threads), periodic (one request every --periods-ms "
                  "at --parallel-rows: ring with the predictive wake-up, ring as shipped, "
-                 "blocking socket; after the rest)")
+                 "blocking socket, then alone a ring whose daemon never sleeps; after the "
+                 "rest)")
       ->check(CLI::IsMember({"primary", "features", "xgboost", "sleeping", "clients",
                              "threads", "periodic"}))
       ->delimiter(',')
@@ -513,6 +514,23 @@ int main(int argc, char** argv) {
           break;
         }
         periodic.push_back({{"ring", regime_variant(r), 1}, std::move(m).value()});
+      }
+    }
+    if (status.ok() && has(modes, "ring") && !periods_ms.empty()) {
+      // The bound: a daemon that never sleeps between requests (it spins 1.5 periods
+      // after each answer), which no wake-up policy can beat at a core's cost.
+      ModeOptions awake = options;
+      awake.spin = std::chrono::microseconds(static_cast<std::int64_t>(
+          1500.0 * *std::max_element(periods_ms.begin(), periods_ms.end())));
+      std::fflush(nullptr);
+      auto d = start_ring_daemon(registry, awake, RingRegime::kSpin);
+      auto m = d.ok() ? ring_clients(std::move(d).value(), *cases, 1) : d.status();
+      if (m.ok()) {
+        periodic.push_back({{"ring", "awake", 1},
+                            std::move(m).value(),
+                            static_cast<std::uint64_t>(awake.spin.count()) * 1000});
+      } else {
+        status = m.status();
       }
     }
     if (status.ok() && has(modes, "socket")) {

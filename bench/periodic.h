@@ -9,7 +9,10 @@
 // offsets of P / lanes from each other, so that a noisy neighbour hits them alike; each
 // server still sees its own client exactly every P. The first kWarmup round trips of each
 // lane and period are not counted (a predicting daemon learns the period from them).
-// The bench process sets its timer slack to 1 us so that the client's own period is
+// A lane whose server never sleeps (the "awake" bound: what no wake-up policy can beat)
+// runs in a timeline of its own after the others, since a server spinning through the
+// period would take a CPU from theirs; the others then wait until it has gone back to
+// sleep. The bench process sets its timer slack to 1 us so that the client's own period is
 // precise; the server's CPU is the sum of its threads' run time (/proc/PID/task/*/
 // schedstat, nanoseconds), with utime+stime from /proc/PID/stat (10 ms ticks) beside it.
 #pragma once
@@ -28,6 +31,9 @@ namespace estimator::bench {
 struct PeriodicLane {
   LaneLabel label;
   std::unique_ptr<Mode> mode;
+  // Nonzero: the server spins this long after an answer (through the whole period); the
+  // lane runs alone, and the next timeline starts this long after its last request.
+  std::uint64_t alone_spin_ns = 0;
 };
 
 struct PeriodicRow {
