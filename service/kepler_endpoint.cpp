@@ -366,7 +366,9 @@ void KeplerEndpoint::Loop::close(Connection& c) {
 
 void KeplerEndpoint::Loop::release_input(Connection& c) {
   const std::size_t capacity = c.in.capacity();
-  c.in = std::string();
+  // A swap, not `c.in = std::string()`: libstdc++'s move assignment from a short string
+  // keeps the heap block, and the count below would never come down.
+  std::string().swap(c.in);
   buffered -= capacity - c.in.capacity();
   freed_since_trim += capacity;
 }

@@ -24,6 +24,7 @@
 #include "service/kepler_endpoint.h"
 #include "service/metrics.h"
 #include "service/kepler_json.h"
+#include "tests/support/files.h"
 
 namespace estimator::service::kepler {
 namespace {
@@ -770,6 +771,29 @@ TEST(KeplerEndpointTest, ErrorRepliesAreCountedByReasonAndLoggedAtMostOnceASecon
   }
   spdlog::set_default_logger(previous);
   std::filesystem::remove_all(dir);
+}
+
+// The cap on buffered bytes counts unfinished requests only: every answered request gives
+// its bytes back. Before, a buffer released by move-assigning an empty string kept its
+// heap block (libstdc++ keeps it when the source is a short string), so the count only
+// grew, and once a daemon's lifetime of requests passed the cap every request was refused.
+TEST(KeplerEndpointTest, AnsweredRequestsGiveTheirBytesBackToTheCap) {
+  const estimator::testing::TempDir dir("kepler-endpoint");
+  KeplerEndpointConfig config;
+  config.path = (dir.path() / "estimator.sock").string();
+  config.max_request_bytes = 64u << 10;
+  config.max_buffered_bytes = 64u << 10;  // one request's worth
+  auto sut = KeplerEndpoint::start(
+      config, std::make_shared<RegistryHolder>(models::Registry::build(models::embedded_model_folders())));
+  ASSERT_TRUE(sut.ok()) << sut.status().to_string();
+  const std::string request = bpf_request("", 1000);
+  ASSERT_GT(request.size(), 6000u);
+  // 100 requests one after another: 10 times the cap in all, never more than one at once.
+  for (int i = 0; i < 100; ++i) {
+    const std::string reply = call(config.path, request);
+    ASSERT_EQ(json::parse(reply)["msg"], "") << "request " << i << ": " << reply;
+  }
+  EXPECT_EQ(sut.value()->stats().evicted.load(), 0u);
 }
 
 }  // namespace
