@@ -14,7 +14,8 @@
 // for rows x features matrices of the linear model and of a 100-tree XGBoost model; then
 // the targets with whether this run meets them, and the ratios on the last line:
 //   ring_vs_limit_p50_100=... ring_vs_socket_p50=... ring_vs_socket_p50_100=...
-//   json_vs_socket_p50_100=...
+//   json_vs_socket_p50_100=... periodic_vs_hot_p50=... periodic_daemon_cpu_pct=...
+//   ring_default_vs_socket_blocking_p50=...
 // `--resources` measures the real estimatord instead (bench/resources.h).
 //
 // Why the comparison is fair: every server runs side by side for the whole run, and the
@@ -449,7 +450,7 @@ int main(int argc, char** argv) {
   lane("memcpy", "in-process", 1, join({&primary, &features}), 0);
   if (lanes.empty()) {
     std::fprintf(stderr, "estimator-bench: nothing to run with these --modes and --sets\n");
-    print_ratios({});
+    print_ratios({}, {});
     return 2;
   }
 
@@ -473,7 +474,7 @@ int main(int argc, char** argv) {
   if (!cases.ok()) {
     std::fprintf(stderr, "estimator-bench: the workload fails locally: %s\n",
                  cases.status().to_string().c_str());
-    print_ratios({});
+    print_ratios({}, {});
     return 1;
   }
 
@@ -609,6 +610,6 @@ int main(int argc, char** argv) {
   print_targets(valid);
   if (!periodic_rows.empty()) print_periodic_targets(periodic_rows, valid);
   std::printf("\n");
-  print_ratios(valid);
+  print_ratios(valid, periodic_figures(status.ok() ? periodic_rows : std::vector<PeriodicRow>{}));
   return exit_code;
 }

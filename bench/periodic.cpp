@@ -207,6 +207,21 @@ double hot_p50(const std::vector<Row>& table, std::uint32_t n) {
 
 }  // namespace
 
+PeriodicFigures periodic_figures(const std::vector<PeriodicRow>& rows) {
+  PeriodicFigures f;
+  if (const PeriodicRow* r = find_periodic(rows, "ring", "predict", 10.0, 1)) {
+    f.predict_p50_us = r->s.p50_us;
+    f.predict_cpu_pct = r->cpu_pct;
+  }
+  if (const PeriodicRow* r = find_periodic(rows, "ring", "default", 10.0, 1)) {
+    f.default_p50_us = r->s.p50_us;
+  }
+  if (const PeriodicRow* r = find_periodic(rows, "socket", "block", 10.0, 1)) {
+    f.socket_p50_us = r->s.p50_us;
+  }
+  return f;
+}
+
 void print_periodic_targets(const std::vector<PeriodicRow>& rows,
                             const std::vector<Row>& table) {
   std::printf("periodic targets (issue #13; ring/predict = with the predictive wake-up; "

@@ -56,6 +56,9 @@ Result<std::vector<PeriodicRow>> run_periodic(std::vector<PeriodicLane>& lanes,
                                               bool quick);
 
 void print_periodic(const std::vector<PeriodicRow>& rows);
+// The figures of the last line: the lanes at P = 10 ms, 1 row (NaN where missing).
+PeriodicFigures periodic_figures(const std::vector<PeriodicRow>& rows);
+
 // The periodic targets, against the hot spinning ring of `table` (same run).
 void print_periodic_targets(const std::vector<PeriodicRow>& rows, const std::vector<Row>& table);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,8 +47,20 @@ Status write_csv(const std::string& path, const std::vector<Row>& rows);
 // with the figure that decides it.
 void print_targets(const std::vector<Row>& rows);
 
-// The last line: ring_vs_limit_p50_100 ring_vs_socket_p50 ring_vs_socket_p50_100
-// json_vs_socket_p50_100; "nan" for a ratio whose measurements are missing.
-void print_ratios(const std::vector<Row>& rows);
+// The periodic lanes' figures of the last line (bench/periodic.h), at P = 10 ms and 1 row;
+// NaN when not measured.
+struct PeriodicFigures {
+  double predict_p50_us = std::numeric_limits<double>::quiet_NaN();  // ring, predictive wake-up
+  double predict_cpu_pct = std::numeric_limits<double>::quiet_NaN();  // its daemon's CPU
+  double default_p50_us = std::numeric_limits<double>::quiet_NaN();  // ring as shipped
+  double socket_p50_us = std::numeric_limits<double>::quiet_NaN();   // blocking socket
+};
+
+// The last two lines; "nan" for a ratio whose measurements are missing. First the
+// like-for-like ratios: spin_ring_vs_poll_socket_p50 default_ring_vs_socket_p50
+// ring_vs_floor_p50_1. Last, the line: ring_vs_limit_p50_100 ring_vs_socket_p50
+// ring_vs_socket_p50_100 json_vs_socket_p50_100 periodic_vs_hot_p50
+// periodic_daemon_cpu_pct ring_default_vs_socket_blocking_p50.
+void print_ratios(const std::vector<Row>& rows, const PeriodicFigures& periodic);
 
 }  // namespace estimator::bench
