@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // The AVX-512 evaluator: 16 rows per register (float32 lanes: the block's values and the
-// thresholds), up to 4 registers of rows in flight per tree; each row's leaves are added
-// in double, tree by tree, as the scalar evaluator adds them.
+// thresholds), up to 8 registers of rows (the whole block) in flight per tree; each row's
+// leaves are added in double, tree by tree, as the scalar evaluator adds them.
 //
 // The code is instantiated per tree depth, so that every level's choice below is made at
-// compile time and the rows' node positions stay in registers; the rows' margins stay in
-// registers across the whole forest. A level of up to 64 nodes is held in registers and a
-// row's threshold and column are picked by permutes; deeper levels are gathered. The row's
-// value is one gather from the block, except at levels 0-2 (at most 4 columns: loads and
-// blends). Only these functions carry the target attribute (no -m flag for the file), so
+// compile time and the rows' node positions stay in registers; the rows' margins are kept
+// in registers across the whole forest (with 8 registers of rows the compiler spills some
+// of them, which measured faster than adding each tree's leaves to memory). A level of up
+// to 64 nodes is held in registers and a row's threshold and column are picked by
+// permutes; deeper levels are gathered. The row's value is one gather from the block,
+// except at levels 0-2 (at most 4 columns: loads and blends). Only these functions carry the target attribute (no -m flag for the file), so
 // nothing else in the build may use AVX-512 instructions on a CPU without them.
 //
 // gcc 12's intrinsics start some results from an "undefined" register that its own
@@ -59,7 +60,7 @@ ESTIMATOR_AVX512_INLINE void level(const float* thresholds, const std::int32_t* 
     // At most 4 columns: read each row's value from them by plain loads and blends on
     // j's bits instead of a gather.
     const __m512 t0 = _mm512_loadu_ps(t);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
       const __m512i j = rows.j[g];
       __m512 x = _mm512_loadu_ps(block + c[0] + 16 * g);
@@ -86,7 +87,7 @@ ESTIMATOR_AVX512_INLINE void level(const float* thresholds, const std::int32_t* 
       cr[k] = _mm512_loadu_si512(c + 16 * k);
     }
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
       const __m512i j = rows.j[g];
       __m512 threshold;
@@ -129,13 +130,13 @@ ESTIMATOR_AVX512_INLINE void add_tree(const float* thresholds, const std::int32_
                                       const double* leaves, const float* block, Rows<G>& rows) {
   if constexpr (D == 0) {
     const __m512d leaf = _mm512_set1_pd(leaves[0]);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int k = 0; k < 2 * G; ++k) rows.m[k] = _mm512_add_pd(rows.m[k], leaf);
   } else {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g) rows.j[g] = _mm512_setzero_si512();
     levels<0, D, G>(thresholds, columns, block, rows);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
       const __m512i j = rows.j[g];
       const __m512d low = _mm512_i32gather_pd(_mm512_castsi512_si256(j), leaves, 8);
@@ -177,12 +178,16 @@ ESTIMATOR_AVX512 void add_trees(const DenseForest& forest, const float* block, d
 
 ESTIMATOR_AVX512 void add_forest_avx512(const DenseForest& forest, const float* block,
                                         double* margin, std::int64_t n) {
-  static_assert(kBlockRows == 64, "4 registers of 16 rows");
+  static_assert(kBlockRows == 128, "8 registers of 16 rows");
   switch ((n + 15) / 16) {
     case 1: return add_trees<1>(forest, block, margin);
     case 2: return add_trees<2>(forest, block, margin);
     case 3: return add_trees<3>(forest, block, margin);
     case 4: return add_trees<4>(forest, block, margin);
+    case 5: return add_trees<5>(forest, block, margin);
+    case 6: return add_trees<6>(forest, block, margin);
+    case 7: return add_trees<7>(forest, block, margin);
+    case 8: return add_trees<8>(forest, block, margin);
     default: return;
   }
 }
