@@ -18,7 +18,7 @@
 //
 //   block (column c holds rows 0..kBlockRows-1 of one feature, c = 2 x pair + {0 left, 1 right}):
 //
-//   [ c0: r0 r1 .. r63 | c1: r0 .. r63 | ... ]    node -> columns[node] = c x kBlockRows
+//   [ c0: r0 r1 .. r127 | c1: r0 .. r127 | ... ]  node -> columns[node] = c x kBlockRows
 //
 // Every index an evaluator forms is bounded by construction (make_dense in
 // xgboost_model.cpp, which also checks the column offsets): a node position within a tree
@@ -37,7 +37,10 @@
 
 namespace estimator::models::xgboost {
 
-inline constexpr std::int64_t kBlockRows = 64;      // rows per block (a column of the copy)
+// Rows per block (a column of the copy): the AVX-512 evaluator walks a tree with all of
+// them at once, 8 registers of 16 rows, enough independent gathers in flight to hide their
+// latency (docs/benchmarks.md "XGBoost evaluation").
+inline constexpr std::int64_t kBlockRows = 128;
 inline constexpr std::uint32_t kMaxDenseDepth = 8;  // deeper trees are walked node by node
 inline constexpr std::size_t kDensePadding = 64;    // unused entries after the node arrays
 
@@ -58,10 +61,13 @@ struct DenseForest {
 // The instruction sets with an evaluator of their own.
 enum class Isa : std::uint8_t { kScalar, kAvx2, kAvx512 };
 
+// The widest evaluator's rows per register (AVX-512: 16 floats).
+inline constexpr std::int64_t kVectorRows = 16;
+
 // Adds every tree's leaf to margin[0..n) for the n <= kBlockRows rows of `block`.
-// margin and each block column have kBlockRows entries even when n is smaller: the SIMD
-// evaluators compute whole vectors, so entries past n may be read (block) and written
-// (margin) with meaningless values.
+// The SIMD evaluators compute whole vectors: up to n rounded up to kVectorRows, the entries
+// of each block column past n are read (so they must hold floats, whatever their values)
+// and those of margin written with meaningless values.
 using AddForest = void (*)(const DenseForest& forest, const float* block, double* margin,
                            std::int64_t n);
 

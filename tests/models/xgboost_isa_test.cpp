@@ -4,7 +4,7 @@
 // depths 0 to 8, gbtree and dart), Kepler's XgboostFitTrainer_1 and the generated
 // fixtures, on rows exactly on thresholds and one float step either side, NaN (missing:
 // default_left), infinities and values beyond float's range, at row counts around the
-// vector widths (4 and 8 rows) and the 64-row block. An evaluator this CPU cannot run is
+// vector widths, the AVX2 passes and the block. An evaluator this CPU cannot run is
 // reported as skipped, not passed.
 #include <gtest/gtest.h>
 
@@ -136,10 +136,10 @@ RowMatrixD hard_rows(std::mt19937& rng, Eigen::Index rows, int features,
   return x;
 }
 
-// Row counts around the vector widths (4 and 8 rows), the 8-register passes (32, 64 rows)
-// and the block (64 rows), and a large request.
-constexpr std::array<Eigen::Index, 16> kRowCounts = {1,  3,  4,  5,  7,  8,  9,  15,
-                                                   16, 17, 31, 33, 63, 64, 65, 1000};
+// Row counts around the vector widths (4, 8 and 16 rows), the AVX2 evaluator's passes of
+// 64 rows, the block (128 rows) and a last block of one row, and a large request.
+constexpr std::array<Eigen::Index, 20> kRowCounts = {1,  3,  4,  5,   7,   8,   9,   15,  16,  17,
+                                                   31, 33, 63, 64, 65, 127, 128, 129, 257, 1000};
 
 void expect_same_bits(const std::string& model, Isa isa, const RowMatrixD& x,
                       const std::string& what) {

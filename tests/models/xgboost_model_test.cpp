@@ -169,7 +169,7 @@ TEST(XGBoostLayout, ShallowAndDeepChainsBothEvaluators) {
     const std::vector<double> want = {20, depth > 3 ? 50.0 : last + 20, 40,
                                       depth > 2 ? 30.0 : last + 10, last + 20, 10};
     EXPECT_EQ(predict(*sut, x), want) << "depth " << depth;
-    // Past one 64-row block and in lanes of 8 and single rows.
+    // Past one block and in lanes of 8 and single rows.
     RowMatrixD many(131, 2);
     for (Eigen::Index i = 0; i < many.rows(); ++i) many.row(i) = x.row(i % 6);
     const std::vector<double> got = predict(*sut, many);
@@ -248,10 +248,11 @@ TEST_P(XGBoostFixture, MatchesPythonXGBoost) {
   ASSERT_NE(sut, nullptr);
   EXPECT_EQ(sut->inputs(), 5);
 
-  // Repeated past one 64-row block so both full and partial blocks are evaluated.
+  // Repeated past one block so both full and partial blocks are evaluated.
   const Eigen::Index n = f.rows.rows();
-  RowMatrixD x(n * 4, f.rows.cols());
-  for (int k = 0; k < 4; ++k) x.middleRows(k * n, n) = f.rows;
+  const Eigen::Index copies = xgboost::kBlockRows / n + 1;
+  RowMatrixD x(n * copies, f.rows.cols());
+  for (Eigen::Index k = 0; k < copies; ++k) x.middleRows(k * n, n) = f.rows;
   const std::vector<double> got = predict(*sut, x);
   double worst = 0;
   for (Eigen::Index i = 0; i < x.rows(); ++i) {
