@@ -96,7 +96,7 @@ Status call_loop(client::Client& client, const Case& c, std::size_t count,
     }
     if (ns != nullptr) ns->push_back(elapsed_ns(t0, t1));
     if (t1 >= deadline) break;
-    // The reply frees its slot here, outside the timed window but inside the wall time.
+    // The slot was freed inside estimate() (the reply is a private copy): timed.
   }
   return Status::Ok();
 }

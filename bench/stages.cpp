@@ -100,9 +100,10 @@ void RingClientEncode(benchmark::State& state) {
   }
 }
 
-// What the reply seal adds to a round trip (shm/reply_seal.h): a nonce, the request
-// digested by the client and again by the daemon (of its copy), the reply's check value
-// computed by the daemon and again by the client.
+// What the reply seal costs in CPU per round trip (shm/reply_seal.h): a nonce, the
+// request digested by the client and again by the daemon (of its copy), the reply's check
+// value computed by the daemon and again by the client. Not all of it is latency: the
+// client digests its request after publishing it, while the daemon works.
 void RingSeal(benchmark::State& state) {
   const Case& c = Fixture::get().of(state);
   for (auto _ : state) {

@@ -21,6 +21,7 @@ ServerRing::ServerRing(const SegmentView& view, bool predict, unsigned thread, u
       mask_words_((view.slot_count() + 63) / 64),
       last_word_bits_(view.slot_count() % 64 == 0 ? ~0ULL : (1ULL << (view.slot_count() % 64)) - 1),
       request_copy_(view.request_capacity()),
+      likely_word_(view.slot_count(), SlotWord{SlotState::kReady, 0, 0}.pack()),
       sleep_bit_(1ULL << (thread % kMaxDispatchThreads)),
       cleared_on_wake_(sleep_bit_ |
                        (threads >= kMaxDispatchThreads ? 0 : ~0ULL << threads)) {}
@@ -80,13 +81,26 @@ std::optional<ServerRing::Taken> ServerRing::take() {
 std::optional<ServerRing::Taken> ServerRing::take_slot(std::uint32_t i) {
   SegmentHeader& h = view_.header();
   SlotControl* c = view_.slot(i).control;
-  std::uint64_t word = c->word.load(std::memory_order_acquire);
-  const SlotWord sw = SlotWord::unpack(word);
-  if (sw.state != SlotState::kReady) return std::nullopt;  // stale bit, withdrawn or reclaimed
-  const std::uint64_t busy = sw.with(SlotState::kBusy).pack();
-  if (!c->word.compare_exchange_strong(word, busy, std::memory_order_acquire)) {
-    return std::nullopt;
+  // First a CAS from the word the slot's last client would publish next (the one taken
+  // last, a generation on): when right, that one locked instruction takes the line from
+  // the client's cache, where a load fetches it shared and the CAS must then take it
+  // from the client (which spins on it): two round trips between cores. When wrong, it returns
+  // the word, and the slot is taken from that as before. The guess is always a Ready word:
+  // a CAS from it succeeds only on a slot that was Ready.
+  std::uint64_t word = likely_word_[i];
+  SlotWord sw = SlotWord::unpack(word);
+  if (!c->word.compare_exchange_strong(word, sw.with(SlotState::kBusy).pack(),
+                                       std::memory_order_acquire)) {
+    sw = SlotWord::unpack(word);
+    if (sw.state != SlotState::kReady) return std::nullopt;  // stale bit, withdrawn or reclaimed
+    if (!c->word.compare_exchange_strong(word, sw.with(SlotState::kBusy).pack(),
+                                         std::memory_order_acquire)) {
+      return std::nullopt;
+    }
   }
+  const std::uint64_t busy = sw.with(SlotState::kBusy).pack();
+  likely_word_[i] = SlotWord{SlotState::kReady, static_cast<std::uint16_t>(sw.generation + 1),
+                             sw.pid}.pack();
   last_client_cpu_ = c->client_cpu.load(std::memory_order_relaxed);
   idle_ = false;
   if (predict_) {

@@ -98,6 +98,7 @@ class ServerRing {
   std::uint32_t mask_words_;                         // those covering the ring
   std::uint64_t last_word_bits_;                     // the ring's bits in the last of them
   std::vector<std::uint8_t> request_copy_;           // request_capacity bytes
+  std::vector<std::uint64_t> likely_word_;  // per slot: the Ready word expected next (take_slot)
   std::size_t last_len_ = 0;                         // of the request in it
   std::array<std::uint64_t, kMaskWords> pending_{};  // Ready slots this thread's scan found
   std::uint32_t next_ = 0;                           // where take() looks first

@@ -241,11 +241,13 @@ Status Client::call(const Request& request, bool ping, std::uint64_t deadline,
     }
     const shm::Claim claim = claimed.value();
     const std::uint64_t nonce = shm::next_nonce();
-    const std::uint64_t request_digest = shm::digest(bytes, nonce);
     if (Status s = ring.publish(claim, bytes, nonce); !s.ok()) {
       ring.abandon(claim);
       return s;
     }
+    // Digested while the daemon works, not before publishing: it is of `bytes`, which
+    // stay ours, and only receive_into() needs it.
+    const std::uint64_t request_digest = shm::digest(bytes, nonce);
     const shm::WaitOutcome waited = ring.wait_answer(claim, deadline, spin);
     if (waited == shm::WaitOutcome::kDeadline) {
       ring.abandon(claim);

@@ -189,6 +189,48 @@ TEST_F(SlotRingTest, TakeReadsOnlyTheSlotsOwnRequestArea) {
   EXPECT_EQ(sut->publish(whole, request_bytes(4097, 5), 1).code(), Code::kTooLarge);
 }
 
+// take() first tries a CAS from the word it expects a slot to carry next (the one it took
+// there last, a generation on, and for a slot never taken, generation 0 of pid 0): that
+// guess must take only a Ready slot, and a word it did not guess must still be taken.
+TEST_F(SlotRingTest, TakeByTheExpectedWordTakesReadySlotsOnly) {
+  ServerRing ring(server->view());
+  auto& mask = server->view().header().ready_mask[0];
+  // A slot never used holds the guess's bits but Free: a forged mask bit does not take it.
+  mask.fetch_or(1ULL << 3);
+  EXPECT_FALSE(ring.take().has_value());
+  EXPECT_EQ(word(3).state, SlotState::kFree);
+
+  const Claim first = sut->claim(later(kSecond), later(2 * kSecond), 1).value();
+  ASSERT_EQ(first.slot, 1u);
+  ASSERT_TRUE(sut->publish(first, request_bytes(16, 0), 1).ok());
+  ring.answer(*ring.take(), {});
+  sut->release(first);
+  // Claimed in exactly the guessed generation, not yet published: not taken.
+  const Claim second = sut->claim(later(kSecond), later(2 * kSecond), 1).value();
+  ASSERT_EQ(second.slot, 1u);
+  mask.fetch_or(1ULL << 1);
+  EXPECT_FALSE(ring.take().has_value());
+  EXPECT_EQ(word(1).state, SlotState::kClaimed);
+  // Published, it is taken by the guess; published by another owner several claims on
+  // (not the guess), it is taken all the same.
+  ASSERT_TRUE(sut->publish(second, request_bytes(16, 0), 2).ok());
+  auto taken = ring.take();
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->nonce, 2u);
+  EXPECT_EQ(word(1).state, SlotState::kBusy);
+  ring.answer(*taken, {});
+  sut->release(second);
+  const SlotWord other{SlotState::kReady, static_cast<std::uint16_t>(second.generation + 5),
+                       getpid() + 1};
+  server->view().slot(1).control->word.store(other.pack());
+  mask.fetch_or(1ULL << 1);
+  taken = ring.take();
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->slot, 1u);
+  EXPECT_EQ(taken->word, other.with(SlotState::kBusy).pack());
+  EXPECT_EQ(word(1).state, SlotState::kBusy);
+}
+
 TEST_F(SlotRingTest, WaitEndsWhenTheSlotIsNoLongerThisClaim) {
   const Claim claim = sut->claim(later(kSecond), later(2 * kSecond), 0).value();
   ASSERT_TRUE(sut->publish(claim, request_bytes(16, 0), 1).ok());
