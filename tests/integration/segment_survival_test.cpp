@@ -25,6 +25,7 @@
 #include "models/registry.h"
 #include "shm/segment.h"
 #include "tests/support/child_process.h"
+#include "tests/support/stopped_process.h"
 
 namespace estimator::testing {
 namespace {
@@ -54,9 +55,28 @@ std::chrono::milliseconds time_until(const std::function<bool()>& done, std::chr
   return limit + 1s;
 }
 
+// The epoch of the segment under `name` once its daemon serves there (0 before: a segment
+// being laid out already shows its epoch, but calls fail until the daemon marks it serving).
 std::uint64_t epoch_of(const std::string& name) {
   auto seg = shm::ClientSegment::attach(name);
-  return seg.ok() ? seg.value()->epoch() : 0;
+  if (!seg.ok()) return 0;
+  const auto state = seg.value()->view().header().state.load(std::memory_order_acquire);
+  return state == static_cast<std::uint32_t>(shm::ServerState::kServing) ? seg.value()->epoch() : 0;
+}
+
+// Waits until a request sits published in a slot of the segment `name` (a call is in
+// flight, not merely started by a thread that may not have run yet); false after `limit`.
+bool request_published(const std::string& name, std::chrono::milliseconds limit) {
+  auto seg = shm::ClientSegment::attach(name);
+  if (!seg.ok()) return false;
+  const shm::SegmentView& view = seg.value()->view();
+  const auto published = [&] {
+    for (std::uint32_t i = 0; i < view.slot_count(); ++i) {
+      if (shm::SlotWord::unpack(view.slot(i).control->word.load()).state == shm::SlotState::kReady) return true;
+    }
+    return false;
+  };
+  return time_until(published, limit) < limit;
 }
 
 // The expected answer: the same embedded model evaluated here.
@@ -122,20 +142,21 @@ TEST(SegmentSurvival, TruncatedUnderAnInFlightCallBothLiveTheCallFailsUnavailabl
   const ino_t inode0 = inode_of(shm_path(shm));
 
   // The daemon cannot answer while stopped: the call is in flight when the file shrinks.
-  kill(daemon.pid(), SIGSTOP);
+  ASSERT_TRUE(stop_process(daemon.pid()));
   Status in_flight;
-  std::chrono::milliseconds took{};
+  Clock::time_point returned;
   std::thread caller([&] {
-    const auto t0 = Clock::now();
     in_flight = estimate(c, x, 30s).status();
-    took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+    returned = Clock::now();
   });
-  std::this_thread::sleep_for(200ms);
+  const bool in_flight_when_truncated = request_published(shm, 20s);
+  const auto truncated = Clock::now();
   ASSERT_EQ(truncate(shm_path(shm).c_str(), 0), 0);
   caller.join();
+  ASSERT_TRUE(in_flight_when_truncated) << "the call never published its request";
   kill(daemon.pid(), SIGCONT);
   EXPECT_EQ(in_flight.code(), Code::kUnavailable) << in_flight.to_string();
-  EXPECT_LT(took, 1500ms) << "noticed at the next liveness check, not at the 30 s deadline";
+  EXPECT_LT(returned - truncated, 1500ms) << "noticed at the next liveness check, not at the 30 s deadline";
 
   // The daemon lives and lays out a new segment; the next call is answered there.
   const auto recreated = time_until([&] { return inode_of(shm_path(shm)) != inode0 && epoch_of(shm) > epoch0; }, 3s);
@@ -149,9 +170,12 @@ TEST(SegmentSurvival, TruncatedUnderAnInFlightCallBothLiveTheCallFailsUnavailabl
 
   // Again while idle (no fault in the daemon: its housekeeping sees the size).
   const ino_t inode1 = inode_of(shm_path(shm));
+  const std::uint64_t epoch1 = epoch_of(shm);
   ASSERT_EQ(truncate(shm_path(shm).c_str(), 4096), 0);
-  EXPECT_LT(time_until([&] { return inode_of(shm_path(shm)) != inode1; }, 3s), 1500ms);
-  EXPECT_TRUE(estimate(c, x, 5s).ok() || estimate(c, x, 5s).ok()) << "re-attached";
+  EXPECT_LT(time_until([&] { return inode_of(shm_path(shm)) != inode1 && epoch_of(shm) > epoch1; }, 3s), 1500ms);
+  const Status first = estimate(c, x, 5s).status();
+  const Status second = first.ok() ? first : estimate(c, x, 5s).status();
+  EXPECT_TRUE(second.ok()) << "re-attached: " << first.to_string() << " then " << second.to_string();
   EXPECT_TRUE(daemon.alive());
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << "clean exit after the recreations";
 }
@@ -351,7 +375,7 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
 
   // A client killed while holding a slot: the daemon cannot see its pid, so the slot comes
   // back when its lease ends (the call's deadline + 1 s; docs/reliability.md).
-  kill(daemon.pid(), SIGSTOP);  // keeps the victim's request unanswered
+  ASSERT_TRUE(stop_process(daemon.pid()));  // keeps the victim's request unanswered
   const pid_t forked = fork();
   if (forked == 0) {
     client::Client v({.shm_name = shm});
@@ -359,7 +383,7 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
     _exit(0);
   }
   ChildProcess victim = ChildProcess::adopt(forked);
-  std::this_thread::sleep_for(200ms);  // published, waiting
+  ASSERT_TRUE(request_published(shm, 20s)) << "the victim's request was never seen waiting";
   kill(victim.pid(), SIGKILL);
   const auto killed = Clock::now();
   victim.wait();
@@ -373,8 +397,8 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
     }
     return true;
   };
-  // Lease end: 300 ms after the kill (0.5 s deadline - 0.2 s) + 1 s; one more sweep and
-  // a loaded machine's margin on top.
+  // Lease end: the victim's 0.5 s deadline (counted from before the kill) + 1 s; one more
+  // sweep and a loaded machine's margin on top.
   ASSERT_LT(time_until(all_free, 5s), 5s) << "the slot is never reclaimed";
   const auto reclaimed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed);
   EXPECT_LT(reclaimed, 2500ms) << "slot reclaimed " << reclaimed.count() << " ms after the kill";
@@ -385,7 +409,7 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
   // The daemon killed under an in-flight call with a 30 s timeout: `unavailable` once the
   // heartbeat is stale (2 s), not after 30 s.
   const std::uint64_t epoch0 = epoch_of(shm);
-  kill(daemon.pid(), SIGSTOP);  // the call below is in flight when the daemon dies
+  ASSERT_TRUE(stop_process(daemon.pid()));  // the call below is in flight when the daemon dies
   Status failed;
   std::chrono::milliseconds took{};
   std::thread caller([&] {
@@ -393,9 +417,10 @@ TEST(SidecarPod, DaemonAndClientInDifferentPidNamespaces) {
     failed = estimate(c, x, 30s).status();
     took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
   });
-  std::this_thread::sleep_for(100ms);
+  const bool in_flight_when_killed = request_published(shm, 20s);
   daemon.kill_now();
   caller.join();
+  ASSERT_TRUE(in_flight_when_killed) << "the call never published its request";
   EXPECT_EQ(failed.code(), Code::kUnavailable) << failed.to_string();
   EXPECT_LT(took, 2500ms);
   std::fprintf(stderr, "[ measured ] call with a 30 s timeout failed %lld ms after it started\n",
