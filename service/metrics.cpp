@@ -17,7 +17,7 @@
 #include "models/registry.h"
 #include "schema/schema_version.h"
 #include "service/build_info.h"
-#include "service/model_fetcher.h"
+#include "service/fetch_stats.h"
 
 namespace estimator::service {
 namespace {

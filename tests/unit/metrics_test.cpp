@@ -28,7 +28,7 @@
 #include "models/registry.h"
 #include "service/metrics.h"
 #include "service/metrics_server.h"
-#include "service/model_fetcher.h"
+#include "service/fetch_stats.h"
 #include "service/request_handler.h"
 
 #include "tests/support/allocation_counter.h"  // this binary's operator new
