@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <unordered_map>
@@ -120,6 +121,7 @@ class WeightModel final : public Model {
       const Eigen::Index o_stride = out.outerStride();
       constexpr Eigen::Index kBlock = 64;
       double power[kBlock];
+      double clamped[kBlock];
       for (Eigen::Index r0 = 0; r0 < in.x.rows(); r0 += kBlock) {
         const Eigen::Index n = std::min(kBlock, in.x.rows() - r0);
         for (Eigen::Index i = 0; i < n; ++i) power[i] = base;
@@ -129,9 +131,25 @@ class WeightModel final : public Model {
             power[i] += t.coefficient * static_cast<double>(xc[i * x_stride]);
           }
         }
+        // No branch per row: where the model's sign varies from row to row, a clamp by
+        // branch mispredicts; and in two passes the first, over contiguous doubles,
+        // vectorises (estimator-stages RingDaemonHandle/rows:100, three alternating runs:
+        // 911-968 ns against 951-1036 ns with a branch per row). A power that is not
+        // finite fails the whole request, so it is looked for only once the block is
+        // written (the reply is then an error): an all-ones exponent (inf or NaN) plus one
+        // exponent step carries into bit 63, which no finite value does.
+        std::uint64_t exponent_carry = 0;
         for (Eigen::Index i = 0; i < n; ++i) {
-          if (!std::isfinite(power[i])) return not_finite(comp, *p, in, r0 + i);
-          o[(r0 + i) * o_stride] = static_cast<float>(power[i] > 0 ? power[i] : 0.0);
+          const double v = power[i];
+          exponent_carry |= (std::bit_cast<std::uint64_t>(v) & 0x7FF0000000000000ULL) +
+                            0x0010000000000000ULL;
+          clamped[i] = v > 0 ? v : 0.0;
+        }
+        for (Eigen::Index i = 0; i < n; ++i) o[(r0 + i) * o_stride] = static_cast<float>(clamped[i]);
+        if ((exponent_carry >> 63) != 0) {
+          for (Eigen::Index i = 0; i < n; ++i) {
+            if (!std::isfinite(power[i])) return not_finite(comp, *p, in, r0 + i);
+          }
         }
       }
     }

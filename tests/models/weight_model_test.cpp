@@ -199,6 +199,37 @@ TEST(WeightModel, PredictChecksShapesPlansAndValues) {
   EXPECT_FLOAT_EQ(out(0, 0), 22.5F);
 }
 
+// predict() walks rows in blocks of 64 with no branch per row: every row of every block
+// is clamped on its own, and a non-finite power anywhere (here past the first block, and
+// negative as well as positive) is found and named by its row.
+TEST(WeightModel, RowsAcrossBlocksClampAndTheBadRowIsNamed) {
+  const char* weights = R"({"package": {"All_Weights": {"Bias_Weight": 0.5,
+    "Numerical_Variables": {"cpu_cycles": {"scale": 1.0, "weight": 1.0},
+                            "cache_miss": {"scale": 1.0, "weight": 1e300}}}}})";
+  auto sut = must_load(weight_folder("mem", kMeta, weights));
+  ASSERT_NE(sut, nullptr);
+  auto plan = sut->plan(std::vector<std::string_view>{"cpu_cycles", "cache_miss"});
+  ASSERT_TRUE(plan.ok());
+  constexpr Eigen::Index kRows = 150;
+  RowMatrixF x(kRows, 2);
+  for (Eigen::Index r = 0; r < kRows; ++r) {
+    x(r, 0) = static_cast<float>(r % 3 == 0 ? r : -r);  // 0.5 + x: positive, else clamped
+    x(r, 1) = 0;
+  }
+  RowMatrixF out(kRows, 1);
+  const ModelInput in{ConstMatrixView(x.data(), kRows, 2), {}, {}};
+  ASSERT_TRUE(sut->predict(**plan, in, MatrixView(out.data(), kRows, 1)).ok());
+  for (Eigen::Index r = 0; r < kRows; ++r) {
+    EXPECT_EQ(out(r, 0), r % 3 == 0 ? static_cast<float>(r) + 0.5F : 0.0F) << "row " << r;
+  }
+  for (const float big : {1e30F, -1e30F}) {  // 1e300 * 1e30 overflows a double
+    x(131, 1) = big;
+    const Status s = sut->predict(**plan, in, MatrixView(out.data(), kRows, 1));
+    EXPECT_EQ(s.code(), Code::kInvalidValue) << big;
+    EXPECT_NE(s.message().find("overflows on row 131"), std::string::npos) << s.message();
+  }
+}
+
 // ---- refusals ------------------------------------------------------------------------
 
 Status load_error(const std::string& weights, const std::string& meta = kMeta) {
