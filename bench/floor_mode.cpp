@@ -12,6 +12,15 @@
 // --spin-us without a request the child naps (polls at growing intervals) like the daemon
 // sleeps, so it does not steal one of the two cores while the other modes run.
 //
+// Variant "work" (floor/work): the same handoff carrying the ring's work, so that what the
+// ring adds beyond its work can be read off (ring / floor-work) apart from the work itself
+// (floor-work / floor). The client encodes each request as the ring client does
+// (wire::RequestEncoder), draws a nonce, digests the request after publishing it, checks
+// the reply's seal and decodes it; the child copies the request out, digests it, answers
+// it with the daemon's service::RequestHandler and seals the reply (shm/reply_seal.h).
+// What it leaves out is the ring's own protocol: slot claim and state word, ready mask,
+// lease, owner and sleep flags.
+//
 // One deliberate difference: a side that finds its peer scheduled on its own CPU (a
 // loaded machine; nothing is pinned) yields instead of pausing, since spinning there only
 // keeps the peer it waits for off the CPU until the scheduler preempts it, milliseconds
@@ -31,7 +40,10 @@
 #include "bench/child.h"
 #include "bench/modes.h"
 #include "bench/spin.h"
+#include "service/request_handler.h"
+#include "shm/reply_seal.h"
 #include "shm/wait.h"
+#include "schema/wire.h"
 
 namespace estimator::bench {
 namespace {
@@ -49,6 +61,10 @@ struct alignas(64) FloorControl {
   std::uint32_t reply_rows = 0;   // server: echoes rows
   std::uint32_t pad = 0;
   std::uint64_t reply_echo = 0;   // server: the last 8 bytes of the request it read
+  // Variant "work" only: the request's nonce (client), and the reply's seal (server).
+  std::uint64_t nonce = 0;
+  std::uint64_t request_digest = 0;
+  std::uint64_t reply_check = 0;
   // Where each side last ran, refreshed while it waits; on their own line so that a
   // waiter's refresh does not touch the line its peer is about to write.
   alignas(64) std::atomic<std::int32_t> client_cpu{-1};
@@ -77,9 +93,10 @@ std::uint64_t last_word(const std::uint8_t* p, std::size_t len) {
   return w;
 }
 
-// The child: answer until kStop, SIGTERM, or the parent's death.
+// The child: answer until kStop, SIGTERM, or the parent's death. `handler` set: variant
+// "work" (the ring's work on each request); otherwise the case's precomputed reply.
 int serve_floor(const Mapping& m, const std::vector<Case>& cases, std::uint64_t spin_ns,
-                const Child::Ready& ready) {
+                service::RequestHandler* handler, const Child::Ready& ready) {
   std::vector<std::uint8_t> scratch(m.request_cap);
   const pid_t parent = getppid();
   FloorControl& ctl = *m.control;
@@ -100,22 +117,32 @@ int serve_floor(const Mapping& m, const std::vector<Case>& cases, std::uint64_t 
     if (v == kStop) return 0;
     const std::size_t len = std::min<std::size_t>(ctl.request_len, m.request_cap);
     std::memcpy(scratch.data(), m.request, len);
-    const std::uint32_t index = ctl.case_index;
-    const std::vector<std::uint8_t>& reply =
-        cases[index < cases.size() ? index : 0].response;
+    std::span<const std::uint8_t> reply;
+    if (handler != nullptr) {
+      const std::span<const std::uint8_t> request(scratch.data(), len);
+      const std::uint64_t nonce = ctl.nonce;
+      const std::uint64_t request_digest = shm::digest(request, nonce);
+      reply = handler->handle(request);
+      ctl.request_digest = request_digest;
+      ctl.reply_check = shm::reply_check(nonce, 1, request_digest, reply);
+    } else {
+      const std::uint32_t index = ctl.case_index;
+      reply = cases[index < cases.size() ? index : 0].response;
+      ctl.reply_echo = last_word(scratch.data(), len);
+    }
     const std::size_t rlen = std::min(reply.size(), m.reply_cap);
     std::memcpy(m.reply, reply.data(), rlen);
     ctl.reply_len = static_cast<std::uint32_t>(rlen);
     ctl.reply_rows = ctl.rows;
-    ctl.reply_echo = last_word(scratch.data(), len);
     ctl.flag.store(v + 1, std::memory_order_release);
   }
 }
 
 class FloorMode final : public Mode {
  public:
-  FloorMode(const std::vector<Case>& cases, const ModeOptions& options)
+  FloorMode(const std::vector<Case>& cases, const ModeOptions& options, bool work)
       : cases_(cases),
+        work_(work),
         timeout_ns_(static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(options.timeout).count())),
         reply_copy_(response_capacity()) {}
@@ -144,6 +171,63 @@ class FloorMode final : public Mode {
 
   Status run(std::size_t index, std::size_t count, Clock::time_point deadline,
              Samples* out) override {
+    return work_ ? run_work(index, count, deadline, out) : run_bytes(index, count, deadline, out);
+  }
+
+  std::unique_ptr<Child> child_;
+  Mapping map_;
+
+ private:
+  // Waits for answer `answered` until the timeout.
+  Status wait_answer(std::uint64_t answered) {
+    FloorControl& ctl = *map_.control;
+    const bool ok = spin_or_yield(
+        [&] { return ctl.flag.load(std::memory_order_acquire) == answered; }, timeout_ns_,
+        ctl.client_cpu, ctl.server_cpu);
+    if (ok) return Status::Ok();
+    return Status(child_->running() ? Code::kDeadlineExceeded : Code::kUnavailable,
+                  "floor: no answer within the timeout");
+  }
+
+  Status run_work(std::size_t index, std::size_t count, Clock::time_point deadline,
+                  Samples* out) {
+    const Case& c = cases_[index];
+    FloorControl& ctl = *map_.control;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::uint64_t answered = 2 * ++seq_ + 2;
+      const auto t0 = Clock::now();
+      auto built = encoder_.encode(request_spec(c, seq_), map_.request_cap);
+      if (!built.ok()) return built.status();
+      const std::span<const std::uint8_t> bytes = built.value();
+      const std::uint64_t nonce = shm::next_nonce();
+      std::memcpy(map_.request, bytes.data(), bytes.size());
+      ctl.request_len = static_cast<std::uint32_t>(bytes.size());
+      ctl.nonce = nonce;
+      ctl.rows = c.rows;
+      ctl.flag.store(answered - 1, std::memory_order_release);
+      const std::uint64_t request_digest = shm::digest(bytes, nonce);  // while the child works
+      if (Status s = wait_answer(answered); !s.ok()) return s;
+      const std::size_t rlen = std::min<std::size_t>(ctl.reply_len, map_.reply_cap);
+      std::memcpy(reply_copy_.data(), map_.reply, rlen);
+      const std::span<const std::uint8_t> reply(reply_copy_.data(), rlen);
+      const bool sealed = ctl.request_digest == request_digest &&
+                          ctl.reply_check == shm::reply_check(nonce, 1, request_digest, reply);
+      auto parsed = wire::read_response(reply);
+      const auto t1 = Clock::now();
+      if (!sealed) return Status(Code::kIntegrity, "floor/work: a reply failed its seal");
+      if (!parsed.ok()) return parsed.status();
+      const wire::ParsedResponse& r = parsed.value();
+      if (r.request_id != seq_) return Status(Code::kInternal, "floor/work: another request's reply");
+      if (Status s = check_reply(c, r.rows, r.cols, r.powers,
+                                     r.model != nullptr ? wire::view_of(r.model->name()) : ""); !s.ok()) return s;
+      if (out != nullptr) out->add(elapsed_ns(t0, t1));
+      if (t1 >= deadline) break;
+    }
+    return Status::Ok();
+  }
+
+  Status run_bytes(std::size_t index, std::size_t count, Clock::time_point deadline,
+                   Samples* out) {
     const Case& c = cases_[index];
     FloorControl& ctl = *map_.control;
     const std::uint64_t expected_echo = last_word(c.request.data(), c.request.size());
@@ -155,13 +239,7 @@ class FloorMode final : public Mode {
       ctl.case_index = static_cast<std::uint32_t>(index);
       ctl.rows = c.rows;
       ctl.flag.store(answered - 1, std::memory_order_release);
-      const bool ok = spin_or_yield(
-          [&] { return ctl.flag.load(std::memory_order_acquire) == answered; }, timeout_ns_,
-          ctl.client_cpu, ctl.server_cpu);
-      if (!ok) {
-        return Status(child_->running() ? Code::kDeadlineExceeded : Code::kUnavailable,
-                      "floor: no answer within the timeout");
-      }
+      if (Status s = wait_answer(answered); !s.ok()) return s;
       const std::size_t rlen = std::min<std::size_t>(ctl.reply_len, map_.reply_cap);
       std::memcpy(reply_copy_.data(), map_.reply, rlen);
       const std::uint32_t rows = ctl.reply_rows;
@@ -178,11 +256,9 @@ class FloorMode final : public Mode {
     return Status::Ok();
   }
 
-  std::unique_ptr<Child> child_;
-  Mapping map_;
-
- private:
   const std::vector<Case>& cases_;
+  const bool work_;
+  wire::RequestEncoder encoder_;
   std::uint64_t timeout_ns_;
   std::vector<std::uint8_t> reply_copy_;
   std::uint8_t* base_ = nullptr;
@@ -193,15 +269,21 @@ class FloorMode final : public Mode {
 }  // namespace
 
 Result<std::unique_ptr<Mode>> start_floor(const std::vector<Case>& cases,
+                                          std::shared_ptr<const models::Registry> registry,
                                           const ModeOptions& options) {
-  auto mode = std::make_unique<FloorMode>(cases, options);
+  const bool work = registry != nullptr;
+  auto mode = std::make_unique<FloorMode>(cases, options, work);
   if (Status s = mode->map(); !s.ok()) return s;
   const auto spin_ns = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
-  auto child = Child::spawn("floor server",
-                            [m = mode->map_, &cases, spin_ns](const Child::Ready& ready) {
-                              return serve_floor(m, cases, spin_ns, ready);
-                            });
+  auto child = Child::spawn(
+      work ? "floor/work server" : "floor server",
+      [m = mode->map_, &cases, spin_ns, registry](const Child::Ready& ready) {
+        if (registry == nullptr) return serve_floor(m, cases, spin_ns, nullptr, ready);
+        const service::RegistryHolder holder(registry);
+        service::RequestHandler handler(holder, m.request_cap, m.reply_cap);
+        return serve_floor(m, cases, spin_ns, &handler, ready);
+      });
   if (!child.ok()) return child.status();
   mode->child_ = std::move(child).value();
   if (Status s = mode->child_->wait_ready(std::chrono::milliseconds(10000)); !s.ok()) return s;

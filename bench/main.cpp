@@ -7,7 +7,8 @@
 //               per request: the endpoint alone, and with Kepler's own encoding and
 //               decoding (what Kepler pays in all),
 // beside the machine's own limits measured in the same run:
-//   floor     - a raw shared-memory ping-pong of same-sized bytes,
+//   floor     - a raw shared-memory ping-pong of same-sized bytes, and the same carrying
+//               the ring's work (variant "work": encoding, seal, handler, decoding),
 //   cacheline - a spinning ping-pong of one flag on one cache line (no payload),
 //   futex     - a sleeping ping-pong through FUTEX_WAIT/FUTEX_WAKE (no payload),
 //   memcpy    - one in-process copy of the request's bytes,
@@ -26,7 +27,7 @@
 // Nothing is pinned: clients and servers share the machine's cores as an exporter and the
 // daemon would. Every reply is checked (rows, model and finite powers; the JSON reply
 // against the local handler's answer; rows, size and an echo of the request in floor
-// mode; the exact answering value in the ping-pongs), so a broken path cannot post good
+// mode, the seal and the decoded reply in floor/work; the exact answering value in the ping-pongs), so a broken path cannot post good
 // numbers.
 #include <spawn.h>
 #include <sys/wait.h>
@@ -161,7 +162,7 @@ Status start_lanes(std::vector<Lane>& lanes, const std::vector<Case>& cases,
     } else if (m == "json") {
       mode = start_json(cases, registry, options, l->label.variant == "kepler");
     } else if (m == "floor") {
-      mode = start_floor(cases, options);
+      mode = start_floor(cases, l->label.variant == "work" ? registry : nullptr, options);
     } else if (m == "cacheline") {
       mode = start_cacheline(options);
     } else if (m == "futex") {
@@ -445,6 +446,7 @@ int main(int argc, char** argv) {
   const std::vector<std::size_t> sleeping_cases =
       has(sets, "sleeping") ? parallel : std::vector<std::size_t>{};
   lane("floor", "spin", 1, join({&primary, &features, &sleeping_cases}), 1);
+  lane("floor", "work", 1, primary, 1);
   lane("cacheline", "spin", 1, limit_cases, 2);
   lane("futex", "block", 1, limit_cases, 3);
   lane("memcpy", "in-process", 1, join({&primary, &features}), 0);
@@ -492,7 +494,8 @@ int main(int argc, char** argv) {
               "does; cl: client threads); socket: unix stream, length-prefixed FlatBuffers, "
               "same handler; json: Kepler v0.9 JSON, a connection per request (endpoint: text "
               "ready, reply read; kepler: encoding and decoding timed too); floor: raw "
-              "shm ping-pong of the same bytes; cacheline/futex: bare ping-pongs; memcpy: "
+              "shm ping-pong of the same bytes (work: carrying the ring's work, not its "
+              "protocol); cacheline/futex: bare ping-pongs; memcpy: "
               "the request copied once in-process\n");
   const std::string load_start = load_average();
 
@@ -517,21 +520,35 @@ int main(int argc, char** argv) {
         periodic.push_back({{"ring", regime_variant(r), 1}, std::move(m).value()});
       }
     }
-    if (status.ok() && has(modes, "ring") && !periods_ms.empty()) {
-      // The bound: a daemon that never sleeps between requests (it spins 1.5 periods
-      // after each answer), which no wake-up policy can beat at a core's cost.
-      ModeOptions awake = options;
+    // The bounds: servers that never sleep between requests (they spin 1.5 periods after
+    // each answer), which no wake-up policy can beat at a core's cost. The ring's daemon;
+    // the floor, and the floor carrying the ring's work: what a periodic request costs
+    // with no protocol at all, so what is left is the client's and the machine's.
+    ModeOptions awake = options;
+    if (!periods_ms.empty()) {
       awake.spin = std::chrono::microseconds(static_cast<std::int64_t>(
           1500.0 * *std::max_element(periods_ms.begin(), periods_ms.end())));
+    }
+    const auto alone = [&](LaneLabel label, Result<std::unique_ptr<Mode>> m) {
+      if (!m.ok()) {
+        status = m.status();
+        return;
+      }
+      periodic.push_back({std::move(label), std::move(m).value(),
+                          static_cast<std::uint64_t>(awake.spin.count()) * 1000});
+    };
+    if (status.ok() && has(modes, "ring") && !periods_ms.empty()) {
       std::fflush(nullptr);
       auto d = start_ring_daemon(registry, awake, RingRegime::kSpin);
-      auto m = d.ok() ? ring_clients(std::move(d).value(), *cases, 1) : d.status();
-      if (m.ok()) {
-        periodic.push_back({{"ring", "awake", 1},
-                            std::move(m).value(),
-                            static_cast<std::uint64_t>(awake.spin.count()) * 1000});
-      } else {
-        status = m.status();
+      alone({"ring", "awake", 1}, d.ok() ? ring_clients(std::move(d).value(), *cases, 1)
+                                         : Result<std::unique_ptr<Mode>>(d.status()));
+    }
+    if (status.ok() && has(modes, "floor") && !periods_ms.empty()) {
+      std::fflush(nullptr);
+      alone({"floor", "awake", 1}, start_floor(*cases, nullptr, awake));
+      if (status.ok()) {
+        std::fflush(nullptr);
+        alone({"floor", "work-awake", 1}, start_floor(*cases, registry, awake));
       }
     }
     if (status.ok() && has(modes, "socket")) {

@@ -10,6 +10,8 @@
 //   json      - Kepler's v0.9 JSON over the daemon's Kepler endpoint, one connection per
 //               request as Kepler's client makes them (the protocol being replaced);
 //   floor     - a raw shared-memory ping-pong of same-sized bytes, no schema (the limit);
+//               variant "work": the same ping-pong carrying the ring's work (encoding,
+//               seal, the daemon's handler, decoding), without the ring's protocol;
 //   cacheline - a ping-pong of one flag on one shared cache line, no payload (spinning);
 //   futex     - a ping-pong of one shared word through FUTEX_WAIT/FUTEX_WAKE (sleeping);
 //   memcpy    - one in-process copy of the request's bytes (no second process at all).
@@ -94,7 +96,9 @@ Result<std::unique_ptr<Mode>> start_socket(const std::vector<Case>& cases,
 Result<std::unique_ptr<Mode>> start_json(const std::vector<Case>& cases,
                                          std::shared_ptr<const models::Registry> registry,
                                          const ModeOptions& options, bool codec_timed);
+// `registry` set: variant "work", whose child answers with a handler on it.
 Result<std::unique_ptr<Mode>> start_floor(const std::vector<Case>& cases,
+                                          std::shared_ptr<const models::Registry> registry,
                                           const ModeOptions& options);
 Result<std::unique_ptr<Mode>> start_cacheline(const ModeOptions& options);
 Result<std::unique_ptr<Mode>> start_futex(const ModeOptions& options);

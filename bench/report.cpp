@@ -43,7 +43,8 @@ const Key kSocketPoll{"socket", "poll"};
 const Key kDefaultRing{"ring", "default"};
 const Key kJson{"json", "endpoint"};
 const Key kJsonKepler{"json", "kepler"};
-const Key kFloor{"floor", ""};
+const Key kFloor{"floor", "spin"};
+const Key kFloorWork{"floor", "work"};
 const Key kFutex{"futex", ""};
 
 // One target line: met when `ok`, "not measured" when the figure is NaN.
@@ -157,7 +158,7 @@ void print_targets(const std::vector<Row>& rows) {
         r.c->model != ModelKind::kLinear || r.s.count == 0) {
       continue;
     }
-    const double floor = p50(rows, Key{"floor", "", 1, ModelKind::kLinear, r.c->cols}, r.c->rows);
+    const double floor = p50(rows, Key{"floor", "spin", 1, ModelKind::kLinear, r.c->cols}, r.c->rows);
     const double ratio = r.s.p50_us / floor;
     if (!std::isnan(ratio) && (std::isnan(worst) || ratio > worst)) {
       worst = ratio;
@@ -254,9 +255,11 @@ void print_ratios(const std::vector<Row>& rows, const PeriodicFigures& periodic)
   const double socket_1 = p50(rows, kSocket, 1);
   const double socket_100 = p50(rows, kSocket, 100);
   std::printf("spin_ring_vs_poll_socket_p50=%.3f default_ring_vs_socket_p50=%.3f "
-              "ring_vs_floor_p50_1=%.3f\n",
+              "ring_vs_floor_p50_1=%.3f ring_vs_floor_work_p50_1=%.3f "
+              "ring_vs_floor_work_p50_100=%.3f\n",
               ring_1 / p50(rows, kSocketPoll, 1), p50(rows, kDefaultRing, 1) / socket_1,
-              ring_1 / p50(rows, kFloor, 1));
+              ring_1 / p50(rows, kFloor, 1), ring_1 / p50(rows, kFloorWork, 1),
+              ring_100 / p50(rows, kFloorWork, 100));
   std::printf("ring_vs_limit_p50_100=%.3f ring_vs_socket_p50=%.3f ring_vs_socket_p50_100=%.3f "
               "json_vs_socket_p50_100=%.3f periodic_vs_hot_p50=%.3f "
               "periodic_daemon_cpu_pct=%.3f ring_default_vs_socket_blocking_p50=%.3f\n",
