@@ -40,10 +40,10 @@
 #include "bench/child.h"
 #include "bench/modes.h"
 #include "bench/spin.h"
+#include "schema/wire.h"
 #include "service/request_handler.h"
 #include "shm/reply_seal.h"
 #include "shm/wait.h"
-#include "schema/wire.h"
 
 namespace estimator::bench {
 namespace {
@@ -217,9 +217,11 @@ class FloorMode final : public Mode {
       if (!sealed) return Status(Code::kIntegrity, "floor/work: a reply failed its seal");
       if (!parsed.ok()) return parsed.status();
       const wire::ParsedResponse& r = parsed.value();
-      if (r.request_id != seq_) return Status(Code::kInternal, "floor/work: another request's reply");
-      if (Status s = check_reply(c, r.rows, r.cols, r.powers,
-                                     r.model != nullptr ? wire::view_of(r.model->name()) : ""); !s.ok()) return s;
+      if (r.request_id != seq_) {
+        return Status(Code::kInternal, "floor/work: the reply answers another request");
+      }
+      const std::string_view model = r.model != nullptr ? wire::view_of(r.model->name()) : "";
+      if (Status s = check_reply(c, r.rows, r.cols, r.powers, model); !s.ok()) return s;
       if (out != nullptr) out->add(elapsed_ns(t0, t1));
       if (t1 >= deadline) break;
     }

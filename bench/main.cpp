@@ -27,8 +27,8 @@
 // Nothing is pinned: clients and servers share the machine's cores as an exporter and the
 // daemon would. Every reply is checked (rows, model and finite powers; the JSON reply
 // against the local handler's answer; rows, size and an echo of the request in floor
-// mode, the seal and the decoded reply in floor/work; the exact answering value in the ping-pongs), so a broken path cannot post good
-// numbers.
+// mode, the seal and the decoded reply in floor/work; the exact answering value in the
+// ping-pongs), so a broken path cannot post good numbers.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>

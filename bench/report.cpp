@@ -158,7 +158,9 @@ void print_targets(const std::vector<Row>& rows) {
         r.c->model != ModelKind::kLinear || r.s.count == 0) {
       continue;
     }
-    const double floor = p50(rows, Key{"floor", "spin", 1, ModelKind::kLinear, r.c->cols}, r.c->rows);
+    Key floor_key = kFloor;
+    floor_key.cols = r.c->cols;
+    const double floor = p50(rows, floor_key, r.c->rows);
     const double ratio = r.s.p50_us / floor;
     if (!std::isnan(ratio) && (std::isnan(worst) || ratio > worst)) {
       worst = ratio;
