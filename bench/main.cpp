@@ -608,7 +608,7 @@ int main(int argc, char** argv) {
   }
   if (csv.empty() && !plot_file.empty()) csv = plot_file + ".csv";
   if (!csv.empty()) {
-    if (Status s = write_csv(csv, table); !s.ok()) {
+    if (Status s = write_csv(csv, table, periodic_rows); !s.ok()) {
       std::fprintf(stderr, "estimator-bench: %s\n", s.to_string().c_str());
       exit_code = 1;
     } else if (!plot_file.empty()) {

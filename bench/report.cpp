@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "bench/periodic.h"
+
 namespace estimator::bench {
 namespace {
 
@@ -128,21 +130,27 @@ void print_table(const std::vector<Row>& rows) {
   }
 }
 
-Status write_csv(const std::string& path, const std::vector<Row>& rows) {
+Status write_csv(const std::string& path, const std::vector<Row>& rows,
+                 const std::vector<PeriodicRow>& periodic) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) return Status(Code::kPermissionDenied, "cannot write " + path);
   std::fprintf(f, "mode,variant,clients,model,rows,features,req_bytes,resp_bytes,n,p50_us,"
-                  "p90_us,p99_us,p999_us,max_us,slow_pct,req_per_s,rows_per_s\n");
-  for (const Row& r : rows) {
+                  "p90_us,p99_us,p999_us,max_us,slow_pct,req_per_s,rows_per_s,period_ms,"
+                  "server_cpu_pct\n");
+  const auto line = [f](const Row& r, double period_ms, double cpu_pct) {
     const std::string_view model = model_kind_name(r.c->model);
-    std::fprintf(f, "%s,%s,%u,%.*s,%u,%u,%zu,%zu,%llu,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.1f,%.1f\n",
+    std::fprintf(f, "%s,%s,%u,%.*s,%u,%u,%zu,%zu,%llu,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.1f,%.1f,%g,",
                  r.lane.mode.c_str(), r.lane.variant.c_str(), r.lane.clients,
                  static_cast<int>(model.size()), model.data(), r.c->rows, r.c->cols,
                  request_bytes(r), response_bytes(r),
                  static_cast<unsigned long long>(r.s.count), r.s.p50_us, r.s.p90_us,
                  r.s.p99_us, r.s.p999_us, r.s.max_us, 100.0 * r.s.slow_fraction, r.s.req_per_s,
-                 r.s.rows_per_s);
-  }
+                 r.s.rows_per_s, period_ms);
+    if (!std::isnan(cpu_pct)) std::fprintf(f, "%.4f", cpu_pct);
+    std::fputc('\n', f);
+  };
+  for (const Row& r : rows) line(r, 0, kNan);
+  for (const PeriodicRow& p : periodic) line(Row{p.label, p.c, p.s}, p.period_ms, p.cpu_pct);
   const bool ok = std::fclose(f) == 0;
   return ok ? Status::Ok() : Status(Code::kInternal, "error writing " + path);
 }

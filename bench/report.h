@@ -39,9 +39,13 @@ inline constexpr unsigned kThreadsClients[] = {1, 2, 4};
 // with 2 dispatch threads, and the throughput ratio.
 void print_threads(const std::vector<Row>& rows);
 
+struct PeriodicRow;  // bench/periodic.h
+
 // mode,variant,clients,model,rows,features,req_bytes,resp_bytes,n,p50_us,p90_us,p99_us,
-// p999_us,max_us,slow_pct,req_per_s,rows_per_s
-Status write_csv(const std::string& path, const std::vector<Row>& rows);
+// p999_us,max_us,slow_pct,req_per_s,rows_per_s,period_ms,server_cpu_pct: the table's rows
+// (period_ms 0: back to back; no server_cpu_pct), then the periodic lanes' rows.
+Status write_csv(const std::string& path, const std::vector<Row>& rows,
+                 const std::vector<PeriodicRow>& periodic);
 
 // The targets of the measurement (issue #6), each "met", "NOT met" or "not measured",
 // with the figure that decides it.
