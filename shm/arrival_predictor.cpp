@@ -69,7 +69,7 @@ void ArrivalPredictor::arrived(std::uint64_t key, std::uint64_t now_ns) {
           const std::uint64_t shift = ((now_ns - e.next.end_ns) / e.period_ns + 1) * e.period_ns;
           e.next = {e.next.start_ns + shift, e.next.end_ns + shift};
         }
-        e.suspended = false;
+        e.suspended = e.backoff != 0;
         return;
       }
       const std::uint64_t stray = e.stray_ns;
@@ -82,7 +82,19 @@ void ArrivalPredictor::arrived(std::uint64_t key, std::uint64_t now_ns) {
     }
   }
   e.stray_ns = 0;
-  e.suspended = false;
+  // Whether its window (if it had one) closed before it came: a thread that spun through
+  // the window suspended it at its end; one that slept through it (a late timer, or busy
+  // elsewhere) did not look, and that is what the back-off counts.
+  const bool had_window = e.count > kConfidentAfter + 1;
+  const bool slept_through = had_window && !e.suspended && now_ns >= e.next.end_ns;
+  if (had_window && !e.suspended && !slept_through) e.late_wakes = 0;  // came in its window
+  if (slept_through) ++e.late_wakes;
+  if (e.backoff != 0) {
+    --e.backoff;
+  } else if ((e.suspended || slept_through) && e.late_wakes >= kLateBeforeBackoff) {
+    e.backoff = std::min(kMaxBackoff, 2U << std::min(e.late_wakes - kLateBeforeBackoff, 5U));
+  }
+  e.suspended = e.backoff != 0;
   if (e.count == kHistory) {
     std::copy(e.arrivals.begin() + 1, e.arrivals.end(), e.arrivals.begin());
     std::copy(e.ticks.begin() + 1, e.ticks.end(), e.ticks.begin());
@@ -154,6 +166,7 @@ std::optional<ArrivalPredictor::Window> ArrivalPredictor::next_window(std::uint6
     if (!confident(e)) continue;
     if (e.next.end_ns <= now_ns) {
       e.suspended = true;  // missed: not predicted again before its next request
+      if (now_ns - e.next.end_ns > e.next.end_ns - e.next.start_ns) ++e.late_wakes;
       misses_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }

@@ -27,16 +27,20 @@ struct Caught {
   std::uint32_t inside = 0;
   std::uint32_t counted = 0;
 };
+// The thread asks after answering (half a period before the tick here), is awake for the
+// window, and asks again at its end when the request has not come.
 Caught ticking(ArrivalPredictor& p, std::uint64_t key, std::uint64_t period, std::uint32_t periods,
             std::uint64_t lo, std::uint64_t hi) {
   Caught r;
   for (std::uint32_t k = 0; k < periods; ++k) {
-    const std::uint64_t arrival = kSecond + k * period + lateness(k, lo, hi);
-    const auto w = p.next_window(arrival - 1);
+    const std::uint64_t tick = kSecond + k * period;
+    const std::uint64_t arrival = tick + lateness(k, lo, hi);
+    const auto w = p.next_window(tick - period / 2);
     if (k >= 16) {
       ++r.counted;
       if (w && w->start_ns <= arrival && arrival < w->end_ns) ++r.inside;
     }
+    if (w && w->end_ns <= arrival) (void)p.next_window(w->end_ns);  // spun through it
     p.arrived(key, arrival);
   }
   return r;
@@ -201,6 +205,62 @@ TEST(ArrivalPredictor, ASkippedTickKeepsTheRhythm) {
   ASSERT_TRUE(w.has_value());
   EXPECT_LE(w->start_ns, tick + kPeriod + 40'000);
   EXPECT_GT(w->end_ns, tick + kPeriod + 40'000);
+}
+
+// At P = 1 ms a window is 6 us, and a VM's timers fire tens of us late: the thread wakes
+// after every window has closed. Each such window is a timer wake-up for nothing, so a
+// client missed again and again is predicted ever more rarely, and served as without
+// prediction in between; once a window catches it, it is predicted every period again.
+TEST(ArrivalPredictor, WindowsMissedAgainAndAgainBackOff) {
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(5, 4321, 6);
+  constexpr std::uint64_t kPeriod = 1'000'000;
+  constexpr std::uint64_t kLate = 50'000;  // every request 50 us after its tick
+  constexpr std::uint32_t kPeriods = 1000;
+  std::uint64_t tick = kSecond;
+  std::uint32_t unpredicted = 0;  // periods in which the daemon spins as without prediction
+  for (std::uint32_t k = 0; k < kPeriods; ++k) {
+    tick += kPeriod;
+    // The thread looks 30 us after the request came: its window has closed.
+    (void)p.next_window(tick + kLate + 30'000);
+    if (k >= 16 && p.period_of(key) == 0) ++unpredicted;
+    p.arrived(key, tick + kLate);
+  }
+  // Without the back-off, every period after the first few is a miss.
+  EXPECT_LT(p.misses(), kPeriods / 16) << "a missed window every period";
+  EXPECT_GT(p.misses(), ArrivalPredictor::kLateBeforeBackoff);
+  EXPECT_GT(unpredicted, kPeriods * 3 / 4);
+  // The thread now wakes in time: within one back-off, the windows catch every request.
+  std::uint32_t caught = 0;
+  for (std::uint32_t k = 0; k < ArrivalPredictor::kMaxBackoff + 100; ++k) {
+    tick += kPeriod;
+    const auto w = p.next_window(tick + kLate - 1);
+    if (k >= ArrivalPredictor::kMaxBackoff + 1 && w && w->start_ns <= tick + kLate &&
+        tick + kLate < w->end_ns) {
+      ++caught;
+    }
+    p.arrived(key, tick + kLate);
+  }
+  EXPECT_EQ(caught, 99U);
+  EXPECT_EQ(p.period_of(key), kPeriod);
+}
+
+// The same when the thread never looks at the windows at all (asleep on a timer that
+// fires after the request came, or busy with other clients): a request that comes after
+// its window closed unwatched counts as a window slept through.
+TEST(ArrivalPredictor, WindowsSleptThroughBackOffToo) {
+  ArrivalPredictor p;
+  const std::uint64_t key = ArrivalPredictor::client_key(5, 4322, 7);
+  constexpr std::uint64_t kPeriod = 1'000'000;
+  std::uint64_t tick = kSecond;
+  std::uint32_t unpredicted = 0;
+  for (std::uint32_t k = 0; k < 1000; ++k) {
+    tick += kPeriod;
+    if (k >= 16 && p.period_of(key) == 0) ++unpredicted;
+    // 50 to 230 us late: a 6 us window holds at most one lateness in seven.
+    p.arrived(key, tick + 50'000 + (k % 7) * 30'000);
+  }
+  EXPECT_GT(unpredicted, 500U) << "of 984 periods";
 }
 
 }  // namespace
