@@ -85,9 +85,9 @@ void ArrivalPredictor::arrived(std::uint64_t key, std::uint64_t now_ns) {
   // Whether its window (if it had one) closed before it came: a thread that spun through
   // the window suspended it at its end; one that slept through it (a late timer, or busy
   // elsewhere) did not look, and that is what the back-off counts.
-  const bool had_window = e.count > kConfidentAfter + 1;
-  const bool slept_through = had_window && !e.suspended && now_ns >= e.next.end_ns;
-  if (had_window && !e.suspended && !slept_through) e.late_wakes = 0;  // came in its window
+  const bool watched = confident(e);  // it had a window, and no thread saw it close empty
+  const bool slept_through = watched && now_ns >= e.next.end_ns;
+  if (watched && !slept_through) e.late_wakes = 0;  // came in its window
   if (slept_through) ++e.late_wakes;
   if (e.backoff != 0) {
     --e.backoff;
