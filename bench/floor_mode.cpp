@@ -56,9 +56,9 @@ struct alignas(64) FloorControl {
   std::atomic<std::uint64_t> flag{0};
   std::uint32_t request_len = 0;  // client
   std::uint32_t case_index = 0;   // client: which case's response to send
-  std::uint32_t rows = 0;         // client
+  std::uint32_t rows = 0;         // client (bytes only: work checks the decoded reply)
   std::uint32_t reply_len = 0;    // server
-  std::uint32_t reply_rows = 0;   // server: echoes rows
+  std::uint32_t reply_rows = 0;   // server: echoes rows (bytes only)
   std::uint32_t pad = 0;
   std::uint64_t reply_echo = 0;   // server: the last 8 bytes of the request it read
   // Variant "work" only: the request's nonce (client), and the reply's seal (server).
@@ -129,11 +129,11 @@ int serve_floor(const Mapping& m, const std::vector<Case>& cases, std::uint64_t 
       const std::uint32_t index = ctl.case_index;
       reply = cases[index < cases.size() ? index : 0].response;
       ctl.reply_echo = last_word(scratch.data(), len);
+      ctl.reply_rows = ctl.rows;
     }
     const std::size_t rlen = std::min(reply.size(), m.reply_cap);
     std::memcpy(m.reply, reply.data(), rlen);
     ctl.reply_len = static_cast<std::uint32_t>(rlen);
-    ctl.reply_rows = ctl.rows;
     ctl.flag.store(v + 1, std::memory_order_release);
   }
 }
@@ -203,7 +203,6 @@ class FloorMode final : public Mode {
       std::memcpy(map_.request, bytes.data(), bytes.size());
       ctl.request_len = static_cast<std::uint32_t>(bytes.size());
       ctl.nonce = nonce;
-      ctl.rows = c.rows;
       ctl.flag.store(answered - 1, std::memory_order_release);
       const std::uint64_t request_digest = shm::digest(bytes, nonce);  // while the child works
       if (Status s = wait_answer(answered); !s.ok()) return s;
